@@ -1,0 +1,79 @@
+//! The command line: `sluice [--settings FILE]`, `sluice check --settings FILE`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::logging::{self, LogFormat};
+use crate::server;
+use crate::settings::{EnvSource, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A metering pass-through proxy for LLM APIs"
+)]
+pub struct Cli {
+    /// Settings file (default: settings/sluice.toml when it exists, else built-in defaults).
+    #[arg(long, env = "SLUICE_SETTINGS", global = true)]
+    pub settings: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the settings: print a summary and exit 0, or the error and exit 1.
+    Check,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.settings.as_deref(), &EnvSource::Process);
+    match cli.command {
+        Some(Command::Check) => match settings {
+            Ok(settings) => {
+                println!("ok: {}", settings.summary());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            logging::init(cli.log_format);
+            let settings = match settings {
+                Ok(settings) => settings,
+                Err(err) => {
+                    tracing::error!("{err}");
+                    eprintln!("error: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match serve(settings) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!("{err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve(settings: Settings) -> std::io::Result<()> {
+    for line in settings.summary().lines() {
+        tracing::info!("{line}");
+    }
+    actix_rt::System::new().block_on(async move {
+        let running = server::start(settings).await?;
+        server::spawn_signal_handler(running.handle.clone());
+        running.wait().await
+    })
+}

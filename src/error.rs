@@ -1,0 +1,135 @@
+//! Everything sluice itself may tell a client, and the one place that maps it to Anthropic's
+//! error shape, an HTTP status and the `x-sluice-error` kind.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+
+/// Header naming the kind of an error that sluice produced (absent on upstream errors).
+pub const SLUICE_ERROR_HEADER: &str = "x-sluice-error";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the path leaves the route's prefix")]
+    PathEscapes,
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error("missing access key (send it in {0}, or as a Bearer token or x-api-key)")]
+    AccessKeyMissing(String),
+    #[error("unknown access key")]
+    AccessKeyUnknown,
+    #[error("missing or wrong admin token (send Authorization: Bearer <token>)")]
+    AdminToken,
+    #[error("this route sends only the server key, and none is configured")]
+    NoServerKey,
+    #[error("request body is larger than {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+    #[error("upstream answered with something that is not valid HTTP: {0}")]
+    UpstreamBroken(String),
+    #[error("upstream sent no response headers within {0} ms")]
+    UpstreamTimeout(u128),
+    #[error("upstream connection was not established within {0} ms")]
+    ConnectTimeout(u128),
+    #[error("the request body could not be read: {0}")]
+    ClientBody(String),
+}
+
+impl Error {
+    /// Short machine-readable kind, sent as `x-sluice-error` and recorded in logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::PathEscapes => "bad_path",
+            Error::NoRoute(_) => "no_route",
+            Error::AccessKeyMissing(_) => "access_key_missing",
+            Error::AccessKeyUnknown => "access_key_unknown",
+            Error::AdminToken => "admin_token",
+            Error::NoServerKey => "no_server_key",
+            Error::BodyTooLarge(_) => "body_too_large",
+            Error::UpstreamUnreachable(_) => "upstream_unreachable",
+            Error::UpstreamBroken(_) => "upstream_broken",
+            Error::UpstreamTimeout(_) | Error::ConnectTimeout(_) => "upstream_timeout",
+            Error::ClientBody(_) => "client_body",
+        }
+    }
+
+    /// Anthropic's `error.type` for the status, so clients' error handling keeps working.
+    fn anthropic_type(&self) -> &'static str {
+        match self.status_code().as_u16() {
+            400 => "invalid_request_error",
+            401 => "authentication_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            504 => "timeout_error",
+            _ => "api_error",
+        }
+    }
+
+    /// `{"type":"error","error":{"type":…,"message":"sluice: …"}}`, fields in Anthropic's order.
+    pub fn body(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            r#type: &'static str,
+            error: Detail<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct Detail<'a> {
+            r#type: &'a str,
+            message: String,
+        }
+        let body = Body {
+            r#type: "error",
+            error: Detail {
+                r#type: self.anthropic_type(),
+                message: format!("sluice: {self}"),
+            },
+        };
+        serde_json::to_string(&body).unwrap_or_default()
+    }
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Error::PathEscapes | Error::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Error::NoRoute(_) => StatusCode::NOT_FOUND,
+            Error::AccessKeyMissing(_)
+            | Error::AccessKeyUnknown
+            | Error::AdminToken
+            | Error::NoServerKey => StatusCode::UNAUTHORIZED,
+            Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UpstreamUnreachable(_) | Error::UpstreamBroken(_) => StatusCode::BAD_GATEWAY,
+            Error::UpstreamTimeout(_) | Error::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .insert_header((SLUICE_ERROR_HEADER, self.kind()))
+            .body(self.body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_have_anthropic_shape() {
+        let body: serde_json::Value =
+            serde_json::from_str(&Error::BodyTooLarge(10).body()).unwrap();
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "request_too_large");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("sluice: "));
+        let response = Error::UpstreamTimeout(5).error_response();
+        assert_eq!(response.status(), 504);
+        assert_eq!(
+            response.headers().get(SLUICE_ERROR_HEADER).unwrap(),
+            "upstream_timeout"
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! sluice: a metering pass-through proxy for LLM APIs. Client credentials first, bytes
+//! untouched and unbuffered, usage counted on the side.
+//!
+//! The request path, in order: [`proxy`] (entry) → [`routing`] → [`credentials`] →
+//! [`upstream`] → [`metrics::tap`] → [`metrics`] (aggregation). Settings come from
+//! [`settings`]; [`server`] wires it all together.
+
+pub mod cli;
+pub mod credentials;
+pub mod error;
+pub mod headers;
+pub mod logging;
+pub mod metrics;
+pub mod pricing;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod settings;
+pub mod upstream;
+pub mod usage;

@@ -1,0 +1,67 @@
+//! One finished request, as the request path reports it to the MetricsAggregator.
+
+use std::time::{Duration, SystemTime};
+
+use crate::credentials::CredentialSource;
+use crate::usage::Usage;
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The whole answer reached the client.
+    Completed,
+    /// The client went away before the answer ended.
+    ClientGone,
+    /// The upstream broke the answer off.
+    UpstreamCut,
+    /// The upstream fell silent for longer than `idle_ms` inside the answer.
+    IdleTimeout,
+    /// sluice answered itself with an error (`x-sluice-error` kind).
+    Refused(&'static str),
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::ClientGone => "client_gone",
+            Outcome::UpstreamCut => "upstream_cut",
+            Outcome::IdleTimeout => "idle_timeout",
+            Outcome::Refused(kind) => kind,
+        }
+    }
+
+    /// A stream that ended early: its tokens so far still count.
+    pub fn is_incomplete(self) -> bool {
+        matches!(
+            self,
+            Outcome::ClientGone | Outcome::UpstreamCut | Outcome::IdleTimeout
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub finished_at: SystemTime,
+    /// The route's prefix; empty when no route matched.
+    pub route: String,
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    pub status: u16,
+    pub model: Option<String>,
+    pub source: Option<CredentialSource>,
+    /// `<source>:<fingerprint>`; never the secret.
+    pub credential: Option<String>,
+    pub caller: Option<String>,
+    pub session: Option<String>,
+    pub usage: Usage,
+    /// The answer was an event stream.
+    pub streamed: bool,
+    pub outcome: Outcome,
+    pub ttfb: Option<Duration>,
+    pub total: Duration,
+    pub overhead: Option<Duration>,
+    /// `anthropic-ratelimit-*` and `retry-after` response headers.
+    pub rate_limits: Vec<(String, String)>,
+}

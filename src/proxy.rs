@@ -1,0 +1,262 @@
+//! Where a request enters: route → credentials → upstream request → answer streamed back through
+//! the usage tap → one record to the aggregator.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix_web::body::{BodyStream, SizedStream};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use awc::error::{ConnectError, SendRequestError};
+use futures_util::StreamExt;
+
+use crate::credentials::Outbound;
+use crate::error::Error;
+use crate::headers;
+use crate::metrics::tap::Timing;
+use crate::metrics::{Outcome, RequestRecord, UsageTap};
+use crate::routing;
+use crate::server::AppState;
+use crate::settings::Protocol;
+use crate::upstream::{UpstreamOutcome, WorkerClients};
+use crate::usage::{AnswerFormat, UsageParser};
+
+const SESSION_HEADER: &str = "x-claude-code-session-id";
+
+/// Forwards any request under a route's prefix.
+pub async fn forward(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    clients: web::Data<WorkerClients>,
+) -> HttpResponse {
+    let received = Instant::now();
+    let mut record = new_record(&req);
+    match exchange(&req, payload, &state, &clients, &mut record, received).await {
+        Ok(response) => response,
+        Err(err) => {
+            record.status = err.status_code().as_u16();
+            record.outcome = Outcome::Refused(err.kind());
+            record.total = received.elapsed();
+            record.finished_at = SystemTime::now();
+            tracing::warn!(kind = err.kind(), status = record.status, "{err}");
+            state.recorder.record(record);
+            err.error_response()
+        }
+    }
+}
+
+async fn exchange(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    clients: &WorkerClients,
+    record: &mut RequestRecord,
+    received: Instant,
+) -> Result<HttpResponse, Error> {
+    let snapshot = state.snapshot();
+    let path = req.uri().path();
+    let (index, route) = snapshot
+        .settings
+        .route_for(path)
+        .ok_or_else(|| Error::NoRoute(path.to_string()))?;
+    record.route = route.prefix.clone();
+    let rest = if route.prefix == "/" {
+        path
+    } else {
+        &path[route.prefix.len()..]
+    };
+    if routing::escapes_prefix(rest) {
+        return Err(Error::PathEscapes);
+    }
+
+    let limit = snapshot.settings.max_request_body_bytes;
+    let body = RequestBody::of(req.headers());
+    if let RequestBody::Sized(length) = body {
+        if length > limit {
+            return Err(Error::BodyTooLarge(limit));
+        }
+    }
+
+    let Outbound {
+        headers: outbound_headers,
+        source,
+        credential,
+        caller,
+    } = snapshot.credentials.outbound(index, req.headers())?;
+    record.source = Some(source);
+    record.credential = credential;
+    record.caller = caller;
+
+    let plan = &snapshot.upstream;
+    let url = routing::upstream_url(&plan.routes[index].base, rest, req.uri().query());
+    let mut upstream_request = clients
+        .client(plan, index)
+        .request(req.method().clone(), url);
+    *upstream_request.headers_mut() = outbound_headers;
+
+    let over_limit = Rc::new(Cell::new(false));
+    let limited = limit_body(payload, limit, over_limit.clone());
+    let overhead_before = received.elapsed();
+    let sending = match body {
+        RequestBody::Sized(length) => upstream_request.send_body(SizedStream::new(length, limited)),
+        RequestBody::Chunked => upstream_request.send_body(BodyStream::new(limited)),
+        RequestBody::None => upstream_request.send(),
+    };
+    let first_byte = plan.timeouts.first_byte;
+    let sent = tokio::time::timeout(first_byte, sending).await;
+    let head_received = Instant::now();
+    let ttfb = head_received - received;
+    let result = match sent {
+        Err(_) => Err(Error::UpstreamTimeout(first_byte.as_millis())),
+        Ok(Err(err)) => Err(upstream_error(
+            err,
+            over_limit.get(),
+            limit,
+            plan.timeouts.connect,
+        )),
+        Ok(Ok(response)) => Ok(response),
+    };
+    state.pool.do_send(UpstreamOutcome {
+        route: route.prefix.clone(),
+        failure: result.as_ref().err().map(Error::kind),
+        first_byte: ttfb,
+    });
+    let upstream = result?;
+
+    record.status = upstream.status().as_u16();
+    record.ttfb = Some(ttfb);
+    record.rate_limits = rate_limit_headers(upstream.headers());
+    let format = AnswerFormat::from_content_type(
+        upstream
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    record.streamed = format == AnswerFormat::EventStream;
+    let parser = (route.protocol == Protocol::Anthropic).then(|| UsageParser::new(format));
+
+    let mut response = HttpResponse::build(upstream.status());
+    for (name, value) in headers::response_headers(upstream.headers()) {
+        response.append_header((name.clone(), value.clone()));
+    }
+    let length = content_length(upstream.headers());
+    let status = upstream.status();
+    let tap = UsageTap::new(
+        upstream,
+        parser,
+        record.clone(),
+        state.recorder.clone(),
+        Timing {
+            received,
+            overhead_before,
+            head_received,
+        },
+        plan.timeouts.idle,
+    );
+    Ok(match length {
+        _ if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED => {
+            drop(tap);
+            response.finish()
+        }
+        Some(length) => response.body(SizedStream::new(length, tap)),
+        None => response.body(BodyStream::new(tap)),
+    })
+}
+
+/// How the client framed its request body, which is how it goes upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestBody {
+    Sized(u64),
+    Chunked,
+    None,
+}
+
+impl RequestBody {
+    fn of(headers: &HeaderMap) -> Self {
+        if let Some(length) = content_length(headers) {
+            RequestBody::Sized(length)
+        } else if headers.contains_key(header::TRANSFER_ENCODING) {
+            RequestBody::Chunked
+        } else {
+            RequestBody::None
+        }
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Streams the client's body through, failing (and flagging) once it passes `limit` bytes.
+fn limit_body(
+    payload: web::Payload,
+    limit: u64,
+    over_limit: Rc<Cell<bool>>,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, Error>> + 'static {
+    let mut seen: u64 = 0;
+    payload.map(move |chunk| {
+        let chunk = chunk.map_err(|e| Error::ClientBody(e.to_string()))?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            over_limit.set(true);
+            return Err(Error::BodyTooLarge(limit));
+        }
+        Ok(chunk)
+    })
+}
+
+fn upstream_error(err: SendRequestError, over_limit: bool, limit: u64, connect: Duration) -> Error {
+    match err {
+        _ if over_limit => Error::BodyTooLarge(limit),
+        SendRequestError::Connect(ConnectError::Timeout) => {
+            Error::ConnectTimeout(connect.as_millis())
+        }
+        SendRequestError::Connect(err) => Error::UpstreamUnreachable(err.to_string()),
+        SendRequestError::Timeout => Error::UpstreamTimeout(0),
+        SendRequestError::Body(err) => Error::ClientBody(err.to_string()),
+        other => Error::UpstreamBroken(other.to_string()),
+    }
+}
+
+/// `anthropic-ratelimit-*` and `retry-after`, the subscription's rate-limit state.
+fn rate_limit_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            name.as_str().starts_with("anthropic-ratelimit-") || *name == header::RETRY_AFTER
+        })
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+        .collect()
+}
+
+fn new_record(req: &HttpRequest) -> RequestRecord {
+    RequestRecord {
+        finished_at: SystemTime::now(),
+        route: String::new(),
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+        status: 0,
+        model: None,
+        source: None,
+        credential: None,
+        caller: None,
+        session: req
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        usage: Default::default(),
+        streamed: false,
+        outcome: Outcome::Completed,
+        ttfb: None,
+        total: Duration::ZERO,
+        overhead: None,
+        rate_limits: Vec::new(),
+    }
+}

@@ -1,0 +1,126 @@
+//! Which route a path belongs to, whether it tries to leave it, and the upstream URL it maps to.
+
+use percent_encoding::percent_decode_str;
+
+/// True when `path` is `prefix` itself or lies below it (segment boundary: `/a` covers `/a/b`,
+/// not `/ab`).
+pub fn prefix_covers(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return path.starts_with('/');
+    }
+    path.starts_with(prefix)
+        && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
+}
+
+/// True when `rest` (the raw path after a route's prefix) holds a `..` segment, plainly or
+/// percent-encoded (also doubly), with `/` or `\` as separators — anything an upstream could
+/// resolve to a path outside the route's base.
+pub fn escapes_prefix(rest: &str) -> bool {
+    let mut current = std::borrow::Cow::Borrowed(rest);
+    // Decode until stable (bounded): `%252e%252e` is `..` to a server that decodes twice.
+    for _ in 0..3 {
+        if has_dot_dot_segment(&current) {
+            return true;
+        }
+        let decoded = percent_decode_str(&current)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded == *current {
+            return false;
+        }
+        current = std::borrow::Cow::Owned(decoded);
+    }
+    has_dot_dot_segment(&current)
+}
+
+fn has_dot_dot_segment(path: &str) -> bool {
+    path.split(['/', '\\']).any(|segment| segment == "..")
+}
+
+/// `{upstream base}{rest}?{query}`: `base` has no trailing slash, `rest` is empty or starts
+/// with `/`; the query string is kept byte for byte.
+pub fn upstream_url(base: &str, rest: &str, query: Option<&str>) -> String {
+    let mut url =
+        String::with_capacity(base.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
+    url.push_str(base);
+    if rest.is_empty() && !base_has_path(base) {
+        url.push('/');
+    } else {
+        url.push_str(rest);
+    }
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+fn base_has_path(base: &str) -> bool {
+    let after_scheme = base.split_once("://").map_or(base, |(_, rest)| rest);
+    after_scheme.contains('/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_matches_on_segment_boundaries() {
+        assert!(prefix_covers("/anthropic", "/anthropic"));
+        assert!(prefix_covers("/anthropic", "/anthropic/v1/messages"));
+        assert!(!prefix_covers("/anthropic", "/anthropicx/v1"));
+        assert!(!prefix_covers("/anthropic", "/other"));
+        assert!(prefix_covers("/", "/v1/messages"));
+    }
+
+    #[test]
+    fn dot_dot_segments_escape_in_any_encoding() {
+        for rest in [
+            "/../stats",
+            "/v1/..",
+            "/%2e%2e/x",
+            "/%2E%2e/x",
+            "/.%2e/x",
+            "/%252e%252e/x",
+            "/v1/..%2fsecret",
+            "/v1/%2e%2e%2fsecret",
+            "/v1\\..\\x",
+        ] {
+            assert!(escapes_prefix(rest), "{rest} should be refused");
+        }
+        for rest in [
+            "",
+            "/v1/messages",
+            "/v1/...",
+            "/v1/a..b",
+            "/v1/%2e",
+            "/v1/./x",
+        ] {
+            assert!(!escapes_prefix(rest), "{rest} should pass");
+        }
+    }
+
+    #[test]
+    fn upstream_url_keeps_base_path_and_query() {
+        assert_eq!(
+            upstream_url(
+                "https://api.anthropic.com",
+                "/v1/messages",
+                Some("beta=true")
+            ),
+            "https://api.anthropic.com/v1/messages?beta=true"
+        );
+        assert_eq!(
+            upstream_url("http://gw:8080/llm/anthropic", "/v1/messages", None),
+            "http://gw:8080/llm/anthropic/v1/messages"
+        );
+        assert_eq!(
+            upstream_url("https://api.anthropic.com", "", None),
+            "https://api.anthropic.com/"
+        );
+        assert_eq!(
+            upstream_url("http://gw/base", "", Some("a=b")),
+            "http://gw/base?a=b"
+        );
+    }
+}

@@ -1,0 +1,727 @@
+//! Where settings come from: the TOML file (or the built-in defaults), `SLUICE__` environment
+//! overrides, and the env vars that hold secrets — validated into the runtime [`Settings`].
+
+mod file;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use actix_web::http::header::HeaderName;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+pub use file::SettingsFile;
+
+use crate::credentials::CredentialPolicy;
+use crate::pricing::Price;
+
+/// The shipped `settings/sluice.toml`; sluice runs on exactly this when no file is found.
+pub const DEFAULT_SETTINGS_TOML: &str = include_str!("../../settings/sluice.toml");
+/// Where `sluice` looks for settings when none are named.
+pub const DEFAULT_SETTINGS_PATH: &str = "settings/sluice.toml";
+/// Paths sluice answers itself; no route may take them.
+pub const ADMIN_PATHS: [&str; 4] = ["/healthz", "/stats", "/metrics", "/dashboard"];
+
+/// A setting that is wrong, with the key that is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read settings file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("settings: {0}")]
+    Parse(String),
+    #[error("settings: `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A secret read from the environment. Its value never reaches `Debug`, logs or JSON.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    value: String,
+}
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self { value }
+    }
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+    /// First 12 hex digits of the SHA-256 of the value: safe to show, stable across restarts.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self.value.as_bytes())
+    }
+}
+
+/// First 12 hex digits of the SHA-256 of `secret`.
+pub fn fingerprint(secret: &[u8]) -> String {
+    let digest = Sha256::digest(secret);
+    hex::encode(&digest[..6])
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({})", self.fingerprint())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Anthropic,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub prefix: String,
+    /// Base URL without a trailing slash; its path is kept in front of every forwarded path.
+    pub upstream: Url,
+    pub protocol: Protocol,
+    pub credential_policy: CredentialPolicy,
+    pub server_key_env: String,
+    pub server_key: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
+    /// Certificates from `ca_file`, read and checked at validation.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessKey {
+    pub name: String,
+    pub key: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub header: HeaderName,
+    pub keys: Vec<AccessKey>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    /// Upstream connections per worker; 0 = no limit.
+    pub max_connections: usize,
+    pub idle_keepalive: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsSettings {
+    pub state_file: Option<PathBuf>,
+    pub flush_interval: Duration,
+}
+
+/// Validated settings, secrets resolved. Built only by [`Settings::load`] / [`Settings::from_toml`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file they came from, or "built-in defaults".
+    pub origin: String,
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub shutdown_grace: Duration,
+    pub routes: Vec<Route>,
+    pub access: Access,
+    pub admin_token: Option<Secret>,
+    pub timeouts: Timeouts,
+    pub max_request_body_bytes: u64,
+    pub pool: Pool,
+    pub stats: StatsSettings,
+    pub pricing: BTreeMap<String, Price>,
+}
+
+/// Where to read the environment from: the process, or a fixed map in tests.
+pub enum EnvSource {
+    Process,
+    Fixed(HashMap<String, String>),
+}
+
+impl EnvSource {
+    fn var(&self, name: &str) -> Option<String> {
+        let value = match self {
+            EnvSource::Process => std::env::var(name).ok(),
+            EnvSource::Fixed(map) => map.get(name).cloned(),
+        };
+        value.filter(|v| !v.is_empty())
+    }
+
+    fn overrides(&self) -> Option<config::Map<String, String>> {
+        match self {
+            EnvSource::Process => None,
+            EnvSource::Fixed(map) => Some(map.clone().into_iter().collect()),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads `path` (or, when `None`, `settings/sluice.toml` if it exists, else the built-in
+    /// defaults), applies `SLUICE__` overrides and validates.
+    pub fn load(path: Option<&Path>, env: &EnvSource) -> Result<Settings, SettingsError> {
+        let (text, origin) = match path {
+            Some(path) => (read_file(path)?, path.display().to_string()),
+            None if Path::new(DEFAULT_SETTINGS_PATH).exists() => (
+                read_file(Path::new(DEFAULT_SETTINGS_PATH))?,
+                DEFAULT_SETTINGS_PATH.to_string(),
+            ),
+            None => (
+                DEFAULT_SETTINGS_TOML.to_string(),
+                "built-in defaults".into(),
+            ),
+        };
+        Self::from_toml(&text, &origin, env)
+    }
+
+    pub fn from_toml(text: &str, origin: &str, env: &EnvSource) -> Result<Settings, SettingsError> {
+        let raw = parse(text, env)?;
+        validate(raw, origin, env)
+    }
+
+    /// A few lines for `sluice check` and the startup log; no secret values.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "settings from {}: listen {}, {} worker(s)\n",
+            self.origin,
+            self.listen,
+            if self.workers == 0 {
+                "one per core".to_string()
+            } else {
+                self.workers.to_string()
+            }
+        );
+        for route in &self.routes {
+            let key = match &route.server_key {
+                Some(key) => format!(
+                    "server key from {} ({})",
+                    route.server_key_env,
+                    key.fingerprint()
+                ),
+                None => format!("no server key (${} unset)", route.server_key_env),
+            };
+            out.push_str(&format!(
+                "route {} -> {} [{}, {}, {}]\n",
+                route.prefix,
+                route.upstream,
+                route.credential_policy.as_str(),
+                match route.protocol {
+                    Protocol::Anthropic => "anthropic",
+                    Protocol::None => "none",
+                },
+                key
+            ));
+        }
+        out.push_str(&format!(
+            "access keys: {}; admin token: {}; {} priced model prefixes",
+            if self.access.keys.is_empty() {
+                "none (anyone who can reach the port may use it)".to_string()
+            } else {
+                self.access
+                    .keys
+                    .iter()
+                    .map(|k| k.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            if self.admin_token.is_some() {
+                "set"
+            } else {
+                "not set"
+            },
+            self.pricing.len()
+        ));
+        out
+    }
+
+    /// The route whose prefix covers `path` (prefixes never overlap, so at most one does).
+    pub fn route_for(&self, path: &str) -> Option<(usize, &Route)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, route)| crate::routing::prefix_covers(&route.prefix, path))
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, SettingsError> {
+    std::fs::read_to_string(path).map_err(|e| SettingsError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn parse(text: &str, env: &EnvSource) -> Result<SettingsFile, SettingsError> {
+    let environment = config::Environment::with_prefix("SLUICE")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .source(env.overrides());
+    config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(environment)
+        .build()
+        .and_then(|c| c.try_deserialize::<SettingsFile>())
+        .map_err(|e| SettingsError::Parse(e.to_string()))
+}
+
+fn validate(raw: SettingsFile, origin: &str, env: &EnvSource) -> Result<Settings, SettingsError> {
+    let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+        invalid(
+            "listen",
+            format!("{:?} is not an address like 127.0.0.1:4080", raw.listen),
+        )
+    })?;
+
+    if raw.routes.is_empty() {
+        return Err(invalid(
+            "routes",
+            "at least one [[routes]] entry is required",
+        ));
+    }
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    for (i, route) in raw.routes.iter().enumerate() {
+        routes.push(validate_route(i, route, env)?);
+    }
+    for (i, a) in routes.iter().enumerate() {
+        for (j, b) in routes.iter().enumerate().skip(i + 1) {
+            if crate::routing::prefix_covers(&a.prefix, &b.prefix)
+                || crate::routing::prefix_covers(&b.prefix, &a.prefix)
+            {
+                return Err(invalid(
+                    format!("routes[{j}].prefix"),
+                    format!("{:?} overlaps routes[{i}].prefix {:?}", b.prefix, a.prefix),
+                ));
+            }
+        }
+    }
+
+    let access = validate_access(raw.access.as_ref(), env)?;
+    let admin_token = env.var(&raw.admin.token_env).map(Secret::new);
+
+    let timeouts = Timeouts {
+        connect: positive_ms("timeouts.connect_ms", raw.timeouts.connect_ms)?,
+        first_byte: positive_ms("timeouts.first_byte_ms", raw.timeouts.first_byte_ms)?,
+        idle: positive_ms("timeouts.idle_ms", raw.timeouts.idle_ms)?,
+    };
+    if raw.limits.max_request_body_bytes == 0 {
+        return Err(invalid(
+            "limits.max_request_body_bytes",
+            "must be greater than 0",
+        ));
+    }
+    if raw.stats.flush_interval_s == 0 {
+        return Err(invalid("stats.flush_interval_s", "must be greater than 0"));
+    }
+
+    let pricing = match raw.pricing {
+        Some(pricing) => pricing,
+        None => default_pricing(),
+    };
+    for (model, price) in &pricing {
+        price
+            .validate()
+            .map_err(|reason| invalid(format!("pricing.\"{model}\""), reason))?;
+    }
+
+    let relays_server_key = routes
+        .iter()
+        .any(|r| r.server_key.is_some() && r.credential_policy != CredentialPolicy::ClientOnly);
+    if !listen.ip().is_loopback() && relays_server_key && access.keys.is_empty() {
+        return Err(invalid(
+            "listen",
+            format!(
+                "refusing to listen on {} (not loopback) with a server key and no [access] keys: \
+                 anyone reaching the port could spend the server key. Add [[access.keys]], \
+                 listen on 127.0.0.1, or unset the server key",
+                listen.ip()
+            ),
+        ));
+    }
+
+    Ok(Settings {
+        origin: origin.to_string(),
+        listen,
+        workers: raw.workers,
+        shutdown_grace: Duration::from_secs(raw.shutdown_grace_s),
+        routes,
+        access,
+        admin_token,
+        timeouts,
+        max_request_body_bytes: raw.limits.max_request_body_bytes,
+        pool: Pool {
+            max_connections: raw.pool.max_connections,
+            idle_keepalive: Duration::from_secs(raw.pool.idle_keepalive_s.max(1)),
+        },
+        stats: StatsSettings {
+            state_file: (!raw.stats.state_file.is_empty())
+                .then(|| PathBuf::from(&raw.stats.state_file)),
+            flush_interval: Duration::from_secs(raw.stats.flush_interval_s),
+        },
+        pricing,
+    })
+}
+
+/// The price table of the built-in defaults.
+pub fn default_pricing() -> BTreeMap<String, Price> {
+    let raw: SettingsFile =
+        toml_defaults().expect("the built-in settings/sluice.toml parses (checked by a unit test)");
+    raw.pricing.unwrap_or_default()
+}
+
+fn toml_defaults() -> Result<SettingsFile, SettingsError> {
+    parse(DEFAULT_SETTINGS_TOML, &EnvSource::Fixed(HashMap::new()))
+}
+
+fn positive_ms(key: &str, ms: u64) -> Result<Duration, SettingsError> {
+    if ms == 0 {
+        return Err(invalid(key, "must be greater than 0"));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn validate_route(
+    i: usize,
+    raw: &file::RouteFile,
+    env: &EnvSource,
+) -> Result<Route, SettingsError> {
+    let key = |field: &str| format!("routes[{i}].{field}");
+    let prefix = raw.prefix.clone();
+    if !prefix.starts_with('/') {
+        return Err(invalid(
+            key("prefix"),
+            format!("{prefix:?} must start with '/'"),
+        ));
+    }
+    if prefix.len() > 1 && prefix.ends_with('/') {
+        return Err(invalid(
+            key("prefix"),
+            format!("{prefix:?} must not end with '/'"),
+        ));
+    }
+    if prefix.contains(['?', '#', '%', '\\'])
+        || prefix.contains("//")
+        || prefix.split('/').any(|s| s == "." || s == "..")
+    {
+        return Err(invalid(
+            key("prefix"),
+            format!("{prefix:?} must be a plain path like \"/anthropic\""),
+        ));
+    }
+    if let Some(admin) = ADMIN_PATHS
+        .iter()
+        .find(|admin| crate::routing::prefix_covers(admin, &prefix))
+    {
+        return Err(invalid(
+            key("prefix"),
+            format!("{prefix:?} clashes with the admin path {admin}"),
+        ));
+    }
+
+    let mut upstream = Url::parse(&raw.upstream).map_err(|e| {
+        invalid(
+            key("upstream"),
+            format!("{:?} is not a URL: {e}", raw.upstream),
+        )
+    })?;
+    if !matches!(upstream.scheme(), "http" | "https") || upstream.host_str().is_none() {
+        return Err(invalid(
+            key("upstream"),
+            format!(
+                "{:?} must be an http:// or https:// URL with a host",
+                raw.upstream
+            ),
+        ));
+    }
+    if upstream.query().is_some()
+        || upstream.fragment().is_some()
+        || !upstream.username().is_empty()
+    {
+        return Err(invalid(
+            key("upstream"),
+            "must not carry a query, fragment or user info",
+        ));
+    }
+    let base_path = upstream.path().trim_end_matches('/').to_string();
+    upstream.set_path(&base_path);
+
+    let protocol = match raw.protocol.as_str() {
+        "anthropic" => Protocol::Anthropic,
+        "none" => Protocol::None,
+        other => {
+            return Err(invalid(
+                key("protocol"),
+                format!("{other:?} is not one of \"anthropic\", \"none\""),
+            ))
+        }
+    };
+    let credential_policy = CredentialPolicy::parse(&raw.credential_policy).ok_or_else(|| {
+        invalid(
+            key("credential_policy"),
+            format!(
+                "{:?} is not one of \"client_first\", \"server_only\", \"client_only\"",
+                raw.credential_policy
+            ),
+        )
+    })?;
+
+    let (ca_file, extra_roots) = match &raw.ca_file {
+        None => (None, Vec::new()),
+        Some(path) => {
+            if upstream.scheme() != "https" {
+                return Err(invalid(
+                    key("ca_file"),
+                    "is only meaningful for an https:// upstream",
+                ));
+            }
+            let certs =
+                read_ca_file(Path::new(path)).map_err(|reason| invalid(key("ca_file"), reason))?;
+            (Some(PathBuf::from(path)), certs)
+        }
+    };
+
+    Ok(Route {
+        prefix,
+        upstream,
+        protocol,
+        credential_policy,
+        server_key_env: raw.server_key_env.clone(),
+        server_key: env.var(&raw.server_key_env).map(Secret::new),
+        ca_file,
+        extra_roots,
+    })
+}
+
+fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+fn validate_access(
+    raw: Option<&file::AccessFile>,
+    env: &EnvSource,
+) -> Result<Access, SettingsError> {
+    let Some(raw) = raw else {
+        return Ok(Access {
+            header: HeaderName::from_static("x-sluice-key"),
+            keys: Vec::new(),
+        });
+    };
+    let header = HeaderName::from_bytes(raw.header.as_bytes()).map_err(|_| {
+        invalid(
+            "access.header",
+            format!("{:?} is not a header name", raw.header),
+        )
+    })?;
+    if crate::headers::is_hop_by_hop(&header) || header == actix_web::http::header::HOST {
+        return Err(invalid(
+            "access.header",
+            format!("{:?} is a connection-level header", raw.header),
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut values = HashSet::new();
+    let mut keys = Vec::with_capacity(raw.keys.len());
+    for (i, key) in raw.keys.iter().enumerate() {
+        if key.name.is_empty() || !names.insert(key.name.clone()) {
+            return Err(invalid(
+                format!("access.keys[{i}].name"),
+                format!("{:?} is empty or used twice", key.name),
+            ));
+        }
+        let secret = env.var(&key.key_env).ok_or_else(|| {
+            invalid(
+                format!("access.keys[{i}].key_env"),
+                format!("environment variable {} is unset or empty", key.key_env),
+            )
+        })?;
+        if !values.insert(secret.clone()) {
+            return Err(invalid(
+                format!("access.keys[{i}].key_env"),
+                format!("{} holds the same key as another access key", key.key_env),
+            ));
+        }
+        keys.push(AccessKey {
+            name: key.name.clone(),
+            key: Secret::new(secret),
+        });
+    }
+    Ok(Access { header, keys })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> EnvSource {
+        EnvSource::Fixed(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn load(text: &str, pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::from_toml(text, "test.toml", &env(pairs))
+    }
+
+    fn error_key(result: Result<Settings, SettingsError>) -> String {
+        match result.expect_err("settings should be refused") {
+            SettingsError::Invalid { key, .. } => key,
+            other => panic!("expected an invalid key, got {other}"),
+        }
+    }
+
+    const ONE_ROUTE: &str = r#"
+        [[routes]]
+        prefix = "/anthropic"
+        upstream = "https://api.anthropic.com"
+    "#;
+
+    #[test]
+    fn built_in_defaults_are_the_shipped_file() {
+        let settings = load(DEFAULT_SETTINGS_TOML, &[]).unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:4080".parse().unwrap());
+        assert_eq!(settings.routes.len(), 1);
+        assert_eq!(settings.routes[0].prefix, "/anthropic");
+        assert_eq!(
+            settings.routes[0].upstream.as_str(),
+            "https://api.anthropic.com/"
+        );
+        assert_eq!(
+            settings.routes[0].credential_policy,
+            CredentialPolicy::ClientFirst
+        );
+        assert_eq!(settings.timeouts.first_byte, Duration::from_secs(600));
+        assert!(settings.pricing.contains_key("claude-sonnet-4"));
+        assert_eq!(settings.pricing, default_pricing());
+    }
+
+    #[test]
+    fn omitted_sections_take_defaults_and_pricing_defaults_to_built_in() {
+        let settings = load(ONE_ROUTE, &[]).unwrap();
+        assert_eq!(settings.listen.port(), 4080);
+        assert_eq!(settings.max_request_body_bytes, 33_554_432);
+        assert_eq!(settings.pricing, default_pricing());
+        assert_eq!(
+            settings.stats.state_file,
+            Some(PathBuf::from("state/stats.json"))
+        );
+    }
+
+    #[test]
+    fn env_override_replaces_listen() {
+        let settings = load(ONE_ROUTE, &[("SLUICE__LISTEN", "127.0.0.1:9000")]).unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:9000".parse().unwrap());
+        let settings = load(ONE_ROUTE, &[("SLUICE__TIMEOUTS__IDLE_MS", "1234")]).unwrap();
+        assert_eq!(settings.timeouts.idle, Duration::from_millis(1234));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = load(&format!("lisen = \"x\"\n{ONE_ROUTE}"), &[]).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = load(&format!("{ONE_ROUTE}\npolicy = \"x\""), &[]).unwrap_err();
+        assert!(err.to_string().contains("policy"), "{err}");
+    }
+
+    #[test]
+    fn route_values_are_checked_by_key() {
+        let bad = |field: &str, value: &str| {
+            let text = format!(
+                "[[routes]]\nprefix = \"/a\"\nupstream = \"http://127.0.0.1:1\"\n{field} = {value}\n"
+            );
+            error_key(load(&text, &[]))
+        };
+        assert_eq!(
+            bad("credential_policy", "\"always\""),
+            "routes[0].credential_policy"
+        );
+        assert_eq!(bad("protocol", "\"openai\""), "routes[0].protocol");
+        assert_eq!(bad("ca_file", "\"/nonexistent.pem\""), "routes[0].ca_file");
+        let text = "[[routes]]\nprefix = \"/a\"\nupstream = \"ftp://x\"\n";
+        assert_eq!(error_key(load(text, &[])), "routes[0].upstream");
+        let text = "[[routes]]\nprefix = \"a\"\nupstream = \"http://x\"\n";
+        assert_eq!(error_key(load(text, &[])), "routes[0].prefix");
+        let text = "[[routes]]\nprefix = \"/stats\"\nupstream = \"http://x\"\n";
+        assert_eq!(error_key(load(text, &[])), "routes[0].prefix");
+    }
+
+    #[test]
+    fn empty_and_overlapping_routes_are_refused() {
+        assert_eq!(error_key(load("listen = \"127.0.0.1:1\"", &[])), "routes");
+        let text = "[[routes]]\nprefix = \"/a\"\nupstream = \"http://x\"\n\
+                    [[routes]]\nprefix = \"/a/b\"\nupstream = \"http://y\"\n";
+        assert_eq!(error_key(load(text, &[])), "routes[1].prefix");
+        let text = "[[routes]]\nprefix = \"/a\"\nupstream = \"http://x\"\n\
+                    [[routes]]\nprefix = \"/a\"\nupstream = \"http://y\"\n";
+        assert_eq!(error_key(load(text, &[])), "routes[1].prefix");
+        let text = "[[routes]]\nprefix = \"/a\"\nupstream = \"http://x\"\n\
+                    [[routes]]\nprefix = \"/ab\"\nupstream = \"http://y\"\n";
+        assert!(load(text, &[]).is_ok());
+    }
+
+    #[test]
+    fn open_relay_is_refused() {
+        let text = format!("listen = \"0.0.0.0:4080\"\n{ONE_ROUTE}");
+        let key = [("ANTHROPIC_API_KEY", "sk-ant-api03-test-server")];
+        assert_eq!(error_key(load(&text, &key)), "listen");
+        // Without a server key, or with access keys, listening widely is fine.
+        assert!(load(&text, &[]).is_ok());
+        let with_access =
+            format!("{text}\n[access]\n[[access.keys]]\nname = \"alice\"\nkey_env = \"K_ALICE\"\n");
+        assert!(load(&with_access, &[key[0], ("K_ALICE", "sluice-alice-key")]).is_ok());
+    }
+
+    #[test]
+    fn access_keys_need_their_env_var() {
+        let text = format!(
+            "{ONE_ROUTE}\n[access]\n[[access.keys]]\nname = \"alice\"\nkey_env = \"K_ALICE\"\n"
+        );
+        assert_eq!(error_key(load(&text, &[])), "access.keys[0].key_env");
+        let settings = load(&text, &[("K_ALICE", "sluice-alice-key")]).unwrap();
+        assert_eq!(settings.access.keys[0].name, "alice");
+        assert_eq!(settings.access.header.as_str(), "x-sluice-key");
+    }
+
+    #[test]
+    fn secrets_are_read_from_env_and_never_debug_printed() {
+        let settings = load(
+            ONE_ROUTE,
+            &[("ANTHROPIC_API_KEY", "sk-ant-api03-test-secret")],
+        )
+        .unwrap();
+        let key = settings.routes[0].server_key.as_ref().unwrap();
+        assert_eq!(key.expose(), "sk-ant-api03-test-secret");
+        let debug = format!("{settings:?}{}", settings.summary());
+        assert!(!debug.contains("sk-ant-api03-test-secret"));
+        assert!(debug.contains(&key.fingerprint()));
+    }
+
+    #[test]
+    fn upstream_base_path_is_kept_without_trailing_slash() {
+        let text =
+            "[[routes]]\nprefix = \"/a\"\nupstream = \"http://gw.local:8080/llm/anthropic/\"\n";
+        let settings = load(text, &[]).unwrap();
+        assert_eq!(settings.routes[0].upstream.path(), "/llm/anthropic");
+    }
+}

@@ -71,9 +71,5 @@ fn serve(settings: Settings) -> std::io::Result<()> {
     for line in settings.summary().lines() {
         tracing::info!("{line}");
     }
-    actix_rt::System::new().block_on(async move {
-        let running = server::start(settings).await?;
-        server::spawn_signal_handler(running.handle.clone());
-        running.wait().await
-    })
+    actix_rt::System::new().block_on(async move { server::start(settings).await?.wait().await })
 }

@@ -94,7 +94,9 @@ async fn exchange(
     let url = routing::upstream_url(&plan.routes[index].base, rest, req.uri().query());
     let mut upstream_request = clients
         .client(plan, index)
-        .request(req.method().clone(), url);
+        .request(req.method().clone(), url)
+        // Bytes pass as they are: no `accept-encoding` of our own, no decompression.
+        .no_decompress();
     *upstream_request.headers_mut() = outbound_headers;
 
     let over_limit = Rc::new(Cell::new(false));
@@ -103,7 +105,8 @@ async fn exchange(
     let sending = match body {
         RequestBody::Sized(length) => upstream_request.send_body(SizedStream::new(length, limited)),
         RequestBody::Chunked => upstream_request.send_body(BodyStream::new(limited)),
-        RequestBody::None => upstream_request.send(),
+        // `send()` would declare `content-length: 0`; a request without a body has none.
+        RequestBody::None => upstream_request.send_body(actix_web::body::None::new()),
     };
     let first_byte = plan.timeouts.first_byte;
     let sent = tokio::time::timeout(first_byte, sending).await;

@@ -134,6 +134,8 @@ pub async fn start(settings: Settings) -> io::Result<Running> {
     let server = server.bind(settings.listen)?;
     let addrs = server.addrs();
     let server = server.run();
+    // Handlers first, so that a stop signal never meets the default action (instant death).
+    install_signal_handlers(server.handle())?;
     for addr in &addrs {
         tracing::info!(%addr, "listening");
     }
@@ -151,17 +153,12 @@ async fn healthz() -> HttpResponse {
 
 /// First SIGTERM/SIGINT: stop accepting and let in-flight requests finish (up to
 /// `shutdown_grace_s`). A second one: stop at once.
-pub fn spawn_signal_handler(handle: ServerHandle) {
+fn install_signal_handlers(handle: ServerHandle) -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     actix_rt::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
         let mut stopping = false;
         loop {
             tokio::select! {
@@ -183,4 +180,5 @@ pub fn spawn_signal_handler(handle: ServerHandle) {
             actix_rt::spawn(async move { handle.stop(true).await });
         }
     });
+    Ok(())
 }

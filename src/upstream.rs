@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::http::Version;
 use rustls::{ClientConfig, RootCertStore};
 use serde::Serialize;
 
@@ -85,7 +84,8 @@ fn build_client(route: &UpstreamRoute, timeouts: Timeouts, pool: Pool) -> awc::C
         .disable_redirects()
         // No `user-agent`/`date` of our own: the client's headers go as they are.
         .no_default_headers()
-        .max_http_version(Version::HTTP_11)
+        // (No `max_http_version`: it would replace the TLS config above with awc's default.
+        // HTTP/1.1 is chosen through ALPN in `tls_config` instead.)
         .finish()
 }
 

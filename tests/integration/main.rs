@@ -1,0 +1,11 @@
+//! Integration tests: the real sluice binary between a test client and a mock upstream.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod credentials;
+mod errors;
+mod forwarding;
+mod settings;
+mod streaming;
+mod tls;

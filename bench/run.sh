@@ -153,9 +153,12 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan";
     else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # Formatting helpers for the report.
-mb() { awk -v k="$1" 'BEGIN { printf "%.1f MB", k * 1024 / 1e6 }'; }
-ms() { awk -v u="$1" 'BEGIN { printf "%.2f ms", u / 1000 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "—" }'; }
+# A target left out (BENCH_TARGETS) shows as "—".
+mb() { [[ $1 == nan ]] && echo — || awk -v k="$1" 'BEGIN { printf "%.1f MB", k * 1024 / 1e6 }'; }
+ms() { [[ $1 == nan ]] && echo — || awk -v u="$1" 'BEGIN { printf "%.2f ms", u / 1000 }'; }
+count() { [[ $1 == nan ]] && echo — || awk -v n="$1" 'BEGIN { printf "%.0f", n }'; }
+percent() { [[ $1 == nan ]] && echo — || echo "$1%"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "nan" && b > 0) printf "%.2f×", a / b; else print "—" }'; }
 pass_if() { awk "BEGIN { exit !($1) }" && echo pass || echo "**FAIL**"; }
 
 # ---------------------------------------------------------------------------------------------
@@ -413,6 +416,7 @@ tp() {
     local target=$1 field=$2
     [[ -s $WORK/tp/$target ]] || { echo nan; return; }
     if [[ $field == errors ]]; then
+        # Summed, not a median: one failed request in any round counts.
         awk '{ s += $4 + $5 } END { print s }' "$WORK/tp/$target"
     else
         awk -v f="$field" '{ print $f }' "$WORK/tp/$target" | median
@@ -474,15 +478,15 @@ write_report() {
         echo "| | direct to mock | nginx | sluice | sluice ÷ nginx | target | result |"
         echo "|---|---:|---:|---:|---:|---|---|"
         rps_n=$(tp nginx 1) rps_s=$(tp sluice 1) p50_n=$(tp nginx 2) p50_s=$(tp sluice 2) p99_n=$(tp nginx 3) p99_s=$(tp sluice 3)
-        printf '| requests/s | %.0f | %.0f | %.0f | %s | ≥ 1.0× | %s |\n' "$(tp direct 1)" "$rps_n" "$rps_s" \
+        printf '| requests/s | %s | %s | %s | %s | ≥ 1.0× | %s |\n' "$(count "$(tp direct 1)")" "$(count "$rps_n")" "$(count "$rps_s")" \
             "$(ratio "$rps_s" "$rps_n")" "$(pass_if "$rps_s >= $rps_n && $rps_s > 0")"
         printf '| latency p50 | %s | %s | %s | %s | | |\n' "$(ms "$(tp direct 2)")" "$(ms "$p50_n")" "$(ms "$p50_s")" "$(ratio "$p50_s" "$p50_n")"
         printf '| latency p99 | %s | %s | %s | %s | ≤ 1.2× | %s |\n' "$(ms "$(tp direct 3)")" "$(ms "$p99_n")" "$(ms "$p99_s")" \
             "$(ratio "$p99_s" "$p99_n")" "$(pass_if "$p99_n > 0 && $p99_s > 0 && $p99_s <= 1.2 * $p99_n")"
         printf '| errors (all rounds) | %s | %s | %s | | 0 | %s |\n' "$(tp direct errors)" "$(tp nginx errors)" "$(tp sluice errors)" \
             "$(pass_if "$(tp sluice errors) == 0")"
-        printf '| server core busy | %s%% | %s%% | %s%% | | | |\n' "$(tp direct 6)" "$(tp nginx 6)" "$(tp sluice 6)"
-        printf '| wrk + mock core busy | %s%% | %s%% | %s%% | | | |\n' "$(tp direct 7)" "$(tp nginx 7)" "$(tp sluice 7)"
+        printf '| server core busy | %s | %s | %s | | | |\n' "$(percent "$(tp direct 6)")" "$(percent "$(tp nginx 6)")" "$(percent "$(tp sluice 6)")"
+        printf '| wrk + mock core busy | %s | %s | %s | | | |\n' "$(percent "$(tp direct 7)")" "$(percent "$(tp nginx 7)")" "$(percent "$(tp sluice 7)")"
         echo
         if has_target sluice; then
             local small=${SMALL_STREAMS[0]} large=${LARGE_STREAMS[0]} large_ok add50 add99

@@ -10,13 +10,18 @@
 #   3. time added per SSE event: per-event latency through sluice minus direct.
 # It prints a markdown report and writes it to bench/results.md (the README embeds that file).
 #
-# Usage: bench/run.sh [--quick] [--out FILE]
+# Usage: bench/run.sh [--quick] [--out FILE] [--keep]
 #   --quick     short run (2 rounds of 3 s, short streams) to check that everything works
 #   --out FILE  where to write the report (default: bench/results.md)
+#   --keep      keep the temporary directory (logs, wrk output, stream reports) afterwards
 # Environment:
 #   SLUICE_BIN, MOCK_BIN, LOAD_BIN   use these binaries instead of building them
 #   BENCH_TARGETS                    subset of "direct nginx sluice" (default: all three)
 #   SUT_CPU, HARNESS_CPU             CPU numbers for the pinning described below (0 and 1)
+#
+# 10,000 streams need about 20,100 open files in sluice (a client and an upstream socket each):
+# where the hard limit is lower (`ulimit -Hn`), the large test is capped to fit and the report
+# says so.
 #
 # Fairness on a 2-core machine: every server runs with one worker. The server under test
 # (the mock for "direct", else nginx or sluice) is pinned alone to SUT_CPU; wrk (1 thread) and
@@ -29,6 +34,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
 OUT="$ROOT/bench/results.md"
 QUICK=0
+KEEP=0
 TARGETS=${BENCH_TARGETS:-direct nginx sluice}
 SUT_CPU=${SUT_CPU:-0}
 HARNESS_CPU=${HARNESS_CPU:-1}
@@ -59,7 +65,7 @@ cleanup() {
         kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
-    if [[ $SUCCESS == 1 ]]; then
+    if [[ $SUCCESS == 1 && $KEEP == 0 ]]; then
         rm -rf "$WORK"
     else
         log "logs kept in $WORK"
@@ -154,10 +160,13 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan";
 
 # Formatting helpers for the report.
 # A target left out (BENCH_TARGETS) shows as "—".
-mb() { [[ $1 == nan ]] && echo — || awk -v k="$1" 'BEGIN { printf "%.1f MB", k * 1024 / 1e6 }'; }
-ms() { [[ $1 == nan ]] && echo — || awk -v u="$1" 'BEGIN { printf "%.2f ms", u / 1000 }'; }
-count() { [[ $1 == nan ]] && echo — || awk -v n="$1" 'BEGIN { printf "%.0f", n }'; }
-percent() { [[ $1 == nan ]] && echo — || echo "$1%"; }
+fmt() { # PRINTF-FORMAT SCALE VALUE
+    if [[ $3 == nan ]]; then echo —; else awk -v v="$3" -v s="$2" -v f="$1" 'BEGIN { printf f, v * s }'; fi
+}
+mb() { fmt "%.1f MB" 1024e-6 "$1"; }
+ms() { fmt "%.2f ms" 1e-3 "$1"; }
+count() { fmt "%.0f" 1 "$1"; }
+percent() { fmt "%.0f%%" 1 "$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "nan" && b > 0) printf "%.2f×", a / b; else print "—" }'; }
 pass_if() { awk "BEGIN { exit !($1) }" && echo pass || echo "**FAIL**"; }
 
@@ -170,6 +179,7 @@ parse_args() {
         case $1 in
             --quick) QUICK=1 ;;
             --out) OUT=$2; shift ;;
+            --keep) KEEP=1 ;;
             -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
             *) die "unknown option $1 (try --help)" ;;
         esac
@@ -336,8 +346,11 @@ credential_policy = "client_first"
 [stats]
 state_file = ""
 EOF
-    # No server key: the benchmark must never touch a real credential.
-    (cd "$WORK" && exec env -u ANTHROPIC_API_KEY "$SLUICE_BIN" --settings "$WORK/sluice.toml") \
+    # No server key (the benchmark must never touch a real credential), and none of the
+    # caller's SLUICE_* variables (overrides, admin token) may change what is measured.
+    local unset=(-u ANTHROPIC_API_KEY) var
+    for var in $(compgen -e | grep '^SLUICE' || true); do unset+=(-u "$var"); done
+    (cd "$WORK" && exec env "${unset[@]}" "$SLUICE_BIN" --settings "$WORK/sluice.toml") \
         >"$WORK/sluice.log" 2>&1 &
     SLUICE_PID=$!
     PIDS+=("$SLUICE_PID")
@@ -446,6 +459,9 @@ run_streams() {
         die "stream_load ($label) produced no report (exit $rc)"
     fi
     log "$label: $(jq -c '{ok, failed, max_concurrent, latency_us, errors}' "$WORK/streams/$label.json")"
+    if [[ $(st "$label" .failed) != 0 ]]; then
+        log "$label: first failures: $(jq -c .error_samples "$WORK/streams/$label.json")"
+    fi
 }
 
 # st LABEL JQ-EXPR: a field of a stream report.
@@ -518,7 +534,7 @@ write_report() {
                 printf '| overhead p50 in /stats | %.0f µs | | ≤ 50 µs | %s |\n' "$OVERHEAD_P50_US" "$(pass_if "$OVERHEAD_P50_US <= 50")"
             fi
             echo
-            echo "Streams: each is one HTTP/1.1 connection holding a POST with \`\"stream\":true\`; the mock sends message_start, $((LARGE_STREAMS[1])) or $((SMALL_STREAMS[1])) content_block_delta events and message_stop; an event's latency is the time from the mock writing it to stream_load reading it. \"Time added\" is sluice's percentile minus the direct one."
+            echo "Streams: each is one HTTP/1.1 connection posting \`\"stream\":true\`; the mock answers message_start, ${SMALL_STREAMS[1]} (${LARGE_STREAMS[1]} for the large test) content_block_delta events ${SMALL_STREAMS[2]} ms (${LARGE_STREAMS[2]} ms) apart, then message_stop; starts are spread over ${SMALL_STREAMS[3]} ms (${LARGE_STREAMS[3]} ms). An event's latency runs from the mock stamping it to stream_load reading it; \"time added\" is sluice's percentile minus the direct one. sluice logs at its default level (one line per request) to a file."
         fi
     } >"$OUT"
 }

@@ -71,5 +71,10 @@ fn serve(settings: Settings) -> std::io::Result<()> {
     for line in settings.summary().lines() {
         tracing::info!("{line}");
     }
-    actix_rt::System::new().block_on(async move { server::start(settings).await?.wait().await })
+    actix_rt::System::new().block_on(async move {
+        server::start(settings, server::Tuning::from_env())
+            .await?
+            .wait()
+            .await
+    })
 }

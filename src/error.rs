@@ -33,6 +33,10 @@ pub enum Error {
     ConnectTimeout(u128),
     #[error("the request body could not be read: {0}")]
     ClientBody(String),
+    #[error("`since` must be like 30m, 5h, 7d or an RFC 3339 time, not {0:?}")]
+    BadSince(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -50,6 +54,8 @@ impl Error {
             Error::UpstreamBroken(_) => "upstream_broken",
             Error::UpstreamTimeout(_) | Error::ConnectTimeout(_) => "upstream_timeout",
             Error::ClientBody(_) => "client_body",
+            Error::BadSince(_) => "bad_since",
+            Error::Internal(_) => "internal",
         }
     }
 
@@ -91,7 +97,10 @@ impl Error {
 impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
         match self {
-            Error::PathEscapes | Error::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Error::PathEscapes | Error::ClientBody(_) | Error::BadSince(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::NoRoute(_) => StatusCode::NOT_FOUND,
             Error::AccessKeyMissing(_)
             | Error::AccessKeyUnknown

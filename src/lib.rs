@@ -5,6 +5,7 @@
 //! [`upstream`] → [`metrics::tap`] → [`metrics`] (aggregation). Settings come from
 //! [`settings`]; [`server`] wires it all together.
 
+pub mod admin;
 pub mod cli;
 pub mod credentials;
 pub mod error;

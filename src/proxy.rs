@@ -1,14 +1,14 @@
 //! Where a request enters: route → credentials → upstream request → answer streamed back through
 //! the usage tap → one record to the aggregator.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use awc::error::{ConnectError, SendRequestError};
 use futures_util::StreamExt;
 
@@ -99,8 +99,17 @@ async fn exchange(
         .no_decompress();
     *upstream_request.headers_mut() = outbound_headers;
 
-    let over_limit = Rc::new(Cell::new(false));
-    let limited = limit_body(payload, limit, over_limit.clone());
+    let reads_model = route.protocol == Protocol::Anthropic
+        && AnswerFormat::from_content_type(
+            req.headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        ) == AnswerFormat::Json;
+    let request_side = Rc::new(RefCell::new(RequestSide {
+        over_limit: false,
+        model: reads_model.then(|| UsageParser::new(AnswerFormat::Json)),
+    }));
+    let limited = tap_request_body(payload, limit, request_side.clone());
     let overhead_before = received.elapsed();
     let sending = match body {
         RequestBody::Sized(length) => upstream_request.send_body(SizedStream::new(length, limited)),
@@ -116,7 +125,7 @@ async fn exchange(
         Err(_) => Err(Error::UpstreamTimeout(first_byte.as_millis())),
         Ok(Err(err)) => Err(upstream_error(
             err,
-            over_limit.get(),
+            request_side.borrow().over_limit,
             limit,
             plan.timeouts.connect,
         )),
@@ -128,6 +137,12 @@ async fn exchange(
         first_byte: ttfb,
     });
     let upstream = result?;
+    // The model the client asked for; the answer's own `model` replaces it when it has one.
+    record.model = request_side
+        .borrow_mut()
+        .model
+        .as_mut()
+        .and_then(|p| p.finish().model);
 
     record.status = upstream.status().as_u16();
     record.ttfb = Some(ttfb);
@@ -196,19 +211,36 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Streams the client's body through, failing (and flagging) once it passes `limit` bytes.
-fn limit_body(
+/// What the request body showed while it streamed through.
+struct RequestSide {
+    /// The body passed `max_request_body_bytes`.
+    over_limit: bool,
+    /// Reads the top-level `model` of a JSON body (bounded memory); dropped once found.
+    model: Option<UsageParser>,
+}
+
+/// Streams the client's body through untouched, failing (and flagging) once it passes `limit`
+/// bytes, and lets a copy of the first bytes show which model was asked for.
+fn tap_request_body(
     payload: web::Payload,
     limit: u64,
-    over_limit: Rc<Cell<bool>>,
+    side: Rc<RefCell<RequestSide>>,
 ) -> impl futures_util::Stream<Item = Result<web::Bytes, Error>> + 'static {
     let mut seen: u64 = 0;
+    let mut model_found = false;
     payload.map(move |chunk| {
         let chunk = chunk.map_err(|e| Error::ClientBody(e.to_string()))?;
         seen += chunk.len() as u64;
+        let mut side = side.borrow_mut();
         if seen > limit {
-            over_limit.set(true);
+            side.over_limit = true;
             return Err(Error::BodyTooLarge(limit));
+        }
+        if !model_found {
+            if let Some(parser) = side.model.as_mut() {
+                parser.feed(&chunk);
+                model_found = parser.answer_model().is_some();
+            }
         }
         Ok(chunk)
     })
@@ -240,6 +272,11 @@ fn rate_limit_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 
 fn new_record(req: &HttpRequest) -> RequestRecord {
     RequestRecord {
+        request_id: req
+            .extensions()
+            .get::<tracing_actix_web::RequestId>()
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
         finished_at: SystemTime::now(),
         route: String::new(),
         method: req.method().to_string(),

@@ -3,17 +3,19 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use actix::prelude::*;
 use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpServer};
 use arc_swap::ArcSwap;
 
+use crate::admin;
 use crate::credentials::{ApplyCredentials, CredentialResolver, CredentialRules};
 use crate::logging::{self, RequestSpan};
-use crate::metrics::{MetricsAggregator, Recorder};
+use crate::metrics::{ApplyMetrics, Flush, MetricsAggregator, Recorder};
+use crate::pricing::PriceTable;
 use crate::proxy;
 use crate::settings::Settings;
 use crate::upstream::{ApplyUpstream, UpstreamPlan, UpstreamPool, WorkerClients};
@@ -28,9 +30,23 @@ pub struct Snapshot {
     pub upstream: Arc<UpstreamPlan>,
 }
 
+/// How the last reload went, for `/stats` `settings.last_reload`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadStatus {
+    pub ok: bool,
+    pub at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Settings that changed in the file but only apply after a restart.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restart_needed: Vec<String>,
+}
+
 /// Shared by every worker.
 pub struct AppState {
     current: ArcSwap<Snapshot>,
+    pub started_at: SystemTime,
+    last_reload: Mutex<Option<ReloadStatus>>,
     pub recorder: Recorder,
     pub pool: Addr<UpstreamPool>,
     pub resolver: Addr<CredentialResolver>,
@@ -42,24 +58,47 @@ impl AppState {
         self.current.load_full()
     }
 
+    pub fn last_reload(&self) -> Option<ReloadStatus> {
+        self.last_reload.lock().map(|s| s.clone()).unwrap_or(None)
+    }
+
+    pub fn set_last_reload(&self, status: ReloadStatus) {
+        if let Ok(mut last) = self.last_reload.lock() {
+            *last = Some(status);
+        }
+    }
+
     /// Asks each actor to take `settings`, then publishes their results as one snapshot.
-    pub async fn apply(
-        &self,
-        settings: Arc<Settings>,
-        generation: u64,
-    ) -> Result<(), MailboxError> {
-        let snapshot = build_snapshot(&self.resolver, &self.pool, settings, generation).await?;
+    /// Returns the new generation.
+    pub async fn apply(&self, settings: Arc<Settings>) -> Result<u64, MailboxError> {
+        let generation = self.snapshot().generation + 1;
+        let snapshot = build_snapshot(
+            &self.resolver,
+            &self.pool,
+            &self.aggregator,
+            settings,
+            generation,
+        )
+        .await?;
         self.current.store(Arc::new(snapshot));
-        Ok(())
+        Ok(generation)
     }
 }
 
 async fn build_snapshot(
     resolver: &Addr<CredentialResolver>,
     pool: &Addr<UpstreamPool>,
+    aggregator: &Addr<MetricsAggregator>,
     settings: Arc<Settings>,
     generation: u64,
 ) -> Result<Snapshot, MailboxError> {
+    aggregator
+        .send(ApplyMetrics {
+            prices: PriceTable::new(settings.pricing.clone()),
+            state_file: settings.stats.state_file.clone(),
+            flush_interval: settings.stats.flush_interval,
+        })
+        .await?;
     let credentials = resolver.send(ApplyCredentials(settings.clone())).await?;
     let upstream = pool
         .send(ApplyUpstream {
@@ -88,27 +127,78 @@ impl Running {
     /// Serves until stopped, then flushes what must survive.
     pub async fn wait(self) -> io::Result<()> {
         let result = self.server.await;
+        if let Err(err) = self.state.aggregator.send(Flush).await {
+            tracing::error!("could not flush stats: {err}");
+        }
         tracing::info!("stopped");
         result
     }
 }
 
+/// Knobs for tests of sluice's own behaviour; production runs use the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    /// Make the aggregator take this long per record (to show the request path never waits).
+    pub aggregator_delay_per_record: std::time::Duration,
+    /// Override the aggregator's mailbox capacity (to show dropped records are counted).
+    pub aggregator_mailbox: Option<usize>,
+}
+
+impl Tuning {
+    /// Reads the test hooks `SLUICE_TEST_AGGREGATOR_DELAY_MS` and
+    /// `SLUICE_TEST_AGGREGATOR_MAILBOX`; both are unset in real use.
+    pub fn from_env() -> Self {
+        let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        Self {
+            aggregator_delay_per_record: number("SLUICE_TEST_AGGREGATOR_DELAY_MS")
+                .map(std::time::Duration::from_millis)
+                .unwrap_or_default(),
+            aggregator_mailbox: number("SLUICE_TEST_AGGREGATOR_MAILBOX").map(|n| n as usize),
+        }
+    }
+}
+
 /// Starts the actors and the HTTP server on the current actix system.
-pub async fn start(settings: Settings) -> io::Result<Running> {
+pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let settings = Arc::new(settings);
     let resolver = CredentialResolver::default().start();
     let pool = UpstreamPool::default().start();
-    // The aggregator gets a thread of its own so that aggregation never competes with the
-    // arbiter that runs the other actors.
-    let aggregator = MetricsAggregator::start_in_arbiter(&Arbiter::new().handle(), |_| {
-        MetricsAggregator::default()
+    // The aggregator gets a thread of its own: aggregation and state-file writes never compete
+    // with the arbiter that runs the other actors, nor with the HTTP workers.
+    let (state_file, flush_interval) = (
+        settings.stats.state_file.clone(),
+        settings.stats.flush_interval,
+    );
+    let prices = PriceTable::new(settings.pricing.clone());
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let arbiter = Arbiter::new();
+    let tuning_for_aggregator = tuning.clone();
+    arbiter.spawn_fn(move || {
+        let aggregator = MetricsAggregator::new(state_file, flush_interval, prices)
+            .with_delay_per_record(tuning_for_aggregator.aggregator_delay_per_record)
+            .start();
+        let _ = addr_tx.send(aggregator);
     });
-    let first = build_snapshot(&resolver, &pool, settings.clone(), 1)
+    let aggregator: Addr<MetricsAggregator> = addr_rx.recv().map_err(io::Error::other)?;
+    let recorder = Recorder::new(
+        aggregator.clone().recipient(),
+        tuning
+            .aggregator_mailbox
+            .unwrap_or(crate::metrics::MAILBOX_CAPACITY),
+    );
+    // Sent before any record can be, so the aggregator counts down every admitted record.
+    aggregator
+        .send(crate::metrics::ShareQueue(recorder.clone()))
+        .await
+        .map_err(io::Error::other)?;
+    let first = build_snapshot(&resolver, &pool, &aggregator, settings.clone(), 1)
         .await
         .map_err(io::Error::other)?;
     let state = web::Data::new(AppState {
         current: ArcSwap::from_pointee(first),
-        recorder: Recorder::new(aggregator.clone().recipient()),
+        started_at: SystemTime::now(),
+        last_reload: Mutex::new(None),
+        recorder,
         pool,
         resolver,
         aggregator,
@@ -122,10 +212,15 @@ pub async fn start(settings: Settings) -> io::Result<Running> {
             .app_data(web::Data::new(WorkerClients::default()))
             .wrap(actix_web::middleware::from_fn(logging::request_id_header))
             .wrap(tracing_actix_web::TracingLogger::<RequestSpan>::new())
-            .route("/healthz", web::get().to(healthz))
+            .route("/healthz", web::get().to(admin::healthz))
+            .route("/stats", web::get().to(admin::stats))
+            .route("/metrics", web::get().to(admin::metrics))
             .default_service(web::to(proxy::forward))
     })
     .disable_signals()
+    // A client that closes its side has gone: end its stream at once (dropping the upstream
+    // request with it) instead of streaming on until a write fails.
+    .h1_allow_half_closed(false)
     .shutdown_timeout(settings.shutdown_grace.as_secs())
     .backlog(4096);
     if settings.workers > 0 {
@@ -145,10 +240,6 @@ pub async fn start(settings: Settings) -> io::Result<Running> {
         state,
         server,
     })
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
 /// First SIGTERM/SIGINT: stop accepting and let in-flight requests finish (up to

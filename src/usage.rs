@@ -217,6 +217,11 @@ impl UsageParser {
         self.answer.clone()
     }
 
+    /// The model read so far, without copying the whole answer.
+    pub fn answer_model(&self) -> Option<&str> {
+        self.answer.model.as_deref()
+    }
+
     /// Bytes this parser holds now; never more than [`MAX_BUFFERED_BYTES`].
     pub fn buffered_bytes(&self) -> usize {
         let reader = match &self.reader {

@@ -1,45 +1,83 @@
 //! Where usage is counted: finished-request records go fire-and-forget to the
-//! MetricsAggregator actor, which aggregates them off the request path.
+//! MetricsAggregator actor, which aggregates them off the request path, answers `/stats` and
+//! `/metrics`, logs the `sluice::usage` event, and persists counters to the state file.
 
+pub mod exposition;
 pub mod record;
+pub mod state_file;
+pub mod stats;
 pub mod tap;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
+use hdrhistogram::Histogram;
+use serde::Serialize;
 
 pub use record::{Outcome, RequestRecord};
 pub use tap::UsageTap;
 
-/// Records waiting in the aggregator's mailbox beyond this are dropped (and counted), so a
-/// slow aggregator can never hold up or exhaust the request path.
+use crate::pricing::PriceTable;
+use stats::{Counters, Groups, RateLimitState, StatsBook};
+
+/// Records waiting for the aggregator beyond this are dropped (and counted), so a slow
+/// aggregator can never hold up or exhaust the request path.
 pub const MAILBOX_CAPACITY: usize = 65_536;
 
 /// The request path's handle on the aggregator: never blocks, never fails the request.
+///
+/// The bound is kept here rather than in actix's mailbox: an actix mailbox grants every sender
+/// clone a slot of its own, so it cannot bound many short-lived senders.
 #[derive(Clone)]
 pub struct Recorder {
     addr: Recipient<RequestRecord>,
-    dropped: Arc<AtomicU64>,
+    queue: Arc<RecordQueue>,
+}
+
+/// Records sent but not yet handled, and records dropped because too many were waiting.
+pub struct RecordQueue {
+    waiting: AtomicUsize,
+    capacity: usize,
+    dropped: AtomicU64,
 }
 
 impl Recorder {
-    pub fn new(addr: Recipient<RequestRecord>) -> Self {
+    pub fn new(addr: Recipient<RequestRecord>, capacity: usize) -> Self {
         Self {
             addr,
-            dropped: Arc::new(AtomicU64::new(0)),
+            queue: Arc::new(RecordQueue {
+                waiting: AtomicUsize::new(0),
+                capacity,
+                dropped: AtomicU64::new(0),
+            }),
         }
     }
 
     pub fn record(&self, record: RequestRecord) {
+        let queue = &self.queue;
+        let admitted = queue
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < queue.capacity).then_some(n + 1)
+            })
+            .is_ok();
+        if !admitted {
+            queue.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if self.addr.try_send(record).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            queue.waiting.fetch_sub(1, Ordering::AcqRel);
+            queue.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Records lost because the aggregator's mailbox was full or closed.
+    /// Records lost because the aggregator was saturated (or gone).
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.queue.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -47,17 +85,199 @@ impl Message for RequestRecord {
     type Result = ();
 }
 
+/// Latency percentiles in milliseconds: the `LAT` object of `/stats`.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Microsecond latencies, 1 µs to 1 h at 3 significant digits.
+struct Latency(Histogram<u64>);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self(
+            Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("static histogram bounds are valid"),
+        )
+    }
+}
+
+impl Latency {
+    fn record(&mut self, duration: Duration) {
+        self.0
+            .saturating_record(duration.as_micros().clamp(1, u64::MAX as u128) as u64);
+    }
+
+    fn summary(&self) -> LatencySummary {
+        if self.0.is_empty() {
+            return LatencySummary::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        LatencySummary {
+            count: self.0.len(),
+            p50: ms(self.0.value_at_quantile(0.50)),
+            p90: ms(self.0.value_at_quantile(0.90)),
+            p99: ms(self.0.value_at_quantile(0.99)),
+            max: ms(self.0.max()),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct LatencyReport {
+    pub ttfb: LatencySummary,
+    pub total: LatencySummary,
+    pub overhead: LatencySummary,
+}
+
+/// What the aggregator knows, for `/stats` (the handler adds settings and process facts).
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageReport {
+    pub counting_since: String,
+    pub totals: Counters,
+    pub by_route: BTreeMap<String, Counters>,
+    pub by_model: BTreeMap<String, Counters>,
+    pub by_source: BTreeMap<String, Counters>,
+    pub by_credential: BTreeMap<String, Counters>,
+    pub by_caller: BTreeMap<String, Counters>,
+    pub by_session: BTreeMap<String, Counters>,
+    pub by_status: BTreeMap<String, u64>,
+    pub latency_ms: LatencyReport,
+    pub rate_limits: BTreeMap<String, RateLimitState>,
+    pub unpriced_models: BTreeMap<String, u64>,
+}
+
 /// Receives one record per finished request and aggregates it.
-#[derive(Default)]
 pub struct MetricsAggregator {
-    requests: u64,
+    book: StatsBook,
+    ttfb: Latency,
+    total: Latency,
+    overhead: Latency,
+    exposition: exposition::Exposition,
+    prices: PriceTable,
+    state_file: Option<PathBuf>,
+    flush_interval: Duration,
+    flush_timer: Option<SpawnHandle>,
+    dirty: bool,
+    /// Shared with the Recorder: records waiting, and those the request path had to drop.
+    queue: Option<Arc<RecordQueue>>,
+    /// Test hook: how long each record takes to handle (simulates a slow aggregator).
+    delay_per_record: Duration,
+}
+
+impl MetricsAggregator {
+    /// Restores counters from `state_file` when it is readable; an unreadable one is moved
+    /// aside (never deleted) and counting starts afresh.
+    pub fn new(state_file: Option<PathBuf>, flush_interval: Duration, prices: PriceTable) -> Self {
+        let fresh = || StatsBook::new(stats::rfc3339(SystemTime::now()));
+        let mut state_file = state_file;
+        let book = match state_file.as_deref().map(state_file::load) {
+            Some(state_file::Loaded::Restored(book)) => *book,
+            Some(state_file::Loaded::Stuck) => {
+                state_file = None;
+                fresh()
+            }
+            _ => fresh(),
+        };
+        Self {
+            book,
+            ttfb: Latency::default(),
+            total: Latency::default(),
+            overhead: Latency::default(),
+            exposition: exposition::Exposition::default(),
+            prices,
+            state_file,
+            flush_interval,
+            flush_timer: None,
+            dirty: false,
+            queue: None,
+            delay_per_record: Duration::ZERO,
+        }
+    }
+
+    /// Test hook: slower record handling.
+    pub fn with_delay_per_record(mut self, delay: Duration) -> Self {
+        self.delay_per_record = delay;
+        self
+    }
+
+    fn flush(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        if let Some(path) = &self.state_file {
+            match state_file::save(path, &self.book) {
+                Ok(()) => self.dirty = false,
+                Err(err) => {
+                    tracing::error!(path = %path.display(), "cannot write the state file: {err}")
+                }
+            }
+        }
+    }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.flush_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        self.flush_timer = Some(ctx.run_interval(self.flush_interval, |act, _| act.flush()));
+    }
+
+    fn report(&self, since: Option<i64>) -> UsageReport {
+        let Groups {
+            totals,
+            by_route,
+            by_model,
+            by_source,
+            by_credential,
+            by_caller,
+            by_session,
+            by_status,
+        } = self.book.window(since);
+        UsageReport {
+            counting_since: match since {
+                Some(since) => self.book.counting_since.clone().max(stats::rfc3339(
+                    std::time::UNIX_EPOCH + Duration::from_secs(since.max(0) as u64),
+                )),
+                None => self.book.counting_since.clone(),
+            },
+            totals,
+            by_route,
+            by_model,
+            by_source,
+            by_credential,
+            by_caller,
+            by_session: by_session
+                .into_iter()
+                .map(|(k, s)| (k, s.counters))
+                .collect(),
+            by_status,
+            latency_ms: LatencyReport {
+                ttfb: self.ttfb.summary(),
+                total: self.total.summary(),
+                overhead: self.overhead.summary(),
+            },
+            rate_limits: self.book.rate_limits.clone(),
+            unpriced_models: self.book.unpriced_models.clone(),
+        }
+    }
 }
 
 impl Actor for MetricsAggregator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        // The Recorder bounds what waits; the mailbox itself must not refuse admitted records.
+        ctx.set_mailbox_capacity(1 << 24);
+        self.schedule_flush(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.flush();
     }
 }
 
@@ -65,15 +285,136 @@ impl Handler<RequestRecord> for MetricsAggregator {
     type Result = ();
 
     fn handle(&mut self, record: RequestRecord, _: &mut Self::Context) {
-        self.requests += 1;
-        tracing::info!(
-            target: "sluice::usage",
-            route = %record.route,
-            method = %record.method,
-            path = %record.path,
-            status = record.status,
-            outcome = record.outcome.as_str(),
-            "request finished"
-        );
+        if let Some(queue) = &self.queue {
+            queue.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+        if !self.delay_per_record.is_zero() {
+            std::thread::sleep(self.delay_per_record);
+        }
+        let cost = self.prices.cost_usd(record.model.as_deref(), &record.usage);
+        self.book.add(&record, cost);
+        if let Some(ttfb) = record.ttfb {
+            self.ttfb.record(ttfb);
+        }
+        self.total.record(record.total);
+        if let Some(overhead) = record.overhead {
+            self.overhead.record(overhead);
+        }
+        self.exposition.observe(&record, cost.unwrap_or(0.0));
+        self.dirty = true;
+        log_usage(&record, cost);
+    }
+}
+
+/// The one `sluice::usage` INFO event per finished request. Never a secret: the credential is a
+/// fingerprint, the path has no query string.
+fn log_usage(record: &RequestRecord, cost: Option<f64>) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    tracing::info!(
+        target: "sluice::usage",
+        request_id = %record.request_id,
+        route = %record.route,
+        method = %record.method,
+        path = %record.path,
+        status = record.status,
+        model = %record.model.as_deref().unwrap_or(""),
+        source = %record.source.map(|s| s.as_str()).unwrap_or(""),
+        credential = %record.credential.as_deref().unwrap_or(""),
+        caller = %record.caller.as_deref().unwrap_or(""),
+        session = %record.session.as_deref().unwrap_or(""),
+        input_tokens = record.usage.input_tokens,
+        output_tokens = record.usage.output_tokens,
+        cache_creation_input_tokens = record.usage.cache_creation_input_tokens,
+        cache_read_input_tokens = record.usage.cache_read_input_tokens,
+        cost_usd = cost.unwrap_or(0.0),
+        ttfb_ms = record.ttfb.map(ms).unwrap_or(0.0),
+        total_ms = ms(record.total),
+        overhead_ms = record.overhead.map(ms).unwrap_or(0.0),
+        outcome = %record.outcome.as_str(),
+        "request finished"
+    );
+}
+
+/// `/stats`: the report, over all time or since a unix second.
+#[derive(Message)]
+#[rtype(result = "UsageReport")]
+pub struct GetReport {
+    pub since: Option<i64>,
+}
+
+impl Handler<GetReport> for MetricsAggregator {
+    type Result = MessageResult<GetReport>;
+
+    fn handle(&mut self, msg: GetReport, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.report(msg.since))
+    }
+}
+
+/// `/metrics`: the Prometheus text exposition.
+#[derive(Message)]
+#[rtype(result = "String")]
+pub struct RenderMetrics;
+
+impl Handler<RenderMetrics> for MetricsAggregator {
+    type Result = String;
+
+    fn handle(&mut self, _: RenderMetrics, _: &mut Self::Context) -> String {
+        if let Some(queue) = &self.queue {
+            self.exposition
+                .set_dropped(queue.dropped.load(Ordering::Relaxed));
+        }
+        self.exposition.render()
+    }
+}
+
+/// Hands the aggregator the Recorder's queue counters (waiting and dropped records).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShareQueue(pub Recorder);
+
+impl Handler<ShareQueue> for MetricsAggregator {
+    type Result = ();
+
+    fn handle(&mut self, msg: ShareQueue, _: &mut Self::Context) {
+        self.queue = Some(msg.0.queue.clone());
+    }
+}
+
+/// Write the state file now (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+impl Handler<Flush> for MetricsAggregator {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) {
+        self.flush();
+    }
+}
+
+/// New settings: pricing, state file location and flush interval.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ApplyMetrics {
+    pub prices: PriceTable,
+    pub state_file: Option<PathBuf>,
+    pub flush_interval: Duration,
+}
+
+impl Handler<ApplyMetrics> for MetricsAggregator {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyMetrics, ctx: &mut Self::Context) {
+        self.prices = msg.prices;
+        if msg.state_file != self.state_file {
+            // Counters continue; the next flush writes them to the new place.
+            self.state_file = msg.state_file;
+            self.dirty = true;
+        }
+        if msg.flush_interval != self.flush_interval {
+            self.flush_interval = msg.flush_interval;
+            self.schedule_flush(ctx);
+        }
     }
 }

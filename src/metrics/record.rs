@@ -42,6 +42,8 @@ impl Outcome {
 
 #[derive(Debug, Clone)]
 pub struct RequestRecord {
+    /// The id returned to the client as `x-request-id`.
+    pub request_id: String,
     pub finished_at: SystemTime,
     /// The route's prefix; empty when no route matched.
     pub route: String,

@@ -6,6 +6,7 @@ mod support;
 mod credentials;
 mod errors;
 mod forwarding;
+mod metering;
 mod settings;
 mod streaming;
 mod tls;

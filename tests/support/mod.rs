@@ -281,11 +281,13 @@ fn with_headers(status: u16, headers: &[(String, String)]) -> actix_web::HttpRes
 }
 
 /// Builds settings and starts the sluice binary with them.
+#[derive(Clone)]
 pub struct SluiceBuilder {
     routes: Vec<String>,
     extra: String,
     env: Vec<(String, String)>,
     listen: String,
+    state_file: Option<PathBuf>,
 }
 
 pub fn sluice() -> SluiceBuilder {
@@ -294,6 +296,7 @@ pub fn sluice() -> SluiceBuilder {
         extra: String::new(),
         env: Vec::new(),
         listen: "127.0.0.1:0".into(),
+        state_file: None,
     }
 }
 
@@ -321,6 +324,12 @@ impl SluiceBuilder {
         self
     }
 
+    /// Persist counters to `path`, flushing every second.
+    pub fn state_file(mut self, path: &Path) -> Self {
+        self.state_file = Some(path.to_path_buf());
+        self
+    }
+
     pub fn server_key(self, key: &str) -> Self {
         self.env("TEST_SERVER_KEY", key)
     }
@@ -333,9 +342,10 @@ impl SluiceBuilder {
 
     pub fn settings_text(&self) -> String {
         format!(
-            "listen = \"{}\"\nworkers = 1\nshutdown_grace_s = 5\n{}\n[admin]\ntoken_env = \"TEST_ADMIN_TOKEN\"\n[stats]\nstate_file = \"\"\n{}",
+            "listen = \"{}\"\nworkers = 1\nshutdown_grace_s = 5\n{}\n[admin]\ntoken_env = \"TEST_ADMIN_TOKEN\"\n[stats]\nstate_file = \"{}\"\nflush_interval_s = 1\n{}",
             self.listen,
             self.routes.join("\n"),
+            self.state_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
             self.extra
         )
     }
@@ -514,4 +524,33 @@ pub fn check(text: &str, env: &[(&str, &str)]) -> (i32, String) {
 
 pub fn path_in(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
+}
+
+/// GET `/stats` (with `query`, e.g. `?since=5m`) as JSON, with the admin token when given.
+pub async fn stats(sluice: &Sluice, query: &str, token: Option<&str>) -> serde_json::Value {
+    let mut request = client().get(sluice.url(&format!("/stats{query}")));
+    if let Some(token) = token {
+        request = request.insert_header(("authorization", format!("Bearer {token}")));
+    }
+    let mut response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    serde_json::from_slice(&response.body().limit(16 << 20).await.unwrap()).unwrap()
+}
+
+/// Polls `/stats` until `totals.requests` reaches `n` (records arrive asynchronously).
+pub async fn stats_after(sluice: &Sluice, n: u64, token: Option<&str>) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = stats(sluice, "", token).await;
+        if body["totals"]["requests"].as_u64() >= Some(n) || Instant::now() > deadline {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// sha256-based fingerprint as SPEC defines it: first 12 hex digits.
+pub fn fingerprint(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(secret.as_bytes())[..6])
 }

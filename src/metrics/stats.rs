@@ -1,0 +1,394 @@
+//! The arithmetic of `/stats`: counters per group, minute buckets for `?since=`, the most recent
+//! sessions, rate-limit state per credential. Pure data, no actix; serialisable for the state file.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::record::RequestRecord;
+use crate::usage::Usage;
+
+/// How many Claude Code sessions `by_session` keeps (the most recently active).
+pub const MAX_SESSIONS: usize = 1000;
+/// How long minute buckets are kept for `?since=` windows.
+pub const BUCKET_RETENTION_MINUTES: i64 = 8 * 24 * 60;
+/// Longer session ids are cut to this many bytes (they are keys, not content).
+const MAX_KEY_BYTES: usize = 128;
+
+/// One group's counters: the `COUNTERS` object of `/stats`.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counters {
+    pub requests: u64,
+    pub errors: u64,
+    pub streamed: u64,
+    pub incomplete: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl Counters {
+    fn add_record(&mut self, record: &RequestRecord, cost: f64) {
+        self.requests += 1;
+        self.errors += u64::from(record.status >= 400);
+        self.streamed += u64::from(record.streamed);
+        self.incomplete += u64::from(record.outcome.is_incomplete());
+        self.add_usage(&record.usage);
+        self.cost_usd += cost;
+    }
+
+    fn add_usage(&mut self, usage: &Usage) {
+        self.input_tokens += usage.input_tokens;
+        self.output_tokens += usage.output_tokens;
+        self.cache_creation_input_tokens += usage.cache_creation_input_tokens;
+        self.cache_read_input_tokens += usage.cache_read_input_tokens;
+    }
+
+    fn merge(&mut self, other: &Counters) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.streamed += other.streamed;
+        self.incomplete += other.incomplete;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_creation_input_tokens += other.cache_creation_input_tokens;
+        self.cache_read_input_tokens += other.cache_read_input_tokens;
+        self.cost_usd += other.cost_usd;
+    }
+}
+
+/// A session's counters and when it was last active (for keeping the most recent ones).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionCounters {
+    pub last_seen: i64,
+    pub counters: Counters,
+}
+
+/// Every group of `/stats` over some span of time.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Groups {
+    pub totals: Counters,
+    pub by_route: BTreeMap<String, Counters>,
+    pub by_model: BTreeMap<String, Counters>,
+    pub by_source: BTreeMap<String, Counters>,
+    pub by_credential: BTreeMap<String, Counters>,
+    pub by_caller: BTreeMap<String, Counters>,
+    pub by_session: HashMap<String, SessionCounters>,
+    pub by_status: BTreeMap<String, u64>,
+}
+
+impl Groups {
+    fn add_record(&mut self, record: &RequestRecord, cost: f64, now_seq: i64) {
+        self.totals.add_record(record, cost);
+        let add = |map: &mut BTreeMap<String, Counters>, key: Option<&str>| {
+            if let Some(key) = key.filter(|k| !k.is_empty()) {
+                map.entry(key.to_string())
+                    .or_default()
+                    .add_record(record, cost);
+            }
+        };
+        add(&mut self.by_route, Some(&record.route));
+        add(&mut self.by_model, record.model.as_deref());
+        add(&mut self.by_source, record.source.map(|s| s.as_str()));
+        add(&mut self.by_credential, record.credential.as_deref());
+        add(&mut self.by_caller, record.caller.as_deref());
+        if let Some(session) = record.session.as_deref().filter(|s| !s.is_empty()) {
+            let session = truncate(session);
+            let entry = self.by_session.entry(session.to_string()).or_default();
+            entry.last_seen = now_seq;
+            entry.counters.add_record(record, cost);
+            evict_oldest_sessions(&mut self.by_session);
+        }
+        *self.by_status.entry(record.status.to_string()).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: &Groups) {
+        self.totals.merge(&other.totals);
+        for (mine, theirs) in [
+            (&mut self.by_route, &other.by_route),
+            (&mut self.by_model, &other.by_model),
+            (&mut self.by_source, &other.by_source),
+            (&mut self.by_credential, &other.by_credential),
+            (&mut self.by_caller, &other.by_caller),
+        ] {
+            for (key, counters) in theirs {
+                mine.entry(key.clone()).or_default().merge(counters);
+            }
+        }
+        for (key, session) in &other.by_session {
+            let entry = self.by_session.entry(key.clone()).or_default();
+            entry.last_seen = entry.last_seen.max(session.last_seen);
+            entry.counters.merge(&session.counters);
+        }
+        evict_oldest_sessions(&mut self.by_session);
+        for (status, count) in &other.by_status {
+            *self.by_status.entry(status.clone()).or_default() += count;
+        }
+    }
+}
+
+fn truncate(key: &str) -> &str {
+    if key.len() <= MAX_KEY_BYTES {
+        return key;
+    }
+    let mut end = MAX_KEY_BYTES;
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    &key[..end]
+}
+
+/// Keeps the `MAX_SESSIONS` most recently active sessions.
+fn evict_oldest_sessions(sessions: &mut HashMap<String, SessionCounters>) {
+    while sessions.len() > MAX_SESSIONS {
+        let Some(oldest) = sessions
+            .iter()
+            .min_by(|a, b| a.1.last_seen.cmp(&b.1.last_seen).then_with(|| a.0.cmp(b.0)))
+            .map(|(key, _)| key.clone())
+        else {
+            return;
+        };
+        sessions.remove(&oldest);
+    }
+}
+
+/// The latest rate-limit headers seen for one credential.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateLimitState {
+    pub seen_at: String,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// All counted usage: lifetime groups, minute buckets, rate-limit state. This is what the state
+/// file holds.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatsBook {
+    /// RFC 3339 time counting began (kept across restarts).
+    pub counting_since: String,
+    pub lifetime: Groups,
+    /// Unix minute → what finished in that minute.
+    pub minutes: BTreeMap<i64, Groups>,
+    pub rate_limits: BTreeMap<String, RateLimitState>,
+    /// Models seen with no price in the table (their cost counted as 0).
+    pub unpriced_models: BTreeMap<String, u64>,
+}
+
+impl StatsBook {
+    pub fn new(counting_since: String) -> Self {
+        Self {
+            counting_since,
+            ..Self::default()
+        }
+    }
+
+    /// Adds one finished request. `cost` is `None` when the model has no price.
+    pub fn add(&mut self, record: &RequestRecord, cost: Option<f64>) {
+        let finished = unix_seconds(record.finished_at);
+        let minute = finished.div_euclid(60);
+        let cost_usd = cost.unwrap_or(0.0);
+        if cost.is_none() && has_tokens(&record.usage) {
+            let model = record.model.as_deref().unwrap_or("(unknown)");
+            *self
+                .unpriced_models
+                .entry(truncate(model).to_string())
+                .or_default() += 1;
+        }
+        self.lifetime.add_record(record, cost_usd, finished);
+        self.minutes
+            .entry(minute)
+            .or_default()
+            .add_record(record, cost_usd, finished);
+        if !record.rate_limits.is_empty() {
+            let key = record.credential.clone().unwrap_or_else(|| "none".into());
+            self.rate_limits.insert(
+                key,
+                RateLimitState {
+                    seen_at: rfc3339(record.finished_at),
+                    headers: record.rate_limits.iter().cloned().collect(),
+                },
+            );
+        }
+        self.prune(minute);
+    }
+
+    /// Drops minute buckets older than the retention.
+    pub fn prune(&mut self, now_minute: i64) {
+        let oldest_kept = now_minute - BUCKET_RETENTION_MINUTES;
+        self.minutes = self.minutes.split_off(&oldest_kept);
+    }
+
+    /// The groups for requests that finished at or after `since` (unix seconds). Resolution is a
+    /// minute: the minute containing `since` is included whole.
+    pub fn window(&self, since: Option<i64>) -> Groups {
+        let Some(since) = since else {
+            return self.lifetime.clone();
+        };
+        let mut groups = Groups::default();
+        for bucket in self.minutes.range(since.div_euclid(60)..).map(|(_, g)| g) {
+            groups.merge(bucket);
+        }
+        groups
+    }
+}
+
+fn has_tokens(usage: &Usage) -> bool {
+    usage.input_tokens
+        + usage.output_tokens
+        + usage.cache_creation_input_tokens
+        + usage.cache_read_input_tokens
+        > 0
+}
+
+pub fn unix_seconds(time: std::time::SystemTime) -> i64 {
+    match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+pub fn rfc3339(time: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(time)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Parses `?since=`: `30m`, `5h`, `7d` (before `now`) or an RFC 3339 time, into unix seconds.
+pub fn parse_since(text: &str, now: std::time::SystemTime) -> Option<i64> {
+    let now = unix_seconds(now);
+    let text = text.trim();
+    if let Some(unit) = text.chars().last().filter(|c| c.is_ascii_alphabetic()) {
+        if let Ok(amount) = text[..text.len() - 1].parse::<i64>() {
+            let seconds = match unit {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86_400,
+                _ => return None,
+            };
+            return (amount >= 0).then(|| now - amount.saturating_mul(seconds));
+        }
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::CredentialSource;
+    use crate::metrics::record::Outcome;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    fn record(at: i64, status: u16, session: &str) -> RequestRecord {
+        RequestRecord {
+            request_id: String::new(),
+            finished_at: UNIX_EPOCH + Duration::from_secs(at as u64),
+            route: "/anthropic".into(),
+            method: "POST".into(),
+            path: "/anthropic/v1/messages".into(),
+            status,
+            model: Some("claude-sonnet-4-5".into()),
+            source: Some(CredentialSource::ClientOauth),
+            credential: Some("client_oauth:3fa29c1b4d5e".into()),
+            caller: None,
+            session: Some(session.into()),
+            usage: Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+                ..Usage::default()
+            },
+            streamed: true,
+            outcome: Outcome::Completed,
+            ttfb: None,
+            total: Duration::ZERO,
+            overhead: None,
+            rate_limits: vec![("retry-after".into(), "7".into())],
+        }
+    }
+
+    #[test]
+    fn counters_add_up_in_every_group() {
+        let mut book = StatsBook::new("x".into());
+        book.add(&record(6000, 200, "s1"), Some(0.5));
+        book.add(&record(6030, 429, "s2"), Some(0.25));
+        let g = book.window(None);
+        assert_eq!(g.totals.requests, 2);
+        assert_eq!(g.totals.errors, 1);
+        assert_eq!(g.totals.streamed, 2);
+        assert_eq!(g.totals.input_tokens, 20);
+        assert_eq!(g.totals.cost_usd, 0.75);
+        assert_eq!(g.by_status["429"], 1);
+        assert_eq!(g.by_session.len(), 2);
+        assert_eq!(g.by_source["client_oauth"].requests, 2);
+        assert_eq!(
+            book.rate_limits["client_oauth:3fa29c1b4d5e"].headers["retry-after"],
+            "7"
+        );
+    }
+
+    #[test]
+    fn windows_count_only_later_minutes() {
+        let mut book = StatsBook::new("x".into());
+        book.add(&record(6000, 200, "s"), Some(0.0));
+        book.add(&record(9000, 200, "s"), Some(0.0));
+        assert_eq!(book.window(Some(0)).totals.requests, 2);
+        assert_eq!(book.window(Some(6060)).totals.requests, 1);
+        assert_eq!(book.window(Some(9060)).totals.requests, 0);
+    }
+
+    #[test]
+    fn only_the_most_recent_sessions_are_kept() {
+        let mut book = StatsBook::new("x".into());
+        for i in 0..(MAX_SESSIONS as i64 + 5) {
+            book.add(&record(6000 + i, 200, &format!("session-{i}")), None);
+        }
+        assert_eq!(book.lifetime.by_session.len(), MAX_SESSIONS);
+        assert!(!book.lifetime.by_session.contains_key("session-0"));
+        assert!(book
+            .lifetime
+            .by_session
+            .contains_key(&format!("session-{}", MAX_SESSIONS + 4)));
+    }
+
+    #[test]
+    fn old_buckets_are_pruned_after_eight_days() {
+        let mut book = StatsBook::new("x".into());
+        book.add(&record(0, 200, "s"), None);
+        book.add(&record(9 * 86_400, 200, "s"), None);
+        assert_eq!(book.minutes.len(), 1);
+        assert_eq!(book.lifetime.totals.requests, 2);
+    }
+
+    #[test]
+    fn unpriced_models_are_listed() {
+        let mut book = StatsBook::new("x".into());
+        book.add(&record(60, 200, "s"), None);
+        assert_eq!(book.unpriced_models["claude-sonnet-4-5"], 1);
+    }
+
+    #[test]
+    fn since_accepts_durations_and_rfc3339() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(parse_since("30m", now), Some(1_000_000 - 1800));
+        assert_eq!(parse_since("5h", now), Some(1_000_000 - 18_000));
+        assert_eq!(parse_since("7d", now), Some(1_000_000 - 604_800));
+        assert_eq!(
+            parse_since("2026-11-27T10:00:00Z", now),
+            Some(1_795_773_600)
+        );
+        assert_eq!(parse_since("yesterday", now), None);
+        assert_eq!(parse_since("5x", now), None);
+        let _ = SystemTime::now();
+    }
+}

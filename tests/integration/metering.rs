@@ -1,0 +1,566 @@
+//! Issue "Metering": usage read from every answer lands in every `/stats` group.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use crate::support::*;
+
+/// The mock answers by the `x-mock` request header.
+fn scripted_mock() -> (MockUpstream, Gate) {
+    let mock = MockUpstream::start();
+    let gate = Gate::new();
+    let gated = gate.clone();
+    let ratelimit = fixture("ratelimit-429.headers");
+    mock.reply(move |req| match req.header("x-mock").as_deref() {
+        Some("stream-text") => Reply::sse(&fixture("stream-text.sse")),
+        Some("stream-tool-use") => Reply::sse(&fixture("stream-tool-use.sse")),
+        Some("gated") => Reply::GatedEvents(
+            fixture("stream-text.sse")
+                .split_inclusive("\n\n")
+                .map(str::to_string)
+                .collect(),
+            gated.clone(),
+        ),
+        Some("429") => {
+            let (head, body) = ratelimit.split_once("\n\n").unwrap();
+            let headers = head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(": "))
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            Reply::Full(429, headers, body.trim_end().to_string().into())
+        }
+        _ => Reply::json(200, &fixture("message.json")),
+    });
+    (mock, gate)
+}
+
+const OAUTH_HEADER: &str = "Bearer sk-ant-oat01-test-client-oauth-0123456789";
+const S1: &str = "de638c79-7959-40b6-be6e-3b4a31afd82c";
+const S2: &str = "0f9b5a4e-1111-4c2d-9e3f-aaaaaaaaaaaa";
+
+async fn send(
+    sluice: &Sluice,
+    mock: &str,
+    credential: Option<(&str, &str)>,
+    session: Option<&str>,
+) -> awc::ClientResponse<
+    impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>,
+> {
+    let mut request = client()
+        .post(sluice.url("/anthropic/v1/messages?beta=true"))
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("x-mock", mock));
+    if let Some(header) = credential {
+        request = request.insert_header(header);
+    }
+    if let Some(session) = session {
+        request = request.insert_header(("x-claude-code-session-id", session));
+    }
+    request
+        .send_body(r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[]}"#)
+        .await
+        .unwrap()
+}
+
+fn assert_counters(group: &serde_json::Value, expected: [u64; 8], cost: f64) {
+    let names = [
+        "requests",
+        "errors",
+        "streamed",
+        "incomplete",
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+    ];
+    for (name, want) in names.iter().zip(expected) {
+        assert_eq!(group[name].as_u64(), Some(want), "{name} in {group}");
+    }
+    let got = group["cost_usd"].as_f64().unwrap();
+    assert!(
+        (got - cost).abs() < 1e-9,
+        "cost_usd {got} != {cost} in {group}"
+    );
+}
+
+// Costs per request, USD (prices per million tokens from settings/sluice.toml).
+const COST_R1: f64 = (12.0 * 3.0 + 10.0 * 15.0) / 1e6; // sonnet, message.json
+const COST_R2: f64 = (849.0 * 1.0 + 47.0 * 5.0 + 120.0 * 1.25 + 3000.0 * 0.1) / 1e6; // haiku stream
+const COST_R4: f64 = (2210.0 * 3.0 + 95.0 * 15.0 + 18000.0 * 0.3) / 1e6; // sonnet tool use
+const COST_R5: f64 = (849.0 * 1.0 + 10.0 * 5.0 + 120.0 * 1.25 + 3000.0 * 0.1) / 1e6; // cut-off stream
+
+#[actix_rt::test]
+async fn mixed_run_gives_exact_numbers_in_every_group() {
+    let (mock, gate) = scripted_mock();
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .server_key(SERVER_KEY)
+        .start();
+
+    // R1: non-streamed, OAuth, session 1.
+    let mut r = send(
+        &sluice,
+        "message",
+        Some(("authorization", OAUTH_HEADER)),
+        Some(S1),
+    )
+    .await;
+    r.body().await.unwrap();
+    // R2: streamed text, API key, session 1.
+    let mut r = send(
+        &sluice,
+        "stream-text",
+        Some(("x-api-key", CLIENT_API_KEY)),
+        Some(S1),
+    )
+    .await;
+    r.body().await.unwrap();
+    // R3: 429, OAuth, session 2.
+    let mut r = send(
+        &sluice,
+        "429",
+        Some(("authorization", OAUTH_HEADER)),
+        Some(S2),
+    )
+    .await;
+    assert_eq!(r.status(), 429);
+    r.body().await.unwrap();
+    // R4: streamed tool use on the server key, no session.
+    let mut r = send(&sluice, "stream-tool-use", None, None).await;
+    r.body().await.unwrap();
+    // R5: a client that leaves after the first event, API key, session 2.
+    let mut r = send(
+        &sluice,
+        "gated",
+        Some(("x-api-key", CLIENT_API_KEY)),
+        Some(S2),
+    )
+    .await;
+    let first = r.next().await.unwrap().unwrap();
+    assert!(std::str::from_utf8(&first)
+        .unwrap()
+        .contains("message_start"));
+    drop(r);
+    // No more events are released: sluice must notice the client leaving by itself.
+    let _ = &gate;
+
+    let stats = stats_after(&sluice, 5, None).await;
+    let oauth = format!(
+        "client_oauth:{}",
+        fingerprint("sk-ant-oat01-test-client-oauth-0123456789")
+    );
+    let api_key = format!("client_api_key:{}", fingerprint(CLIENT_API_KEY));
+    let server = format!("server_key:{}", fingerprint(SERVER_KEY));
+
+    assert_counters(
+        &stats["totals"],
+        [
+            5,
+            1,
+            3,
+            1,
+            12 + 849 + 2210 + 849,
+            10 + 47 + 95 + 10,
+            240,
+            24_000,
+        ],
+        COST_R1 + COST_R2 + COST_R4 + COST_R5,
+    );
+    assert_counters(
+        &stats["by_route"]["/anthropic"],
+        [5, 1, 3, 1, 3920, 162, 240, 24_000],
+        COST_R1 + COST_R2 + COST_R4 + COST_R5,
+    );
+    assert_counters(
+        &stats["by_source"]["client_oauth"],
+        [2, 1, 0, 0, 12, 10, 0, 0],
+        COST_R1,
+    );
+    assert_counters(
+        &stats["by_source"]["client_api_key"],
+        [2, 0, 2, 1, 1698, 57, 240, 6000],
+        COST_R2 + COST_R5,
+    );
+    assert_counters(
+        &stats["by_source"]["server_key"],
+        [1, 0, 1, 0, 2210, 95, 0, 18_000],
+        COST_R4,
+    );
+    assert_eq!(stats["by_source"].as_object().unwrap().len(), 3);
+    assert_counters(
+        &stats["by_credential"][&oauth],
+        [2, 1, 0, 0, 12, 10, 0, 0],
+        COST_R1,
+    );
+    assert_counters(
+        &stats["by_credential"][&api_key],
+        [2, 0, 2, 1, 1698, 57, 240, 6000],
+        COST_R2 + COST_R5,
+    );
+    assert_counters(
+        &stats["by_credential"][&server],
+        [1, 0, 1, 0, 2210, 95, 0, 18_000],
+        COST_R4,
+    );
+    assert_counters(
+        &stats["by_session"][S1],
+        [2, 0, 1, 0, 861, 57, 120, 3000],
+        COST_R1 + COST_R2,
+    );
+    assert_counters(
+        &stats["by_session"][S2],
+        [2, 1, 1, 1, 849, 10, 120, 3000],
+        COST_R5,
+    );
+    assert_eq!(stats["by_session"].as_object().unwrap().len(), 2);
+    assert_counters(
+        &stats["by_model"]["claude-sonnet-4-5-20250929"],
+        [2, 0, 1, 0, 2222, 105, 0, 18_000],
+        COST_R1 + COST_R4,
+    );
+    assert_counters(
+        &stats["by_model"]["claude-haiku-4-5-20251001"],
+        [2, 0, 2, 1, 1698, 57, 240, 6000],
+        COST_R2 + COST_R5,
+    );
+    // The 429 carries no model: the request's model is counted.
+    assert_counters(
+        &stats["by_model"]["claude-sonnet-4-5"],
+        [1, 1, 0, 0, 0, 0, 0, 0],
+        0.0,
+    );
+    assert_eq!(stats["by_status"]["200"], 4);
+    assert_eq!(stats["by_status"]["429"], 1);
+    assert_eq!(stats["by_caller"], serde_json::json!({}));
+    let limits = &stats["rate_limits"][&oauth];
+    assert_eq!(
+        limits["headers"]["anthropic-ratelimit-unified-5h-utilization"],
+        "1.01"
+    );
+    assert_eq!(limits["headers"]["retry-after"], "7835");
+    assert!(limits["seen_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(stats["latency_ms"]["total"]["count"], 5);
+    assert_eq!(stats["latency_ms"]["ttfb"]["count"], 5);
+    assert!(stats["latency_ms"]["overhead"]["p50"].as_f64().unwrap() > 0.0);
+    assert_eq!(stats["settings"]["generation"], 1);
+    assert_eq!(stats["dropped_records"], 0);
+    sluice.wait_for_log("outcome=client_gone", Duration::from_secs(2));
+}
+
+#[actix_rt::test]
+async fn callers_are_counted_by_access_key_name() {
+    let (mock, _) = scripted_mock();
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .toml("[access]")
+        .access_key("alice", ACCESS_KEY)
+        .access_key("bob", "sluice-test-access-key-bob-0000")
+        .server_key(SERVER_KEY)
+        .start();
+    send(&sluice, "message", Some(("x-sluice-key", ACCESS_KEY)), None)
+        .await
+        .body()
+        .await
+        .unwrap();
+    send(
+        &sluice,
+        "message",
+        Some(("authorization", "Bearer sluice-test-access-key-bob-0000")),
+        None,
+    )
+    .await
+    .body()
+    .await
+    .unwrap();
+    send(&sluice, "message", Some(("x-sluice-key", "nobody")), None)
+        .await
+        .body()
+        .await
+        .unwrap();
+    let stats = stats_after(&sluice, 3, None).await;
+    assert_eq!(stats["by_caller"]["alice"]["requests"], 1);
+    assert_eq!(stats["by_caller"]["bob"]["requests"], 1);
+    assert_eq!(stats["by_status"]["401"], 1);
+    assert_eq!(stats["totals"]["errors"], 1);
+}
+
+#[actix_rt::test]
+async fn since_windows_count_only_later_requests() {
+    let (mock, _) = scripted_mock();
+    let sluice = sluice().route("/anthropic", &mock.url(), &[]).start();
+    for _ in 0..3 {
+        send(&sluice, "message", None, None)
+            .await
+            .body()
+            .await
+            .unwrap();
+    }
+    stats_after(&sluice, 3, None).await;
+    let before = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
+    let after = time::OffsetDateTime::now_utc() + time::Duration::minutes(2);
+    let rfc = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    assert_eq!(
+        stats(&sluice, "?since=30m", None).await["totals"]["requests"],
+        3
+    );
+    assert_eq!(
+        stats(&sluice, &format!("?since={}", rfc(before)), None).await["totals"]["requests"],
+        3
+    );
+    let later = stats(&sluice, &format!("?since={}", rfc(after)), None).await;
+    assert_eq!(later["totals"]["requests"], 0);
+    assert_eq!(later["by_model"], serde_json::json!({}));
+    let response = client()
+        .get(sluice.url("/stats?since=yesterday"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.headers().get("x-sluice-error").unwrap(),
+        "bad_since"
+    );
+}
+
+#[actix_rt::test]
+async fn admin_token_protects_stats_and_metrics_and_secrets_never_show() {
+    let (mock, _) = scripted_mock();
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .toml("[access]")
+        .access_key("alice", ACCESS_KEY)
+        .server_key(SERVER_KEY)
+        .env("TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+        .start();
+    send(&sluice, "429", Some(("x-sluice-key", ACCESS_KEY)), Some(S1))
+        .await
+        .body()
+        .await
+        .unwrap();
+    send(
+        &sluice,
+        "stream-text",
+        Some(("x-sluice-key", ACCESS_KEY)),
+        None,
+    )
+    .await
+    .body()
+    .await
+    .unwrap();
+    let mut r = client()
+        .post(sluice.url("/anthropic/v1/messages"))
+        .insert_header(("x-sluice-key", ACCESS_KEY))
+        .insert_header(("authorization", OAUTH_HEADER))
+        .send_body("{}")
+        .await
+        .unwrap();
+    r.body().await.unwrap();
+
+    for path in ["/stats", "/metrics"] {
+        let response = client().get(sluice.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+        assert_eq!(
+            response.headers().get("x-sluice-error").unwrap(),
+            "admin_token"
+        );
+        let response = client()
+            .get(sluice.url(path))
+            .insert_header(("authorization", "Bearer wrong"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+        // An access key is not an admin token.
+        let response = client()
+            .get(sluice.url(path))
+            .insert_header(("authorization", format!("Bearer {ACCESS_KEY}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+    }
+    let stats = stats_after(&sluice, 3, Some(ADMIN_TOKEN)).await;
+    assert_eq!(stats["totals"]["requests"], 3);
+    let mut metrics = client()
+        .get(sluice.url("/metrics"))
+        .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let metrics = String::from_utf8(metrics.body().await.unwrap().to_vec()).unwrap();
+    assert!(metrics.contains("sluice_requests_total{"), "{metrics}");
+    assert!(metrics.contains("sluice_output_tokens_total{"), "{metrics}");
+    assert!(metrics.contains("sluice_ttfb_seconds_bucket{"), "{metrics}");
+    assert!(
+        !metrics.contains("session") && !metrics.contains("credential"),
+        "no per-session or per-key labels"
+    );
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let everything = format!("{stats}\n{metrics}\n{}", sluice.logs());
+    for secret in [
+        SERVER_KEY,
+        ACCESS_KEY,
+        ADMIN_TOKEN,
+        "sk-ant-oat01-test-client-oauth-0123456789",
+    ] {
+        assert!(!everything.contains(secret), "secret {secret} leaked");
+    }
+    assert!(
+        stats["by_credential"].as_object().unwrap().keys().all(|k| {
+            let (source, fp) = k.split_once(':').unwrap();
+            ["client_oauth", "server_key"].contains(&source)
+                && fp.len() == 12
+                && fp.chars().all(|c| c.is_ascii_hexdigit())
+        }),
+        "{}",
+        stats["by_credential"]
+    );
+    let usage_line = sluice
+        .logs()
+        .lines()
+        .find(|l| l.contains("sluice::usage") && l.contains("status=429"))
+        .unwrap()
+        .to_string();
+    for field in [
+        "route=/anthropic",
+        "model=claude-sonnet-4-5",
+        "source=server_key",
+        "caller=alice",
+        &format!("session={S1}"),
+        "outcome=completed",
+    ] {
+        assert!(
+            usage_line.contains(field),
+            "{field} missing from {usage_line}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn counters_survive_sigterm_and_restart() {
+    let (mock, _) = scripted_mock();
+    let state = tempfile::tempdir().unwrap();
+    let state_file = state.path().join("state/stats.json");
+    let builder = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .state_file(&state_file);
+    let mut first = builder.clone().start();
+    for _ in 0..3 {
+        send(
+            &first,
+            "stream-text",
+            Some(("x-api-key", CLIENT_API_KEY)),
+            Some(S1),
+        )
+        .await
+        .body()
+        .await
+        .unwrap();
+    }
+    let before = stats_after(&first, 3, None).await;
+    first.signal("TERM");
+    assert_eq!(first.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(state_file.exists());
+
+    let second = builder.start();
+    let after = stats(&second, "", None).await;
+    for group in [
+        "totals",
+        "by_model",
+        "by_source",
+        "by_credential",
+        "by_session",
+        "by_status",
+        "rate_limits",
+    ] {
+        assert_eq!(after[group], before[group], "{group} after restart");
+    }
+    assert_eq!(after["counting_since"], before["counting_since"]);
+    assert_ne!(after["started_at"], serde_json::Value::Null);
+    // Windows keep working across the restart.
+    assert_eq!(
+        stats(&second, "?since=1h", None).await["totals"]["requests"],
+        3
+    );
+}
+
+#[actix_rt::test]
+async fn unreadable_state_file_is_moved_aside_and_sluice_starts() {
+    let (mock, _) = scripted_mock();
+    let state = tempfile::tempdir().unwrap();
+    let state_file = state.path().join("stats.json");
+    std::fs::write(&state_file, b"{\"version\":1,\"book\":{\"lifetime\":tru").unwrap();
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .state_file(&state_file)
+        .start();
+    sluice.wait_for_log("moved aside", Duration::from_secs(2));
+    let aside: Vec<_> = std::fs::read_dir(state.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("stats.json.unreadable-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the unreadable file is kept");
+    assert_eq!(
+        std::fs::read(state.path().join(&aside[0])).unwrap(),
+        b"{\"version\":1,\"book\":{\"lifetime\":tru"
+    );
+    assert_eq!(stats(&sluice, "", None).await["totals"]["requests"], 0);
+    send(&sluice, "message", None, None)
+        .await
+        .body()
+        .await
+        .unwrap();
+    stats_after(&sluice, 1, None).await;
+}
+
+#[actix_rt::test]
+async fn slow_aggregator_never_delays_requests_and_drops_are_counted() {
+    let (mock, _) = scripted_mock();
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .env("SLUICE_TEST_AGGREGATOR_DELAY_MS", "300")
+        .env("SLUICE_TEST_AGGREGATOR_MAILBOX", "2")
+        .start();
+    let n = 12;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        send(&sluice, "message", None, None)
+            .await
+            .body()
+            .await
+            .unwrap();
+    }
+    let elapsed = start.elapsed();
+    // Aggregating these takes 12 × 300 ms = 3.6 s; the requests themselves must not wait for it.
+    assert!(
+        elapsed < Duration::from_millis(1800),
+        "{n} requests took {elapsed:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = stats(&sluice, "", None).await;
+        let counted = body["totals"]["requests"].as_u64().unwrap();
+        let dropped = body["dropped_records"].as_u64().unwrap();
+        if counted + dropped == n {
+            assert!(
+                dropped > 0,
+                "a mailbox of 2 with a 300 ms aggregator must have dropped some"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counted {counted} + dropped {dropped} != {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -180,10 +180,63 @@ impl Exposition {
         }
     }
 
+    /// OpenMetrics text, as prometheus-client writes it.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition, for scrapers and
+/// tools that do not ask for OpenMetrics (`promtool check metrics`, curl): counters' HELP/TYPE
+/// name the `_total` series, and there is no `# EOF` or `# UNIT`.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut counters = std::collections::HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                counters.insert(name.to_string());
+            }
+        }
+    }
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(line.trim_end()),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counter_series_and_drops_eof() {
+        let om = "# HELP sluice_requests Finished requests.\n# TYPE sluice_requests counter\n\
+                  sluice_requests_total{route=\"/a\"} 1\n# HELP sluice_ttfb_seconds T.\n\
+                  # TYPE sluice_ttfb_seconds histogram\nsluice_ttfb_seconds_count 0\n# EOF\n";
+        let classic = to_classic_text(om);
+        assert_eq!(
+            classic,
+            "# HELP sluice_requests_total Finished requests.\n# TYPE sluice_requests_total counter\n\
+             sluice_requests_total{route=\"/a\"} 1\n# HELP sluice_ttfb_seconds T.\n\
+             # TYPE sluice_ttfb_seconds histogram\nsluice_ttfb_seconds_count 0\n"
+        );
     }
 }

@@ -27,7 +27,14 @@ pub struct Counters {
     pub output_tokens: u64,
     pub cache_creation_input_tokens: u64,
     pub cache_read_input_tokens: u64,
+    #[serde(serialize_with = "nano_dollars")]
     pub cost_usd: f64,
+}
+
+/// Costs are sums of products of floats: shown rounded to 1e-9 USD, so that `0.00172` does not
+/// read `0.0017200000000000002`.
+fn nano_dollars<S: serde::Serializer>(cost: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64((cost * 1e9).round() / 1e9)
 }
 
 impl Counters {

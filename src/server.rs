@@ -17,6 +17,7 @@ use crate::logging::{self, RequestSpan};
 use crate::metrics::{ApplyMetrics, Flush, MetricsAggregator, Recorder};
 use crate::pricing::PriceTable;
 use crate::proxy;
+use crate::settings::watcher::{Reload, SettingsWatcher};
 use crate::settings::Settings;
 use crate::upstream::{ApplyUpstream, UpstreamPlan, UpstreamPool, WorkerClients};
 
@@ -120,13 +121,18 @@ pub struct Running {
     pub addrs: Vec<SocketAddr>,
     pub handle: ServerHandle,
     pub state: web::Data<AppState>,
-    server: actix_web::dev::Server,
+    pub watcher: Addr<SettingsWatcher>,
+    /// The running server (spawned at start, so it serves even if nobody waits on it).
+    server: tokio::task::JoinHandle<io::Result<()>>,
 }
 
 impl Running {
     /// Serves until stopped, then flushes what must survive.
     pub async fn wait(self) -> io::Result<()> {
-        let result = self.server.await;
+        let result = self
+            .server
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)));
         if let Err(err) = self.state.aggregator.send(Flush).await {
             tracing::error!("could not flush stats: {err}");
         }
@@ -229,8 +235,9 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let server = server.bind(settings.listen)?;
     let addrs = server.addrs();
     let server = server.run();
+    let watcher = SettingsWatcher::start_watching(state.clone(), settings.source.clone());
     // Handlers first, so that a stop signal never meets the default action (instant death).
-    install_signal_handlers(server.handle())?;
+    install_signal_handlers(server.handle(), watcher.clone())?;
     for addr in &addrs {
         tracing::info!(%addr, "listening");
     }
@@ -238,13 +245,14 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         addrs,
         handle: server.handle(),
         state,
-        server,
+        watcher,
+        server: actix_rt::spawn(server),
     })
 }
 
 /// First SIGTERM/SIGINT: stop accepting and let in-flight requests finish (up to
 /// `shutdown_grace_s`). A second one: stop at once.
-fn install_signal_handlers(handle: ServerHandle) -> io::Result<()> {
+fn install_signal_handlers(handle: ServerHandle, watcher: Addr<SettingsWatcher>) -> io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -256,7 +264,7 @@ fn install_signal_handlers(handle: ServerHandle) -> io::Result<()> {
                 _ = term.recv() => {},
                 _ = int.recv() => {},
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP received");
+                    watcher.do_send(Reload { reason: "SIGHUP" });
                     continue;
                 }
             }

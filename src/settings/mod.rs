@@ -2,6 +2,7 @@
 //! overrides, and the env vars that hold secrets — validated into the runtime [`Settings`].
 
 mod file;
+pub mod watcher;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -133,6 +134,8 @@ pub struct StatsSettings {
 pub struct Settings {
     /// The file they came from, or "built-in defaults".
     pub origin: String,
+    /// The file they came from, when there is one (watched for changes).
+    pub source: Option<PathBuf>,
     pub listen: SocketAddr,
     pub workers: usize,
     pub shutdown_grace: Duration,
@@ -173,18 +176,23 @@ impl Settings {
     /// Reads `path` (or, when `None`, `settings/sluice.toml` if it exists, else the built-in
     /// defaults), applies `SLUICE__` overrides and validates.
     pub fn load(path: Option<&Path>, env: &EnvSource) -> Result<Settings, SettingsError> {
-        let (text, origin) = match path {
+        let source = match path {
+            Some(path) => Some(path.to_path_buf()),
+            None if Path::new(DEFAULT_SETTINGS_PATH).exists() => {
+                Some(PathBuf::from(DEFAULT_SETTINGS_PATH))
+            }
+            None => None,
+        };
+        let (text, origin) = match &source {
             Some(path) => (read_file(path)?, path.display().to_string()),
-            None if Path::new(DEFAULT_SETTINGS_PATH).exists() => (
-                read_file(Path::new(DEFAULT_SETTINGS_PATH))?,
-                DEFAULT_SETTINGS_PATH.to_string(),
-            ),
             None => (
                 DEFAULT_SETTINGS_TOML.to_string(),
                 "built-in defaults".into(),
             ),
         };
-        Self::from_toml(&text, &origin, env)
+        let mut settings = Self::from_toml(&text, &origin, env)?;
+        settings.source = source;
+        Ok(settings)
     }
 
     pub fn from_toml(text: &str, origin: &str, env: &EnvSource) -> Result<Settings, SettingsError> {
@@ -353,6 +361,7 @@ fn validate(raw: SettingsFile, origin: &str, env: &EnvSource) -> Result<Settings
 
     Ok(Settings {
         origin: origin.to_string(),
+        source: None,
         listen,
         workers: raw.workers,
         shutdown_grace: Duration::from_secs(raw.shutdown_grace_s),

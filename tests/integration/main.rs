@@ -7,6 +7,7 @@ mod credentials;
 mod errors;
 mod forwarding;
 mod metering;
+mod reload;
 mod settings;
 mod streaming;
 mod tls;

@@ -312,6 +312,12 @@ impl SluiceBuilder {
         self
     }
 
+    /// The same settings with every route replaced by one `prefix` → `upstream` route.
+    pub fn replace_routes(mut self, prefix: &str, upstream: &str) -> Self {
+        self.routes.clear();
+        self.route(prefix, upstream, &[])
+    }
+
     /// Extra TOML appended after the routes (sections like `[timeouts]`).
     pub fn toml(mut self, text: &str) -> Self {
         self.extra.push_str(text);

@@ -1,0 +1,182 @@
+//! A fast stand-in for the Anthropic Messages API, for benchmarks (`bench/run.sh`).
+//!
+//! Every request, whatever its method or path, gets a fixed realistic `/v1/messages` answer.
+//! A request whose body contains `"stream":true` (or that carries `x-mock-stream: 1`) gets an
+//! Anthropic-shaped SSE stream instead: message_start, content_block_start, ping,
+//! `x-mock-events` content_block_delta events (default 10) `x-mock-interval-ms` apart
+//! (default 100), content_block_stop, message_delta, message_stop. Every event's JSON carries
+//! `"sent_us":<unix micros>`, stamped as the event is handed to the socket, so a client can
+//! measure how long each event took to reach it (see `stream_load`).
+//!
+//! Run: `cargo run --release --example mock_upstream -- --listen 127.0.0.1:9001 --workers 1`
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::{http::header, web, App, HttpRequest, HttpResponse, HttpServer};
+use bytes::Bytes;
+use clap::Parser;
+use futures_util::stream;
+
+#[derive(Parser, Debug)]
+#[command(about = "Fast mock of the Anthropic Messages API (JSON and slow SSE streams)")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: String,
+    /// actix worker threads (the benchmarks use 1).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+}
+
+/// The non-streaming answer: the shape of a real `POST /v1/messages` reply, built once.
+const MESSAGE_JSON: &str = r#"{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Hello! How can I help you today?"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":11,"service_tier":"standard"}}"#;
+
+const DEFAULT_EVENTS: u32 = 10;
+const DEFAULT_INTERVAL_MS: u64 = 100;
+/// Upper bounds so a mistyped header cannot make the mock stream forever.
+const MAX_EVENTS: u32 = 100_000;
+const MAX_INTERVAL_MS: u64 = 60_000;
+
+fn unix_micros() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
+}
+
+fn header_value<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+fn header_number<T: std::str::FromStr>(req: &HttpRequest, name: &str) -> Option<T> {
+    header_value(req, name).and_then(|v| v.parse().ok())
+}
+
+/// `"stream":true` with or without a space: cheap enough to check on every request, and the
+/// body is never parsed so the mock stays fast.
+fn wants_stream(req: &HttpRequest, body: &[u8]) -> bool {
+    if header_value(req, "x-mock-stream") == Some("1") {
+        return true;
+    }
+    let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    contains(br#""stream":true"#) || contains(br#""stream": true"#)
+}
+
+/// The SSE events of one streamed answer, in order; `{SENT}` is replaced by the send time.
+#[derive(Clone, Copy)]
+enum Step {
+    MessageStart,
+    BlockStart,
+    Ping,
+    Delta(u32),
+    BlockStop,
+    MessageDelta,
+    MessageStop,
+}
+
+impl Step {
+    fn render(self, events: u32, sent_us: u128) -> Bytes {
+        let text = match self {
+            Step::MessageStart => format!(
+                "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"msg_01XFDUDYJgAACzvnptvVoYEL\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":25,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":1,\"service_tier\":\"standard\"}}}},\"sent_us\":{sent_us}}}\n\n"
+            ),
+            Step::BlockStart => format!(
+                "event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{{\"type\":\"text\",\"text\":\"\"}},\"sent_us\":{sent_us}}}\n\n"
+            ),
+            Step::Ping => format!("event: ping\ndata: {{\"type\":\"ping\",\"sent_us\":{sent_us}}}\n\n"),
+            Step::Delta(i) => format!(
+                "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"token {i} \"}},\"sent_us\":{sent_us}}}\n\n"
+            ),
+            Step::BlockStop => format!(
+                "event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0,\"sent_us\":{sent_us}}}\n\n"
+            ),
+            Step::MessageDelta => format!(
+                "event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{}}},\"sent_us\":{sent_us}}}\n\n",
+                events + 1
+            ),
+            Step::MessageStop => format!(
+                "event: message_stop\ndata: {{\"type\":\"message_stop\",\"sent_us\":{sent_us}}}\n\n"
+            ),
+        };
+        Bytes::from(text)
+    }
+
+    /// The step after this one, and whether the gap before it is the configured interval
+    /// (only before each delta: the head and tail of a stream go out back to back).
+    fn next(self, events: u32) -> Option<(Step, bool)> {
+        match self {
+            Step::MessageStart => Some((Step::BlockStart, false)),
+            Step::BlockStart => Some((Step::Ping, false)),
+            Step::Ping if events > 0 => Some((Step::Delta(0), true)),
+            Step::Ping => Some((Step::BlockStop, false)),
+            Step::Delta(i) if i + 1 < events => Some((Step::Delta(i + 1), true)),
+            Step::Delta(_) => Some((Step::BlockStop, false)),
+            Step::BlockStop => Some((Step::MessageDelta, false)),
+            Step::MessageDelta => Some((Step::MessageStop, false)),
+            Step::MessageStop => None,
+        }
+    }
+}
+
+fn sse_response(events: u32, interval: Duration) -> HttpResponse {
+    // Each delta is due `interval` after the previous one was due (not after it was sent), so
+    // a slow client or proxy does not stretch the schedule.
+    let start = tokio::time::Instant::now();
+    let state = Some((Step::MessageStart, start));
+    let body = stream::unfold(state, move |state| async move {
+        let (step, due) = state?;
+        tokio::time::sleep_until(due).await;
+        let chunk = step.render(events, unix_micros());
+        let next = step
+            .next(events)
+            .map(|(next, wait)| (next, if wait { due + interval } else { due }));
+        Some((Ok::<_, std::convert::Infallible>(chunk), next))
+    });
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("request-id", "req_mock_stream"))
+        .streaming(body)
+}
+
+async fn messages(req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    if wants_stream(&req, &body) {
+        let events = header_number(&req, "x-mock-events")
+            .unwrap_or(DEFAULT_EVENTS)
+            .min(MAX_EVENTS);
+        let interval_ms = header_number(&req, "x-mock-interval-ms")
+            .unwrap_or(DEFAULT_INTERVAL_MS)
+            .min(MAX_INTERVAL_MS);
+        return sse_response(events, Duration::from_millis(interval_ms));
+    }
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .insert_header(("request-id", "req_mock_json"))
+        .body(Bytes::from_static(MESSAGE_JSON.as_bytes()))
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    eprintln!(
+        "mock_upstream listening on {} ({} worker(s))",
+        args.listen, args.workers
+    );
+    HttpServer::new(|| {
+        App::new()
+            .app_data(web::PayloadConfig::new(32 * 1024 * 1024))
+            .default_service(web::to(messages))
+    })
+    .workers(args.workers.max(1))
+    // Room for the 10,000-stream test to connect in a burst.
+    .backlog(16_384)
+    .max_connections(100_000)
+    .max_connection_rate(100_000)
+    .disable_signals()
+    .bind(&args.listen)?
+    .run()
+    .await
+}

@@ -6,6 +6,9 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::HttpMessage;
+use std::cell::RefCell;
+use std::io::Write;
+
 use tracing::Span;
 use tracing_actix_web::{RequestId, RootSpanBuilder};
 use tracing_subscriber::EnvFilter;
@@ -21,7 +24,7 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(true);
     let _ = match format {
@@ -30,13 +33,56 @@ pub fn init(format: LogFormat) {
     };
 }
 
+thread_local! {
+    /// Log lines held back on this thread while a batch is being written (see [`batched`]).
+    static HELD: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, writing every log line it produces to stderr in one write at the end. The
+/// aggregator counts records in batches; one write per batch instead of per line keeps the
+/// per-request log event cheap.
+pub fn batched<R>(f: impl FnOnce() -> R) -> R {
+    HELD.with(|held| *held.borrow_mut() = Some(Vec::with_capacity(16 * 1024)));
+    let result = f();
+    if let Some(lines) = HELD.with(|held| held.borrow_mut().take()) {
+        let _ = std::io::stderr().lock().write_all(&lines);
+    }
+    result
+}
+
+/// stderr, or this thread's held lines while [`batched`] runs.
+struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let held = HELD.with(|held| match held.borrow_mut().as_mut() {
+            Some(lines) => {
+                lines.extend_from_slice(buf);
+                true
+            }
+            None => false,
+        });
+        if held {
+            Ok(buf.len())
+        } else {
+            std::io::stderr().write(buf)
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// The request span: id, method and path — never the query string or header values.
+/// At DEBUG level: with the default INFO filter it costs nothing, and the `sluice::usage` event
+/// carries the request id itself.
 pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         let request_id = request.extensions().get::<RequestId>().copied();
-        tracing::info_span!(
+        tracing::debug_span!(
             "request",
             request_id = %request_id.map(|id| id.to_string()).unwrap_or_default(),
             method = %request.method(),

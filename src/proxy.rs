@@ -41,7 +41,12 @@ pub async fn forward(
             record.outcome = Outcome::Refused(err.kind());
             record.total = received.elapsed();
             record.finished_at = SystemTime::now();
-            tracing::warn!(kind = err.kind(), status = record.status, "{err}");
+            tracing::warn!(
+                request_id = %record.request_id,
+                kind = err.kind(),
+                status = record.status,
+                "{err}"
+            );
             state.recorder.record(record);
             err.error_response()
         }
@@ -131,11 +136,14 @@ async fn exchange(
         )),
         Ok(Ok(response)) => Ok(response),
     };
-    state.pool.do_send(UpstreamOutcome {
-        route: route.prefix.clone(),
-        failure: result.as_ref().err().map(Error::kind),
-        first_byte: ttfb,
-    });
+    if let Err(err) = &result {
+        // Failures only: successes are counted by the aggregator, and a message per request
+        // would cost a cross-thread wakeup on the hot path.
+        state.pool.do_send(UpstreamOutcome {
+            route: route.prefix.clone(),
+            failure: err.kind(),
+        });
+    }
     let upstream = result?;
     // The model the client asked for; the answer's own `model` replaces it when it has one.
     record.model = request_side

@@ -14,7 +14,9 @@ use arc_swap::ArcSwap;
 use crate::admin;
 use crate::credentials::{ApplyCredentials, CredentialResolver, CredentialRules};
 use crate::logging::{self, RequestSpan};
-use crate::metrics::{ApplyMetrics, Flush, MetricsAggregator, Recorder};
+use crate::metrics::{
+    ApplyMetrics, Flush, MetricsAggregator, RecordQueue, Recorder, QUEUE_CAPACITY,
+};
 use crate::pricing::PriceTable;
 use crate::proxy;
 use crate::settings::watcher::{Reload, SettingsWatcher};
@@ -179,24 +181,17 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let arbiter = Arbiter::new();
     let tuning_for_aggregator = tuning.clone();
+    let queue = RecordQueue::new(tuning.aggregator_mailbox.unwrap_or(QUEUE_CAPACITY));
+    let aggregator_queue = queue.clone();
     arbiter.spawn_fn(move || {
-        let aggregator = MetricsAggregator::new(state_file, flush_interval, prices)
-            .with_delay_per_record(tuning_for_aggregator.aggregator_delay_per_record)
-            .start();
+        let aggregator =
+            MetricsAggregator::new(state_file, flush_interval, prices, aggregator_queue)
+                .with_delay_per_record(tuning_for_aggregator.aggregator_delay_per_record)
+                .start();
         let _ = addr_tx.send(aggregator);
     });
     let aggregator: Addr<MetricsAggregator> = addr_rx.recv().map_err(io::Error::other)?;
-    let recorder = Recorder::new(
-        aggregator.clone().recipient(),
-        tuning
-            .aggregator_mailbox
-            .unwrap_or(crate::metrics::MAILBOX_CAPACITY),
-    );
-    // Sent before any record can be, so the aggregator counts down every admitted record.
-    aggregator
-        .send(crate::metrics::ShareQueue(recorder.clone()))
-        .await
-        .map_err(io::Error::other)?;
+    let recorder = Recorder::new(aggregator.clone().recipient(), queue);
     let first = build_snapshot(&resolver, &pool, &aggregator, settings.clone(), 1)
         .await
         .map_err(io::Error::other)?;

@@ -114,22 +114,20 @@ impl WorkerClients {
     }
 }
 
-/// How one upstream exchange went, sent fire-and-forget after the response head (or failure).
+/// An upstream exchange that failed (connect, TLS, timeout, broken answer), sent
+/// fire-and-forget; successful answers are counted by the MetricsAggregator.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct UpstreamOutcome {
     pub route: String,
-    pub failure: Option<&'static str>,
-    pub first_byte: Duration,
+    pub failure: &'static str,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct RouteHealth {
-    pub answered: u64,
     pub failed: u64,
     pub last_failure: Option<&'static str>,
-    /// Mean time to response head over answered requests, in ms.
-    pub mean_first_byte_ms: f64,
+    pub last_failure_at: Option<String>,
 }
 
 /// Owns pool settings, the per-generation plan and upstream health.
@@ -166,18 +164,9 @@ impl Handler<UpstreamOutcome> for UpstreamPool {
 
     fn handle(&mut self, msg: UpstreamOutcome, _: &mut Self::Context) {
         let health = self.health.entry(msg.route).or_default();
-        match msg.failure {
-            Some(kind) => {
-                health.failed += 1;
-                health.last_failure = Some(kind);
-            }
-            None => {
-                health.answered += 1;
-                let ms = msg.first_byte.as_secs_f64() * 1000.0;
-                health.mean_first_byte_ms +=
-                    (ms - health.mean_first_byte_ms) / health.answered as f64;
-            }
-        }
+        health.failed += 1;
+        health.last_failure = Some(msg.failure);
+        health.last_failure_at = Some(crate::metrics::stats::rfc3339(std::time::SystemTime::now()));
     }
 }
 

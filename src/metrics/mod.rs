@@ -10,8 +10,8 @@ pub mod tap;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
@@ -26,64 +26,89 @@ use stats::{Counters, Groups, RateLimitState, StatsBook};
 
 /// Records waiting for the aggregator beyond this are dropped (and counted), so a slow
 /// aggregator can never hold up or exhaust the request path.
-pub const MAILBOX_CAPACITY: usize = 65_536;
+pub const QUEUE_CAPACITY: usize = 65_536;
 
-/// The request path's handle on the aggregator: never blocks, never fails the request.
+/// Finished-request records on their way to the aggregator: a bounded queue the request path
+/// pushes to without waiting, and the aggregator drains in batches.
 ///
-/// The bound is kept here rather than in actix's mailbox: an actix mailbox grants every sender
-/// clone a slot of its own, so it cannot bound many short-lived senders.
-#[derive(Clone)]
-pub struct Recorder {
-    addr: Recipient<RequestRecord>,
-    queue: Arc<RecordQueue>,
-}
-
-/// Records sent but not yet handled, and records dropped because too many were waiting.
+/// Why not one actor message per record: each message to an actor on another thread wakes that
+/// thread, and under load those wakeups (futex, context switches) cost more than the counting.
+/// Here only a push into an empty queue wakes the aggregator, so a busy proxy sends it one
+/// wakeup per batch; and the bound is exact (an actix mailbox grants every sender clone a slot
+/// of its own, so it cannot bound many short-lived senders).
 pub struct RecordQueue {
-    waiting: AtomicUsize,
+    items: Mutex<Vec<RequestRecord>>,
     capacity: usize,
     dropped: AtomicU64,
 }
 
+impl RecordQueue {
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            items: Mutex::new(Vec::new()),
+            capacity,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Swaps the waiting records out (into `spare`, reusing its allocation).
+    fn take(&self, spare: &mut Vec<RequestRecord>) {
+        let mut items = self
+            .items
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::swap(&mut *items, spare);
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The request path's handle on the aggregator: never blocks, never fails the request.
+#[derive(Clone)]
+pub struct Recorder {
+    addr: Recipient<Drain>,
+    queue: Arc<RecordQueue>,
+}
+
 impl Recorder {
-    pub fn new(addr: Recipient<RequestRecord>, capacity: usize) -> Self {
-        Self {
-            addr,
-            queue: Arc::new(RecordQueue {
-                waiting: AtomicUsize::new(0),
-                capacity,
-                dropped: AtomicU64::new(0),
-            }),
-        }
+    pub fn new(addr: Recipient<Drain>, queue: Arc<RecordQueue>) -> Self {
+        Self { addr, queue }
     }
 
     pub fn record(&self, record: RequestRecord) {
-        let queue = &self.queue;
-        let admitted = queue
-            .waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < queue.capacity).then_some(n + 1)
-            })
-            .is_ok();
-        if !admitted {
-            queue.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if self.addr.try_send(record).is_err() {
-            queue.waiting.fetch_sub(1, Ordering::AcqRel);
-            queue.dropped.fetch_add(1, Ordering::Relaxed);
+        let was_empty = {
+            let mut items = self
+                .queue
+                .items
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if items.len() >= self.queue.capacity {
+                self.queue.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            items.push(record);
+            items.len() == 1
+        };
+        if was_empty {
+            self.addr.do_send(Drain);
         }
     }
 
-    /// Records lost because the aggregator was saturated (or gone).
+    /// Records lost because the aggregator was saturated.
     pub fn dropped(&self) -> u64 {
-        self.queue.dropped.load(Ordering::Relaxed)
+        self.queue.dropped()
     }
 }
 
-impl Message for RequestRecord {
-    type Result = ();
-}
+/// How long records may wait before they are counted (and logged).
+const DRAIN_DELAY: Duration = Duration::from_millis(5);
+
+/// Records are waiting: take them all.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
 
 /// Latency percentiles in milliseconds: the `LAT` object of `/stats`.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
@@ -165,7 +190,9 @@ pub struct MetricsAggregator {
     flush_timer: Option<SpawnHandle>,
     dirty: bool,
     /// Shared with the Recorder: records waiting, and those the request path had to drop.
-    queue: Option<Arc<RecordQueue>>,
+    queue: Arc<RecordQueue>,
+    /// The previous batch's buffer, kept for its allocation.
+    spare: Vec<RequestRecord>,
     /// Test hook: how long each record takes to handle (simulates a slow aggregator).
     delay_per_record: Duration,
 }
@@ -173,7 +200,12 @@ pub struct MetricsAggregator {
 impl MetricsAggregator {
     /// Restores counters from `state_file` when it is readable; an unreadable one is moved
     /// aside (never deleted) and counting starts afresh.
-    pub fn new(state_file: Option<PathBuf>, flush_interval: Duration, prices: PriceTable) -> Self {
+    pub fn new(
+        state_file: Option<PathBuf>,
+        flush_interval: Duration,
+        prices: PriceTable,
+        queue: Arc<RecordQueue>,
+    ) -> Self {
         let fresh = || StatsBook::new(stats::rfc3339(SystemTime::now()));
         let mut state_file = state_file;
         let book = match state_file.as_deref().map(state_file::load) {
@@ -195,7 +227,8 @@ impl MetricsAggregator {
             flush_interval,
             flush_timer: None,
             dirty: false,
-            queue: None,
+            queue,
+            spare: Vec::new(),
             delay_per_record: Duration::ZERO,
         }
     }
@@ -271,23 +304,33 @@ impl Actor for MetricsAggregator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // The Recorder bounds what waits; the mailbox itself must not refuse admitted records.
-        ctx.set_mailbox_capacity(1 << 24);
         self.schedule_flush(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.drain();
         self.flush();
     }
 }
 
-impl Handler<RequestRecord> for MetricsAggregator {
-    type Result = ();
-
-    fn handle(&mut self, record: RequestRecord, _: &mut Self::Context) {
-        if let Some(queue) = &self.queue {
-            queue.waiting.fetch_sub(1, Ordering::AcqRel);
+impl MetricsAggregator {
+    /// Counts every waiting record; their log lines go out in one write.
+    fn drain(&mut self) {
+        let mut batch = std::mem::take(&mut self.spare);
+        self.queue.take(&mut batch);
+        if batch.is_empty() {
+            self.spare = batch;
+            return;
         }
+        crate::logging::batched(|| {
+            for record in batch.drain(..) {
+                self.count(record);
+            }
+        });
+        self.spare = batch;
+    }
+
+    fn count(&mut self, record: RequestRecord) {
         if !self.delay_per_record.is_zero() {
             std::thread::sleep(self.delay_per_record);
         }
@@ -303,6 +346,17 @@ impl Handler<RequestRecord> for MetricsAggregator {
         self.exposition.observe(&record, cost.unwrap_or(0.0));
         self.dirty = true;
         log_usage(&record, cost);
+    }
+}
+
+impl Handler<Drain> for MetricsAggregator {
+    type Result = ();
+
+    /// Counting waits a few milliseconds so that a busy proxy's records arrive in batches (one
+    /// wakeup of this thread per batch, not per request). `/stats`, `/metrics` and shutdown drain
+    /// first, so nothing they report is late.
+    fn handle(&mut self, _: Drain, ctx: &mut Self::Context) {
+        ctx.run_later(DRAIN_DELAY, |act, _| act.drain());
     }
 }
 
@@ -346,6 +400,7 @@ impl Handler<GetReport> for MetricsAggregator {
     type Result = MessageResult<GetReport>;
 
     fn handle(&mut self, msg: GetReport, _: &mut Self::Context) -> Self::Result {
+        self.drain();
         MessageResult(self.report(msg.since))
     }
 }
@@ -359,24 +414,9 @@ impl Handler<RenderMetrics> for MetricsAggregator {
     type Result = String;
 
     fn handle(&mut self, _: RenderMetrics, _: &mut Self::Context) -> String {
-        if let Some(queue) = &self.queue {
-            self.exposition
-                .set_dropped(queue.dropped.load(Ordering::Relaxed));
-        }
+        self.drain();
+        self.exposition.set_dropped(self.queue.dropped());
         self.exposition.render()
-    }
-}
-
-/// Hands the aggregator the Recorder's queue counters (waiting and dropped records).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ShareQueue(pub Recorder);
-
-impl Handler<ShareQueue> for MetricsAggregator {
-    type Result = ();
-
-    fn handle(&mut self, msg: ShareQueue, _: &mut Self::Context) {
-        self.queue = Some(msg.0.queue.clone());
     }
 }
 
@@ -389,6 +429,7 @@ impl Handler<Flush> for MetricsAggregator {
     type Result = ();
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) {
+        self.drain();
         self.flush();
     }
 }

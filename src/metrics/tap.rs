@@ -37,7 +37,8 @@ pub struct UsageTap<S> {
     head_sent: Option<Instant>,
     idle: Duration,
     last_activity: Instant,
-    idle_timer: Pin<Box<Sleep>>,
+    /// Armed the first time the upstream makes us wait: most answers never need it.
+    idle_timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// When the request arrived and when the upstream's response head came back.
@@ -68,7 +69,7 @@ impl<S> UsageTap<S> {
             head_sent: None,
             idle,
             last_activity: now,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            idle_timer: None,
         }
     }
 
@@ -132,8 +133,12 @@ impl<S> UsageTap<S> {
     /// The idle timer is re-armed lazily: chunks only note the time, and a timer that fires
     /// early is pushed to `last_activity + idle` instead of being reset on every chunk.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        let deadline = self.last_activity + self.idle;
+        let timer = self
+            .idle_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
         loop {
-            if self.idle_timer.as_mut().poll(cx).is_pending() {
+            if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             let deadline = self.last_activity + self.idle;
@@ -141,7 +146,7 @@ impl<S> UsageTap<S> {
                 self.finish(Outcome::IdleTimeout);
                 return Poll::Ready(Some(Err(BodyError::Idle(self.idle))));
             }
-            self.idle_timer.as_mut().reset(deadline.into());
+            timer.as_mut().reset(deadline.into());
         }
     }
 }

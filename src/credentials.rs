@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::Method;
 use subtle::ConstantTimeEq;
 
 use crate::error::Error;
@@ -280,6 +281,19 @@ impl CredentialRules {
     /// `route` per its policy. Never forwards an access key, the admin token, an empty
     /// credential, a hop-by-hop header, or `host` (awc sets the upstream's).
     pub fn outbound(&self, route: usize, incoming: &HeaderMap) -> Result<Outbound, Error> {
+        self.outbound_for(route, &Method::POST, incoming)
+    }
+
+    /// [`outbound`](Self::outbound) for a request of `method`. Under `client_first`, `HEAD` and
+    /// `OPTIONS` never get the server key: they are probes (Claude Code sends `HEAD /` without
+    /// credentials at every start) that need no credential and bill nothing, so the fallback
+    /// key has no reason to travel with them.
+    pub fn outbound_for(
+        &self,
+        route: usize,
+        method: &Method,
+        incoming: &HeaderMap,
+    ) -> Result<Outbound, Error> {
         let caller = self.access.identify(incoming)?;
         let rules = &self.routes[route];
         let listed = if incoming.contains_key(header::CONNECTION) {
@@ -324,7 +338,10 @@ impl CredentialRules {
             out.append(name.clone(), value.clone());
         }
 
-        let decision = decide(rules.policy, rules.server.is_some(), client)?;
+        let is_probe = *method == Method::HEAD || *method == Method::OPTIONS;
+        let server_key_usable =
+            rules.server.is_some() && !(is_probe && rules.policy == CredentialPolicy::ClientFirst);
+        let decision = decide(rules.policy, server_key_usable, client)?;
         let mut credential = None;
         if decision.forward_client {
             for (name, value) in client_credentials {
@@ -616,6 +633,22 @@ mod tests {
             .outbound(0, &request(&[]))
             .unwrap_err();
         assert!(matches!(err, Error::NoServerKey));
+    }
+
+    #[test]
+    fn probes_without_credentials_get_no_server_key_under_client_first() {
+        let rules = rules("client_first", Some(SERVER_KEY), false);
+        for method in [Method::HEAD, Method::OPTIONS] {
+            let out = rules.outbound_for(0, &method, &request(&[])).unwrap();
+            assert_eq!(out.source, CredentialSource::None);
+            assert!(credential_headers(&out).is_empty());
+        }
+        let out = rules.outbound_for(0, &Method::GET, &request(&[])).unwrap();
+        assert_eq!(out.source, CredentialSource::ServerKey);
+        // server_only means always.
+        let rules = super::tests::rules("server_only", Some(SERVER_KEY), false);
+        let out = rules.outbound_for(0, &Method::HEAD, &request(&[])).unwrap();
+        assert_eq!(out.source, CredentialSource::ServerKey);
     }
 
     #[test]

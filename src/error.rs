@@ -37,6 +37,8 @@ pub enum Error {
     BadSince(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("sluice is stopping")]
+    ShuttingDown,
 }
 
 impl Error {
@@ -56,6 +58,7 @@ impl Error {
             Error::ClientBody(_) => "client_body",
             Error::BadSince(_) => "bad_since",
             Error::Internal(_) => "internal",
+            Error::ShuttingDown => "shutting_down",
         }
     }
 
@@ -101,6 +104,7 @@ impl ResponseError for Error {
                 StatusCode::BAD_REQUEST
             }
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::NoRoute(_) => StatusCode::NOT_FOUND,
             Error::AccessKeyMissing(_)
             | Error::AccessKeyUnknown

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::header::{self, HeaderMap};
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use awc::error::{ConnectError, SendRequestError};
 use futures_util::StreamExt;
@@ -15,8 +15,8 @@ use futures_util::StreamExt;
 use crate::credentials::Outbound;
 use crate::error::Error;
 use crate::headers;
-use crate::metrics::tap::Timing;
-use crate::metrics::{Outcome, RequestRecord, UsageTap};
+use crate::metrics::tap::{Timing, Watch};
+use crate::metrics::{Outcome, PendingRecord, RequestRecord, UsageTap};
 use crate::routing;
 use crate::server::AppState;
 use crate::settings::Protocol;
@@ -33,21 +33,18 @@ pub async fn forward(
     clients: web::Data<WorkerClients>,
 ) -> HttpResponse {
     let received = Instant::now();
-    let mut record = new_record(&req);
-    match exchange(&req, payload, &state, &clients, &mut record, received).await {
+    let mut pending = state.recorder.open(new_record(&req));
+    match exchange(&req, payload, &state, &clients, &mut pending, received).await {
         Ok(response) => response,
         Err(err) => {
-            record.status = err.status_code().as_u16();
-            record.outcome = Outcome::Refused(err.kind());
-            record.total = received.elapsed();
-            record.finished_at = SystemTime::now();
+            let status = err.status_code().as_u16();
             tracing::warn!(
-                request_id = %record.request_id,
+                request_id = %pending.get_mut().request_id,
                 kind = err.kind(),
-                status = record.status,
+                status,
                 "{err}"
             );
-            state.recorder.record(record);
+            pending.finish(status, Outcome::Refused(err.kind()), received);
             err.error_response()
         }
     }
@@ -58,9 +55,10 @@ async fn exchange(
     payload: web::Payload,
     state: &AppState,
     clients: &WorkerClients,
-    record: &mut RequestRecord,
+    pending: &mut PendingRecord,
     received: Instant,
 ) -> Result<HttpResponse, Error> {
+    let record = pending.get_mut();
     let snapshot = state.snapshot();
     let path = req.uri().path();
     let (index, route) = snapshot
@@ -90,7 +88,9 @@ async fn exchange(
         source,
         credential,
         caller,
-    } = snapshot.credentials.outbound(index, req.headers())?;
+    } = snapshot
+        .credentials
+        .outbound_for(index, req.method(), req.headers())?;
     record.source = Some(source);
     record.credential = credential;
     record.caller = caller;
@@ -123,7 +123,10 @@ async fn exchange(
         RequestBody::None => upstream_request.send_body(actix_web::body::None::new()),
     };
     let first_byte = plan.timeouts.first_byte;
-    let sent = tokio::time::timeout(first_byte, sending).await;
+    let sent = tokio::select! {
+        sent = tokio::time::timeout(first_byte, sending) => sent,
+        () = state.shutdown.cancelled() => return Err(Error::ShuttingDown),
+    };
     let head_received = Instant::now();
     let ttfb = head_received - received;
     let result = match sent {
@@ -173,20 +176,36 @@ async fn exchange(
     let tap = UsageTap::new(
         upstream,
         parser,
-        record.clone(),
+        pending.hand_over(),
         state.recorder.clone(),
         Timing {
             received,
             overhead_before,
             head_received,
         },
-        plan.timeouts.idle,
+        Watch {
+            idle: plan.timeouts.idle,
+            declared_length: length,
+            shutdown: state.shutdown.clone(),
+        },
     );
+    let no_body = req.method() == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || length == Some(0);
+    if no_body {
+        // actix never polls a body it will not send: the answer is complete as it stands
+        // (without this, dropping the unpolled tap would count it as a client gone).
+        tap.complete();
+        return Ok(match length {
+            Some(length) if status != StatusCode::NO_CONTENT => response.body(SizedStream::new(
+                length,
+                futures_util::stream::empty::<Result<web::Bytes, Error>>(),
+            )),
+            _ => response.finish(),
+        });
+    }
     Ok(match length {
-        _ if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED => {
-            drop(tap);
-            response.finish()
-        }
         Some(length) => response.body(SizedStream::new(length, tap)),
         None => response.body(BodyStream::new(tap)),
     })

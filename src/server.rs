@@ -50,6 +50,8 @@ pub struct AppState {
     current: ArcSwap<Snapshot>,
     pub started_at: SystemTime,
     last_reload: Mutex<Option<ReloadStatus>>,
+    /// Cancelled by a second stop signal: everything in flight ends at once.
+    pub shutdown: tokio_util::sync::CancellationToken,
     pub recorder: Recorder,
     pub pool: Addr<UpstreamPool>,
     pub resolver: Addr<CredentialResolver>,
@@ -59,6 +61,18 @@ pub struct AppState {
 impl AppState {
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// Waits (briefly) for the records of requests that were just cut off, then writes the
+    /// state file: what ended during shutdown is in it.
+    pub async fn flush_for_exit(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self.recorder.open_records() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if let Err(err) = self.aggregator.send(Flush).await {
+            tracing::error!("could not flush stats: {err}");
+        }
     }
 
     pub fn last_reload(&self) -> Option<ReloadStatus> {
@@ -135,9 +149,7 @@ impl Running {
             .server
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)));
-        if let Err(err) = self.state.aggregator.send(Flush).await {
-            tracing::error!("could not flush stats: {err}");
-        }
+        self.state.flush_for_exit().await;
         tracing::info!("stopped");
         result
     }
@@ -199,6 +211,7 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         current: ArcSwap::from_pointee(first),
         started_at: SystemTime::now(),
         last_reload: Mutex::new(None),
+        shutdown: tokio_util::sync::CancellationToken::new(),
         recorder,
         pool,
         resolver,
@@ -232,7 +245,7 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let server = server.run();
     let watcher = SettingsWatcher::start_watching(state.clone(), settings.source.clone());
     // Handlers first, so that a stop signal never meets the default action (instant death).
-    install_signal_handlers(server.handle(), watcher.clone())?;
+    install_signal_handlers(server.handle(), state.clone(), watcher.clone())?;
     for addr in &addrs {
         tracing::info!(%addr, "listening");
     }
@@ -247,7 +260,11 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
 
 /// First SIGTERM/SIGINT: stop accepting and let in-flight requests finish (up to
 /// `shutdown_grace_s`). A second one: stop at once.
-fn install_signal_handlers(handle: ServerHandle, watcher: Addr<SettingsWatcher>) -> io::Result<()> {
+fn install_signal_handlers(
+    handle: ServerHandle,
+    state: web::Data<AppState>,
+    watcher: Addr<SettingsWatcher>,
+) -> io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -264,9 +281,13 @@ fn install_signal_handlers(handle: ServerHandle, watcher: Addr<SettingsWatcher>)
                 }
             }
             if stopping {
+                // actix-server runs stop commands one after another, so a forced stop would
+                // wait behind the graceful one: end every stream ourselves, count them, leave.
                 tracing::warn!("second stop signal: stopping now");
-                handle.stop(false).await;
-                return;
+                state.shutdown.cancel();
+                state.flush_for_exit().await;
+                tracing::info!("stopped");
+                std::process::exit(0);
             }
             stopping = true;
             tracing::info!("stop signal: no new connections, letting requests in flight finish");

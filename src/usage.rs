@@ -156,9 +156,17 @@ fn bounded_name(value: Option<&Value>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// See [`UsageParser::answer_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerStatus {
+    pub completed: bool,
+    pub errored: bool,
+}
+
 /// Reads one answer's usage from its body chunks, whatever their split, in bounded memory.
 #[derive(Debug)]
 pub struct UsageParser {
+    format: AnswerFormat,
     reader: BodyReader,
     answer: Answer,
     finished: bool,
@@ -179,6 +187,7 @@ impl UsageParser {
             AnswerFormat::Other => BodyReader::Other,
         };
         Self {
+            format,
             reader,
             answer: Answer::default(),
             finished: false,
@@ -220,6 +229,19 @@ impl UsageParser {
     /// The model read so far, without copying the whole answer.
     pub fn answer_model(&self) -> Option<&str> {
         self.answer.model.as_deref()
+    }
+
+    /// True for event streams and JSON: answers whose own end can be recognised.
+    pub fn reads_answers(&self) -> bool {
+        self.format != AnswerFormat::Other
+    }
+
+    /// Whether the answer has reached its own end so far, or reported an error.
+    pub fn answer_status(&self) -> AnswerStatus {
+        AnswerStatus {
+            completed: self.answer.completed,
+            errored: self.answer.error_type.is_some(),
+        }
     }
 
     /// Bytes this parser holds now; never more than [`MAX_BUFFERED_BYTES`].

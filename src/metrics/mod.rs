@@ -40,6 +40,8 @@ pub struct RecordQueue {
     items: Mutex<Vec<RequestRecord>>,
     capacity: usize,
     dropped: AtomicU64,
+    /// Requests begun whose record has not been handed over yet (shutdown waits for them).
+    open: AtomicU64,
 }
 
 impl RecordQueue {
@@ -48,6 +50,7 @@ impl RecordQueue {
             items: Mutex::new(Vec::new()),
             capacity,
             dropped: AtomicU64::new(0),
+            open: AtomicU64::new(0),
         })
     }
 
@@ -77,7 +80,27 @@ impl Recorder {
         Self { addr, queue }
     }
 
+    /// Starts the record of a request: whatever happens to the request from here on (answered,
+    /// refused, or dropped because the client left), exactly one record will be sent.
+    pub fn open(&self, record: RequestRecord) -> PendingRecord {
+        self.queue.open.fetch_add(1, Ordering::AcqRel);
+        PendingRecord {
+            record: Some(record),
+            recorder: self.clone(),
+        }
+    }
+
+    /// Requests whose record has not been sent yet.
+    pub fn open_records(&self) -> u64 {
+        self.queue.open.load(Ordering::Acquire)
+    }
+
+    /// Sends a finished record (one that [`open`](Self::open) began).
     pub fn record(&self, record: RequestRecord) {
+        let _ = self
+            .queue
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         let was_empty = {
             let mut items = self
                 .queue
@@ -104,6 +127,53 @@ impl Recorder {
 
 /// How long records may wait before they are counted (and logged).
 const DRAIN_DELAY: Duration = Duration::from_millis(5);
+
+/// A request's record while the request is being handled. Dropped unfinished — the client
+/// left before the upstream answered, so actix dropped the handler — it records `client_gone`.
+pub struct PendingRecord {
+    record: Option<RequestRecord>,
+    recorder: Recorder,
+}
+
+/// Status recorded for a client that left before any answer (nginx's convention).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+impl PendingRecord {
+    pub fn get_mut(&mut self) -> &mut RequestRecord {
+        self.record
+            .as_mut()
+            .expect("a pending record is present until it is finished")
+    }
+
+    /// Hands the record to whoever finishes it (the UsageTap), which then sends it.
+    pub fn hand_over(&mut self) -> RequestRecord {
+        self.record
+            .take()
+            .expect("a pending record is handed over once")
+    }
+
+    /// Finishes the record now with `status` and `outcome`.
+    pub fn finish(&mut self, status: u16, outcome: Outcome, received: std::time::Instant) {
+        if let Some(mut record) = self.record.take() {
+            record.status = status;
+            record.outcome = outcome;
+            record.total = received.elapsed();
+            record.finished_at = SystemTime::now();
+            self.recorder.record(record);
+        }
+    }
+}
+
+impl Drop for PendingRecord {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.status = CLIENT_CLOSED_REQUEST;
+            record.outcome = Outcome::ClientGone;
+            record.finished_at = SystemTime::now();
+            self.recorder.record(record);
+        }
+    }
+}
 
 /// Records are waiting: take them all.
 #[derive(Message)]

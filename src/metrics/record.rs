@@ -16,6 +16,8 @@ pub enum Outcome {
     UpstreamCut,
     /// The upstream fell silent for longer than `idle_ms` inside the answer.
     IdleTimeout,
+    /// A second stop signal ended the answer before it was complete.
+    Shutdown,
     /// sluice answered itself with an error (`x-sluice-error` kind).
     Refused(&'static str),
 }
@@ -27,6 +29,7 @@ impl Outcome {
             Outcome::ClientGone => "client_gone",
             Outcome::UpstreamCut => "upstream_cut",
             Outcome::IdleTimeout => "idle_timeout",
+            Outcome::Shutdown => "shutdown",
             Outcome::Refused(kind) => kind,
         }
     }
@@ -35,7 +38,7 @@ impl Outcome {
     pub fn is_incomplete(self) -> bool {
         matches!(
             self,
-            Outcome::ClientGone | Outcome::UpstreamCut | Outcome::IdleTimeout
+            Outcome::ClientGone | Outcome::UpstreamCut | Outcome::IdleTimeout | Outcome::Shutdown
         )
     }
 }

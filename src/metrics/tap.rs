@@ -1,6 +1,6 @@
 //! UsageTap: forwards every chunk of an answer untouched while a copy feeds the usage parser;
-//! when the answer ends — completed, cut, idle, or dropped because the client left — it sends
-//! exactly one record to the aggregator.
+//! when the answer ends — completed, cut, idle, aborted by shutdown, or dropped because the
+//! client left — it sends exactly one record to the aggregator.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,18 +10,22 @@ use std::time::{Duration, Instant, SystemTime};
 use actix_web::web::Bytes;
 use futures_util::Stream;
 use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::record::{Outcome, RequestRecord};
 use super::Recorder;
 use crate::usage::UsageParser;
 
-/// Why a forwarded answer stopped early; actix then closes the client connection.
+/// Why a forwarded answer stopped early; actix then closes the client connection without
+/// ending the body properly, so the client sees the answer was cut.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("upstream broke off the answer: {0}")]
     Upstream(String),
     #[error("upstream was silent for more than {0:?}")]
     Idle(Duration),
+    #[error("sluice is stopping")]
+    Shutdown,
 }
 
 pub struct UsageTap<S> {
@@ -35,10 +39,23 @@ pub struct UsageTap<S> {
     /// Time sluice spent before the upstream request went out.
     overhead_before: Duration,
     head_sent: Option<Instant>,
+    /// The upstream's `content-length`, to tell a complete answer from a cut one.
+    declared_length: Option<u64>,
+    forwarded: u64,
     idle: Duration,
     last_activity: Instant,
-    /// Armed the first time the upstream makes us wait: most answers never need it.
-    idle_timer: Option<Pin<Box<Sleep>>>,
+    /// Armed the first time the upstream makes us wait: most answers never need them.
+    waiting: Option<Waiting>,
+    shutdown: CancellationToken,
+    /// An early end, held back one poll: actix drops the connection as soon as a body fails,
+    /// without writing what it has buffered, so the failure is reported only after a `Pending`
+    /// has let it flush the bytes already forwarded.
+    failure: Option<BodyError>,
+}
+
+struct Waiting {
+    idle_timer: Pin<Box<Sleep>>,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 /// When the request arrived and when the upstream's response head came back.
@@ -48,6 +65,14 @@ pub struct Timing {
     pub head_received: Instant,
 }
 
+/// How the answer's body is framed and watched.
+pub struct Watch {
+    pub idle: Duration,
+    pub declared_length: Option<u64>,
+    /// Cancelled by a second stop signal: streams in flight end at once.
+    pub shutdown: CancellationToken,
+}
+
 impl<S> UsageTap<S> {
     pub fn new(
         inner: S,
@@ -55,9 +80,8 @@ impl<S> UsageTap<S> {
         record: RequestRecord,
         recorder: Recorder,
         timing: Timing,
-        idle: Duration,
+        watch: Watch,
     ) -> Self {
-        let now = Instant::now();
         Self {
             inner,
             parser,
@@ -67,10 +91,21 @@ impl<S> UsageTap<S> {
             head_received: timing.head_received,
             overhead_before: timing.overhead_before,
             head_sent: None,
-            idle,
-            last_activity: now,
-            idle_timer: None,
+            declared_length: watch.declared_length,
+            forwarded: 0,
+            idle: watch.idle,
+            last_activity: Instant::now(),
+            waiting: None,
+            shutdown: watch.shutdown,
+            failure: None,
         }
+    }
+
+    /// The answer has no body to stream (HEAD, 204, 304, `content-length: 0`): record it as
+    /// complete now.
+    pub fn complete(mut self) {
+        self.head_sent = Some(Instant::now());
+        self.finish(Outcome::Completed);
     }
 
     fn finish(&mut self, outcome: Outcome) {
@@ -92,6 +127,63 @@ impl<S> UsageTap<S> {
             Some(self.overhead_before + head_sent.saturating_duration_since(self.head_received));
         self.recorder.record(record);
     }
+
+    /// Whether a body that ended cleanly is really all of the answer. awc reports an upstream
+    /// that closed its connection mid-body as a normal end, so the declared length and, for
+    /// Anthropic answers, the answer's own end (`message_stop`, the closing brace, or an
+    /// `error` event) decide.
+    fn ended_early(&self) -> bool {
+        if let Some(declared) = self.declared_length {
+            if self.forwarded < declared {
+                return true;
+            }
+        }
+        match &self.parser {
+            Some(parser) if parser.reads_answers() => {
+                let answer = parser.answer_status();
+                !answer.completed && !answer.errored
+            }
+            _ => false,
+        }
+    }
+
+    /// Waits for more of the answer, the idle timeout, or a shutdown that cannot wait. The idle
+    /// timer is re-armed lazily: chunks only note the time, and a timer that fires early is
+    /// pushed to `last_activity + idle`.
+    fn poll_waiting(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        let deadline = self.last_activity + self.idle;
+        let shutdown = self.shutdown.clone();
+        let waiting = self.waiting.get_or_insert_with(|| Waiting {
+            idle_timer: Box::pin(tokio::time::sleep_until(deadline.into())),
+            shutdown: Box::pin(shutdown.cancelled_owned()),
+        });
+        if waiting.shutdown.as_mut().poll(cx).is_ready() {
+            return self.fail(Outcome::Shutdown, BodyError::Shutdown, cx);
+        }
+        loop {
+            if waiting.idle_timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let deadline = self.last_activity + self.idle;
+            if deadline <= Instant::now() {
+                return self.fail(Outcome::IdleTimeout, BodyError::Idle(self.idle), cx);
+            }
+            waiting.idle_timer.as_mut().reset(deadline.into());
+        }
+    }
+
+    /// Records the early end now and reports it on the next poll (see `failure`).
+    fn fail(
+        &mut self,
+        outcome: Outcome,
+        error: BodyError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, BodyError>>> {
+        self.finish(outcome);
+        self.failure = Some(error);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
 }
 
 impl<S, E> Stream for UsageTap<S>
@@ -103,6 +195,9 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if let Some(failure) = this.failure.take() {
+            return Poll::Ready(Some(Err(failure)));
+        }
         if this.record.is_none() {
             return Poll::Ready(None);
         }
@@ -113,40 +208,25 @@ where
                 if let Some(parser) = this.parser.as_mut() {
                     parser.feed(&chunk);
                 }
+                this.forwarded += chunk.len() as u64;
                 this.last_activity = Instant::now();
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Poll::Ready(Some(Err(err))) => {
-                this.finish(Outcome::UpstreamCut);
-                Poll::Ready(Some(Err(BodyError::Upstream(err.to_string()))))
-            }
+            Poll::Ready(Some(Err(err))) => this.fail(
+                Outcome::UpstreamCut,
+                BodyError::Upstream(err.to_string()),
+                cx,
+            ),
+            Poll::Ready(None) if this.ended_early() => this.fail(
+                Outcome::UpstreamCut,
+                BodyError::Upstream("the upstream closed before the answer was complete".into()),
+                cx,
+            ),
             Poll::Ready(None) => {
                 this.finish(Outcome::Completed);
                 Poll::Ready(None)
             }
-            Poll::Pending => this.poll_idle(cx),
-        }
-    }
-}
-
-impl<S> UsageTap<S> {
-    /// The idle timer is re-armed lazily: chunks only note the time, and a timer that fires
-    /// early is pushed to `last_activity + idle` instead of being reset on every chunk.
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
-        let deadline = self.last_activity + self.idle;
-        let timer = self
-            .idle_timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
-        loop {
-            if timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            let deadline = self.last_activity + self.idle;
-            if deadline <= Instant::now() {
-                self.finish(Outcome::IdleTimeout);
-                return Poll::Ready(Some(Err(BodyError::Idle(self.idle))));
-            }
-            timer.as_mut().reset(deadline.into());
+            Poll::Pending => this.poll_waiting(cx),
         }
     }
 }

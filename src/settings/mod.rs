@@ -255,6 +255,28 @@ impl Settings {
         out
     }
 
+    /// Refuses settings that would let anyone who reaches a non-loopback `listen` spend the
+    /// server key: checked at start and again on every reload (a reload keeps the running
+    /// `listen`, so the check must see that one, not the file's).
+    pub fn refuse_open_relay(&self) -> Result<(), SettingsError> {
+        let relays_server_key = self
+            .routes
+            .iter()
+            .any(|r| r.server_key.is_some() && r.credential_policy != CredentialPolicy::ClientOnly);
+        if !self.listen.ip().is_loopback() && relays_server_key && self.access.keys.is_empty() {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "refusing to listen on {} (not loopback) with a server key and no [access] \
+                     keys: anyone reaching the port could spend the server key. Add \
+                     [[access.keys]], listen on 127.0.0.1, or unset the server key",
+                    self.listen.ip()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The route whose prefix covers `path` (prefixes never overlap, so at most one does).
     pub fn route_for(&self, path: &str) -> Option<(usize, &Route)> {
         self.routes
@@ -344,22 +366,7 @@ fn validate(raw: SettingsFile, origin: &str, env: &EnvSource) -> Result<Settings
             .map_err(|reason| invalid(format!("pricing.\"{model}\""), reason))?;
     }
 
-    let relays_server_key = routes
-        .iter()
-        .any(|r| r.server_key.is_some() && r.credential_policy != CredentialPolicy::ClientOnly);
-    if !listen.ip().is_loopback() && relays_server_key && access.keys.is_empty() {
-        return Err(invalid(
-            "listen",
-            format!(
-                "refusing to listen on {} (not loopback) with a server key and no [access] keys: \
-                 anyone reaching the port could spend the server key. Add [[access.keys]], \
-                 listen on 127.0.0.1, or unset the server key",
-                listen.ip()
-            ),
-        ));
-    }
-
-    Ok(Settings {
+    let settings = Settings {
         origin: origin.to_string(),
         source: None,
         listen,
@@ -380,7 +387,9 @@ fn validate(raw: SettingsFile, origin: &str, env: &EnvSource) -> Result<Settings
             flush_interval: Duration::from_secs(raw.stats.flush_interval_s),
         },
         pricing,
-    })
+    };
+    settings.refuse_open_relay()?;
+    Ok(settings)
 }
 
 /// The price table of the built-in defaults.

@@ -157,6 +157,17 @@ async fn reload(state: &AppState, path: Option<&Path>, reason: &str) {
         }
     };
     let restart_needed = keep_startup_only(&current.settings, &mut next);
+    if let Err(error) = next.refuse_open_relay() {
+        let error = format!("{error} (the running `listen` is kept until a restart)");
+        tracing::error!(reason, "settings not reloaded: {error}");
+        state.set_last_reload(ReloadStatus {
+            ok: false,
+            at,
+            error: Some(error),
+            restart_needed,
+        });
+        return;
+    }
     if !restart_needed.is_empty() {
         tracing::warn!(
             settings = %restart_needed.join(", "),

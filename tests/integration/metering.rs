@@ -564,3 +564,38 @@ async fn slow_aggregator_never_delays_requests_and_drops_are_counted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[actix_rt::test]
+async fn answers_without_a_body_count_as_complete() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::Full(
+        200,
+        vec![("content-type".into(), "application/json".into())],
+        bytes::Bytes::new(),
+    ));
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .server_key(SERVER_KEY)
+        .start();
+    // Claude Code's start-up probe: HEAD with no credential.
+    let probe = client()
+        .head(sluice.url("/anthropic"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status(), 200);
+    assert!(
+        mock.last().header("x-api-key").is_none(),
+        "a probe never carries the server key"
+    );
+    let mut empty = client()
+        .post(sluice.url("/anthropic/v1/messages"))
+        .send_body("{}")
+        .await
+        .unwrap();
+    assert_eq!(empty.body().await.unwrap().len(), 0);
+    let stats = stats_after(&sluice, 2, None).await;
+    assert_eq!(stats["totals"]["incomplete"], 0, "{stats}");
+    assert_eq!(stats["by_source"]["none"]["requests"], 1);
+    assert_eq!(stats["by_source"]["server_key"]["requests"], 1);
+}

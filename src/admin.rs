@@ -1,15 +1,14 @@
 //! sluice's own endpoints: `/healthz` (always open), `/stats` and `/metrics` (behind the admin
 //! token when one is set). Reserved paths: never forwarded.
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::metrics::stats::{self, Counters, RateLimitState};
-use crate::metrics::{GetReport, LatencyReport, RenderMetrics};
+use crate::metrics::stats;
+use crate::metrics::{GetReport, RenderMetrics, UsageReport};
 use crate::server::{AppState, ReloadStatus};
 
 pub async fn healthz() -> HttpResponse {
@@ -24,24 +23,15 @@ struct SettingsInfo {
     last_reload: Option<ReloadStatus>,
 }
 
-/// The `/stats` JSON of SPEC, in SPEC's field order.
+/// The `/stats` JSON of SPEC, in SPEC's field order: process and settings facts, then the
+/// aggregator's report.
 #[derive(Serialize)]
 struct StatsBody {
     started_at: String,
     counting_since: String,
     settings: SettingsInfo,
-    totals: Counters,
-    by_route: BTreeMap<String, Counters>,
-    by_model: BTreeMap<String, Counters>,
-    by_source: BTreeMap<String, Counters>,
-    by_credential: BTreeMap<String, Counters>,
-    by_caller: BTreeMap<String, Counters>,
-    by_session: BTreeMap<String, Counters>,
-    by_status: BTreeMap<String, u64>,
-    latency_ms: LatencyReport,
-    rate_limits: BTreeMap<String, RateLimitState>,
-    /// Models seen without a price (their cost counts as 0), with how many requests.
-    unpriced_models: BTreeMap<String, u64>,
+    #[serde(flatten)]
+    usage: UsageReport,
     /// Records the request path dropped because the aggregator was saturated.
     dropped_records: u64,
 }
@@ -74,23 +64,13 @@ pub async fn stats(
         .map_err(|e| Error::Internal(e.to_string()))?;
     let body = StatsBody {
         started_at: stats::rfc3339(state.started_at),
-        counting_since: report.counting_since,
+        counting_since: report.counting_since.clone(),
         settings: SettingsInfo {
             generation: snapshot.generation,
             loaded_at: stats::rfc3339(snapshot.loaded_at),
             last_reload: state.last_reload(),
         },
-        totals: report.totals,
-        by_route: report.by_route,
-        by_model: report.by_model,
-        by_source: report.by_source,
-        by_credential: report.by_credential,
-        by_caller: report.by_caller,
-        by_session: report.by_session,
-        by_status: report.by_status,
-        latency_ms: report.latency_ms,
-        rate_limits: report.rate_limits,
-        unpriced_models: report.unpriced_models,
+        usage: report,
         dropped_records: state.recorder.dropped(),
     };
     Ok(HttpResponse::Ok().json(body))

@@ -231,8 +231,10 @@ pub struct LatencyReport {
 }
 
 /// What the aggregator knows, for `/stats` (the handler adds settings and process facts).
+/// Field order is SPEC's `/stats` order.
 #[derive(Debug, Clone, Serialize)]
 pub struct UsageReport {
+    #[serde(skip)]
     pub counting_since: String,
     pub totals: Counters,
     pub by_route: BTreeMap<String, Counters>,

@@ -59,20 +59,7 @@ async fn client_leaving_mid_stream_closes_the_upstream_within_a_second_and_count
     ]);
     let healthy = MockUpstream::start();
     let sluice = sluice_before(&fake.url(), &healthy).start();
-    let mut stream = TcpStream::connect(sluice.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-        .write_all(&post("/anthropic/v1/messages", ""))
-        .unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("content_block_start") {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "stream ended early");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let (stream, _) = stream_started(&sluice, "content_block_start");
     drop(stream);
     let left = Instant::now();
     let closed = fake

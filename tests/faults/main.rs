@@ -115,6 +115,25 @@ pub fn assert_sluice_error(answer: &RawAnswer, status: u16, kind: &str) {
 }
 
 /// A POST to `path` with a small JSON body, as raw bytes (connection closed after).
+/// Starts a streamed request on a raw connection and reads until `marker` has arrived.
+pub fn stream_started(sluice: &Sluice, marker: &str) -> (TcpStream, Vec<u8>) {
+    let mut stream = TcpStream::connect(sluice.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(&post("/anthropic/v1/messages", ""))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(marker) {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended before {marker}");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    (stream, seen)
+}
+
 pub fn post(path: &str, extra_headers: &str) -> Vec<u8> {
     let body = r#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[]}"#;
     format!(

@@ -1,7 +1,7 @@
 //! Graceful shutdown: the first SIGTERM stops new connections and lets streams finish (up to
 //! `shutdown_grace_s`, 5 s in tests), stats are flushed, exit 0; a second SIGTERM stops at once.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,25 +9,6 @@ use std::time::{Duration, Instant};
 use crate::fake::*;
 use crate::support::*;
 use crate::*;
-
-/// Starts a streamed request on a raw connection and reads until its first event arrived.
-fn stream_started(sluice: &Sluice) -> (TcpStream, Vec<u8>) {
-    let mut stream = TcpStream::connect(sluice.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(&post("/anthropic/v1/messages", ""))
-        .unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("message_start") {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "stream ended before its first event");
-        seen.extend_from_slice(&buf[..n]);
-    }
-    (stream, seen)
-}
 
 /// Waits until connecting to `sluice` is refused.
 fn wait_refusing(sluice: &Sluice, timeout: Duration) {
@@ -60,7 +41,7 @@ fn sigterm_during_a_stream_refuses_new_connections_finishes_the_stream_and_flush
         .route("/anthropic", &mock.url(), &[])
         .state_file(&state_file)
         .start();
-    let (mut stream, mut seen) = stream_started(&sluice);
+    let (mut stream, mut seen) = stream_started(&sluice, "message_start");
 
     sluice.signal("TERM");
     wait_refusing(&sluice, Duration::from_secs(2));
@@ -114,7 +95,7 @@ fn second_sigterm_stops_at_once_and_still_flushes() {
         .route("/anthropic", &fake.url(), &[])
         .state_file(&state_file)
         .start();
-    let (_stream, _) = stream_started(&sluice);
+    let (_stream, _) = stream_started(&sluice, "message_start");
     sluice.signal("TERM");
     wait_refusing(&sluice, Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(300));
@@ -136,7 +117,7 @@ fn second_sigterm_stops_at_once_and_still_flushes() {
 
 /// Starts an endless stream, sends one SIGTERM and waits for the exit: (exit code, how long).
 fn stop_after_grace(sluice: &mut Sluice) -> (Option<i32>, Duration, Vec<u8>) {
-    let (mut stream, _) = stream_started(sluice);
+    let (mut stream, _) = stream_started(sluice, "message_start");
     let signalled = Instant::now();
     sluice.signal("TERM");
     let code = sluice.wait_exit(Duration::from_secs(10));

@@ -280,15 +280,11 @@ impl CredentialRules {
     /// Copies the end-to-end headers of `incoming` and sets the credential headers for route
     /// `route` per its policy. Never forwards an access key, the admin token, an empty
     /// credential, a hop-by-hop header, or `host` (awc sets the upstream's).
-    pub fn outbound(&self, route: usize, incoming: &HeaderMap) -> Result<Outbound, Error> {
-        self.outbound_for(route, &Method::POST, incoming)
-    }
-
-    /// [`outbound`](Self::outbound) for a request of `method`. Under `client_first`, `HEAD` and
-    /// `OPTIONS` never get the server key: they are probes (Claude Code sends `HEAD /` without
-    /// credentials at every start) that need no credential and bill nothing, so the fallback
-    /// key has no reason to travel with them.
-    pub fn outbound_for(
+    ///
+    /// Under `client_first`, `HEAD` and `OPTIONS` never get the server key: they are probes
+    /// (Claude Code sends `HEAD /` without credentials at every start) that need no credential
+    /// and bill nothing, so the fallback key has no reason to travel with them.
+    pub fn outbound(
         &self,
         route: usize,
         method: &Method,
@@ -532,6 +528,7 @@ mod tests {
         let out = rules("client_first", Some(SERVER_KEY), false)
             .outbound(
                 0,
+                &Method::POST,
                 &request(&[
                     ("Authorization", OAUTH),
                     ("anthropic-beta", "oauth-2025-04-20"),
@@ -556,7 +553,7 @@ mod tests {
     #[test]
     fn client_api_key_wins_over_server_key() {
         let out = rules("client_first", Some(SERVER_KEY), false)
-            .outbound(0, &request(&[("X-Api-Key", API_KEY)]))
+            .outbound(0, &Method::POST, &request(&[("X-Api-Key", API_KEY)]))
             .unwrap();
         assert_eq!(out.source, CredentialSource::ClientApiKey);
         assert_eq!(credential_headers(&out), vec![pair("x-api-key", API_KEY)]);
@@ -565,7 +562,11 @@ mod tests {
     #[test]
     fn server_key_fills_in_only_without_client_credential() {
         let out = rules("client_first", Some(SERVER_KEY), false)
-            .outbound(0, &request(&[("x-api-key", ""), ("authorization", "")]))
+            .outbound(
+                0,
+                &Method::POST,
+                &request(&[("x-api-key", ""), ("authorization", "")]),
+            )
             .unwrap();
         assert_eq!(out.source, CredentialSource::ServerKey);
         assert_eq!(
@@ -583,6 +584,7 @@ mod tests {
         let out = rules("client_first", None, false)
             .outbound(
                 0,
+                &Method::POST,
                 &request(&[("x-api-key", ""), ("content-type", "application/json")]),
             )
             .unwrap();
@@ -594,7 +596,7 @@ mod tests {
     #[test]
     fn oauth_server_token_goes_as_bearer_with_beta_flag() {
         let rules = rules("client_first", Some(SERVER_OAUTH), false);
-        let out = rules.outbound(0, &request(&[])).unwrap();
+        let out = rules.outbound(0, &Method::POST, &request(&[])).unwrap();
         assert_eq!(
             credential_headers(&out),
             vec![
@@ -605,6 +607,7 @@ mod tests {
         let out = rules
             .outbound(
                 0,
+                &Method::POST,
                 &request(&[("anthropic-beta", "a-1"), ("anthropic-beta", "b-2")]),
             )
             .unwrap();
@@ -621,6 +624,7 @@ mod tests {
         let out = rules("server_only", Some(SERVER_KEY), false)
             .outbound(
                 0,
+                &Method::POST,
                 &request(&[("authorization", OAUTH), ("x-api-key", API_KEY)]),
             )
             .unwrap();
@@ -630,7 +634,7 @@ mod tests {
             vec![pair("x-api-key", SERVER_KEY)]
         );
         let err = rules("server_only", None, false)
-            .outbound(0, &request(&[]))
+            .outbound(0, &Method::POST, &request(&[]))
             .unwrap_err();
         assert!(matches!(err, Error::NoServerKey));
     }
@@ -639,22 +643,22 @@ mod tests {
     fn probes_without_credentials_get_no_server_key_under_client_first() {
         let rules = rules("client_first", Some(SERVER_KEY), false);
         for method in [Method::HEAD, Method::OPTIONS] {
-            let out = rules.outbound_for(0, &method, &request(&[])).unwrap();
+            let out = rules.outbound(0, &method, &request(&[])).unwrap();
             assert_eq!(out.source, CredentialSource::None);
             assert!(credential_headers(&out).is_empty());
         }
-        let out = rules.outbound_for(0, &Method::GET, &request(&[])).unwrap();
+        let out = rules.outbound(0, &Method::GET, &request(&[])).unwrap();
         assert_eq!(out.source, CredentialSource::ServerKey);
         // server_only means always.
         let rules = super::tests::rules("server_only", Some(SERVER_KEY), false);
-        let out = rules.outbound_for(0, &Method::HEAD, &request(&[])).unwrap();
+        let out = rules.outbound(0, &Method::HEAD, &request(&[])).unwrap();
         assert_eq!(out.source, CredentialSource::ServerKey);
     }
 
     #[test]
     fn client_only_never_uses_server_key() {
         let out = rules("client_only", Some(SERVER_KEY), false)
-            .outbound(0, &request(&[]))
+            .outbound(0, &Method::POST, &request(&[]))
             .unwrap();
         assert_eq!(out.source, CredentialSource::None);
         assert!(credential_headers(&out).is_empty());
@@ -664,17 +668,18 @@ mod tests {
     fn access_key_is_required_and_never_forwarded() {
         let rules = rules("client_first", Some(SERVER_KEY), true);
         assert!(matches!(
-            rules.outbound(0, &request(&[])),
+            rules.outbound(0, &Method::POST, &request(&[])),
             Err(Error::AccessKeyMissing(_))
         ));
         assert!(matches!(
-            rules.outbound(0, &request(&[("x-sluice-key", "wrong")])),
+            rules.outbound(0, &Method::POST, &request(&[("x-sluice-key", "wrong")])),
             Err(Error::AccessKeyUnknown)
         ));
         // In its own header, alongside the client's API key.
         let out = rules
             .outbound(
                 0,
+                &Method::POST,
                 &request(&[("X-Sluice-Key", ACCESS_KEY), ("x-api-key", API_KEY)]),
             )
             .unwrap();
@@ -685,6 +690,7 @@ mod tests {
         let out = rules
             .outbound(
                 0,
+                &Method::POST,
                 &request(&[("authorization", &format!("Bearer {ACCESS_KEY}"))]),
             )
             .unwrap();
@@ -697,6 +703,7 @@ mod tests {
         let out = rules
             .outbound(
                 0,
+                &Method::POST,
                 &request(&[("x-api-key", ACCESS_KEY), ("x-other", ACCESS_KEY)]),
             )
             .unwrap();
@@ -709,6 +716,7 @@ mod tests {
         let out = rules("client_first", None, false)
             .outbound(
                 0,
+                &Method::POST,
                 &request(&[
                     ("x-debug", "sluice-test-admin-token"),
                     ("x-api-key", API_KEY),
@@ -723,6 +731,7 @@ mod tests {
         let out = rules("client_first", None, false)
             .outbound(
                 0,
+                &Method::POST,
                 &request(&[
                     ("connection", "keep-alive, x-hop"),
                     ("x-hop", "1"),

@@ -90,7 +90,7 @@ async fn exchange(
         caller,
     } = snapshot
         .credentials
-        .outbound_for(index, req.method(), req.headers())?;
+        .outbound(index, req.method(), req.headers())?;
     record.source = Some(source);
     record.credential = credential;
     record.caller = caller;

@@ -298,7 +298,7 @@ proptest! {
                 b.len() > 7 && b[..7].eq_ignore_ascii_case(b"bearer ") && &b[7..] == ACCESS_KEY.as_bytes()
             });
 
-        let result = rules.outbound(0, &incoming);
+        let result = rules.outbound(0, &actix_web::http::Method::POST, &incoming);
         if !admitted {
             prop_assert!(
                 matches!(result, Err(Error::AccessKeyMissing(_)) | Err(Error::AccessKeyUnknown)),

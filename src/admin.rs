@@ -34,6 +34,9 @@ struct StatsBody {
     usage: UsageReport,
     /// Records the request path dropped because the aggregator was saturated.
     dropped_records: u64,
+    /// Per route: upstream exchanges that failed (connect, TLS, timeout, broken answer), the
+    /// last failure's kind and time. From the UpstreamPool.
+    upstreams: std::collections::BTreeMap<String, crate::upstream::RouteHealth>,
 }
 
 #[derive(serde::Deserialize)]
@@ -72,6 +75,11 @@ pub async fn stats(
         },
         usage: report,
         dropped_records: state.recorder.dropped(),
+        upstreams: state
+            .pool
+            .send(crate::upstream::GetHealth)
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?,
     };
     Ok(HttpResponse::Ok().json(body))
 }

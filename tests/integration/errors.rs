@@ -49,6 +49,10 @@ async fn unreachable_upstream_is_502() {
         .await
         .unwrap();
     assert_sluice_error(response, 502, "upstream_unreachable", "api_error").await;
+    // The UpstreamPool's health shows in /stats.
+    let health = &stats(&sluice, "", None).await["upstreams"]["/anthropic"];
+    assert_eq!(health["failed"], 1, "{health}");
+    assert_eq!(health["last_failure"], "upstream_unreachable");
 }
 
 #[actix_rt::test]

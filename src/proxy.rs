@@ -281,7 +281,11 @@ fn upstream_error(err: SendRequestError, over_limit: bool, limit: u64, connect: 
         }
         SendRequestError::Connect(err) => Error::UpstreamUnreachable(err.to_string()),
         SendRequestError::Timeout => Error::UpstreamTimeout(0),
-        SendRequestError::Body(err) => Error::ClientBody(err.to_string()),
+        // The body stream's own error (ours, from `tap_request_body`) comes back boxed.
+        SendRequestError::Body(err) => match err.downcast::<Error>() {
+            Ok(err) => *err,
+            Err(err) => Error::ClientBody(err.to_string()),
+        },
         other => Error::UpstreamBroken(other.to_string()),
     }
 }

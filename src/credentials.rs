@@ -292,11 +292,7 @@ impl CredentialRules {
     ) -> Result<Outbound, Error> {
         let caller = self.access.identify(incoming)?;
         let rules = &self.routes[route];
-        let listed = if incoming.contains_key(header::CONNECTION) {
-            headers::connection_listed(incoming)
-        } else {
-            Vec::new()
-        };
+        let listed = headers::connection_listed(incoming);
 
         let mut out = HeaderMap::with_capacity(incoming.len() + 2);
         let mut client = ClientCredentials::default();

@@ -19,6 +19,7 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Header names listed in `connection` (e.g. `connection: close, x-foo` → `x-foo`), lower-cased.
+/// Without a `connection` header this is an empty `Vec`, which does not allocate.
 pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
@@ -38,11 +39,7 @@ pub fn is_end_to_end(name: &HeaderName, connection_listed: &[HeaderName]) -> boo
 pub fn response_headers(
     upstream: &HeaderMap,
 ) -> impl Iterator<Item = (&HeaderName, &header::HeaderValue)> {
-    let listed = if upstream.contains_key(header::CONNECTION) {
-        connection_listed(upstream)
-    } else {
-        Vec::new()
-    };
+    let listed = connection_listed(upstream);
     upstream
         .iter()
         .filter(move |(name, _)| is_end_to_end(name, &listed))

@@ -104,12 +104,8 @@ async fn exchange(
         .no_decompress();
     *upstream_request.headers_mut() = outbound_headers;
 
-    let reads_model = route.protocol == Protocol::Anthropic
-        && AnswerFormat::from_content_type(
-            req.headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok()),
-        ) == AnswerFormat::Json;
+    let reads_model =
+        route.protocol == Protocol::Anthropic && answer_format(req.headers()) == AnswerFormat::Json;
     let request_side = Rc::new(RefCell::new(RequestSide {
         over_limit: false,
         model: reads_model.then(|| UsageParser::new(AnswerFormat::Json)),
@@ -158,12 +154,7 @@ async fn exchange(
     record.status = upstream.status().as_u16();
     record.ttfb = Some(ttfb);
     record.rate_limits = rate_limit_headers(upstream.headers());
-    let format = AnswerFormat::from_content_type(
-        upstream
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let format = answer_format(upstream.headers());
     record.streamed = format == AnswerFormat::EventStream;
     let parser = (route.protocol == Protocol::Anthropic).then(|| UsageParser::new(format));
 
@@ -231,6 +222,15 @@ impl RequestBody {
     }
 }
 
+/// How a body is read for usage, from its `content-type`.
+fn answer_format(headers: &HeaderMap) -> AnswerFormat {
+    AnswerFormat::from_content_type(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
@@ -242,7 +242,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 struct RequestSide {
     /// The body passed `max_request_body_bytes`.
     over_limit: bool,
-    /// Reads the top-level `model` of a JSON body (bounded memory); dropped once found.
+    /// Reads the top-level `model` of a JSON body (bounded memory); fed only until it is found.
     model: Option<UsageParser>,
 }
 

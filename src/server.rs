@@ -160,20 +160,20 @@ impl Running {
 pub struct Tuning {
     /// Make the aggregator take this long per record (to show the request path never waits).
     pub aggregator_delay_per_record: std::time::Duration,
-    /// Override the aggregator's mailbox capacity (to show dropped records are counted).
-    pub aggregator_mailbox: Option<usize>,
+    /// Override how many records may wait for the aggregator (to show drops are counted).
+    pub record_queue_capacity: Option<usize>,
 }
 
 impl Tuning {
     /// Reads the test hooks `SLUICE_TEST_AGGREGATOR_DELAY_MS` and
-    /// `SLUICE_TEST_AGGREGATOR_MAILBOX`; both are unset in real use.
+    /// `SLUICE_TEST_RECORD_QUEUE_CAPACITY`; both are unset in real use.
     pub fn from_env() -> Self {
         let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
         Self {
             aggregator_delay_per_record: number("SLUICE_TEST_AGGREGATOR_DELAY_MS")
                 .map(std::time::Duration::from_millis)
                 .unwrap_or_default(),
-            aggregator_mailbox: number("SLUICE_TEST_AGGREGATOR_MAILBOX").map(|n| n as usize),
+            record_queue_capacity: number("SLUICE_TEST_RECORD_QUEUE_CAPACITY").map(|n| n as usize),
         }
     }
 }
@@ -193,7 +193,7 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let arbiter = Arbiter::new();
     let tuning_for_aggregator = tuning.clone();
-    let queue = RecordQueue::new(tuning.aggregator_mailbox.unwrap_or(QUEUE_CAPACITY));
+    let queue = RecordQueue::new(tuning.record_queue_capacity.unwrap_or(QUEUE_CAPACITY));
     let aggregator_queue = queue.clone();
     arbiter.spawn_fn(move || {
         let aggregator =

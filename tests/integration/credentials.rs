@@ -316,10 +316,7 @@ async fn secrets_never_appear_in_logs() {
     let mock = MockUpstream::start();
     let sluice = sluice()
         .route("/anthropic", &mock.url(), &[])
-        .toml("[access]")
-        .access_key("alice", ACCESS_KEY)
-        .server_key(SERVER_KEY)
-        .env("TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+        .team()
         .start();
     let url = sluice.url("/anthropic/v1/messages?beta=true&key=querysecret");
     for headers in [

@@ -333,10 +333,7 @@ async fn admin_token_protects_stats_and_metrics_and_secrets_never_show() {
     let (mock, _) = scripted_mock();
     let sluice = sluice()
         .route("/anthropic", &mock.url(), &[])
-        .toml("[access]")
-        .access_key("alice", ACCESS_KEY)
-        .server_key(SERVER_KEY)
-        .env("TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+        .team()
         .start();
     send(&sluice, "429", Some(("x-sluice-key", ACCESS_KEY)), Some(S1))
         .await
@@ -528,7 +525,7 @@ async fn slow_aggregator_never_delays_requests_and_drops_are_counted() {
     let sluice = sluice()
         .route("/anthropic", &mock.url(), &[])
         .env("SLUICE_TEST_AGGREGATOR_DELAY_MS", "300")
-        .env("SLUICE_TEST_AGGREGATOR_MAILBOX", "2")
+        .env("SLUICE_TEST_RECORD_QUEUE_CAPACITY", "2")
         .start();
     let n = 12;
     let start = std::time::Instant::now();
@@ -553,7 +550,7 @@ async fn slow_aggregator_never_delays_requests_and_drops_are_counted() {
         if counted + dropped == n {
             assert!(
                 dropped > 0,
-                "a mailbox of 2 with a 300 ms aggregator must have dropped some"
+                "a queue of 2 with a 300 ms aggregator must have dropped some"
             );
             break;
         }

@@ -263,16 +263,13 @@ async fn rotated_server_key_takes_effect_on_reload() {
         .await
         .unwrap();
     let url = format!("http://{}/anthropic/v1/messages", running.addrs[0]);
-    client()
-        .post(&url)
-        .send_body("{}")
-        .await
-        .unwrap()
-        .body()
-        .await
-        .unwrap();
+    let key_seen_upstream = || async {
+        let mut response = client().post(&url).send_body("{}").await.unwrap();
+        response.body().await.unwrap();
+        mock.last().header("x-api-key")
+    };
     assert_eq!(
-        mock.last().header("x-api-key").as_deref(),
+        key_seen_upstream().await.as_deref(),
         Some("sk-ant-api03-test-first-key")
     );
 
@@ -287,16 +284,8 @@ async fn rotated_server_key_takes_effect_on_reload() {
         assert!(Instant::now() < deadline, "reload did not apply");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    client()
-        .post(&url)
-        .send_body("{}")
-        .await
-        .unwrap()
-        .body()
-        .await
-        .unwrap();
     assert_eq!(
-        mock.last().header("x-api-key").as_deref(),
+        key_seen_upstream().await.as_deref(),
         Some("sk-ant-api03-test-rotated-key")
     );
     running.handle.stop(false).await;

@@ -336,6 +336,13 @@ impl SluiceBuilder {
         self
     }
 
+    /// A team's setup: access key `alice`, the server key, and the admin token.
+    pub fn team(self) -> Self {
+        self.access_key("alice", ACCESS_KEY)
+            .server_key(SERVER_KEY)
+            .env("TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+    }
+
     pub fn server_key(self, key: &str) -> Self {
         self.env("TEST_SERVER_KEY", key)
     }

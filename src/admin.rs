@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::metrics::stats;
 use crate::metrics::{GetReport, RenderMetrics, UsageReport};
-use crate::server::{AppState, ReloadStatus};
+use crate::state::{AppState, ReloadStatus};
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")

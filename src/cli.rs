@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::credentials::SecretMaterial;
 use crate::logging::{self, LogFormat};
 use crate::server;
-use crate::settings::{EnvSource, Settings};
+use crate::settings::{EnvSource, Settings, SettingsError};
+use crate::state::Tuning;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,11 +36,11 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = Settings::load(cli.settings.as_deref(), &EnvSource::Process);
+    let settings = load(cli.settings.as_deref());
     match cli.command {
         Some(Command::Check) => match settings {
-            Ok(settings) => {
-                println!("ok: {}", settings.summary());
+            Ok((_, summary)) => {
+                println!("ok: {summary}");
                 ExitCode::SUCCESS
             }
             Err(err) => {
@@ -49,7 +51,12 @@ pub fn main() -> ExitCode {
         None => {
             logging::init(cli.log_format);
             let settings = match settings {
-                Ok(settings) => settings,
+                Ok((settings, summary)) => {
+                    for line in summary.lines() {
+                        tracing::info!("{line}");
+                    }
+                    settings
+                }
                 Err(err) => {
                     tracing::error!("{err}");
                     eprintln!("error: {err}");
@@ -67,12 +74,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The settings and the secrets they name, checked as a start would check them, with the
+/// summary `check` prints and a start logs.
+fn load(path: Option<&std::path::Path>) -> Result<(Settings, String), SettingsError> {
+    let settings = Settings::load(path, &EnvSource::Process)?;
+    let material = SecretMaterial::read(&settings, &EnvSource::Process)?;
+    material.refuse_open_relay(&settings)?;
+    let summary = format!("{}\n{}", settings.summary(), material.summary(&settings));
+    Ok((settings, summary))
+}
+
 fn serve(settings: Settings) -> std::io::Result<()> {
-    for line in settings.summary().lines() {
-        tracing::info!("{line}");
-    }
     actix_rt::System::new().block_on(async move {
-        server::start(settings, server::Tuning::from_env())
+        server::start(settings, Tuning::from_env())
             .await?
             .wait()
             .await

@@ -1,52 +1,28 @@
 //! Which credential headers go upstream: the client's own first, the server key only as a
-//! fallback, access keys and the admin token never. The CredentialResolver actor owns the rules
-//! of the current settings; the decision itself is the pure [`CredentialRules::outbound`].
+//! fallback, access keys and the admin token never.
+//!
+//! The CredentialResolver actor owns the secret material: it reads the server keys, access keys
+//! and admin token from where the settings say they live, again at every reload, and publishes
+//! the [`CredentialRules`] built from them. The per-request decision is the pure
+//! [`CredentialRules::outbound`], run on the published rules: no message per request.
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::Method;
-use subtle::ConstantTimeEq;
 
+use crate::access::{strip_bearer, AccessRules};
 use crate::error::Error;
 use crate::headers;
-use crate::settings::{fingerprint, Secret, Settings};
+use crate::secrets::{fingerprint, Secret};
+use crate::settings::{CredentialPolicy, EnvSource, Settings, SettingsError};
 
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 /// The beta flag Anthropic requires alongside an OAuth bearer token.
 const OAUTH_BETA: &str = "oauth-2025-04-20";
 const OAUTH_TOKEN_PREFIX: &str = "sk-ant-oat";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CredentialPolicy {
-    /// The client's own credentials win; the server key fills in when the client sends none.
-    ClientFirst,
-    /// Client credentials are removed; the server key is always used.
-    ServerOnly,
-    /// The server key is never used.
-    ClientOnly,
-}
-
-impl CredentialPolicy {
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "client_first" => Some(Self::ClientFirst),
-            "server_only" => Some(Self::ServerOnly),
-            "client_only" => Some(Self::ClientOnly),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ClientFirst => "client_first",
-            Self::ServerOnly => "server_only",
-            Self::ClientOnly => "client_only",
-        }
-    }
-}
 
 /// Whose credential a request went upstream with; the `by_source` keys of `/stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -155,87 +131,6 @@ pub struct RouteCredentials {
     pub server: Option<ServerCredential>,
 }
 
-/// Caller identification: access keys and the admin token, compared in constant time.
-#[derive(Debug, Clone)]
-pub struct AccessRules {
-    pub header: HeaderName,
-    keys: Vec<(String, Secret)>,
-    admin_token: Option<Secret>,
-}
-
-impl AccessRules {
-    pub fn required(&self) -> bool {
-        !self.keys.is_empty()
-    }
-
-    /// The name of the access key equal to `presented`, checking every key without an early
-    /// exit so timing says nothing about which (or whether one) matched.
-    fn key_name(&self, presented: &[u8]) -> Option<&str> {
-        let mut found = None;
-        for (name, key) in &self.keys {
-            if bool::from(key.expose().as_bytes().ct_eq(presented)) {
-                found = Some(name.as_str());
-            }
-        }
-        found
-    }
-
-    /// True when the value is an access key or the admin token, bare or as `Bearer <secret>`.
-    fn is_proxy_secret(&self, value: &[u8]) -> bool {
-        let bare = strip_bearer(value).unwrap_or(value);
-        let mut hit = self.key_name(bare).is_some();
-        if let Some(token) = &self.admin_token {
-            hit |= bool::from(token.expose().as_bytes().ct_eq(bare));
-        }
-        hit
-    }
-
-    /// Checks `Authorization: Bearer <admin token>` for the admin endpoints.
-    pub fn admin_allows(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = &self.admin_token else {
-            return true;
-        };
-        headers
-            .get_all(header::AUTHORIZATION)
-            .filter_map(|v| strip_bearer(v.as_bytes()))
-            .fold(false, |ok, presented| {
-                ok | bool::from(token.expose().as_bytes().ct_eq(presented))
-            })
-    }
-
-    /// The caller's access-key name, or `None` when no keys are configured.
-    fn identify(&self, incoming: &HeaderMap) -> Result<Option<String>, Error> {
-        if !self.required() {
-            return Ok(None);
-        }
-        let candidates = incoming
-            .get_all(&self.header)
-            .map(|v| v.as_bytes())
-            .chain(
-                incoming
-                    .get_all(header::AUTHORIZATION)
-                    .filter_map(|v| strip_bearer(v.as_bytes())),
-            )
-            .chain(incoming.get_all(X_API_KEY).map(|v| v.as_bytes()));
-        let mut caller = None;
-        for presented in candidates {
-            if let Some(name) = self.key_name(presented) {
-                caller.get_or_insert_with(|| name.to_string());
-            }
-        }
-        match caller {
-            Some(name) => Ok(Some(name)),
-            None if incoming.contains_key(&self.header) => Err(Error::AccessKeyUnknown),
-            None => Err(Error::AccessKeyMissing(self.header.to_string())),
-        }
-    }
-}
-
-fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
-    let (scheme, token) = (value.get(..7)?, &value[7..]);
-    scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
-}
-
 /// The credential rules of one settings generation.
 #[derive(Debug, Clone)]
 pub struct CredentialRules {
@@ -253,25 +148,158 @@ pub struct Outbound {
     pub caller: Option<String>,
 }
 
+/// The secret values the settings name, as read from their env vars.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretMaterial {
+    /// Per route, in the settings' order.
+    pub server_keys: Vec<Option<Secret>>,
+    pub access_keys: Vec<(String, Secret)>,
+    pub admin_token: Option<Secret>,
+}
+
+impl SecretMaterial {
+    /// Reads every secret the settings name. An access key must be set, and set once: a
+    /// missing one would silently lock its caller out, a shared one would blur who spent what.
+    pub fn read(settings: &Settings, env: &EnvSource) -> Result<Self, SettingsError> {
+        let mut access_keys: Vec<(String, Secret)> = Vec::new();
+        let mut values = std::collections::HashSet::new();
+        for (i, key) in settings.access.keys.iter().enumerate() {
+            let key_name = format!("access.keys[{i}].key_env");
+            let value = env.var(&key.key_env).ok_or_else(|| {
+                SettingsError::invalid(
+                    &key_name,
+                    format!("environment variable {} is unset or empty", key.key_env),
+                )
+            })?;
+            if !values.insert(value.clone()) {
+                return Err(SettingsError::invalid(
+                    &key_name,
+                    format!("{} holds the same key as another access key", key.key_env),
+                ));
+            }
+            access_keys.push((key.name.clone(), Secret::new(value)));
+        }
+        Ok(Self {
+            server_keys: settings
+                .routes
+                .iter()
+                .map(|r| env.var(&r.server_key_env).map(Secret::new))
+                .collect(),
+            access_keys,
+            admin_token: env.var(&settings.admin_token_env).map(Secret::new),
+        })
+    }
+
+    /// Refuses material that would let anyone who reaches a non-loopback `listen` spend a
+    /// server key. Checked at start and at every reload, against the running `listen`.
+    pub fn refuse_open_relay(&self, settings: &Settings) -> Result<(), SettingsError> {
+        let relays_server_key = settings
+            .routes
+            .iter()
+            .zip(&self.server_keys)
+            .any(|(r, key)| key.is_some() && r.credential_policy != CredentialPolicy::ClientOnly);
+        if !settings.listen.ip().is_loopback() && relays_server_key && self.access_keys.is_empty() {
+            return Err(SettingsError::invalid(
+                "listen",
+                format!(
+                    "refusing to listen on {} (not loopback) with a server key and no [access] \
+                     keys: anyone reaching the port could spend the server key. Add \
+                     [[access.keys]], listen on 127.0.0.1, or unset the server key",
+                    settings.listen.ip()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Lines for `sluice check` and the startup log: where each secret comes from and its
+    /// fingerprint, never its value.
+    pub fn summary(&self, settings: &Settings) -> String {
+        let mut out = String::new();
+        for (route, key) in settings.routes.iter().zip(&self.server_keys) {
+            out.push_str(&match key {
+                Some(key) => format!(
+                    "route {}: server key from {} ({})\n",
+                    route.prefix,
+                    route.server_key_env,
+                    key.fingerprint()
+                ),
+                None => format!(
+                    "route {}: no server key (${} unset)\n",
+                    route.prefix, route.server_key_env
+                ),
+            });
+        }
+        let callers = if self.access_keys.is_empty() {
+            "none (anyone who can reach the port may use it)".to_string()
+        } else {
+            let names: Vec<&str> = self.access_keys.iter().map(|(n, _)| n.as_str()).collect();
+            names.join(", ")
+        };
+        let admin = if self.admin_token.is_some() {
+            "set"
+        } else {
+            "not set"
+        };
+        out.push_str(&format!("access keys: {callers}; admin token: {admin}"));
+        out
+    }
+
+    /// What changed from `before`, by name and fingerprint (for the reload log).
+    fn changes_since(&self, before: &SecretMaterial, settings: &Settings) -> Vec<String> {
+        let mut changes = Vec::new();
+        for (i, route) in settings.routes.iter().enumerate() {
+            let old = before.server_keys.get(i).cloned().flatten();
+            let new = self.server_keys[i].as_ref();
+            if old.as_ref() != new {
+                let print = |k: Option<&Secret>| k.map_or("none".into(), Secret::fingerprint);
+                changes.push(format!(
+                    "server key of {}: {} -> {}",
+                    route.prefix,
+                    print(old.as_ref()),
+                    print(new)
+                ));
+            }
+        }
+        let names = |m: &SecretMaterial| -> Vec<(String, String)> {
+            let keys = m.access_keys.iter();
+            keys.map(|(n, k)| (n.clone(), k.fingerprint())).collect()
+        };
+        let (old, new) = (names(before), names(self));
+        for (name, print) in &new {
+            match old.iter().find(|(n, _)| n == name) {
+                None => changes.push(format!("access key {name} added")),
+                Some((_, was)) if was != print => {
+                    changes.push(format!("access key {name} rotated"))
+                }
+                _ => {}
+            }
+        }
+        for (name, _) in old.iter().filter(|(n, _)| !new.iter().any(|(m, _)| m == n)) {
+            changes.push(format!("access key {name} removed"));
+        }
+        if before.admin_token != self.admin_token {
+            changes.push("admin token changed".into());
+        }
+        changes
+    }
+}
+
 impl CredentialRules {
-    pub fn from_settings(settings: &Settings) -> Self {
+    pub fn new(settings: &Settings, material: &SecretMaterial) -> Self {
         Self {
-            access: AccessRules {
-                header: settings.access.header.clone(),
-                keys: settings
-                    .access
-                    .keys
-                    .iter()
-                    .map(|k| (k.name.clone(), k.key.clone()))
-                    .collect(),
-                admin_token: settings.admin_token.clone(),
-            },
+            access: AccessRules::new(
+                settings.access.header.clone(),
+                material.access_keys.clone(),
+                material.admin_token.clone(),
+            ),
             routes: settings
                 .routes
                 .iter()
-                .map(|route| RouteCredentials {
+                .zip(&material.server_keys)
+                .map(|(route, key)| RouteCredentials {
                     policy: route.credential_policy,
-                    server: route.server_key.as_ref().and_then(ServerCredential::new),
+                    server: key.as_ref().and_then(ServerCredential::new),
                 })
                 .collect(),
         }
@@ -303,8 +331,7 @@ impl CredentialRules {
                 || *name == header::HOST
                 || *name == header::EXPECT
                 || *name == self.access.header
-                || (self.access.required() || self.access.admin_token.is_some())
-                    && self.access.is_proxy_secret(value.as_bytes())
+                || self.access.has_secrets() && self.access.is_proxy_secret(value.as_bytes())
             {
                 continue;
             }
@@ -395,29 +422,47 @@ fn add_oauth_beta(headers: &mut HeaderMap) {
     }
 }
 
-/// Owns the credential rules of the current settings and hands each settings generation's
-/// rules, built once, to the request path.
-#[derive(Default)]
+/// Owns the secret material: reads it for every settings generation, notices what changed,
+/// and publishes the rules built from it.
 pub struct CredentialResolver {
-    rules: Option<Arc<CredentialRules>>,
+    env: EnvSource,
+    material: Option<SecretMaterial>,
+}
+
+impl CredentialResolver {
+    pub fn new(env: EnvSource) -> Self {
+        Self {
+            env,
+            material: None,
+        }
+    }
 }
 
 impl Actor for CredentialResolver {
     type Context = Context<Self>;
 }
 
-/// New settings: build the rules for them and return them for publication.
+/// New settings: read the secrets they name, refuse an open relay, and return the rules for
+/// publication. On an error nothing changes.
 #[derive(Message)]
-#[rtype(result = "Arc<CredentialRules>")]
+#[rtype(result = "Result<Arc<CredentialRules>, SettingsError>")]
 pub struct ApplyCredentials(pub Arc<Settings>);
 
 impl Handler<ApplyCredentials> for CredentialResolver {
-    type Result = MessageResult<ApplyCredentials>;
+    type Result = Result<Arc<CredentialRules>, SettingsError>;
 
     fn handle(&mut self, msg: ApplyCredentials, _: &mut Self::Context) -> Self::Result {
-        let rules = Arc::new(CredentialRules::from_settings(&msg.0));
-        self.rules = Some(rules.clone());
-        MessageResult(rules)
+        let settings = &msg.0;
+        let material = SecretMaterial::read(settings, &self.env)?;
+        material.refuse_open_relay(settings)?;
+        if let Some(before) = &self.material {
+            for change in material.changes_since(before, settings) {
+                tracing::info!("credentials: {change}");
+            }
+        }
+        let rules = Arc::new(CredentialRules::new(settings, &material));
+        self.material = Some(material);
+        Ok(rules)
     }
 }
 
@@ -449,8 +494,9 @@ mod tests {
             "[[routes]]\nprefix = \"/a\"\nupstream = \"http://127.0.0.1:1\"\ncredential_policy = \"{policy}\"\n\
              [admin]\ntoken_env = \"ADMIN\"\n{access}"
         );
-        let settings = Settings::from_toml(&text, "test", &EnvSource::Fixed(env)).unwrap();
-        CredentialRules::from_settings(&settings)
+        let env = EnvSource::Fixed(env);
+        let settings = Settings::from_toml(&text, "test", &env).unwrap();
+        CredentialRules::new(&settings, &SecretMaterial::read(&settings, &env).unwrap())
     }
 
     fn request(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -749,5 +795,81 @@ mod tests {
             names,
             vec![("x-stainless-lang", "js"), ("x-stainless-lang", "ts")]
         );
+    }
+
+    fn material(text: &str, pairs: &[(&str, &str)]) -> Result<SecretMaterial, SettingsError> {
+        let env = EnvSource::Fixed(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let settings = Settings::from_toml(text, "test.toml", &env).unwrap();
+        let material = SecretMaterial::read(&settings, &env)?;
+        material.refuse_open_relay(&settings)?;
+        Ok(material)
+    }
+
+    fn error_key(result: Result<SecretMaterial, SettingsError>) -> String {
+        match result.expect_err("settings should be refused") {
+            SettingsError::Invalid { key, .. } => key,
+            other => panic!("expected an invalid key, got {other}"),
+        }
+    }
+
+    const ONE_ROUTE: &str =
+        "[[routes]]\nprefix = \"/anthropic\"\nupstream = \"https://api.anthropic.com\"\n";
+    const ALICE: &str = "[access]\n[[access.keys]]\nname = \"alice\"\nkey_env = \"K_ALICE\"\n";
+
+    #[test]
+    fn open_relay_is_refused() {
+        let text = format!("listen = \"0.0.0.0:4080\"\n{ONE_ROUTE}");
+        let key = ("ANTHROPIC_API_KEY", "sk-ant-api03-test-server");
+        assert_eq!(error_key(material(&text, &[key])), "listen");
+        // Without a server key, or with access keys, listening widely is fine.
+        assert!(material(&text, &[]).is_ok());
+        let with_access = format!("{text}\n{ALICE}");
+        assert!(material(&with_access, &[key, ("K_ALICE", "sluice-alice-key")]).is_ok());
+    }
+
+    #[test]
+    fn access_keys_need_their_env_var_set_once() {
+        let text = format!("{ONE_ROUTE}\n{ALICE}");
+        assert_eq!(error_key(material(&text, &[])), "access.keys[0].key_env");
+        let read = material(&text, &[("K_ALICE", "sluice-alice-key")]).unwrap();
+        assert_eq!(read.access_keys[0].0, "alice");
+        let twice = format!("{text}[[access.keys]]\nname = \"bob\"\nkey_env = \"K_BOB\"\n");
+        let same = [("K_ALICE", "same-key"), ("K_BOB", "same-key")];
+        assert_eq!(error_key(material(&twice, &same)), "access.keys[1].key_env");
+    }
+
+    #[test]
+    fn secrets_are_read_from_env_and_never_debug_printed() {
+        let env = [("ANTHROPIC_API_KEY", "sk-ant-api03-test-secret")];
+        let read = material(ONE_ROUTE, &env).unwrap();
+        let key = read.server_keys[0].as_ref().unwrap();
+        assert_eq!(key.expose(), "sk-ant-api03-test-secret");
+        let settings =
+            Settings::from_toml(ONE_ROUTE, "t", &EnvSource::Fixed(HashMap::new())).unwrap();
+        let debug = format!("{read:?}{}", read.summary(&settings));
+        assert!(!debug.contains("sk-ant-api03-test-secret"));
+        assert!(debug.contains(&key.fingerprint()));
+    }
+
+    #[test]
+    fn changes_are_named_by_fingerprint_and_caller() {
+        let text = format!("{ONE_ROUTE}\n{ALICE}");
+        let settings = Settings::from_toml(&text, "t", &EnvSource::Fixed(HashMap::new())).unwrap();
+        let before = material(&text, &[("K_ALICE", "key-1")]).unwrap();
+        let after = material(
+            &text,
+            &[("K_ALICE", "key-2"), ("ANTHROPIC_API_KEY", "sk-x")],
+        )
+        .unwrap();
+        let changes = after.changes_since(&before, &settings);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(changes[0].starts_with("server key of /anthropic: none -> "));
+        assert_eq!(changes[1], "access key alice rotated");
+        assert!(!changes.concat().contains("sk-x"));
     }
 }

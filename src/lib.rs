@@ -5,6 +5,7 @@
 //! [`upstream`] → [`metrics::tap`] → [`metrics`] (aggregation). Settings come from
 //! [`settings`]; [`server`] wires it all together.
 
+pub mod access;
 pub mod admin;
 pub mod cli;
 pub mod credentials;
@@ -15,7 +16,9 @@ pub mod metrics;
 pub mod pricing;
 pub mod proxy;
 pub mod routing;
+pub mod secrets;
 pub mod server;
 pub mod settings;
+pub mod state;
 pub mod upstream;
 pub mod usage;

@@ -18,8 +18,8 @@ use crate::headers;
 use crate::metrics::tap::{Timing, Watch};
 use crate::metrics::{Outcome, PendingRecord, RequestRecord, UsageTap};
 use crate::routing;
-use crate::server::AppState;
 use crate::settings::Protocol;
+use crate::state::AppState;
 use crate::upstream::{UpstreamOutcome, WorkerClients};
 use crate::usage::{AnswerFormat, UsageParser};
 

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 use sluice::credentials::{
-    decide, ClientCredentials, CredentialPolicy, CredentialRules, CredentialSource,
+    decide, ClientCredentials, CredentialRules, CredentialSource, SecretMaterial,
 };
 use sluice::error::Error;
 use sluice::headers;
 use sluice::routing;
-use sluice::settings::{EnvSource, Settings};
+use sluice::settings::{CredentialPolicy, EnvSource, Settings};
 use sluice::usage::{AnswerFormat, UsageParser, MAX_BUFFERED_BYTES};
 
 const ACCESS_KEY: &str = "sluice-test-access-key-alice-5f3e";
@@ -155,8 +155,9 @@ fn rules(setup: &Setup) -> CredentialRules {
          server_key_env = \"SK\"\n[admin]\ntoken_env = \"ADMIN\"\n{access}",
         setup.policy.as_str()
     );
-    let settings = Settings::from_toml(&text, "test", &EnvSource::Fixed(env)).unwrap();
-    CredentialRules::from_settings(&settings)
+    let env = EnvSource::Fixed(env);
+    let settings = Settings::from_toml(&text, "test", &env).unwrap();
+    CredentialRules::new(&settings, &SecretMaterial::read(&settings, &env).unwrap())
 }
 
 fn setups() -> impl Strategy<Value = Setup> {
@@ -637,7 +638,9 @@ proptest! {
             ("SK".to_string(), SERVER_API_KEY.to_string()),
             ("K_ALICE".to_string(), ACCESS_KEY.to_string()),
         ]));
-        let result = Settings::from_toml(&text, "test", &env);
+        let result = Settings::from_toml(&text, "test", &env).and_then(|settings| {
+            SecretMaterial::read(&settings, &env)?.refuse_open_relay(&settings)
+        });
         let open_relay = !ip.is_loopback() && !access && policy != CredentialPolicy::ClientOnly;
         if open_relay {
             let err = result.err().map(|e| e.to_string()).unwrap_or_default();

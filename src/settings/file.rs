@@ -1,17 +1,76 @@
 //! The settings file as written: plain serde structs, every section optional, unknown keys refused.
+//!
+//! Defaults live in one place, the built-in `settings/sluice.toml`: a key left out of a file takes
+//! the value that file gives it (the `default_*` functions below read it), so the shipped file and
+//! the structs cannot disagree.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
 use crate::pricing::Price;
+
+/// The built-in settings, parsed once. Every key the structs default is spelled out there.
+static BUILT_IN: LazyLock<SettingsFile> = LazyLock::new(|| {
+    toml_document(super::DEFAULT_SETTINGS_TOML)
+        .expect("the built-in settings/sluice.toml parses (checked by a unit test)")
+});
+
+fn toml_document(text: &str) -> Result<SettingsFile, String> {
+    config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| e.to_string())
+}
+
+/// Whose credentials a route sends upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialPolicy {
+    /// The client's own credentials win; the server key fills in when the client sends none.
+    ClientFirst,
+    /// Client credentials are removed; the server key is always used.
+    ServerOnly,
+    /// The server key is never used.
+    ClientOnly,
+}
+
+impl CredentialPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientFirst => "client_first",
+            Self::ServerOnly => "server_only",
+            Self::ClientOnly => "client_only",
+        }
+    }
+}
+
+/// How usage is read from a route's answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Anthropic,
+    /// Forwarded and counted, but answers are not read.
+    None,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Anthropic => "anthropic",
+            Self::None => "none",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsFile {
     #[serde(default = "default_listen")]
     pub listen: String,
-    #[serde(default)]
+    #[serde(default = "default_workers")]
     pub workers: usize,
     #[serde(default = "default_shutdown_grace_s")]
     pub shutdown_grace_s: u64,
@@ -19,15 +78,15 @@ pub struct SettingsFile {
     pub routes: Vec<RouteFile>,
     #[serde(default)]
     pub access: Option<AccessFile>,
-    #[serde(default)]
+    #[serde(default = "default_admin")]
     pub admin: AdminFile,
-    #[serde(default)]
+    #[serde(default = "default_timeouts")]
     pub timeouts: TimeoutsFile,
-    #[serde(default)]
+    #[serde(default = "default_limits")]
     pub limits: LimitsFile,
-    #[serde(default)]
+    #[serde(default = "default_pool")]
     pub pool: PoolFile,
-    #[serde(default)]
+    #[serde(default = "default_stats")]
     pub stats: StatsFile,
     /// Absent → the built-in price table; present → exactly what it lists.
     #[serde(default)]
@@ -40,9 +99,9 @@ pub struct RouteFile {
     pub prefix: String,
     pub upstream: String,
     #[serde(default = "default_protocol")]
-    pub protocol: String,
+    pub protocol: Protocol,
     #[serde(default = "default_credential_policy")]
-    pub credential_policy: String,
+    pub credential_policy: CredentialPolicy,
     #[serde(default = "default_server_key_env")]
     pub server_key_env: String,
     #[serde(default)]
@@ -72,14 +131,6 @@ pub struct AdminFile {
     pub token_env: String,
 }
 
-impl Default for AdminFile {
-    fn default() -> Self {
-        Self {
-            token_env: default_admin_token_env(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsFile {
@@ -91,16 +142,6 @@ pub struct TimeoutsFile {
     pub idle_ms: u64,
 }
 
-impl Default for TimeoutsFile {
-    fn default() -> Self {
-        Self {
-            connect_ms: default_connect_ms(),
-            first_byte_ms: default_first_byte_ms(),
-            idle_ms: default_idle_ms(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
@@ -108,30 +149,13 @@ pub struct LimitsFile {
     pub max_request_body_bytes: u64,
 }
 
-impl Default for LimitsFile {
-    fn default() -> Self {
-        Self {
-            max_request_body_bytes: default_max_request_body_bytes(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolFile {
-    #[serde(default)]
+    #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     #[serde(default = "default_idle_keepalive_s")]
     pub idle_keepalive_s: u64,
-}
-
-impl Default for PoolFile {
-    fn default() -> Self {
-        Self {
-            max_connections: 0,
-            idle_keepalive_s: default_idle_keepalive_s(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -143,54 +167,100 @@ pub struct StatsFile {
     pub flush_interval_s: u64,
 }
 
-impl Default for StatsFile {
-    fn default() -> Self {
-        Self {
-            state_file: default_state_file(),
-            flush_interval_s: default_flush_interval_s(),
-        }
+/// `fn name() -> T { BUILT_IN.path.clone() }`: each default read from the built-in file.
+macro_rules! built_in_defaults {
+    ($($name:ident: $ty:ty = $($field:ident).+;)*) => {
+        $(fn $name() -> $ty { BUILT_IN.$($field).+.clone() })*
+    };
+}
+
+built_in_defaults! {
+    default_listen: String = listen;
+    default_workers: usize = workers;
+    default_shutdown_grace_s: u64 = shutdown_grace_s;
+    default_admin: AdminFile = admin;
+    default_admin_token_env: String = admin.token_env;
+    default_timeouts: TimeoutsFile = timeouts;
+    default_connect_ms: u64 = timeouts.connect_ms;
+    default_first_byte_ms: u64 = timeouts.first_byte_ms;
+    default_idle_ms: u64 = timeouts.idle_ms;
+    default_limits: LimitsFile = limits;
+    default_max_request_body_bytes: u64 = limits.max_request_body_bytes;
+    default_pool: PoolFile = pool;
+    default_max_connections: usize = pool.max_connections;
+    default_idle_keepalive_s: u64 = pool.idle_keepalive_s;
+    default_stats: StatsFile = stats;
+    default_state_file: String = stats.state_file;
+    default_flush_interval_s: u64 = stats.flush_interval_s;
+}
+
+/// The built-in route: where a route's own defaults come from.
+fn built_in_route() -> &'static RouteFile {
+    BUILT_IN
+        .routes
+        .first()
+        .expect("the built-in settings have a route")
+}
+
+fn default_protocol() -> Protocol {
+    built_in_route().protocol
+}
+
+fn default_credential_policy() -> CredentialPolicy {
+    built_in_route().credential_policy
+}
+
+fn default_server_key_env() -> String {
+    built_in_route().server_key_env.clone()
+}
+
+fn default_access_header() -> String {
+    BUILT_IN
+        .access
+        .as_ref()
+        .map(|a| a.header.clone())
+        .expect("the built-in settings name the access-key header")
+}
+
+/// The built-in access section: the header, no keys.
+pub fn default_access() -> AccessFile {
+    AccessFile {
+        header: default_access_header(),
+        keys: Vec::new(),
     }
 }
 
-fn default_listen() -> String {
-    "127.0.0.1:4080".into()
+/// The built-in price table.
+pub fn default_pricing() -> BTreeMap<String, Price> {
+    BUILT_IN.pricing.clone().unwrap_or_default()
 }
-fn default_shutdown_grace_s() -> u64 {
-    30
-}
-fn default_protocol() -> String {
-    "anthropic".into()
-}
-fn default_credential_policy() -> String {
-    "client_first".into()
-}
-fn default_server_key_env() -> String {
-    "ANTHROPIC_API_KEY".into()
-}
-fn default_access_header() -> String {
-    "x-sluice-key".into()
-}
-fn default_admin_token_env() -> String {
-    "SLUICE_ADMIN_TOKEN".into()
-}
-fn default_connect_ms() -> u64 {
-    10_000
-}
-fn default_first_byte_ms() -> u64 {
-    600_000
-}
-fn default_idle_ms() -> u64 {
-    300_000
-}
-fn default_max_request_body_bytes() -> u64 {
-    32 * 1024 * 1024
-}
-fn default_idle_keepalive_s() -> u64 {
-    15
-}
-fn default_state_file() -> String {
-    "state/stats.json".into()
-}
-fn default_flush_interval_s() -> u64 {
-    10
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json<T: Serialize>(value: &T) -> serde_json::Value {
+        serde_json::to_value(value).unwrap()
+    }
+
+    #[test]
+    fn an_empty_file_takes_every_default_from_the_built_in_one() {
+        // Forcing BUILT_IN would panic (re-entrant initialisation) if the built-in file left out
+        // a key whose default reads it.
+        let empty = toml_document("").unwrap();
+        assert_eq!(empty.listen, BUILT_IN.listen);
+        assert_eq!(json(&empty.admin), json(&BUILT_IN.admin));
+        assert_eq!(json(&empty.timeouts), json(&BUILT_IN.timeouts));
+        assert_eq!(json(&empty.limits), json(&BUILT_IN.limits));
+        assert_eq!(json(&empty.pool), json(&BUILT_IN.pool));
+        assert_eq!(json(&empty.stats), json(&BUILT_IN.stats));
+        let route: RouteFile =
+            serde_json::from_str(r#"{"prefix": "/a", "upstream": "http://x"}"#).unwrap();
+        assert_eq!(
+            route.credential_policy,
+            BUILT_IN.routes[0].credential_policy
+        );
+        assert_eq!(route.protocol, BUILT_IN.routes[0].protocol);
+        assert_eq!(default_access().header, "x-sluice-key");
+    }
 }

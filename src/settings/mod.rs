@@ -1,11 +1,11 @@
-//! Where settings come from: the TOML file (or the built-in defaults), `SLUICE__` environment
-//! overrides, and the env vars that hold secrets — validated into the runtime [`Settings`].
+//! Where settings come from: the TOML file (or the built-in defaults) and `SLUICE__` environment
+//! overrides, validated into the runtime [`Settings`]. Settings name the env vars that hold
+//! secrets; reading them is the CredentialResolver's job (`credentials`).
 
 mod file;
 pub mod watcher;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,12 +13,10 @@ use std::time::Duration;
 use actix_web::http::header::HeaderName;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use sha2::{Digest, Sha256};
 use url::Url;
 
-pub use file::SettingsFile;
+pub use file::{default_pricing, CredentialPolicy, Protocol, SettingsFile};
 
-use crate::credentials::CredentialPolicy;
 use crate::pricing::Price;
 
 /// The shipped `settings/sluice.toml`; sluice runs on exactly this when no file is found.
@@ -39,48 +37,18 @@ pub enum SettingsError {
     Invalid { key: String, reason: String },
 }
 
+impl SettingsError {
+    /// A wrong value, with the key it is under.
+    pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> SettingsError {
-    SettingsError::Invalid {
-        key: key.into(),
-        reason: reason.into(),
-    }
-}
-
-/// A secret read from the environment. Its value never reaches `Debug`, logs or JSON.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret {
-    value: String,
-}
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self { value }
-    }
-    pub fn expose(&self) -> &str {
-        &self.value
-    }
-    /// First 12 hex digits of the SHA-256 of the value: safe to show, stable across restarts.
-    pub fn fingerprint(&self) -> String {
-        fingerprint(self.value.as_bytes())
-    }
-}
-
-/// First 12 hex digits of the SHA-256 of `secret`.
-pub fn fingerprint(secret: &[u8]) -> String {
-    let digest = Sha256::digest(secret);
-    hex::encode(&digest[..6])
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret({})", self.fingerprint())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Anthropic,
-    None,
+    SettingsError::invalid(key, reason)
 }
 
 #[derive(Debug, Clone)]
@@ -90,17 +58,18 @@ pub struct Route {
     pub upstream: Url,
     pub protocol: Protocol,
     pub credential_policy: CredentialPolicy,
+    /// The env var holding the server key (read by the CredentialResolver).
     pub server_key_env: String,
-    pub server_key: Option<Secret>,
     pub ca_file: Option<PathBuf>,
     /// Certificates from `ca_file`, read and checked at validation.
     pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
+/// A caller's access key, by name and the env var that holds it.
 #[derive(Debug, Clone)]
 pub struct AccessKey {
     pub name: String,
-    pub key: Secret,
+    pub key_env: String,
 }
 
 #[derive(Debug, Clone)]
@@ -129,7 +98,7 @@ pub struct StatsSettings {
     pub flush_interval: Duration,
 }
 
-/// Validated settings, secrets resolved. Built only by [`Settings::load`] / [`Settings::from_toml`].
+/// Validated settings (secrets are named here, never held). Built only by [`Settings::load`] / [`Settings::from_toml`].
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The file they came from, or "built-in defaults".
@@ -141,7 +110,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub routes: Vec<Route>,
     pub access: Access,
-    pub admin_token: Option<Secret>,
+    /// The env var holding the admin token.
+    pub admin_token_env: String,
     pub timeouts: Timeouts,
     pub max_request_body_bytes: u64,
     pub pool: Pool,
@@ -156,7 +126,8 @@ pub enum EnvSource {
 }
 
 impl EnvSource {
-    fn var(&self, name: &str) -> Option<String> {
+    /// The variable's value; unset and empty are the same.
+    pub fn var(&self, name: &str) -> Option<String> {
         let value = match self {
             EnvSource::Process => std::env::var(name).ok(),
             EnvSource::Fixed(map) => map.get(name).cloned(),
@@ -197,84 +168,32 @@ impl Settings {
 
     pub fn from_toml(text: &str, origin: &str, env: &EnvSource) -> Result<Settings, SettingsError> {
         let raw = parse(text, env)?;
-        validate(raw, origin, env)
+        validate(raw, origin)
     }
 
-    /// A few lines for `sluice check` and the startup log; no secret values.
+    /// A few lines for `sluice check` and the startup log: what the file says (the secrets'
+    /// lines come from the CredentialResolver's material).
     pub fn summary(&self) -> String {
+        let workers = match self.workers {
+            0 => "one worker per CPU core".to_string(),
+            1 => "1 worker".to_string(),
+            n => format!("{n} workers"),
+        };
         let mut out = format!(
-            "settings from {}: listen {}, {} worker(s)\n",
-            self.origin,
-            self.listen,
-            if self.workers == 0 {
-                "one per core".to_string()
-            } else {
-                self.workers.to_string()
-            }
+            "settings from {}: listen {}, {workers}\n",
+            self.origin, self.listen
         );
         for route in &self.routes {
-            let key = match &route.server_key {
-                Some(key) => format!(
-                    "server key from {} ({})",
-                    route.server_key_env,
-                    key.fingerprint()
-                ),
-                None => format!("no server key (${} unset)", route.server_key_env),
-            };
             out.push_str(&format!(
-                "route {} -> {} [{}, {}, {}]\n",
+                "route {} -> {} [{}, {}]\n",
                 route.prefix,
                 route.upstream,
                 route.credential_policy.as_str(),
-                match route.protocol {
-                    Protocol::Anthropic => "anthropic",
-                    Protocol::None => "none",
-                },
-                key
+                route.protocol.as_str(),
             ));
         }
-        out.push_str(&format!(
-            "access keys: {}; admin token: {}; {} priced model prefixes",
-            if self.access.keys.is_empty() {
-                "none (anyone who can reach the port may use it)".to_string()
-            } else {
-                self.access
-                    .keys
-                    .iter()
-                    .map(|k| k.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
-            if self.admin_token.is_some() {
-                "set"
-            } else {
-                "not set"
-            },
-            self.pricing.len()
-        ));
+        out.push_str(&format!("{} priced model prefixes", self.pricing.len()));
         out
-    }
-
-    /// Refuses settings that would let anyone who reaches a non-loopback `listen` spend the
-    /// server key: checked at start and again on every reload (a reload keeps the running
-    /// `listen`, so the check must see that one, not the file's).
-    pub fn refuse_open_relay(&self) -> Result<(), SettingsError> {
-        let relays_server_key = self
-            .routes
-            .iter()
-            .any(|r| r.server_key.is_some() && r.credential_policy != CredentialPolicy::ClientOnly);
-        if !self.listen.ip().is_loopback() && relays_server_key && self.access.keys.is_empty() {
-            return Err(invalid(
-                "listen",
-                format!(
-                    "refusing to listen on {} (not loopback) with a server key and no [access] \
-                     keys: anyone reaching the port could spend the server key. Add \
-                     [[access.keys]], listen on 127.0.0.1, or unset the server key",
-                    self.listen.ip()
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// The route whose prefix covers `path` (prefixes never overlap, so at most one does).
@@ -299,15 +218,25 @@ fn parse(text: &str, env: &EnvSource) -> Result<SettingsFile, SettingsError> {
         .separator("__")
         .try_parsing(true)
         .source(env.overrides());
-    config::Config::builder()
+    let merged = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(environment)
         .build()
-        .and_then(|c| c.try_deserialize::<SettingsFile>())
-        .map_err(|e| SettingsError::Parse(e.to_string()))
+        .map_err(|e| SettingsError::Parse(e.to_string()))?;
+    // Deserializing through the path tracker names the key of a wrong value
+    // (`routes[0].credential_policy`), not only what was wrong with it.
+    serde_path_to_error::deserialize::<_, SettingsFile>(merged).map_err(|e| {
+        let key = e.path().to_string();
+        let reason = e.into_inner().to_string();
+        if key.is_empty() || key == "?" || reason.contains("unknown field") {
+            SettingsError::Parse(reason)
+        } else {
+            invalid(key, reason)
+        }
+    })
 }
 
-fn validate(raw: SettingsFile, origin: &str, env: &EnvSource) -> Result<Settings, SettingsError> {
+fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> {
     let listen: SocketAddr = raw.listen.parse().map_err(|_| {
         invalid(
             "listen",
@@ -323,7 +252,7 @@ fn validate(raw: SettingsFile, origin: &str, env: &EnvSource) -> Result<Settings
     }
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, route) in raw.routes.iter().enumerate() {
-        routes.push(validate_route(i, route, env)?);
+        routes.push(validate_route(i, route)?);
     }
     for (i, a) in routes.iter().enumerate() {
         for (j, b) in routes.iter().enumerate().skip(i + 1) {
@@ -338,8 +267,7 @@ fn validate(raw: SettingsFile, origin: &str, env: &EnvSource) -> Result<Settings
         }
     }
 
-    let access = validate_access(raw.access.as_ref(), env)?;
-    let admin_token = env.var(&raw.admin.token_env).map(Secret::new);
+    let access = validate_access(raw.access.unwrap_or_else(file::default_access))?;
 
     let timeouts = Timeouts {
         connect: positive_ms("timeouts.connect_ms", raw.timeouts.connect_ms)?,
@@ -374,7 +302,7 @@ fn validate(raw: SettingsFile, origin: &str, env: &EnvSource) -> Result<Settings
         shutdown_grace: Duration::from_secs(raw.shutdown_grace_s),
         routes,
         access,
-        admin_token,
+        admin_token_env: raw.admin.token_env,
         timeouts,
         max_request_body_bytes: raw.limits.max_request_body_bytes,
         pool: Pool {
@@ -388,19 +316,7 @@ fn validate(raw: SettingsFile, origin: &str, env: &EnvSource) -> Result<Settings
         },
         pricing,
     };
-    settings.refuse_open_relay()?;
     Ok(settings)
-}
-
-/// The price table of the built-in defaults.
-pub fn default_pricing() -> BTreeMap<String, Price> {
-    let raw: SettingsFile =
-        toml_defaults().expect("the built-in settings/sluice.toml parses (checked by a unit test)");
-    raw.pricing.unwrap_or_default()
-}
-
-fn toml_defaults() -> Result<SettingsFile, SettingsError> {
-    parse(DEFAULT_SETTINGS_TOML, &EnvSource::Fixed(HashMap::new()))
 }
 
 fn positive_ms(key: &str, ms: u64) -> Result<Duration, SettingsError> {
@@ -410,11 +326,7 @@ fn positive_ms(key: &str, ms: u64) -> Result<Duration, SettingsError> {
     Ok(Duration::from_millis(ms))
 }
 
-fn validate_route(
-    i: usize,
-    raw: &file::RouteFile,
-    env: &EnvSource,
-) -> Result<Route, SettingsError> {
+fn validate_route(i: usize, raw: &file::RouteFile) -> Result<Route, SettingsError> {
     let key = |field: &str| format!("routes[{i}].{field}");
     let prefix = raw.prefix.clone();
     if !prefix.starts_with('/') {
@@ -475,26 +387,6 @@ fn validate_route(
     let base_path = upstream.path().trim_end_matches('/').to_string();
     upstream.set_path(&base_path);
 
-    let protocol = match raw.protocol.as_str() {
-        "anthropic" => Protocol::Anthropic,
-        "none" => Protocol::None,
-        other => {
-            return Err(invalid(
-                key("protocol"),
-                format!("{other:?} is not one of \"anthropic\", \"none\""),
-            ))
-        }
-    };
-    let credential_policy = CredentialPolicy::parse(&raw.credential_policy).ok_or_else(|| {
-        invalid(
-            key("credential_policy"),
-            format!(
-                "{:?} is not one of \"client_first\", \"server_only\", \"client_only\"",
-                raw.credential_policy
-            ),
-        )
-    })?;
-
     let (ca_file, extra_roots) = match &raw.ca_file {
         None => (None, Vec::new()),
         Some(path) => {
@@ -513,10 +405,9 @@ fn validate_route(
     Ok(Route {
         prefix,
         upstream,
-        protocol,
-        credential_policy,
+        protocol: raw.protocol,
+        credential_policy: raw.credential_policy,
         server_key_env: raw.server_key_env.clone(),
-        server_key: env.var(&raw.server_key_env).map(Secret::new),
         ca_file,
         extra_roots,
     })
@@ -533,16 +424,7 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn validate_access(
-    raw: Option<&file::AccessFile>,
-    env: &EnvSource,
-) -> Result<Access, SettingsError> {
-    let Some(raw) = raw else {
-        return Ok(Access {
-            header: HeaderName::from_static("x-sluice-key"),
-            keys: Vec::new(),
-        });
-    };
+fn validate_access(raw: file::AccessFile) -> Result<Access, SettingsError> {
     let header = HeaderName::from_bytes(raw.header.as_bytes()).map_err(|_| {
         invalid(
             "access.header",
@@ -556,8 +438,6 @@ fn validate_access(
         ));
     }
     let mut names = HashSet::new();
-    let mut values = HashSet::new();
-    let mut keys = Vec::with_capacity(raw.keys.len());
     for (i, key) in raw.keys.iter().enumerate() {
         if key.name.is_empty() || !names.insert(key.name.clone()) {
             return Err(invalid(
@@ -565,23 +445,15 @@ fn validate_access(
                 format!("{:?} is empty or used twice", key.name),
             ));
         }
-        let secret = env.var(&key.key_env).ok_or_else(|| {
-            invalid(
-                format!("access.keys[{i}].key_env"),
-                format!("environment variable {} is unset or empty", key.key_env),
-            )
-        })?;
-        if !values.insert(secret.clone()) {
-            return Err(invalid(
-                format!("access.keys[{i}].key_env"),
-                format!("{} holds the same key as another access key", key.key_env),
-            ));
-        }
-        keys.push(AccessKey {
-            name: key.name.clone(),
-            key: Secret::new(secret),
-        });
     }
+    let keys = raw
+        .keys
+        .into_iter()
+        .map(|k| AccessKey {
+            name: k.name,
+            key_env: k.key_env,
+        })
+        .collect();
     Ok(Access { header, keys })
 }
 
@@ -699,40 +571,14 @@ mod tests {
     }
 
     #[test]
-    fn open_relay_is_refused() {
-        let text = format!("listen = \"0.0.0.0:4080\"\n{ONE_ROUTE}");
-        let key = [("ANTHROPIC_API_KEY", "sk-ant-api03-test-server")];
-        assert_eq!(error_key(load(&text, &key)), "listen");
-        // Without a server key, or with access keys, listening widely is fine.
-        assert!(load(&text, &[]).is_ok());
-        let with_access =
-            format!("{text}\n[access]\n[[access.keys]]\nname = \"alice\"\nkey_env = \"K_ALICE\"\n");
-        assert!(load(&with_access, &[key[0], ("K_ALICE", "sluice-alice-key")]).is_ok());
-    }
-
-    #[test]
-    fn access_keys_need_their_env_var() {
+    fn access_keys_are_named_by_their_env_var_and_header_defaults() {
         let text = format!(
             "{ONE_ROUTE}\n[access]\n[[access.keys]]\nname = \"alice\"\nkey_env = \"K_ALICE\"\n"
         );
-        assert_eq!(error_key(load(&text, &[])), "access.keys[0].key_env");
-        let settings = load(&text, &[("K_ALICE", "sluice-alice-key")]).unwrap();
+        let settings = load(&text, &[]).unwrap();
         assert_eq!(settings.access.keys[0].name, "alice");
+        assert_eq!(settings.access.keys[0].key_env, "K_ALICE");
         assert_eq!(settings.access.header.as_str(), "x-sluice-key");
-    }
-
-    #[test]
-    fn secrets_are_read_from_env_and_never_debug_printed() {
-        let settings = load(
-            ONE_ROUTE,
-            &[("ANTHROPIC_API_KEY", "sk-ant-api03-test-secret")],
-        )
-        .unwrap();
-        let key = settings.routes[0].server_key.as_ref().unwrap();
-        assert_eq!(key.expose(), "sk-ant-api03-test-secret");
-        let debug = format!("{settings:?}{}", settings.summary());
-        assert!(!debug.contains("sk-ant-api03-test-secret"));
-        assert!(debug.contains(&key.fingerprint()));
     }
 
     #[test]

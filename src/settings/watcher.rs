@@ -9,9 +9,9 @@ use actix::prelude::*;
 use actix_web::web;
 use notify::{EventKind, RecursiveMode, Watcher};
 
-use super::{EnvSource, Settings};
+use super::{EnvSource, Settings, SettingsError};
 use crate::metrics::stats::rfc3339;
-use crate::server::{AppState, ReloadStatus};
+use crate::state::{AppState, ApplyError, ReloadStatus};
 
 /// Editors and config tools write a file in several steps; wait for quiet before reading.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -157,17 +157,6 @@ async fn reload(state: &AppState, path: Option<&Path>, reason: &str) {
         }
     };
     let restart_needed = keep_startup_only(&current.settings, &mut next);
-    if let Err(error) = next.refuse_open_relay() {
-        let error = format!("{error} (the running `listen` is kept until a restart)");
-        tracing::error!(reason, "settings not reloaded: {error}");
-        state.set_last_reload(ReloadStatus {
-            ok: false,
-            at,
-            error: Some(error),
-            restart_needed,
-        });
-        return;
-    }
     if !restart_needed.is_empty() {
         tracing::warn!(
             settings = %restart_needed.join(", "),
@@ -185,11 +174,17 @@ async fn reload(state: &AppState, path: Option<&Path>, reason: &str) {
             });
         }
         Err(err) => {
-            tracing::error!(reason, "settings not reloaded: {err}");
+            let error = match &err {
+                ApplyError::Settings(SettingsError::Invalid { key, .. }) if key == "listen" => {
+                    format!("{err} (the running `listen` is kept until a restart)")
+                }
+                _ => err.to_string(),
+            };
+            tracing::error!(reason, "settings not reloaded: {error}");
             state.set_last_reload(ReloadStatus {
                 ok: false,
                 at,
-                error: Some(err.to_string()),
+                error: Some(error),
                 restart_needed,
             });
         }

@@ -73,7 +73,7 @@ impl AccessRules {
     }
 
     /// Checks `Authorization: Bearer <admin token>` for the admin endpoints.
-    pub fn admin_allows(&self, headers: &HeaderMap) -> bool {
+    fn admin_allows(&self, headers: &HeaderMap) -> bool {
         let Some(token) = &self.admin_token else {
             return true;
         };

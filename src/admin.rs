@@ -50,9 +50,7 @@ pub async fn stats(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Error> {
     let snapshot = state.snapshot();
-    if !snapshot.credentials.access.admin_allows(req.headers()) {
-        return Err(Error::AdminToken);
-    }
+    snapshot.credentials.access.require_admin(&req)?;
     let since = match query.since.as_deref() {
         None => None,
         Some(text) => Some(
@@ -85,14 +83,7 @@ pub async fn stats(
 }
 
 pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Error> {
-    if !state
-        .snapshot()
-        .credentials
-        .access
-        .admin_allows(req.headers())
-    {
-        return Err(Error::AdminToken);
-    }
+    state.snapshot().credentials.access.require_admin(&req)?;
     let text = state
         .aggregator
         .send(RenderMetrics)

@@ -305,20 +305,41 @@ impl CredentialRules {
         }
     }
 
-    /// Copies the end-to-end headers of `incoming` and sets the credential headers for route
-    /// `route` per its policy. Never forwards an access key, the admin token, an empty
-    /// credential, a hop-by-hop header, or `host` (awc sets the upstream's).
-    ///
-    /// Under `client_first`, `HEAD` and `OPTIONS` never get the server key: they are probes
-    /// (Claude Code sends `HEAD /` without credentials at every start) that need no credential
-    /// and bill nothing, so the fallback key has no reason to travel with them.
+    /// Both credential phases of a request at once: [`admit`](Self::admit) the caller, then
+    /// [`rewrite`](Self::rewrite) its headers for route `route`.
     pub fn outbound(
         &self,
         route: usize,
         method: &Method,
         incoming: &HeaderMap,
     ) -> Result<Outbound, Error> {
-        let caller = self.access.identify(incoming)?;
+        let caller = self.admit(incoming)?;
+        Ok(Outbound {
+            caller,
+            ..self.rewrite(route, method, incoming)?
+        })
+    }
+
+    /// The admit phase's part: the caller's access-key name (`None` when no keys are set), or
+    /// the refusal of a request without a valid key.
+    pub fn admit(&self, incoming: &HeaderMap) -> Result<Option<String>, Error> {
+        self.access.identify(incoming)
+    }
+
+    /// The credentials phase's part: copies the end-to-end headers of `incoming` and sets the
+    /// credential headers for route `route` per its policy. Never forwards an access key, the
+    /// admin token, an empty credential, a hop-by-hop header, or `host` (awc sets the
+    /// upstream's). The caller is left to [`admit`](Self::admit).
+    ///
+    /// Under `client_first`, `HEAD` and `OPTIONS` never get the server key: they are probes
+    /// (Claude Code sends `HEAD /` without credentials at every start) that need no credential
+    /// and bill nothing, so the fallback key has no reason to travel with them.
+    pub fn rewrite(
+        &self,
+        route: usize,
+        method: &Method,
+        incoming: &HeaderMap,
+    ) -> Result<Outbound, Error> {
         let rules = &self.routes[route];
         let listed = headers::connection_listed(incoming);
 
@@ -387,7 +408,7 @@ impl CredentialRules {
             headers: out,
             source: decision.source,
             credential,
-            caller,
+            caller: None,
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod headers;
 pub mod logging;
 pub mod metrics;
 pub mod pricing;
+pub mod protocol;
 pub mod proxy;
 pub mod routing;
 pub mod secrets;

@@ -1,5 +1,7 @@
-//! Where a request enters: route → credentials → upstream request → answer streamed back through
-//! the usage tap → one record to the aggregator.
+//! Where a request enters. The request path as named phases, each a short method of
+//! `Exchange` that decides one thing: `route` → `admit` → `credentials` → `upstream_request` →
+//! `send_upstream` → `respond` (the answer streamed back through the usage tap, which records
+//! it); a phase that refuses ends in `record_refusal`.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -10,22 +12,23 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use awc::error::{ConnectError, SendRequestError};
+use awc::ClientResponse;
 use futures_util::StreamExt;
 
-use crate::credentials::Outbound;
 use crate::error::Error;
 use crate::headers;
 use crate::metrics::tap::{Timing, Watch};
 use crate::metrics::{Outcome, PendingRecord, RequestRecord, UsageTap};
 use crate::routing;
-use crate::settings::Protocol;
-use crate::state::AppState;
+use crate::settings::Route;
+use crate::state::{AppState, Snapshot};
 use crate::upstream::{UpstreamOutcome, WorkerClients};
 use crate::usage::{AnswerFormat, UsageParser};
 
 const SESSION_HEADER: &str = "x-claude-code-session-id";
 
-/// Forwards any request under a route's prefix.
+/// Forwards any request under a route's prefix, phase by phase. Whatever happens, the request
+/// yields exactly one record: the tap sends it when the answer ends, and a refusal here.
 pub async fn forward(
     req: HttpRequest,
     payload: web::Payload,
@@ -36,20 +39,11 @@ pub async fn forward(
     let mut pending = state.recorder.open(new_record(&req));
     match exchange(&req, payload, &state, &clients, &mut pending, received).await {
         Ok(response) => response,
-        Err(err) => {
-            let status = err.status_code().as_u16();
-            tracing::warn!(
-                request_id = %pending.get_mut().request_id,
-                kind = err.kind(),
-                status,
-                "{err}"
-            );
-            pending.finish(status, Outcome::Refused(err.kind()), received);
-            err.error_response()
-        }
+        Err(err) => record_refusal(err, &mut pending, received),
     }
 }
 
+/// The phases in order. Each returns what the next needs or the error the client is told.
 async fn exchange(
     req: &HttpRequest,
     payload: web::Payload,
@@ -58,148 +52,236 @@ async fn exchange(
     pending: &mut PendingRecord,
     received: Instant,
 ) -> Result<HttpResponse, Error> {
-    let record = pending.get_mut();
     let snapshot = state.snapshot();
-    let path = req.uri().path();
-    let (index, route) = snapshot
-        .settings
-        .route_for(path)
-        .ok_or_else(|| Error::NoRoute(path.to_string()))?;
-    record.route = route.prefix.clone();
-    let rest = if route.prefix == "/" {
-        path
-    } else {
-        &path[route.prefix.len()..]
+    let exchange = Exchange {
+        req,
+        state,
+        snapshot: &snapshot,
+        received,
     };
-    if routing::escapes_prefix(rest) {
-        return Err(Error::PathEscapes);
+    let target = exchange.route(pending.get_mut())?;
+    let body = exchange.admit(pending.get_mut())?;
+    let headers = exchange.credentials(&target, pending.get_mut())?;
+    let upstream_request = exchange.upstream_request(&target, clients, headers);
+    let sent = exchange
+        .send_upstream(&target, upstream_request, payload, body)
+        .await?;
+    Ok(exchange.respond(&target, sent, pending))
+}
+
+/// One request on its way through: what every phase reads.
+struct Exchange<'a> {
+    req: &'a HttpRequest,
+    state: &'a AppState,
+    /// The settings generation this request started on; it finishes on it.
+    snapshot: &'a Snapshot,
+    received: Instant,
+}
+
+/// Where a request goes: its route (by index into the snapshot's lists) and the rest of the
+/// path below the route's prefix.
+struct Target<'s> {
+    index: usize,
+    route: &'s Route,
+    rest: String,
+}
+
+/// What came back from upstream, and what the request side saw on its way out.
+struct Sent {
+    response: ClientResponse,
+    /// The model the client asked for (the answer's own `model` replaces it when it has one).
+    requested_model: Option<String>,
+    overhead_before: Duration,
+    head_received: Instant,
+}
+
+impl<'a> Exchange<'a> {
+    /// Which route the path belongs to, and the rest of the path below its prefix. A path that
+    /// would leave the prefix is refused here.
+    fn route(&self, record: &mut RequestRecord) -> Result<Target<'a>, Error> {
+        let path = self.req.uri().path();
+        let (index, route) = self
+            .snapshot
+            .settings
+            .route_for(path)
+            .ok_or_else(|| Error::NoRoute(path.to_string()))?;
+        record.route = route.prefix.clone();
+        let rest = routing::rest_below(&route.prefix, path)?.to_string();
+        Ok(Target { index, route, rest })
     }
 
-    let limit = snapshot.settings.max_request_body_bytes;
-    let body = RequestBody::of(req.headers());
-    if let RequestBody::Sized(length) = body {
-        if length > limit {
+    /// Whether the request may go on at all: a valid access key when keys are set, and a body
+    /// within the size limit (when it declares its length; a chunked one is cut as it streams).
+    fn admit(&self, record: &mut RequestRecord) -> Result<RequestBody, Error> {
+        let body = RequestBody::of(self.req.headers());
+        let limit = self.snapshot.settings.max_request_body_bytes;
+        if matches!(body, RequestBody::Sized(length) if length > limit) {
             return Err(Error::BodyTooLarge(limit));
         }
+        record.caller = self.snapshot.credentials.admit(self.req.headers())?;
+        Ok(body)
     }
 
-    let Outbound {
-        headers: outbound_headers,
-        source,
-        credential,
-        caller,
-    } = snapshot
-        .credentials
-        .outbound(index, req.method(), req.headers())?;
-    record.source = Some(source);
-    record.credential = credential;
-    record.caller = caller;
-
-    let plan = &snapshot.upstream;
-    let url = routing::upstream_url(&plan.routes[index].base, rest, req.uri().query());
-    let mut upstream_request = clients
-        .client(plan, index)
-        .request(req.method().clone(), url)
-        // Bytes pass as they are: no `accept-encoding` of our own, no decompression.
-        .no_decompress();
-    *upstream_request.headers_mut() = outbound_headers;
-
-    let reads_model =
-        route.protocol == Protocol::Anthropic && answer_format(req.headers()) == AnswerFormat::Json;
-    let request_side = Rc::new(RefCell::new(RequestSide {
-        over_limit: false,
-        model: reads_model.then(|| UsageParser::new(AnswerFormat::Json)),
-    }));
-    let limited = tap_request_body(payload, limit, request_side.clone());
-    let overhead_before = received.elapsed();
-    let sending = match body {
-        RequestBody::Sized(length) => upstream_request.send_body(SizedStream::new(length, limited)),
-        RequestBody::Chunked => upstream_request.send_body(BodyStream::new(limited)),
-        // `send()` would declare `content-length: 0`; a request without a body has none.
-        RequestBody::None => upstream_request.send_body(actix_web::body::None::new()),
-    };
-    let first_byte = plan.timeouts.first_byte;
-    let sent = tokio::select! {
-        sent = tokio::time::timeout(first_byte, sending) => sent,
-        () = state.shutdown.cancelled() => return Err(Error::ShuttingDown),
-    };
-    let head_received = Instant::now();
-    let ttfb = head_received - received;
-    let result = match sent {
-        Err(_) => Err(Error::UpstreamTimeout(first_byte.as_millis())),
-        Ok(Err(err)) => Err(upstream_error(
-            err,
-            request_side.borrow().over_limit,
-            limit,
-            plan.timeouts.connect,
-        )),
-        Ok(Ok(response)) => Ok(response),
-    };
-    if let Err(err) = &result {
-        // Failures only: successes are counted by the aggregator, and a message per request
-        // would cost a cross-thread wakeup on the hot path.
-        state.pool.do_send(UpstreamOutcome {
-            route: route.prefix.clone(),
-            failure: err.kind(),
-        });
+    /// The headers that go upstream: the client's own credentials first, the server key only
+    /// as the route's policy allows, never an access key or the admin token.
+    fn credentials(&self, target: &Target, record: &mut RequestRecord) -> Result<HeaderMap, Error> {
+        let outbound = self.snapshot.credentials.rewrite(
+            target.index,
+            self.req.method(),
+            self.req.headers(),
+        )?;
+        record.source = Some(outbound.source);
+        record.credential = outbound.credential;
+        Ok(outbound.headers)
     }
-    let upstream = result?;
-    // The model the client asked for; the answer's own `model` replaces it when it has one.
-    record.model = request_side
-        .borrow_mut()
-        .model
-        .as_mut()
-        .and_then(|p| p.finish().model);
 
-    record.status = upstream.status().as_u16();
-    record.ttfb = Some(ttfb);
-    record.rate_limits = rate_limit_headers(upstream.headers());
-    let format = answer_format(upstream.headers());
-    record.streamed = format == AnswerFormat::EventStream;
-    let parser = (route.protocol == Protocol::Anthropic).then(|| UsageParser::new(format));
-
-    let mut response = HttpResponse::build(upstream.status());
-    for (name, value) in headers::response_headers(upstream.headers()) {
-        response.append_header((name.clone(), value.clone()));
+    /// The upstream request: same method, path below the prefix and query, on this worker's
+    /// client for the route.
+    fn upstream_request(
+        &self,
+        target: &Target,
+        clients: &WorkerClients,
+        headers: HeaderMap,
+    ) -> awc::ClientRequest {
+        let plan = &self.snapshot.upstream;
+        let base = &plan.routes[target.index].base;
+        let url = routing::upstream_url(base, &target.rest, self.req.uri().query());
+        let mut request = clients
+            .client(plan, target.index)
+            .request(self.req.method().clone(), url)
+            // Bytes pass as they are: no `accept-encoding` of our own, no decompression.
+            .no_decompress();
+        *request.headers_mut() = headers;
+        request
     }
-    let length = content_length(upstream.headers());
-    let status = upstream.status();
-    let tap = UsageTap::new(
-        upstream,
-        parser,
-        pending.hand_over(),
-        state.recorder.clone(),
-        Timing {
-            received,
+
+    /// Streams the request body upstream untouched and waits (up to `first_byte_ms`) for the
+    /// answer's head. A failure is reported to the UpstreamPool, which keeps each route's
+    /// health.
+    async fn send_upstream(
+        &self,
+        target: &Target<'_>,
+        request: awc::ClientRequest,
+        payload: web::Payload,
+        body: RequestBody,
+    ) -> Result<Sent, Error> {
+        let limit = self.snapshot.settings.max_request_body_bytes;
+        let request_side = Rc::new(RefCell::new(RequestSide {
+            over_limit: false,
+            model: target.route.protocol.request_reader(self.req.headers()),
+        }));
+        let limited = tap_request_body(payload, limit, request_side.clone());
+        let overhead_before = self.received.elapsed();
+        let sending = match body {
+            RequestBody::Sized(length) => request.send_body(SizedStream::new(length, limited)),
+            RequestBody::Chunked => request.send_body(BodyStream::new(limited)),
+            // `send()` would declare `content-length: 0`; a request without a body has none.
+            RequestBody::None => request.send_body(actix_web::body::None::new()),
+        };
+        let timeouts = self.snapshot.upstream.timeouts;
+        let sent = tokio::select! {
+            sent = tokio::time::timeout(timeouts.first_byte, sending) => sent,
+            () = self.state.shutdown.cancelled() => return Err(Error::ShuttingDown),
+        };
+        let head_received = Instant::now();
+        let over_limit = request_side.borrow().over_limit;
+        let response = match sent {
+            Err(_) => Err(Error::UpstreamTimeout(timeouts.first_byte.as_millis())),
+            Ok(Err(err)) => Err(upstream_error(err, over_limit, limit, timeouts.connect)),
+            Ok(Ok(response)) => Ok(response),
+        };
+        if let Err(err) = &response {
+            // Failures only: successes reach the pool through the aggregator, in batches; a
+            // message per request would cost a cross-thread wakeup on the hot path.
+            self.state.pool.do_send(UpstreamOutcome {
+                route: target.route.prefix.clone(),
+                failure: err.kind(),
+            });
+        }
+        let requested_model = request_side
+            .borrow_mut()
+            .model
+            .as_mut()
+            .and_then(|reader| reader.finish().model);
+        Ok(Sent {
+            response: response?,
+            requested_model,
             overhead_before,
             head_received,
-        },
-        Watch {
-            idle: plan.timeouts.idle,
-            declared_length: length,
-            shutdown: state.shutdown.clone(),
-        },
-    );
-    let no_body = req.method() == Method::HEAD
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-        || length == Some(0);
-    if no_body {
-        // actix never polls a body it will not send: the answer is complete as it stands
-        // (without this, dropping the unpolled tap would count it as a client gone).
-        tap.complete();
-        return Ok(match length {
-            Some(length) if status != StatusCode::NO_CONTENT => response.body(SizedStream::new(
-                length,
-                futures_util::stream::empty::<Result<web::Bytes, Error>>(),
-            )),
-            _ => response.finish(),
-        });
+        })
     }
-    Ok(match length {
-        Some(length) => response.body(SizedStream::new(length, tap)),
-        None => response.body(BodyStream::new(tap)),
-    })
+
+    /// Streams the answer back as it arrives, through the usage tap, which sends the record
+    /// when the answer ends (or is dropped).
+    fn respond(&self, target: &Target, sent: Sent, pending: &mut PendingRecord) -> HttpResponse {
+        let upstream = sent.response;
+        let record = pending.get_mut();
+        record.model = sent.requested_model;
+        record.status = upstream.status().as_u16();
+        record.ttfb = Some(sent.head_received - self.received);
+        record.rate_limits = rate_limit_headers(upstream.headers());
+        let format = answer_format(upstream.headers());
+        record.streamed = format == AnswerFormat::EventStream;
+
+        let mut response = HttpResponse::build(upstream.status());
+        for (name, value) in headers::response_headers(upstream.headers()) {
+            response.append_header((name.clone(), value.clone()));
+        }
+        let length = content_length(upstream.headers());
+        let status = upstream.status();
+        let tap = UsageTap::new(
+            upstream,
+            target.route.protocol.answer_reader(format),
+            pending.hand_over(),
+            self.state.recorder.clone(),
+            Timing {
+                received: self.received,
+                overhead_before: sent.overhead_before,
+                head_received: sent.head_received,
+            },
+            Watch {
+                idle: self.snapshot.upstream.timeouts.idle,
+                declared_length: length,
+                shutdown: self.state.shutdown.clone(),
+            },
+        );
+        let no_body = self.req.method() == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+            || length == Some(0);
+        if no_body {
+            // actix never polls a body it will not send: the answer is complete as it stands
+            // (without this, dropping the unpolled tap would count it as a client gone).
+            tap.complete();
+            return match length {
+                Some(length) if status != StatusCode::NO_CONTENT => {
+                    response.body(SizedStream::new(
+                        length,
+                        futures_util::stream::empty::<Result<web::Bytes, Error>>(),
+                    ))
+                }
+                _ => response.finish(),
+            };
+        }
+        match length {
+            Some(length) => response.body(SizedStream::new(length, tap)),
+            None => response.body(BodyStream::new(tap)),
+        }
+    }
+}
+
+/// A request sluice answers itself with an error: logged, recorded with its kind, answered
+/// in Anthropic's error shape.
+fn record_refusal(err: Error, pending: &mut PendingRecord, received: Instant) -> HttpResponse {
+    let status = err.status_code().as_u16();
+    tracing::warn!(
+        request_id = %pending.get_mut().request_id,
+        kind = err.kind(),
+        status,
+        "{err}"
+    );
+    pending.finish(status, Outcome::Refused(err.kind()), received);
+    err.error_response()
 }
 
 /// How the client framed its request body, which is how it goes upstream.
@@ -223,7 +305,7 @@ impl RequestBody {
 }
 
 /// How a body is read for usage, from its `content-type`.
-fn answer_format(headers: &HeaderMap) -> AnswerFormat {
+pub fn answer_format(headers: &HeaderMap) -> AnswerFormat {
     AnswerFormat::from_content_type(
         headers
             .get(header::CONTENT_TYPE)

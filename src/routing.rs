@@ -2,6 +2,8 @@
 
 use percent_encoding::percent_decode_str;
 
+use crate::error::Error;
+
 /// True when `path` is `prefix` itself or lies below it (segment boundary: `/a` covers `/a/b`,
 /// not `/ab`).
 pub fn prefix_covers(prefix: &str, path: &str) -> bool {
@@ -10,6 +12,20 @@ pub fn prefix_covers(prefix: &str, path: &str) -> bool {
     }
     path.starts_with(prefix)
         && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
+}
+
+/// The part of `path` below a route's `prefix` (which covers it), refused when it would leave
+/// the prefix.
+pub fn rest_below<'p>(prefix: &str, path: &'p str) -> Result<&'p str, Error> {
+    let rest = if prefix == "/" {
+        path
+    } else {
+        &path[prefix.len()..]
+    };
+    if escapes_prefix(rest) {
+        return Err(Error::PathEscapes);
+    }
+    Ok(rest)
 }
 
 /// True when `rest` (the raw path after a route's prefix) holds a `..` segment, plainly or

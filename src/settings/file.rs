@@ -10,6 +10,7 @@ use std::sync::LazyLock;
 use serde::{Deserialize, Serialize};
 
 use crate::pricing::Price;
+use crate::protocol::Protocol;
 
 /// The built-in settings, parsed once. Every key the structs default is spelled out there.
 static BUILT_IN: LazyLock<SettingsFile> = LazyLock::new(|| {
@@ -43,24 +44,6 @@ impl CredentialPolicy {
             Self::ClientFirst => "client_first",
             Self::ServerOnly => "server_only",
             Self::ClientOnly => "client_only",
-        }
-    }
-}
-
-/// How usage is read from a route's answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    Anthropic,
-    /// Forwarded and counted, but answers are not read.
-    None,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Anthropic => "anthropic",
-            Self::None => "none",
         }
     }
 }

@@ -15,7 +15,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use url::Url;
 
-pub use file::{default_pricing, CredentialPolicy, Protocol, SettingsFile};
+pub use crate::protocol::Protocol;
+pub use file::{default_pricing, CredentialPolicy, SettingsFile};
 
 use crate::pricing::Price;
 

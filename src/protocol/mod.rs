@@ -1,0 +1,43 @@
+//! What sluice knows of an API's wire protocol, behind one type: how usage is read from its
+//! answers (and the model from its requests). A second protocol is a new variant here and a
+//! module beside `anthropic`, not edits across the request path.
+
+use actix_web::http::header::{self, HeaderMap};
+use serde::{Deserialize, Serialize};
+
+use crate::usage::{AnswerFormat, UsageParser};
+
+/// How usage is read from a route's answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Anthropic,
+    /// Forwarded and counted, but answers are not read.
+    None,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Anthropic => "anthropic",
+            Self::None => "none",
+        }
+    }
+}
+
+impl Protocol {
+    /// A reader for the `model` a request asks for, when this protocol names one in a JSON body.
+    pub fn request_reader(self, request_headers: &HeaderMap) -> Option<UsageParser> {
+        let json = AnswerFormat::from_content_type(
+            request_headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        ) == AnswerFormat::Json;
+        (self == Protocol::Anthropic && json).then(|| UsageParser::new(AnswerFormat::Json))
+    }
+
+    /// A reader for the usage in an answer of this `format`, when this protocol has usage.
+    pub fn answer_reader(self, format: AnswerFormat) -> Option<UsageParser> {
+        (self == Protocol::Anthropic).then(|| UsageParser::new(format))
+    }
+}

@@ -62,6 +62,17 @@ impl Error {
         }
     }
 
+    /// The upstream, not the client or sluice, failed the exchange.
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::UpstreamUnreachable(_)
+                | Error::UpstreamBroken(_)
+                | Error::UpstreamTimeout(_)
+                | Error::ConnectTimeout(_)
+        )
+    }
+
     /// Anthropic's `error.type` for the status, so clients' error handling keeps working.
     fn anthropic_type(&self) -> &'static str {
         match self.status_code().as_u16() {

@@ -22,7 +22,7 @@ use crate::metrics::{Outcome, PendingRecord, RequestRecord, UsageTap};
 use crate::routing;
 use crate::settings::Route;
 use crate::state::{AppState, Snapshot};
-use crate::upstream::{UpstreamOutcome, WorkerClients};
+use crate::upstream::WorkerClients;
 use crate::usage::{AnswerFormat, UsageParser};
 
 const SESSION_HEADER: &str = "x-claude-code-session-id";
@@ -64,7 +64,7 @@ async fn exchange(
     let headers = exchange.credentials(&target, pending.get_mut())?;
     let upstream_request = exchange.upstream_request(&target, clients, headers);
     let sent = exchange
-        .send_upstream(&target, upstream_request, payload, body)
+        .send_upstream(&target, upstream_request, payload, body, pending.get_mut())
         .await?;
     Ok(exchange.respond(&target, sent, pending))
 }
@@ -156,14 +156,15 @@ impl<'a> Exchange<'a> {
     }
 
     /// Streams the request body upstream untouched and waits (up to `first_byte_ms`) for the
-    /// answer's head. A failure is reported to the UpstreamPool, which keeps each route's
-    /// health.
+    /// answer's head. An upstream failure is noted on the record (the UpstreamPool keeps each
+    /// route's health from the records).
     async fn send_upstream(
         &self,
         target: &Target<'_>,
         request: awc::ClientRequest,
         payload: web::Payload,
         body: RequestBody,
+        record: &mut RequestRecord,
     ) -> Result<Sent, Error> {
         let limit = self.snapshot.settings.max_request_body_bytes;
         let request_side = Rc::new(RefCell::new(RequestSide {
@@ -191,12 +192,8 @@ impl<'a> Exchange<'a> {
             Ok(Ok(response)) => Ok(response),
         };
         if let Err(err) = &response {
-            // Failures only: successes reach the pool through the aggregator, in batches; a
-            // message per request would cost a cross-thread wakeup on the hot path.
-            self.state.pool.do_send(UpstreamOutcome {
-                route: target.route.prefix.clone(),
-                failure: err.kind(),
-            });
+            // The UpstreamPool learns of it from the record, with every other exchange.
+            record.upstream_failure = err.is_upstream_failure().then(|| err.kind());
         }
         let requested_model = request_side
             .borrow_mut()
@@ -410,6 +407,7 @@ fn new_record(req: &HttpRequest) -> RequestRecord {
         ttfb: None,
         total: Duration::ZERO,
         overhead: None,
+        upstream_failure: None,
         rate_limits: Vec::new(),
     }
 }

@@ -12,13 +12,14 @@ use actix_web::{web, App, HttpServer};
 use crate::admin;
 use crate::credentials::CredentialResolver;
 use crate::logging::{self, RequestSpan};
-use crate::metrics::{MetricsAggregator, RecordQueue, Recorder, QUEUE_CAPACITY};
+use crate::metrics::usage_log::UsageLog;
+use crate::metrics::{MetricsAggregator, RecordQueue, Recorder, Sink, QUEUE_CAPACITY};
 use crate::pricing::PriceTable;
 use crate::proxy;
 use crate::settings::watcher::{Reload, SettingsWatcher};
 use crate::settings::{EnvSource, Settings};
 use crate::state::{build_snapshot, AppState, Tuning};
-use crate::upstream::{UpstreamPool, WorkerClients};
+use crate::upstream::{HealthSink, UpstreamPool, WorkerClients};
 
 /// A running sluice: where it listens and how to stop it.
 pub struct Running {
@@ -57,13 +58,14 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let prices = PriceTable::new(settings.pricing.clone());
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let arbiter = Arbiter::new();
-    let tuning_for_aggregator = tuning.clone();
     let queue = RecordQueue::new(tuning.record_queue_capacity.unwrap_or(QUEUE_CAPACITY));
     let aggregator_queue = queue.clone();
+    let health = HealthSink::new(pool.clone().recipient());
     arbiter.spawn_fn(move || {
+        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(UsageLog), Box::new(health)];
         let aggregator =
-            MetricsAggregator::new(state_file, flush_interval, prices, aggregator_queue)
-                .with_delay_per_record(tuning_for_aggregator.aggregator_delay_per_record)
+            MetricsAggregator::new(state_file, flush_interval, prices, aggregator_queue, sinks)
+                .tuned(&tuning)
                 .start();
         let _ = addr_tx.send(aggregator);
     });

@@ -141,7 +141,6 @@ pub async fn build_snapshot(
     let upstream = pool
         .send(ApplyUpstream {
             settings: settings.clone(),
-            generation,
         })
         .await?;
     Ok(Snapshot {

@@ -1,6 +1,7 @@
-//! Where bytes go upstream. The UpstreamPool actor owns pool settings, timeouts, TLS trust and
-//! per-route health; the connections live in one awc `Client` per worker and route (awc's
-//! client is `!Send`), rebuilt when a new settings generation arrives.
+//! Where bytes go upstream. The UpstreamPool actor owns the upstream plan (base URLs, TLS trust,
+//! timeouts, pool limits) and each route's health. The connections live in one awc `Client` per
+//! worker and route (awc's client is `!Send`), built from the plan and rebuilt only when the
+//! plan changes: a reload that leaves the upstream side alone keeps every pooled connection.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -11,11 +12,13 @@ use actix::prelude::*;
 use rustls::{ClientConfig, RootCertStore};
 use serde::Serialize;
 
+use crate::metrics::{Finished, Outcome, Sink};
 use crate::settings::{Pool, Settings, Timeouts};
 
-/// Everything a worker needs to build its upstream clients for one settings generation.
+/// Everything a worker needs to build its upstream clients.
 #[derive(Debug)]
 pub struct UpstreamPlan {
+    /// Changes only when the plan does (not at every settings generation).
     pub generation: u64,
     pub routes: Vec<UpstreamRoute>,
     pub timeouts: Timeouts,
@@ -26,8 +29,10 @@ pub struct UpstreamPlan {
 pub struct UpstreamRoute {
     /// Base URL without a trailing slash, e.g. `https://api.anthropic.com`.
     pub base: String,
-    /// Web PKI roots plus the route's `ca_file`; built once per generation, shared by workers.
+    /// Web PKI roots plus the route's `ca_file`; built once per plan, shared by workers.
     pub tls: Arc<ClientConfig>,
+    /// The route's extra CA certificates, to tell whether a new plan differs.
+    extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 impl UpstreamPlan {
@@ -38,6 +43,7 @@ impl UpstreamPlan {
             .map(|route| UpstreamRoute {
                 base: route.upstream.as_str().trim_end_matches('/').to_string(),
                 tls: tls_config(&route.extra_roots),
+                extra_roots: route.extra_roots.clone(),
             })
             .collect();
         Self {
@@ -46,6 +52,18 @@ impl UpstreamPlan {
             timeouts: settings.timeouts,
             pool: settings.pool,
         }
+    }
+
+    /// Whether workers would build the same clients from both plans.
+    fn same_clients_as(&self, other: &UpstreamPlan) -> bool {
+        self.timeouts == other.timeouts
+            && self.pool == other.pool
+            && self.routes.len() == other.routes.len()
+            && self
+                .routes
+                .iter()
+                .zip(&other.routes)
+                .all(|(a, b)| a.base == b.base && a.extra_roots == b.extra_roots)
     }
 }
 
@@ -114,23 +132,35 @@ impl WorkerClients {
     }
 }
 
-/// An upstream exchange that failed (connect, TLS, timeout, broken answer), sent
-/// fire-and-forget; successful answers are counted by the MetricsAggregator.
+/// How one route's upstream exchanges went in one batch of finished requests.
+#[derive(Debug, Default, Clone)]
+pub struct RouteResults {
+    /// Exchanges the upstream answered (a response head arrived), whatever its status.
+    pub answered: u64,
+    /// Exchanges that failed: no answer (connect, TLS, timeout, broken head) or an answer cut
+    /// off by the upstream. The last one's kind and time.
+    pub failed: u64,
+    pub last_failure: Option<(&'static str, std::time::SystemTime)>,
+    /// Failures after the batch's last answered exchange.
+    pub trailing_failures: u64,
+}
+
+/// A batch's results per route, from the MetricsAggregator's health sink.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct UpstreamOutcome {
-    pub route: String,
-    pub failure: &'static str,
-}
+pub struct UpstreamResults(pub BTreeMap<String, RouteResults>);
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct RouteHealth {
+    pub answered: u64,
     pub failed: u64,
+    /// Failures since the last answered exchange.
+    pub consecutive_failures: u64,
     pub last_failure: Option<&'static str>,
     pub last_failure_at: Option<String>,
 }
 
-/// Owns pool settings, the per-generation plan and upstream health.
+/// Owns the upstream plan and per-route health.
 #[derive(Default)]
 pub struct UpstreamPool {
     plan: Option<Arc<UpstreamPlan>>,
@@ -141,32 +171,100 @@ impl Actor for UpstreamPool {
     type Context = Context<Self>;
 }
 
-/// New settings: build the plan (TLS configs included) and return it for publication.
+/// New settings: the plan to publish. The running plan is kept (and with it every worker's
+/// clients and pooled connections) when the new settings would build the same clients.
 #[derive(Message)]
 #[rtype(result = "Arc<UpstreamPlan>")]
 pub struct ApplyUpstream {
     pub settings: Arc<Settings>,
-    pub generation: u64,
 }
 
 impl Handler<ApplyUpstream> for UpstreamPool {
     type Result = MessageResult<ApplyUpstream>;
 
     fn handle(&mut self, msg: ApplyUpstream, _: &mut Self::Context) -> Self::Result {
-        let plan = Arc::new(UpstreamPlan::from_settings(&msg.settings, msg.generation));
+        let generation = self.plan.as_ref().map_or(1, |p| p.generation + 1);
+        let next = UpstreamPlan::from_settings(&msg.settings, generation);
+        let plan = match &self.plan {
+            Some(current) if current.same_clients_as(&next) => current.clone(),
+            _ => Arc::new(next),
+        };
+        // Health of routes that are gone is dropped with them.
+        let prefixes: Vec<&str> = msg
+            .settings
+            .routes
+            .iter()
+            .map(|r| r.prefix.as_str())
+            .collect();
+        self.health
+            .retain(|route, _| prefixes.contains(&route.as_str()));
         self.plan = Some(plan.clone());
         MessageResult(plan)
     }
 }
 
-impl Handler<UpstreamOutcome> for UpstreamPool {
+impl Handler<UpstreamResults> for UpstreamPool {
     type Result = ();
 
-    fn handle(&mut self, msg: UpstreamOutcome, _: &mut Self::Context) {
-        let health = self.health.entry(msg.route).or_default();
-        health.failed += 1;
-        health.last_failure = Some(msg.failure);
-        health.last_failure_at = Some(crate::metrics::stats::rfc3339(std::time::SystemTime::now()));
+    fn handle(&mut self, msg: UpstreamResults, _: &mut Self::Context) {
+        for (route, results) in msg.0 {
+            let health = self.health.entry(route).or_default();
+            health.answered = health.answered.saturating_add(results.answered);
+            health.failed = health.failed.saturating_add(results.failed);
+            if let Some((kind, at)) = results.last_failure {
+                health.last_failure = Some(kind);
+                health.last_failure_at = Some(crate::metrics::stats::rfc3339(at));
+            }
+            health.consecutive_failures = if results.answered > 0 {
+                results.trailing_failures
+            } else {
+                health
+                    .consecutive_failures
+                    .saturating_add(results.trailing_failures)
+            };
+        }
+    }
+}
+
+/// The MetricsAggregator's sink for upstream health: each batch's exchanges per route, sent
+/// to the UpstreamPool in one message. What counts is what the request path saw of the
+/// upstream itself (an answer's head, a failure to get one, an answer cut off), never the
+/// status the upstream chose to answer with.
+pub struct HealthSink {
+    pool: Recipient<UpstreamResults>,
+}
+
+impl HealthSink {
+    pub fn new(pool: Recipient<UpstreamResults>) -> Self {
+        Self { pool }
+    }
+}
+
+impl Sink for HealthSink {
+    fn accept(&mut self, batch: &[Finished]) {
+        let mut results: BTreeMap<String, RouteResults> = BTreeMap::new();
+        for Finished { record, .. } in batch {
+            if record.route.is_empty() {
+                continue;
+            }
+            let failure = record.upstream_failure.or(match record.outcome {
+                Outcome::UpstreamCut | Outcome::IdleTimeout => Some(record.outcome.as_str()),
+                _ => None,
+            });
+            let route = results.entry(record.route.clone()).or_default();
+            if record.ttfb.is_some() && failure.is_none() {
+                route.answered += 1;
+                route.trailing_failures = 0;
+            }
+            if let Some(kind) = failure {
+                route.failed += 1;
+                route.trailing_failures += 1;
+                route.last_failure = Some((kind, record.finished_at));
+            }
+        }
+        if !results.is_empty() {
+            self.pool.do_send(UpstreamResults(results));
+        }
     }
 }
 

@@ -8,7 +8,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+use super::counters::{Amount, Counters};
 use super::record::RequestRecord;
+use super::{Finished, Sink};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -23,16 +25,30 @@ struct RouteLabels {
     route: String,
 }
 
+/// One Prometheus family per counter of [`Counters`], in its kind (a whole count or dollars).
+enum CounterFamily {
+    Count(Family<RequestLabels, Counter>),
+    Usd(Family<RequestLabels, Counter<f64, AtomicU64>>),
+}
+
+impl CounterFamily {
+    fn add(&self, labels: &RequestLabels, amount: Amount) {
+        match (self, amount) {
+            (CounterFamily::Count(family), Amount::Count(n)) if n > 0 => {
+                family.get_or_create(labels).inc_by(n);
+            }
+            (CounterFamily::Usd(family), Amount::Usd(usd)) if usd > 0.0 => {
+                family.get_or_create(labels).inc_by(usd);
+            }
+            _ => {}
+        }
+    }
+}
+
 pub struct Exposition {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    streamed: Family<RequestLabels, Counter>,
-    incomplete: Family<RequestLabels, Counter>,
-    input_tokens: Family<RequestLabels, Counter>,
-    output_tokens: Family<RequestLabels, Counter>,
-    cache_creation_tokens: Family<RequestLabels, Counter>,
-    cache_read_tokens: Family<RequestLabels, Counter>,
-    cost: Family<RequestLabels, Counter<f64, AtomicU64>>,
+    /// In [`Counters::FIELDS`] order.
+    counters: Vec<CounterFamily>,
     dropped: Counter,
     ttfb: Family<RouteLabels, Histogram>,
     total: Family<RouteLabels, Histogram>,
@@ -42,77 +58,49 @@ pub struct Exposition {
 impl Default for Exposition {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("sluice");
-        let requests = Family::<RequestLabels, Counter>::default();
-        let streamed = Family::<RequestLabels, Counter>::default();
-        let incomplete = Family::<RequestLabels, Counter>::default();
-        let input_tokens = Family::<RequestLabels, Counter>::default();
-        let output_tokens = Family::<RequestLabels, Counter>::default();
-        let cache_creation_tokens = Family::<RequestLabels, Counter>::default();
-        let cache_read_tokens = Family::<RequestLabels, Counter>::default();
-        let cost = Family::<RequestLabels, Counter<f64, AtomicU64>>::default();
+        let counters = Counters::FIELDS
+            .iter()
+            .zip(Counters::default().amounts())
+            .map(|(&(name, help), kind)| match kind {
+                Amount::Count(_) => {
+                    let family = Family::<RequestLabels, Counter>::default();
+                    registry.register(name, help, family.clone());
+                    CounterFamily::Count(family)
+                }
+                Amount::Usd(_) => {
+                    let family = Family::<RequestLabels, Counter<f64, AtomicU64>>::default();
+                    registry.register(name, help, family.clone());
+                    CounterFamily::Usd(family)
+                }
+            })
+            .collect();
         let dropped = Counter::default();
-        // 100 µs … ~1.6 h in factors of 4: covers both sluice's own overhead and long answers.
-        let seconds = || Histogram::new(exponential_buckets(0.0001, 4.0, 14));
-        let ttfb =
-            Family::<RouteLabels, Histogram>::new_with_constructor(seconds as fn() -> Histogram);
-        let total =
-            Family::<RouteLabels, Histogram>::new_with_constructor(seconds as fn() -> Histogram);
-        let overhead =
-            Family::<RouteLabels, Histogram>::new_with_constructor(seconds as fn() -> Histogram);
-        registry.register("requests", "Finished requests", requests.clone());
-        registry.register(
-            "streamed",
-            "Finished requests whose answer was an event stream",
-            streamed.clone(),
-        );
-        registry.register(
-            "incomplete",
-            "Streams that ended early (client gone, upstream cut, idle timeout)",
-            incomplete.clone(),
-        );
-        registry.register("input_tokens", "Input tokens", input_tokens.clone());
-        registry.register("output_tokens", "Output tokens", output_tokens.clone());
-        registry.register(
-            "cache_creation_input_tokens",
-            "Cache write input tokens",
-            cache_creation_tokens.clone(),
-        );
-        registry.register(
-            "cache_read_input_tokens",
-            "Cache read input tokens",
-            cache_read_tokens.clone(),
-        );
-        registry.register("cost_usd", "Estimated cost in US dollars", cost.clone());
         registry.register(
             "dropped_records",
             "Request records dropped because the aggregator was saturated",
             dropped.clone(),
         );
-        registry.register(
+        // 100 µs … ~1.6 h in factors of 4: covers both sluice's own overhead and long answers.
+        let mut histogram = |name: &str, help: &str| {
+            let seconds = || Histogram::new(exponential_buckets(0.0001, 4.0, 14));
+            let family = Family::<RouteLabels, Histogram>::new_with_constructor(
+                seconds as fn() -> Histogram,
+            );
+            registry.register(name, help, family.clone());
+            family
+        };
+        let ttfb = histogram(
             "ttfb_seconds",
             "Time from request received to upstream response head",
-            ttfb.clone(),
         );
-        registry.register(
+        let total = histogram(
             "request_duration_seconds",
             "Time from request received to the end of the answer",
-            total.clone(),
         );
-        registry.register(
-            "overhead_seconds",
-            "Time sluice itself added to a request",
-            overhead.clone(),
-        );
+        let overhead = histogram("overhead_seconds", "Time sluice itself added to a request");
         Self {
             registry,
-            requests,
-            streamed,
-            incomplete,
-            input_tokens,
-            output_tokens,
-            cache_creation_tokens,
-            cache_read_tokens,
-            cost,
+            counters,
             dropped,
             ttfb,
             total,
@@ -121,8 +109,16 @@ impl Default for Exposition {
     }
 }
 
+impl Sink for Exposition {
+    fn accept(&mut self, batch: &[Finished]) {
+        for finished in batch {
+            self.observe(&finished.record, finished.cost.unwrap_or(0.0));
+        }
+    }
+}
+
 impl Exposition {
-    pub fn observe(&self, record: &RequestRecord, cost: f64) {
+    fn observe(&self, record: &RequestRecord, cost: f64) {
         let labels = RequestLabels {
             route: record.route.clone(),
             model: record.model.clone().unwrap_or_default(),
@@ -132,29 +128,9 @@ impl Exposition {
                 .unwrap_or_default(),
             status_class: format!("{}xx", record.status / 100),
         };
-        self.requests.get_or_create(&labels).inc();
-        if record.streamed {
-            self.streamed.get_or_create(&labels).inc();
-        }
-        if record.outcome.is_incomplete() {
-            self.incomplete.get_or_create(&labels).inc();
-        }
-        let usage = &record.usage;
-        for (family, value) in [
-            (&self.input_tokens, usage.input_tokens),
-            (&self.output_tokens, usage.output_tokens),
-            (
-                &self.cache_creation_tokens,
-                usage.cache_creation_input_tokens,
-            ),
-            (&self.cache_read_tokens, usage.cache_read_input_tokens),
-        ] {
-            if value > 0 {
-                family.get_or_create(&labels).inc_by(value);
-            }
-        }
-        if cost > 0.0 {
-            self.cost.get_or_create(&labels).inc_by(cost);
+        let amounts = Counters::of_record(record, cost).amounts();
+        for (family, amount) in self.counters.iter().zip(amounts) {
+            family.add(&labels, amount);
         }
         let route = RouteLabels {
             route: record.route.clone(),

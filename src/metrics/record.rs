@@ -67,6 +67,9 @@ pub struct RequestRecord {
     pub ttfb: Option<Duration>,
     pub total: Duration,
     pub overhead: Option<Duration>,
+    /// Why no answer came from upstream (connect, TLS, timeout, broken head), when that is
+    /// how the request ended.
+    pub upstream_failure: Option<&'static str>,
     /// `anthropic-ratelimit-*` and `retry-after` response headers.
     pub rate_limits: Vec<(String, String)>,
 }

@@ -1,12 +1,12 @@
 //! The arithmetic of `/stats`: counters per group, minute buckets for `?since=`, the most recent
 //! sessions, rate-limit state per credential. Pure data, no actix; serialisable for the state file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::counters::Counters;
 use super::record::RequestRecord;
-use crate::usage::Usage;
 
 /// How many Claude Code sessions `by_session` keeps (the most recently active).
 pub const MAX_SESSIONS: usize = 1000;
@@ -14,65 +14,6 @@ pub const MAX_SESSIONS: usize = 1000;
 pub const BUCKET_RETENTION_MINUTES: i64 = 8 * 24 * 60;
 /// Longer session ids are cut to this many bytes (they are keys, not content).
 const MAX_KEY_BYTES: usize = 128;
-
-/// One group's counters: the `COUNTERS` object of `/stats`.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Counters {
-    pub requests: u64,
-    pub errors: u64,
-    pub streamed: u64,
-    pub incomplete: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_creation_input_tokens: u64,
-    pub cache_read_input_tokens: u64,
-    #[serde(serialize_with = "nano_dollars")]
-    pub cost_usd: f64,
-}
-
-/// Costs are sums of products of floats: shown rounded to 1e-9 USD, so that `0.00172` does not
-/// read `0.0017200000000000002`.
-fn nano_dollars<S: serde::Serializer>(cost: &f64, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_f64((cost * 1e9).round() / 1e9)
-}
-
-impl Counters {
-    fn add_record(&mut self, record: &RequestRecord, cost: f64) {
-        self.requests += 1;
-        self.errors += u64::from(record.status >= 400);
-        self.streamed += u64::from(record.streamed);
-        self.incomplete += u64::from(record.outcome.is_incomplete());
-        self.add_usage(&record.usage);
-        self.cost_usd += cost;
-    }
-
-    fn add_usage(&mut self, usage: &Usage) {
-        self.input_tokens += usage.input_tokens;
-        self.output_tokens += usage.output_tokens;
-        self.cache_creation_input_tokens += usage.cache_creation_input_tokens;
-        self.cache_read_input_tokens += usage.cache_read_input_tokens;
-    }
-
-    fn merge(&mut self, other: &Counters) {
-        self.requests += other.requests;
-        self.errors += other.errors;
-        self.streamed += other.streamed;
-        self.incomplete += other.incomplete;
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.cache_creation_input_tokens += other.cache_creation_input_tokens;
-        self.cache_read_input_tokens += other.cache_read_input_tokens;
-        self.cost_usd += other.cost_usd;
-    }
-}
-
-/// A session's counters and when it was last active (for keeping the most recent ones).
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SessionCounters {
-    pub last_seen: i64,
-    pub counters: Counters,
-}
 
 /// Every group of `/stats` over some span of time.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,18 +25,23 @@ pub struct Groups {
     pub by_source: BTreeMap<String, Counters>,
     pub by_credential: BTreeMap<String, Counters>,
     pub by_caller: BTreeMap<String, Counters>,
-    pub by_session: HashMap<String, SessionCounters>,
+    pub by_session: BTreeMap<String, Counters>,
     pub by_status: BTreeMap<String, u64>,
 }
 
 impl Groups {
-    fn add_record(&mut self, record: &RequestRecord, cost: f64, now_seq: i64) {
-        self.totals.add_record(record, cost);
+    /// Adds one request's counters to every group it belongs to. Sessions beyond
+    /// `MAX_SESSIONS` are evicted least recently active first (by `seen`).
+    fn add_record(
+        &mut self,
+        record: &RequestRecord,
+        counters: &Counters,
+        seen: &BTreeMap<String, u64>,
+    ) {
+        self.totals.merge(counters);
         let add = |map: &mut BTreeMap<String, Counters>, key: Option<&str>| {
             if let Some(key) = key.filter(|k| !k.is_empty()) {
-                map.entry(key.to_string())
-                    .or_default()
-                    .add_record(record, cost);
+                map.entry(key.to_string()).or_default().merge(counters);
             }
         };
         add(&mut self.by_route, Some(&record.route));
@@ -103,17 +49,15 @@ impl Groups {
         add(&mut self.by_source, record.source.map(|s| s.as_str()));
         add(&mut self.by_credential, record.credential.as_deref());
         add(&mut self.by_caller, record.caller.as_deref());
-        if let Some(session) = record.session.as_deref().filter(|s| !s.is_empty()) {
-            let session = truncate(session);
-            let entry = self.by_session.entry(session.to_string()).or_default();
-            entry.last_seen = now_seq;
-            entry.counters.add_record(record, cost);
-            evict_oldest_sessions(&mut self.by_session);
+        if let Some(session) = session_key(record) {
+            add(&mut self.by_session, Some(session));
+            evict_oldest_sessions(&mut self.by_session, seen);
         }
-        *self.by_status.entry(record.status.to_string()).or_default() += 1;
+        let status = self.by_status.entry(record.status.to_string()).or_default();
+        *status = status.saturating_add(1);
     }
 
-    fn merge(&mut self, other: &Groups) {
+    fn merge(&mut self, other: &Groups, seen: &BTreeMap<String, u64>) {
         self.totals.merge(&other.totals);
         for (mine, theirs) in [
             (&mut self.by_route, &other.by_route),
@@ -121,21 +65,27 @@ impl Groups {
             (&mut self.by_source, &other.by_source),
             (&mut self.by_credential, &other.by_credential),
             (&mut self.by_caller, &other.by_caller),
+            (&mut self.by_session, &other.by_session),
         ] {
             for (key, counters) in theirs {
                 mine.entry(key.clone()).or_default().merge(counters);
             }
         }
-        for (key, session) in &other.by_session {
-            let entry = self.by_session.entry(key.clone()).or_default();
-            entry.last_seen = entry.last_seen.max(session.last_seen);
-            entry.counters.merge(&session.counters);
-        }
-        evict_oldest_sessions(&mut self.by_session);
+        evict_oldest_sessions(&mut self.by_session, seen);
         for (status, count) in &other.by_status {
-            *self.by_status.entry(status.clone()).or_default() += count;
+            let mine = self.by_status.entry(status.clone()).or_default();
+            *mine = mine.saturating_add(*count);
         }
     }
+}
+
+/// The record's session id, cut to a key's length.
+fn session_key(record: &RequestRecord) -> Option<&str> {
+    record
+        .session
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(truncate)
 }
 
 fn truncate(key: &str) -> &str {
@@ -149,13 +99,14 @@ fn truncate(key: &str) -> &str {
     &key[..end]
 }
 
-/// Keeps the `MAX_SESSIONS` most recently active sessions.
-fn evict_oldest_sessions(sessions: &mut HashMap<String, SessionCounters>) {
+/// Keeps the `MAX_SESSIONS` most recently active sessions; `seen` orders them (a session
+/// missing from it is the oldest).
+fn evict_oldest_sessions(sessions: &mut BTreeMap<String, Counters>, seen: &BTreeMap<String, u64>) {
     while sessions.len() > MAX_SESSIONS {
         let Some(oldest) = sessions
-            .iter()
-            .min_by(|a, b| a.1.last_seen.cmp(&b.1.last_seen).then_with(|| a.0.cmp(b.0)))
-            .map(|(key, _)| key.clone())
+            .keys()
+            .min_by_key(|key| seen.get(*key).copied().unwrap_or(0))
+            .cloned()
         else {
             return;
         };
@@ -183,6 +134,11 @@ pub struct StatsBook {
     pub rate_limits: BTreeMap<String, RateLimitState>,
     /// Models seen with no price in the table (their cost counted as 0).
     pub unpriced_models: BTreeMap<String, u64>,
+    /// When each kept session was last active, as a sequence number: later is larger, and
+    /// no two requests tie.
+    pub session_seen: BTreeMap<String, u64>,
+    /// The sequence number of the latest request counted.
+    pub sequence: u64,
 }
 
 impl StatsBook {
@@ -197,19 +153,25 @@ impl StatsBook {
     pub fn add(&mut self, record: &RequestRecord, cost: Option<f64>) {
         let finished = unix_seconds(record.finished_at);
         let minute = finished.div_euclid(60);
-        let cost_usd = cost.unwrap_or(0.0);
-        if cost.is_none() && has_tokens(&record.usage) {
+        let counters = Counters::of_record(record, cost.unwrap_or(0.0));
+        if cost.is_none() && counters.has_tokens() {
             let model = record.model.as_deref().unwrap_or("(unknown)");
             *self
                 .unpriced_models
                 .entry(truncate(model).to_string())
                 .or_default() += 1;
         }
-        self.lifetime.add_record(record, cost_usd, finished);
+        if let Some(session) = session_key(record) {
+            self.sequence += 1;
+            self.session_seen.insert(session.to_string(), self.sequence);
+        }
+        self.lifetime
+            .add_record(record, &counters, &self.session_seen);
         self.minutes
             .entry(minute)
             .or_default()
-            .add_record(record, cost_usd, finished);
+            .add_record(record, &counters, &self.session_seen);
+        self.forget_evicted_sessions();
         if !record.rate_limits.is_empty() {
             let key = record.credential.clone().unwrap_or_else(|| "none".into());
             self.rate_limits.insert(
@@ -221,6 +183,14 @@ impl StatsBook {
             );
         }
         self.prune(minute);
+    }
+
+    /// Keeps recency only for sessions the lifetime view still holds: bounded by `MAX_SESSIONS`.
+    fn forget_evicted_sessions(&mut self) {
+        if self.session_seen.len() > 2 * MAX_SESSIONS {
+            let kept = &self.lifetime.by_session;
+            self.session_seen.retain(|key, _| kept.contains_key(key));
+        }
     }
 
     /// Drops minute buckets older than the retention.
@@ -237,18 +207,10 @@ impl StatsBook {
         };
         let mut groups = Groups::default();
         for bucket in self.minutes.range(since.div_euclid(60)..).map(|(_, g)| g) {
-            groups.merge(bucket);
+            groups.merge(bucket, &self.session_seen);
         }
         groups
     }
-}
-
-fn has_tokens(usage: &Usage) -> bool {
-    usage.input_tokens
-        + usage.output_tokens
-        + usage.cache_creation_input_tokens
-        + usage.cache_read_input_tokens
-        > 0
 }
 
 pub fn unix_seconds(time: std::time::SystemTime) -> i64 {
@@ -295,6 +257,7 @@ mod tests {
     use super::*;
     use crate::credentials::CredentialSource;
     use crate::metrics::record::Outcome;
+    use crate::usage::Usage;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     fn record(at: i64, status: u16, session: &str) -> RequestRecord {
@@ -320,6 +283,7 @@ mod tests {
             ttfb: None,
             total: Duration::ZERO,
             overhead: None,
+            upstream_failure: None,
             rate_limits: vec![("retry-after".into(), "7".into())],
         }
     }

@@ -1,0 +1,148 @@
+//! `Counters`, the `COUNTERS` object of `/stats`: every field listed once, in the macro call
+//! below, with the help text `/metrics` shows for it. Merging, the Prometheus families and the
+//! field list all come from that one list; what a record adds to each field is
+//! [`Counters::of_record`].
+
+use serde::{Deserialize, Serialize};
+
+use super::record::RequestRecord;
+
+/// A counter's value, as `/metrics` exports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Amount {
+    Count(u64),
+    Usd(f64),
+}
+
+/// Adding that never wraps: a counter at its maximum stays there.
+pub trait Saturating: Copy {
+    fn saturating_sum(self, other: Self) -> Self;
+    fn amount(self) -> Amount;
+}
+
+impl Saturating for u64 {
+    fn saturating_sum(self, other: Self) -> Self {
+        self.saturating_add(other)
+    }
+    fn amount(self) -> Amount {
+        Amount::Count(self)
+    }
+}
+
+impl Saturating for f64 {
+    fn saturating_sum(self, other: Self) -> Self {
+        self + other
+    }
+    fn amount(self) -> Amount {
+        Amount::Usd(self)
+    }
+}
+
+macro_rules! counters {
+    ($($(#[$meta:meta])* $name:ident: $ty:ty => $help:literal,)*) => {
+        /// One group's counters.
+        #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(default)]
+        pub struct Counters {
+            $($(#[$meta])* pub $name: $ty,)*
+        }
+
+        impl Counters {
+            /// Every counter's name (as in `/stats` and, with `sluice_` and `_total`,
+            /// `/metrics`) and help text, in `/stats` order.
+            pub const FIELDS: &'static [(&'static str, &'static str)] =
+                &[$((stringify!($name), $help),)*];
+
+            /// Adds `other` field by field, saturating.
+            pub fn merge(&mut self, other: &Counters) {
+                $(self.$name = Saturating::saturating_sum(self.$name, other.$name);)*
+            }
+
+            /// The values in [`FIELDS`](Self::FIELDS) order.
+            pub fn amounts(&self) -> [Amount; Self::FIELDS.len()] {
+                [$(Saturating::amount(self.$name),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    requests: u64 => "Finished requests",
+    errors: u64 => "Finished requests answered with a status of 400 or more",
+    streamed: u64 => "Finished requests whose answer was an event stream",
+    incomplete: u64 => "Streams that ended early (client gone, upstream cut, idle timeout)",
+    input_tokens: u64 => "Input tokens",
+    output_tokens: u64 => "Output tokens",
+    cache_creation_input_tokens: u64 => "Cache write input tokens",
+    cache_read_input_tokens: u64 => "Cache read input tokens",
+    #[serde(serialize_with = "nano_dollars")]
+    cost_usd: f64 => "Estimated cost in US dollars",
+}
+
+impl Counters {
+    /// What one finished request adds to every group it belongs to.
+    pub fn of_record(record: &RequestRecord, cost: f64) -> Self {
+        let usage = &record.usage;
+        Self {
+            requests: 1,
+            errors: u64::from(record.status >= 400),
+            streamed: u64::from(record.streamed),
+            incomplete: u64::from(record.outcome.is_incomplete()),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cache_creation_input_tokens: usage.cache_creation_input_tokens,
+            cache_read_input_tokens: usage.cache_read_input_tokens,
+            cost_usd: cost,
+        }
+    }
+
+    /// Any tokens at all.
+    pub fn has_tokens(&self) -> bool {
+        self.input_tokens
+            .saturating_add(self.output_tokens)
+            .saturating_add(self.cache_creation_input_tokens)
+            .saturating_add(self.cache_read_input_tokens)
+            > 0
+    }
+}
+
+/// Costs are sums of products of floats: shown rounded to 1e-9 USD, so that `0.00172` does not
+/// read `0.0017200000000000002`.
+fn nano_dollars<S: serde::Serializer>(cost: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64((cost * 1e9).round() / 1e9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_saturates_instead_of_wrapping() {
+        let mut counters = Counters {
+            requests: u64::MAX,
+            ..Counters::default()
+        };
+        counters.merge(&Counters {
+            requests: 1,
+            input_tokens: 7,
+            ..Counters::default()
+        });
+        assert_eq!(counters.requests, u64::MAX);
+        assert_eq!(counters.input_tokens, 7);
+    }
+
+    #[test]
+    fn every_field_is_named_and_has_an_amount() {
+        let mut names: Vec<&str> = Counters::FIELDS.iter().map(|(n, _)| *n).collect();
+        let json = serde_json::to_value(Counters::default()).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, keys);
+        assert_eq!(Counters::default().amounts().len(), names.len());
+    }
+}

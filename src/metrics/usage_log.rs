@@ -1,0 +1,43 @@
+//! The one `sluice::usage` INFO event per finished request, as a sink of the aggregator.
+
+use std::time::Duration;
+
+use super::{Finished, Sink};
+
+pub struct UsageLog;
+
+impl Sink for UsageLog {
+    fn accept(&mut self, batch: &[Finished]) {
+        for finished in batch {
+            log_usage(finished);
+        }
+    }
+}
+
+/// Never a secret: the credential is a fingerprint, the path has no query string.
+fn log_usage(Finished { record, cost }: &Finished) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    tracing::info!(
+        target: "sluice::usage",
+        request_id = %record.request_id,
+        route = %record.route,
+        method = %record.method,
+        path = %record.path,
+        status = record.status,
+        model = %record.model.as_deref().unwrap_or(""),
+        source = %record.source.map(|s| s.as_str()).unwrap_or(""),
+        credential = %record.credential.as_deref().unwrap_or(""),
+        caller = %record.caller.as_deref().unwrap_or(""),
+        session = %record.session.as_deref().unwrap_or(""),
+        input_tokens = record.usage.input_tokens,
+        output_tokens = record.usage.output_tokens,
+        cache_creation_input_tokens = record.usage.cache_creation_input_tokens,
+        cache_read_input_tokens = record.usage.cache_read_input_tokens,
+        cost_usd = cost.unwrap_or(0.0),
+        ttfb_ms = record.ttfb.map(ms).unwrap_or(0.0),
+        total_ms = ms(record.total),
+        overhead_ms = record.overhead.map(ms).unwrap_or(0.0),
+        outcome = %record.outcome.as_str(),
+        "request finished"
+    );
+}

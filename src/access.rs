@@ -6,9 +6,8 @@ use actix_web::HttpRequest;
 use subtle::ConstantTimeEq;
 
 use crate::error::Error;
+use crate::protocol::anthropic;
 use crate::secrets::Secret;
-
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// Caller identification: access keys and the admin token, compared in constant time.
 #[derive(Debug, Clone)]
@@ -98,7 +97,11 @@ impl AccessRules {
                     .get_all(header::AUTHORIZATION)
                     .filter_map(|v| strip_bearer(v.as_bytes())),
             )
-            .chain(incoming.get_all(X_API_KEY).map(|v| v.as_bytes()));
+            .chain(
+                incoming
+                    .get_all(anthropic::API_KEY_HEADER)
+                    .map(|v| v.as_bytes()),
+            );
         let mut caller = None;
         for presented in candidates {
             if let Some(name) = self.key_name(presented) {

@@ -15,14 +15,9 @@ use actix_web::http::Method;
 use crate::access::{strip_bearer, AccessRules};
 use crate::error::Error;
 use crate::headers;
+use crate::protocol::anthropic;
 use crate::secrets::{fingerprint, Secret};
 use crate::settings::{CredentialPolicy, EnvSource, Settings, SettingsError};
-
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
-/// The beta flag Anthropic requires alongside an OAuth bearer token.
-const OAUTH_BETA: &str = "oauth-2025-04-20";
-const OAUTH_TOKEN_PREFIX: &str = "sk-ant-oat";
 
 /// Whose credential a request went upstream with; the `by_source` keys of `/stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,7 +104,7 @@ pub struct ServerCredential {
 
 impl ServerCredential {
     fn new(secret: &Secret) -> Option<Self> {
-        let oauth = secret.expose().starts_with(OAUTH_TOKEN_PREFIX);
+        let oauth = anthropic::is_oauth_token(secret.expose().as_bytes());
         let text = if oauth {
             format!("Bearer {}", secret.expose())
         } else {
@@ -356,7 +351,7 @@ impl CredentialRules {
             {
                 continue;
             }
-            let is_api_key = *name == X_API_KEY;
+            let is_api_key = *name == anthropic::API_KEY_HEADER;
             if is_api_key || *name == header::AUTHORIZATION {
                 if value.is_empty() {
                     continue;
@@ -366,8 +361,7 @@ impl CredentialRules {
                     client_secret = Some(value.as_bytes());
                 } else if !is_api_key && client.authorization.is_none() {
                     let token = strip_bearer(value.as_bytes());
-                    client.authorization =
-                        Some(token.is_some_and(|t| t.starts_with(OAUTH_TOKEN_PREFIX.as_bytes())));
+                    client.authorization = Some(token.is_some_and(anthropic::is_oauth_token));
                     if !client.api_key {
                         client_secret = Some(token.unwrap_or(value.as_bytes()));
                     }
@@ -394,9 +388,9 @@ impl CredentialRules {
             let server = rules.server.as_ref().ok_or(Error::NoServerKey)?;
             if server.oauth {
                 out.insert(header::AUTHORIZATION, server.value.clone());
-                add_oauth_beta(&mut out);
+                anthropic::add_oauth_beta(&mut out);
             } else {
-                out.insert(X_API_KEY, server.value.clone());
+                out.insert(anthropic::API_KEY_HEADER, server.value.clone());
             }
             credential = Some(format!(
                 "{}:{}",
@@ -410,36 +404,6 @@ impl CredentialRules {
             credential,
             caller: None,
         })
-    }
-}
-
-/// Adds `oauth-2025-04-20` to `anthropic-beta` unless one of its values already lists it,
-/// appending to the last value so that multi-valued headers stay as they were.
-fn add_oauth_beta(headers: &mut HeaderMap) {
-    let values: Vec<HeaderValue> = headers.get_all(ANTHROPIC_BETA).cloned().collect();
-    let listed = values
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|flag| flag.trim() == OAUTH_BETA);
-    if listed {
-        return;
-    }
-    match values.split_last() {
-        None => {
-            headers.insert(ANTHROPIC_BETA, HeaderValue::from_static(OAUTH_BETA));
-        }
-        Some((last, rest)) => {
-            let joined = format!("{},{OAUTH_BETA}", last.to_str().unwrap_or_default());
-            headers.remove(ANTHROPIC_BETA);
-            for value in rest {
-                headers.append(ANTHROPIC_BETA, value.clone());
-            }
-            match HeaderValue::from_str(&joined) {
-                Ok(value) => headers.append(ANTHROPIC_BETA, value),
-                Err(_) => headers.append(ANTHROPIC_BETA, HeaderValue::from_static(OAUTH_BETA)),
-            }
-        }
     }
 }
 
@@ -490,6 +454,7 @@ impl Handler<ApplyCredentials> for CredentialResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::anthropic::ANTHROPIC_BETA;
     use crate::settings::{EnvSource, Settings};
     use std::collections::HashMap;
 
@@ -535,7 +500,11 @@ mod tests {
         let mut found: Vec<_> = out
             .headers
             .iter()
-            .filter(|(n, _)| *n == X_API_KEY || *n == header::AUTHORIZATION || *n == ANTHROPIC_BETA)
+            .filter(|(n, _)| {
+                *n == anthropic::API_KEY_HEADER
+                    || *n == header::AUTHORIZATION
+                    || *n == ANTHROPIC_BETA
+            })
             .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
             .collect();
         found.sort();

@@ -4,6 +4,8 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 
+use crate::protocol::anthropic;
+
 /// Header naming the kind of an error that sluice produced (absent on upstream errors).
 pub const SLUICE_ERROR_HEADER: &str = "x-sluice-error";
 
@@ -73,38 +75,10 @@ impl Error {
         )
     }
 
-    /// Anthropic's `error.type` for the status, so clients' error handling keeps working.
-    fn anthropic_type(&self) -> &'static str {
-        match self.status_code().as_u16() {
-            400 => "invalid_request_error",
-            401 => "authentication_error",
-            404 => "not_found_error",
-            413 => "request_too_large",
-            504 => "timeout_error",
-            _ => "api_error",
-        }
-    }
-
-    /// `{"type":"error","error":{"type":…,"message":"sluice: …"}}`, fields in Anthropic's order.
+    /// The body in Anthropic's error shape; the message says it is sluice's own.
     pub fn body(&self) -> String {
-        #[derive(serde::Serialize)]
-        struct Body<'a> {
-            r#type: &'static str,
-            error: Detail<'a>,
-        }
-        #[derive(serde::Serialize)]
-        struct Detail<'a> {
-            r#type: &'a str,
-            message: String,
-        }
-        let body = Body {
-            r#type: "error",
-            error: Detail {
-                r#type: self.anthropic_type(),
-                message: format!("sluice: {self}"),
-            },
-        };
-        serde_json::to_string(&body).unwrap_or_default()
+        let status = self.status_code().as_u16();
+        anthropic::error_body(anthropic::error_type(status), &format!("sluice: {self}"))
     }
 }
 

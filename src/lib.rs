@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pricing;
 pub mod protocol;
 pub mod proxy;
+pub mod readers;
 pub mod routing;
 pub mod secrets;
 pub mod server;

@@ -19,11 +19,12 @@ use crate::error::Error;
 use crate::headers;
 use crate::metrics::tap::{Timing, Watch};
 use crate::metrics::{Outcome, PendingRecord, RequestRecord, UsageTap};
+use crate::protocol::UsageParser;
 use crate::routing;
 use crate::settings::Route;
 use crate::state::{AppState, Snapshot};
 use crate::upstream::WorkerClients;
-use crate::usage::{AnswerFormat, UsageParser};
+use crate::usage::AnswerFormat;
 
 const SESSION_HEADER: &str = "x-claude-code-session-id";
 

@@ -10,9 +10,10 @@ use sluice::credentials::{
 };
 use sluice::error::Error;
 use sluice::headers;
+use sluice::protocol::{UsageParser, MAX_BUFFERED_BYTES};
 use sluice::routing;
 use sluice::settings::{CredentialPolicy, EnvSource, Settings};
-use sluice::usage::{AnswerFormat, UsageParser, MAX_BUFFERED_BYTES};
+use sluice::usage::AnswerFormat;
 
 const ACCESS_KEY: &str = "sluice-test-access-key-alice-5f3e";
 const ADMIN_TOKEN: &str = "sluice-test-admin-token-77aa";

@@ -14,7 +14,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::record::{Outcome, RequestRecord};
 use super::Recorder;
-use crate::usage::UsageParser;
+use crate::protocol::UsageParser;
 
 /// Why a forwarded answer stopped early; actix then closes the client connection without
 /// ending the body properly, so the client sees the answer was cut.

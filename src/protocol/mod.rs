@@ -5,7 +5,12 @@
 use actix_web::http::header::{self, HeaderMap};
 use serde::{Deserialize, Serialize};
 
-use crate::usage::{AnswerFormat, UsageParser};
+use crate::usage::AnswerFormat;
+
+pub mod anthropic;
+mod parser;
+
+pub use parser::{UsageParser, MAX_BUFFERED_BYTES, MAX_JSON_VALUE_BYTES};
 
 /// How usage is read from a route's answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

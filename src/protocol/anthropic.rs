@@ -1,0 +1,205 @@
+//! Anthropic's API as sluice needs to know it: how a credential is sent (`x-api-key`, or an
+//! OAuth bearer token with its beta flag), the error shape, and, for metering, which SSE events
+//! carry usage (`message_start`, `message_delta`), which mark the end (`message_stop`) or an
+//! error, and the top-level `usage`, `model` and `error` of a JSON answer. Usage numbers are
+//! cumulative, so a later `usage` object supersedes an earlier one field by field.
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use crate::readers::json::ValueHandler;
+use crate::readers::sse::EventHandler;
+use crate::usage::{Answer, Usage};
+
+/// Where an API key goes.
+pub const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
+pub const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+/// The beta flag Anthropic requires alongside an OAuth bearer token.
+const OAUTH_BETA: &str = "oauth-2025-04-20";
+const OAUTH_TOKEN_PREFIX: &[u8] = b"sk-ant-oat";
+
+/// A Claude subscription (OAuth) token rather than an API key.
+pub fn is_oauth_token(token: &[u8]) -> bool {
+    token.starts_with(OAUTH_TOKEN_PREFIX)
+}
+
+/// Adds `oauth-2025-04-20` to `anthropic-beta` unless one of its values already lists it,
+/// appending to the last value so that multi-valued headers stay as they were.
+pub fn add_oauth_beta(headers: &mut HeaderMap) {
+    let values: Vec<HeaderValue> = headers.get_all(ANTHROPIC_BETA).cloned().collect();
+    let listed = values
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|flag| flag.trim() == OAUTH_BETA);
+    if listed {
+        return;
+    }
+    match values.split_last() {
+        None => {
+            headers.insert(ANTHROPIC_BETA, HeaderValue::from_static(OAUTH_BETA));
+        }
+        Some((last, rest)) => {
+            let joined = format!("{},{OAUTH_BETA}", last.to_str().unwrap_or_default());
+            headers.remove(ANTHROPIC_BETA);
+            for value in rest {
+                headers.append(ANTHROPIC_BETA, value.clone());
+            }
+            match HeaderValue::from_str(&joined) {
+                Ok(value) => headers.append(ANTHROPIC_BETA, value),
+                Err(_) => headers.append(ANTHROPIC_BETA, HeaderValue::from_static(OAUTH_BETA)),
+            }
+        }
+    }
+}
+
+/// Anthropic's `error.type` for an HTTP status, so clients' error handling keeps working.
+pub fn error_type(status: u16) -> &'static str {
+    match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        504 => "timeout_error",
+        _ => "api_error",
+    }
+}
+
+/// `{"type":"error","error":{"type":…,"message":…}}`, fields in Anthropic's order.
+pub fn error_body(error_type: &str, message: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        r#type: &'static str,
+        error: Detail<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Detail<'a> {
+        r#type: &'a str,
+        message: &'a str,
+    }
+    let body = Body {
+        r#type: "error",
+        error: Detail {
+            r#type: error_type,
+            message,
+        },
+    };
+    serde_json::to_string(&body).unwrap_or_default()
+}
+
+/// Events that carry content, never usage: their data is not even buffered.
+const CONTENT_EVENTS: [&[u8]; 4] = [
+    b"content_block_start",
+    b"content_block_delta",
+    b"content_block_stop",
+    b"ping",
+];
+
+/// The top-level keys of a JSON answer that metering reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WantedKey {
+    Usage,
+    Model,
+    Error,
+}
+
+/// Reads an Anthropic answer into an [`Answer`].
+#[derive(Debug, Default)]
+pub struct AnswerReading {
+    pub answer: Answer,
+}
+
+impl EventHandler for AnswerReading {
+    fn skips_data(&self, event_name: &[u8]) -> bool {
+        CONTENT_EVENTS.contains(&event_name)
+    }
+
+    fn on_event(&mut self, event_name: &[u8], data: &[u8]) {
+        if let Ok(data) = serde_json::from_slice::<Value>(data) {
+            read_event(event_name, &data, &mut self.answer);
+        }
+    }
+}
+
+impl ValueHandler for AnswerReading {
+    type Key = WantedKey;
+
+    fn wants(&self, key: &[u8]) -> Option<WantedKey> {
+        match key {
+            b"usage" => Some(WantedKey::Usage),
+            b"model" => Some(WantedKey::Model),
+            b"error" => Some(WantedKey::Error),
+            _ => None,
+        }
+    }
+
+    fn on_value(&mut self, key: WantedKey, value: &[u8]) {
+        let Ok(value) = serde_json::from_slice::<Value>(value) else {
+            return;
+        };
+        match key {
+            WantedKey::Usage => overwrite_usage(&mut self.answer.usage, &value),
+            WantedKey::Model => self.answer.set_model(Some(&value)),
+            WantedKey::Error => self.answer.set_error_type(Some(&value)),
+        }
+    }
+
+    fn on_end(&mut self, complete: bool) {
+        self.answer.completed = complete;
+    }
+}
+
+/// Applies one SSE event, named by its data's `type` or else by its `event:` line.
+fn read_event(event_name: &[u8], data: &Value, answer: &mut Answer) {
+    let kind = data
+        .get("type")
+        .and_then(Value::as_str)
+        .map_or(event_name, str::as_bytes);
+    match kind {
+        b"message_start" => {
+            if let Some(message) = data.get("message") {
+                answer.set_model(message.get("model"));
+                if let Some(usage) = message.get("usage") {
+                    overwrite_usage(&mut answer.usage, usage);
+                }
+            }
+        }
+        b"message_delta" => {
+            if let Some(usage) = data.get("usage") {
+                overwrite_usage(&mut answer.usage, usage);
+            }
+        }
+        b"message_stop" => answer.completed = true,
+        b"error" => answer.set_error_type(data.get("error")),
+        _ => {}
+    }
+}
+
+/// Overwrites every field the `usage` object gives. Anthropic's numbers are cumulative,
+/// so a later object supersedes an earlier one field by field; absent fields keep their value.
+fn overwrite_usage(fields: &mut Usage, usage: &Value) {
+    let count = |value: &Value, name: &str| value.get(name).and_then(Value::as_u64);
+    let overwrite = |field: &mut u64, name: &str| {
+        if let Some(n) = count(usage, name) {
+            *field = n;
+        }
+    };
+    overwrite(&mut fields.input_tokens, "input_tokens");
+    overwrite(&mut fields.output_tokens, "output_tokens");
+    overwrite(
+        &mut fields.cache_creation_input_tokens,
+        "cache_creation_input_tokens",
+    );
+    overwrite(
+        &mut fields.cache_read_input_tokens,
+        "cache_read_input_tokens",
+    );
+    if let Some(split) = usage.get("cache_creation") {
+        if let Some(n) = count(split, "ephemeral_5m_input_tokens") {
+            fields.cache_creation_5m_input_tokens = Some(n);
+        }
+        if let Some(n) = count(split, "ephemeral_1h_input_tokens") {
+            fields.cache_creation_1h_input_tokens = Some(n);
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Server-sent events, read after the WHATWG event-stream rules: `\n`, `\r\n` and `\r` line
+//! ends, multi-line data, comments, a leading byte-order mark. Events go to an
+//! [`EventHandler`], which may decline an event's data by its name before any of it is held.
+
+use super::bounded::BoundedBuffer;
+use super::{MAX_BUFFERED_BYTES, MAX_NAME_BYTES};
+
+// Field names acted on are "data" and "event"; anything longer is ignored unread.
+const MAX_FIELD_NAME_BYTES: usize = 16;
+const MAX_EVENT_NAME_BYTES: usize = 64;
+const MAX_EVENT_DATA_BYTES: usize =
+    MAX_BUFFERED_BYTES - MAX_FIELD_NAME_BYTES - MAX_EVENT_NAME_BYTES - 2 * MAX_NAME_BYTES;
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// What the protocol does with the events of a stream.
+pub trait EventHandler {
+    /// True for events that never carry anything wanted: their data is not buffered at all.
+    fn skips_data(&self, event_name: &[u8]) -> bool;
+    /// One whole event: its `event:` name (empty when none) and its data, lines joined by
+    /// `\n`. An event whose data passed the cap is skipped whole, never handed over cut.
+    fn on_event(&mut self, event_name: &[u8], data: &[u8]);
+}
+
+/// Which SSE field the current line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SseField {
+    Data,
+    Event,
+    /// Comments, `id`, `retry`, unknown fields, and data nobody needs.
+    Ignored,
+}
+
+/// Where the reader is within the current SSE line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SseLinePhase {
+    FieldName,
+    /// Just after the colon: one leading space is not part of the value.
+    ValueStart(SseField),
+    Value(SseField),
+}
+
+/// An SSE reader fed bytes rather than lines, so that no line is ever held whole: field values
+/// stream straight into the buffer that wants them.
+#[derive(Debug)]
+pub struct EventStreamReader {
+    phase: SseLinePhase,
+    field_name: BoundedBuffer,
+    /// The previous byte was `\r`: a `\n` right after it ends no second line.
+    after_cr: bool,
+    /// No line has ended yet (a UTF-8 BOM may only stand at the very start).
+    on_first_line: bool,
+    event_name: BoundedBuffer,
+    data: BoundedBuffer,
+    /// A `data` field was seen in the event being read.
+    has_data: bool,
+}
+
+impl EventStreamReader {
+    pub const fn new() -> Self {
+        Self {
+            phase: SseLinePhase::FieldName,
+            field_name: BoundedBuffer::new(MAX_FIELD_NAME_BYTES),
+            after_cr: false,
+            on_first_line: true,
+            event_name: BoundedBuffer::new(MAX_EVENT_NAME_BYTES),
+            data: BoundedBuffer::new(MAX_EVENT_DATA_BYTES),
+            has_data: false,
+        }
+    }
+
+    pub fn feed(&mut self, mut bytes: &[u8], handler: &mut impl EventHandler) {
+        while let Some(&first) = bytes.first() {
+            if self.after_cr {
+                self.after_cr = false;
+                if first == b'\n' {
+                    bytes = &bytes[1..];
+                    continue;
+                }
+            }
+            match bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(end) => {
+                    self.read_line_part(&bytes[..end], handler);
+                    self.after_cr = bytes[end] == b'\r';
+                    self.end_line(handler);
+                    bytes = &bytes[end + 1..];
+                }
+                None => {
+                    self.read_line_part(bytes, handler);
+                    break;
+                }
+            }
+        }
+    }
+
+    pub fn finish(&mut self, handler: &mut impl EventHandler) {
+        if self.phase != SseLinePhase::FieldName || self.field_name.is_used() {
+            self.end_line(handler);
+        }
+        self.dispatch(handler);
+    }
+
+    /// Reads bytes of the current line (no line end among them).
+    fn read_line_part(&mut self, mut part: &[u8], handler: &impl EventHandler) {
+        while !part.is_empty() {
+            match self.phase {
+                SseLinePhase::FieldName => match part.iter().position(|&b| b == b':') {
+                    Some(colon) => {
+                        self.field_name.push(&part[..colon]);
+                        self.phase = SseLinePhase::ValueStart(self.take_field(handler));
+                        part = &part[colon + 1..];
+                    }
+                    None => {
+                        self.field_name.push(part);
+                        return;
+                    }
+                },
+                SseLinePhase::ValueStart(field) => {
+                    if part[0] == b' ' {
+                        part = &part[1..];
+                    }
+                    self.phase = SseLinePhase::Value(field);
+                }
+                SseLinePhase::Value(field) => {
+                    match field {
+                        SseField::Data => self.data.push(part),
+                        SseField::Event => self.event_name.push(part),
+                        SseField::Ignored => {}
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn end_line(&mut self, handler: &mut impl EventHandler) {
+        match self.phase {
+            SseLinePhase::FieldName if !self.field_name.is_used() => self.dispatch(handler),
+            // A line without a colon is a field name with an empty value.
+            SseLinePhase::FieldName => {
+                let field = self.take_field(handler);
+                self.end_field(field);
+            }
+            SseLinePhase::ValueStart(field) | SseLinePhase::Value(field) => self.end_field(field),
+        }
+        self.phase = SseLinePhase::FieldName;
+        self.on_first_line = false;
+    }
+
+    fn end_field(&mut self, field: SseField) {
+        if field == SseField::Data {
+            self.data.push(b"\n");
+        }
+    }
+
+    /// Decides which field the collected name is, and gets ready for its value.
+    fn take_field(&mut self, handler: &impl EventHandler) -> SseField {
+        let name = self.field_name.contents().map(|name| {
+            if self.on_first_line {
+                name.strip_prefix(UTF8_BOM).unwrap_or(name)
+            } else {
+                name
+            }
+        });
+        let field = match name {
+            Some(b"data") => {
+                self.has_data = true;
+                if self.skips_data(handler) {
+                    SseField::Ignored
+                } else {
+                    SseField::Data
+                }
+            }
+            Some(b"event") => {
+                self.event_name.clear();
+                SseField::Event
+            }
+            // Comments (empty name), `id`, `retry`, unknown and over-long names.
+            _ => SseField::Ignored,
+        };
+        self.field_name.clear();
+        field
+    }
+
+    /// The handler needs nothing of this event: its data is not even buffered.
+    fn skips_data(&self, handler: &impl EventHandler) -> bool {
+        self.event_name
+            .contents()
+            .is_some_and(|name| handler.skips_data(name))
+    }
+
+    /// A blank line ends the event: hand it over unless skipped, then start afresh.
+    fn dispatch(&mut self, handler: &mut impl EventHandler) {
+        if self.has_data && !self.skips_data(handler) {
+            if let Some(data) = self.data.contents() {
+                let data = data.strip_suffix(b"\n").unwrap_or(data);
+                let event_name = self.event_name.contents().unwrap_or_default();
+                handler.on_event(event_name, data);
+            }
+        }
+        self.data.clear();
+        self.event_name.clear();
+        self.has_data = false;
+    }
+
+    pub fn held_bytes(&self) -> usize {
+        self.field_name.held_bytes() + self.event_name.held_bytes() + self.data.held_bytes()
+    }
+}
+
+impl Default for EventStreamReader {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,4 +1,4 @@
-//! The command line: `sluice [--settings FILE]`, `sluice check --settings FILE`.
+//! The command line: `sluice [--settings FILE]`, `sluice check --settings FILE`, `sluice report …`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,12 +32,15 @@ pub struct Cli {
 pub enum Command {
     /// Validate the settings: print a summary and exit 0, or the error and exit 1.
     Check,
+    /// Usage history as a table (or /usage's JSON/CSV), from a running sluice or the store.
+    Report(crate::report::ReportArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = load(cli.settings.as_deref());
     match cli.command {
+        Some(Command::Report(args)) => crate::report::main(args, settings),
         Some(Command::Check) => match settings {
             Ok((_, summary)) => {
                 println!("ok: {summary}");

@@ -17,6 +17,7 @@ pub mod pricing;
 pub mod protocol;
 pub mod proxy;
 pub mod readers;
+pub mod report;
 pub mod routing;
 pub mod secrets;
 pub mod server;

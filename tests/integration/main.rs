@@ -8,6 +8,7 @@ mod errors;
 mod forwarding;
 mod metering;
 mod reload;
+mod report;
 mod settings;
 mod streaming;
 mod tls;

@@ -1,0 +1,89 @@
+//! `sluice report` from the command line: where it looks, and how it says what is missing.
+
+use std::net::TcpListener;
+use std::process::Command;
+
+const ROUTE: &str =
+    "[[routes]]\nprefix = \"/anthropic\"\nupstream = \"https://api.anthropic.com\"\n";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `sluice --settings <file with listen> report ARGS`; returns exit code, stdout, stderr.
+fn report(listen_port: u16, args: &[&str]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(
+        &path,
+        format!("listen = \"127.0.0.1:{listen_port}\"\n{ROUTE}"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--settings")
+        .arg(&path)
+        .arg("report")
+        .args(args)
+        .env_remove("SLUICE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn report_asks_the_sluice_of_the_settings_and_says_when_it_is_not_running() {
+    let port = free_port();
+    let (code, out, err) = report(port, &["daily"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: sluice is not running at http://127.0.0.1:{port} (connection refused); \
+             start it, or pass --url or --db"
+        )
+    );
+}
+
+#[test]
+fn report_url_flag_wins_over_the_settings() {
+    let other = free_port();
+    let (code, _, err) = report(
+        free_port(),
+        &["monthly", "--url", &format!("http://127.0.0.1:{other}")],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("127.0.0.1:{other}")), "{err}");
+}
+
+#[test]
+fn report_db_names_a_missing_database_and_a_missing_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.db");
+    let (code, _, err) = report(free_port(), &["daily", "--db", missing.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no database at") && err.contains("nope.db"),
+        "{err}"
+    );
+
+    let present = dir.path().join("sluice.db");
+    std::fs::write(&present, b"").unwrap();
+    let (code, _, err) = report(free_port(), &["daily", "--db", present.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--url"), "{err}");
+}
+
+#[test]
+fn report_refuses_a_date_it_cannot_read() {
+    let (code, _, err) = report(free_port(), &["daily", "--since", "last tuesday"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("\"last tuesday\" is not a date"), "{err}");
+}

@@ -9,6 +9,7 @@ pub mod access;
 pub mod admin;
 pub mod cli;
 pub mod credentials;
+pub mod dashboard;
 pub mod error;
 pub mod headers;
 pub mod logging;

@@ -1,0 +1,239 @@
+"""The dashboard in a real browser (Debian's chromium through Playwright), against a sluice on
+127.0.0.1 whose /usage and /stats answer from known requests.
+
+Checks: no console error, no request leaving 127.0.0.1, the admin-token prompt (401 first, then
+the bearer), the totals shown and the chart's series sums equal the sums of the known requests
+in the range the page asked for, the empty state; saves screenshots at 1280x800 and 390x844.
+
+    python3 scripts/dashboard/test_dashboard.py [--out DIR] [--url http://127.0.0.1:PORT --token T]
+
+With --url it drives that sluice instead of the built-in stand-in; the known sums then come
+from that sluice's own /usage (so fill its store first).
+"""
+
+import argparse
+import json
+import math
+import sys
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from playwright.sync_api import sync_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fake_sluice  # noqa: E402
+
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+TOKEN = "dashboard-test-token"
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what, flush=True)
+    if not ok:
+        failures.append(what)
+
+
+def usd(x):
+    return "$" + format(x, ",.4f")
+
+
+def expected_sums(base, token, usage_path):
+    """The sums of the known requests in the range the page asked for, from the server itself."""
+    q = {k: v[0] for k, v in parse_qs(urlsplit(usage_path).query).items()}
+    q.pop("group_by", None)
+    url = base + "/usage?group_by=&" + "&".join("%s=%s" % (k, urllib.request.quote(v, safe="")) for k, v in q.items())
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + token} if token else {})
+    totals = json.load(urllib.request.urlopen(req))["totals"]
+    tokens = sum(totals[f] for f in fake_sluice.TOKEN_FIELDS)
+    return totals, tokens
+
+
+def watch(page, base):
+    log = {"console": [], "requests": [], "api": []}
+    page.on("console", lambda m: log["console"].append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: log["console"].append("pageerror: %s" % e))
+    page.on("request", lambda r: log["requests"].append(r.url))
+
+    def on_response(resp):
+        path = urlsplit(resp.url).path
+        if path in ("/usage", "/stats"):
+            log["api"].append((resp.url, resp.request.headers.get("authorization"), resp.status))
+
+    page.on("response", on_response)
+    return log
+
+
+def last_usage_url(log):
+    urls = [u for u, _, status in log["api"] if urlsplit(u).path == "/usage" and status == 200]
+    return urls[-1]
+
+
+def wait_refresh(page, after):
+    page.wait_for_function("(n) => window.__sluice && window.__sluice.refreshes > n", arg=after, timeout=15000)
+
+
+def check_sums(page, base, token, log, label):
+    usage_url = last_usage_url(log)
+    totals, tokens = expected_sums(base, token, usage_url)
+    check(totals["requests"] > 0, "%s: the range holds known requests (%d)" % (label, totals["requests"]))
+    shown = {k: page.inner_text("#kpi-" + k) for k in ("cost", "requests", "tokens", "errors")}
+    check(shown["cost"] == usd(totals["cost_usd"]), "%s: spend shown %s == %s" % (label, shown["cost"], usd(totals["cost_usd"])))
+    check(shown["requests"] == format(totals["requests"], ","), "%s: requests shown %s == %d" % (label, shown["requests"], totals["requests"]))
+    check(shown["tokens"] == format(tokens, ","), "%s: tokens shown %s == %d" % (label, shown["tokens"], tokens))
+    check(shown["errors"] == format(totals["errors"], ","), "%s: errors shown %s == %d" % (label, shown["errors"], totals["errors"]))
+    charts = page.evaluate("window.__sluice.charts")
+    spend = sum(sum(v) for v in charts["spend"]["raw"].values())
+    token_sum = sum(sum(v) for v in charts["tokens"]["raw"].values())
+    check(math.isclose(spend, totals["cost_usd"], abs_tol=1e-6), "%s: spend series sum %.9f == %.9f" % (label, spend, totals["cost_usd"]))
+    check(token_sum == tokens, "%s: token series sum %d == %d" % (label, token_sum, tokens))
+    return charts
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "out"))
+    parser.add_argument("--url", help="a running sluice with a filled store (default: the stand-in)")
+    parser.add_argument("--token", help="its admin token")
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    servers = []
+    if args.url:
+        base, token = args.url.rstrip("/"), args.token
+    else:
+        now = datetime.now(timezone.utc)
+        server, base = fake_sluice.serve(fake_sluice.FakeSluice(fake_sluice.make_requests(now), TOKEN, now))
+        servers.append(server)
+        token = TOKEN
+    empty_server, empty_base = fake_sluice.serve(fake_sluice.FakeSluice([], None))
+    servers.append(empty_server)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 800}, device_scale_factor=1)
+            page = context.new_page()
+            log = watch(page, base)
+            page.goto(base + "/dashboard")
+
+            if token:
+                page.wait_for_selector("#token-dialog[open]", timeout=10000)
+                check(log["api"] and log["api"][0][2] == 401 and log["api"][0][1] is None,
+                      "first data call goes without a token and gets 401")
+                page.fill("#token-input", "not-the-token")
+                page.click("#token-dialog button[type=submit]")
+                page.wait_for_function("document.getElementById('token-message').className === 'refused'", timeout=10000)
+                check(page.is_visible("#token-dialog"), "a wrong token is refused and asked for again")
+                page.fill("#token-input", token)
+                page.click("#token-dialog button[type=submit]")
+            wait_refresh(page, 0)
+            if token:
+                authorized = [a for _, a, s in log["api"] if s == 200]
+                check(authorized and all(a == "Bearer " + token for a in authorized), "data calls carry the bearer token after the prompt")
+                stored = page.evaluate("sessionStorage.getItem('sluice.adminToken')")
+                check(stored == token, "the token is kept for the tab (sessionStorage)")
+
+            charts = check_sums(page, base, token, log, "24 h by model")
+            check(set(charts["spend"]["names"]) <= {"claude-sonnet-4-5", "claude-opus-4-5", "claude-haiku-4-5", "other"} or bool(args.url),
+                  "24 h series are models: %s" % charts["spend"]["names"])
+            subs = page.inner_text("#subscriptions")
+            if not args.url:
+                check("Limit reached, resets at" in subs, "a refused credential says when its limit resets")
+                check("42%" in subs and "resets in 2 h" in subs, "utilisation and countdown of the 5-hour window")
+                check("ci-bot" in page.inner_text("#quotas"), "quotas panel lists its subjects")
+
+            n = page.evaluate("window.__sluice.refreshes")
+            page.click("[data-stack=caller]")
+            wait_refresh(page, n)
+            charts = check_sums(page, base, token, log, "24 h by caller")
+            check("group_by=hour%2Ccaller" in last_usage_url(log), "stacking by caller asks /usage for hour,caller")
+
+            n = page.evaluate("window.__sluice.refreshes")
+            page.click("[data-range='7d']")
+            wait_refresh(page, n)
+            check_sums(page, base, token, log, "7 d by caller")
+
+            n = page.evaluate("window.__sluice.refreshes")
+            page.click("[data-stack=model]")
+            page.click("[data-range='30d']")
+            wait_refresh(page, n + 1)
+            check_sums(page, base, token, log, "30 d by model")
+            check("group_by=day%2Cmodel" in last_usage_url(log), "30 d asks /usage for day,model")
+
+            n = page.evaluate("window.__sluice.refreshes")
+            page.click("[data-range='24h']")
+            wait_refresh(page, n)
+            page.wait_for_timeout(600)
+            page.screenshot(path=str(out / "dashboard-1280x800.png"), full_page=False)
+            page.screenshot(path=str(out / "dashboard-1280-full.png"), full_page=True)
+
+            n = page.evaluate("window.__sluice.refreshes")
+            page.wait_for_function("(n) => window.__sluice.refreshes > n", arg=n, timeout=8000)
+            check(True, "the page refreshes by itself within 5 s")
+
+            phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+            mpage = phone.new_page()
+            mlog = watch(mpage, base)
+            if token:
+                mpage.add_init_script("sessionStorage.setItem('sluice.adminToken', %s)" % json.dumps(token))
+            mpage.goto(base + "/dashboard")
+            wait_refresh(mpage, 0)
+            mpage.wait_for_timeout(400)
+            overflow = mpage.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            check(overflow <= 0, "no sideways scrolling on a phone (overflow %dpx)" % overflow)
+            mpage.screenshot(path=str(out / "dashboard-390x844.png"), full_page=False)
+            mpage.screenshot(path=str(out / "dashboard-390-full.png"), full_page=True)
+
+            epage = context.new_page()
+            elog = watch(epage, empty_base)
+            epage.goto(empty_base + "/dashboard")
+            wait_refresh(epage, 0)
+            text = epage.inner_text("#empty")
+            check(epage.is_visible("#empty") and "ANTHROPIC_BASE_URL" in text and empty_base in text,
+                  "with no requests the page says where to point ANTHROPIC_BASE_URL: %r" % text)
+            check(text.startswith("No requests yet"), "an empty sluice says no requests yet, not 'try a wider range'")
+            check("No subscription traffic" in epage.inner_text("#subscriptions"), "empty subscriptions say what shows there")
+            check("No quotas set" in epage.inner_text("#quotas"), "empty quotas say how to add one")
+            epage.screenshot(path=str(out / "dashboard-empty.png"), full_page=False)
+
+            dark = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme="dark")
+            dpage = dark.new_page()
+            dlog = watch(dpage, base)
+            if token:
+                dpage.add_init_script("sessionStorage.setItem('sluice.adminToken', %s)" % json.dumps(token))
+            dpage.goto(base + "/dashboard")
+            wait_refresh(dpage, 0)
+            dpage.wait_for_timeout(400)
+            dpage.screenshot(path=str(out / "dashboard-dark-1280x800.png"), full_page=False)
+
+            for name, lg in (("main", log), ("phone", mlog), ("empty", elog), ("dark", dlog)):
+                # Chromium logs every 401 it receives; the token prompt provokes exactly those.
+                provoked = sum(1 for _, _, status in lg["api"] if status == 401)
+                unauthorized = "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
+                errors = [m for m in lg["console"] if m != unauthorized]
+                check(not errors and lg["console"].count(unauthorized) == provoked,
+                      "%s: no console errors but the %d provoked 401s %s" % (name, provoked, lg["console"]))
+                outside = [u for u in lg["requests"] if not (u.startswith("http://127.0.0.1:") or u.startswith("data:"))]
+                check(not outside, "%s: no request leaves 127.0.0.1 (%d requests) %s" % (name, len(lg["requests"]), outside))
+        finally:
+            browser.close()
+            for s in servers:
+                s.shutdown()
+
+    print("screenshots in %s" % out)
+    if failures:
+        print("%d check(s) failed" % len(failures))
+        sys.exit(1)
+    print("all checks passed")
+
+
+if __name__ == "__main__":
+    main()

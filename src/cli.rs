@@ -40,7 +40,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = load(cli.settings.as_deref());
     match cli.command {
-        Some(Command::Report(args)) => crate::report::main(args, settings),
+        Some(Command::Report(args)) => crate::report::main(
+            args,
+            Settings::load(cli.settings.as_deref(), &EnvSource::Process),
+        ),
         Some(Command::Check) => match settings {
             Ok((_, summary)) => {
                 println!("ok: {summary}");

@@ -13,7 +13,7 @@ pub use query::{parse_date, Dimension, UsageFormat, UsageQuery};
 pub use source::{default_url, HttpSource, StoreSource, UsageSource};
 pub use table::{render_table, TableStyle, UsageDoc};
 
-use crate::settings::{Settings, SettingsError};
+use crate::settings::{EnvSource, Settings, SettingsError};
 
 /// What one `sluice report …` line asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -228,27 +228,29 @@ fn source_for(
     if let Some(path) = &args.db {
         return Ok(Box::new(StoreSource::open(path)?));
     }
-    match (&args.url, settings) {
-        // With an explicit URL the settings only lend the token, so a broken settings file
-        // does not stop a report about another machine.
-        (Some(url), settings) => {
-            let token = settings.ok().and_then(|s| s.admin_token);
-            Ok(Box::new(HttpSource::new(
-                url,
-                token.map(|t| t.expose().to_string()),
-            )))
-        }
-        (None, settings) => {
-            let settings = settings?;
-            let token = settings
-                .admin_token
-                .as_ref()
-                .map(|t| t.expose().to_string());
-            Ok(Box::new(HttpSource::new(
-                &default_url(settings.listen),
-                token,
-            )))
-        }
+    // With an explicit URL the settings only lend the token, so a broken settings file does
+    // not stop a report about another machine.
+    let settings = match (&args.url, settings) {
+        (_, Ok(settings)) => Some(settings),
+        (Some(_), Err(_)) => None,
+        (None, Err(err)) => return Err(err.into()),
+    };
+    let url = match (&args.url, &settings) {
+        (Some(url), _) => url.clone(),
+        (None, Some(settings)) => default_url(settings.listen),
+        (None, None) => unreachable!("settings errors returned above"),
+    };
+    let token = settings.as_ref().and_then(admin_token);
+    Ok(Box::new(HttpSource::new(&url, token)))
+}
+
+/// The admin token the way the server itself reads it, so a token from a file works too; when
+/// other secret material cannot be read, still the token's own env var.
+fn admin_token(settings: &Settings) -> Option<String> {
+    let material = crate::credentials::SecretMaterial::read(settings, &EnvSource::Process).ok();
+    match material {
+        Some(material) => material.admin_token.map(|t| t.expose().to_string()),
+        None => std::env::var(&settings.admin_token_env).ok(),
     }
 }
 

@@ -87,3 +87,60 @@ fn report_refuses_a_date_it_cannot_read() {
     assert_eq!(code, 1);
     assert!(err.contains("\"last tuesday\" is not a date"), "{err}");
 }
+
+#[test]
+fn report_sends_the_admin_token_named_by_the_settings() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut head = String::new();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                break;
+            }
+            head.push_str(&line.to_ascii_lowercase());
+        }
+        let body =
+            "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\",\"message\":\"no\"}}";
+        let mut stream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 401 Unauthorized\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        head
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n{ROUTE}[admin]\ntoken_env = \"REPORT_TEST_TOKEN\"\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--settings")
+        .arg(&path)
+        .args(["report", "daily"])
+        .env("REPORT_TEST_TOKEN", "t0ken-from-env")
+        .output()
+        .unwrap();
+    let head = server.join().unwrap();
+    assert!(
+        head.contains("authorization: bearer t0ken-from-env\r\n"),
+        "{head}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("refused the admin token (401)"), "{err}");
+    assert!(
+        !err.contains("t0ken-from-env"),
+        "the token never shows: {err}"
+    );
+}

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use comfy_table::presets::UTF8_FULL;
 use comfy_table::{Attribute, Cell, CellAlignment, Color};
-use comfy_table::{ContentArrangement, Table};
+use comfy_table::{ColumnConstraint, ContentArrangement, Table};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -35,6 +35,21 @@ impl TableStyle {
             color: true,
             width: None,
             terminal: true,
+        }
+    }
+
+    /// Fit to `columns` whatever the output is.
+    pub fn with_width(self, columns: u16) -> Self {
+        TableStyle {
+            width: Some(columns),
+            ..self
+        }
+    }
+
+    pub fn with_color(self) -> Self {
+        TableStyle {
+            color: true,
+            ..self
         }
     }
 }
@@ -342,11 +357,74 @@ pub fn render_table(
     }
     total.extend(numbers(&doc.totals, true));
     table.add_row(total);
+    let narrow = fit(&mut table, second.is_some());
 
-    format!(
-        "{title}\n{table}\nCost at API prices; for subscription (OAuth) traffic it is the \
-         API-equivalent cost, not a bill."
-    )
+    let mut text = format!("{title}\n{table}\n");
+    if narrow {
+        text.push_str(
+            "Cache columns hidden to fit the terminal; widen it, or use --json or --csv.\n",
+        );
+    }
+    text.push_str(
+        "Cost at API prices; for subscription (OAuth) traffic it is the API-equivalent cost, \
+         not a bill.",
+    );
+    text
+}
+
+/// Numbers and periods are never broken across lines; only the list of names wraps. When even
+/// so the table is wider than the terminal, the two cache columns give way (as ccusage's compact
+/// mode does). Returns whether they did.
+fn fit(table: &mut Table, has_names: bool) -> bool {
+    let columns = table.column_count();
+    let names = if has_names { Some(1) } else { None };
+    let cache = [columns - 4, columns - 3];
+    let keep = |table: &mut Table, hide_cache: bool| {
+        for (i, column) in table.column_iter_mut().enumerate() {
+            if Some(i) == names {
+                continue;
+            }
+            column.set_constraint(if hide_cache && cache.contains(&i) {
+                ColumnConstraint::Hidden
+            } else {
+                ColumnConstraint::ContentWidth
+            });
+        }
+    };
+    keep(table, false);
+    let Some(limit) = table.width() else {
+        return false;
+    };
+    // The narrowest the table can be: names wrapped to their longest word.
+    let mut probe = table.clone();
+    probe.set_content_arrangement(ContentArrangement::Disabled);
+    if let Some(names) = names {
+        let longest = table
+            .column_cells_iter(names)
+            .flatten()
+            .flat_map(|cell| {
+                cell.content()
+                    .split(['-', '\n'])
+                    .map(|word| word.chars().count())
+                    .collect::<Vec<_>>()
+            })
+            .max()
+            .unwrap_or(0);
+        probe.column_iter_mut().nth(names).unwrap().set_constraint(
+            ColumnConstraint::UpperBoundary(comfy_table::Width::Fixed(longest as u16 + 4)),
+        );
+    }
+    let narrowest = probe
+        .to_string()
+        .lines()
+        .map(|line| line.chars().count())
+        .max()
+        .unwrap_or(0);
+    let hide = narrowest > usize::from(limit);
+    if hide {
+        keep(table, true);
+    }
+    hide
 }
 
 #[cfg(test)]

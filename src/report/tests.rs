@@ -648,3 +648,50 @@ fn a_table_from_http_equals_the_table_from_the_same_body() {
     let (expected, _) = report(&args(ReportKind::Daily, None), &body);
     assert_eq!(String::from_utf8(out).unwrap(), expected);
 }
+
+#[test]
+fn a_narrow_terminal_gets_a_table_that_fits() {
+    let doc = UsageDoc::parse(&daily_usage()).unwrap();
+    let style = TableStyle::plain().with_width(80);
+    let text = render_table(ReportKind::Daily, None, &doc, style);
+    let table: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(['╭', '│', '├', '╞', '╰']))
+        .collect();
+    assert!(table.len() > 5, "{text}");
+    for line in table {
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
+    // Numbers are never broken; the cache columns give way instead, and the table says so.
+    for whole in ["1,248,412", "1,271,612", "$0.6005", "13,545", "2026-11-26"] {
+        assert!(text.contains(whole), "{whole} broken: {text}");
+    }
+    assert!(
+        !text.contains("Cache Write") && !text.contains("Cache Read"),
+        "{text}"
+    );
+    assert!(text.contains("Cache columns hidden"), "{text}");
+    // Wide enough for everything: nothing hidden, nothing wrapped.
+    let wide = render_table(
+        ReportKind::Daily,
+        None,
+        &doc,
+        TableStyle::plain().with_width(200),
+    );
+    let (plain, _) = report(&args(ReportKind::Daily, None), &daily_usage());
+    assert_eq!(format!("{wide}\n"), plain);
+}
+
+#[test]
+fn colour_only_when_asked_for() {
+    let doc = UsageDoc::parse(&daily_usage()).unwrap();
+    let plain = render_table(ReportKind::Daily, None, &doc, TableStyle::plain());
+    assert!(!plain.contains('\u{1b}'), "{plain}");
+    let coloured = TableStyle::plain().with_color();
+    let text = render_table(ReportKind::Daily, None, &doc, coloured);
+    assert!(text.contains("\u{1b}["), "{text}");
+}

@@ -525,7 +525,7 @@
         var u = used[k.used] || 0;
         var share = limit > 0 ? u / limit : 1;
         var rem = q.remaining ? (q.remaining[k.key] != null ? q.remaining[k.key] : q.remaining[k.used]) : null;
-        rows.push(el("div", { class: "meter" }, [
+        rows.push(el("div", { class: "meter quota" }, [
           el("span", { class: "what", text: k.label }),
           el("div", { class: "track" }, [el("div", { class: "fill " + level(share, null), style: "width:" + Math.min(100, share * 100).toFixed(1) + "%" })]),
           el("span", { class: "bar-text", text: k.fmt(u) + " of " + k.fmt(limit) + (rem != null ? " · " + k.fmt(rem) + " left" : "") }),

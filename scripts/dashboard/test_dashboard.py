@@ -169,6 +169,15 @@ def main():
             check("group_by=day%2Cmodel" in last_usage_url(log), "30 d asks /usage for day,model")
 
             n = page.evaluate("window.__sluice.refreshes")
+            page.click("[data-range='custom']")
+            page.fill("#custom-since", page.evaluate("(() => { const d = new Date(Date.now() - 3 * 86400e3); d.setMinutes(d.getMinutes() - d.getTimezoneOffset()); return d.toISOString().slice(0, 16); })()"))
+            page.fill("#custom-until", page.evaluate("(() => { const d = new Date(Date.now() - 86400e3); d.setMinutes(d.getMinutes() - d.getTimezoneOffset()); return d.toISOString().slice(0, 16); })()"))
+            page.click("#custom button[type=submit]")
+            wait_refresh(page, n)
+            check("until=" in last_usage_url(log) and "group_by=hour%2Cmodel" in last_usage_url(log), "a custom range asks /usage with since and until")
+            check_sums(page, base, token, log, "custom 2 days by model")
+
+            n = page.evaluate("window.__sluice.refreshes")
             page.click("[data-range='24h']")
             wait_refresh(page, n)
             page.wait_for_timeout(600)

@@ -17,6 +17,7 @@
     token: sessionStorage.getItem(TOKEN_KEY) || null,
     timer: null,
     charts: {},
+    series: {}, // what each chart shows now, unstacked, for its hover readout
     lastUsage: null,
     lastStats: null,
   };
@@ -286,9 +287,8 @@
 
   function drawChart(key, targetId, legendId, readoutId, s, bucket, formatValue, colorOf) {
     var target = $(targetId);
-    if (state.charts[key]) { state.charts[key].destroy(); state.charts[key] = null; }
-    target.replaceChildren();
     exposed.charts[key] = { names: s.names.slice(), raw: s.raw, times: s.xs.slice() };
+    state.series[key] = s;
 
     // Stacked bars: series k holds the sum of series 0..k and is drawn behind the ones below it.
     var stacked = [];
@@ -307,6 +307,17 @@
     }));
     var width = Math.max(200, target.clientWidth);
     var height = target.clientHeight || 220;
+    // The same series, size and colours as last time: new data into the same chart, so a
+    // refresh does not drop the reader's hover.
+    var signature = [s.names.join("|"), s.xs.length, bucket, width, height, ink, grid].join("#");
+    var chart = state.charts[key];
+    if (chart && chart.signature === signature) {
+      chart.setData(data);
+      drawLegend(legendId, s, formatValue, colorOf);
+      return;
+    }
+    if (chart) chart.destroy();
+    target.replaceChildren();
     var opts = {
       width: width,
       height: height,
@@ -325,6 +336,7 @@
       hooks: {
         setCursor: [function (u) {
           var i = u.cursor.idx;
+          var s = state.series[key];
           var readout = $(readoutId);
           if (i == null) { readout.textContent = ""; return; }
           var when = new Date(s.xs[i] * 1000);
@@ -335,7 +347,11 @@
       },
     };
     state.charts[key] = new uPlot(opts, data, target);
+    state.charts[key].signature = signature;
+    drawLegend(legendId, s, formatValue, colorOf);
+  }
 
+  function drawLegend(legendId, s, formatValue, colorOf) {
     var totalsByName = s.names.map(function (n) { return s.raw[n].reduce(function (a, b) { return a + b; }, 0); });
     fill(legendId, s.names.map(function (n, i) {
       return el("li", null, [el("span", { class: "sw", style: "background:" + colorOf(n) }), n + " ", el("b", { text: formatValue(totalsByName[i]) })]);
@@ -426,7 +442,9 @@
       fill("subscriptions", [none("No subscription traffic seen yet. When Claude Code signed in with a Claude plan sends requests through sluice, its 5-hour and 7-day limits show here.")]);
       return;
     }
-    names.sort();
+    // Refused credentials first, then those near their limit: what needs a look comes first.
+    var urgency = function (n) { var st = overallStatus(limits[n]); return st === "rejected" ? 0 : st === "allowed_warning" ? 1 : 2; };
+    names.sort(function (a, b) { return urgency(a) - urgency(b) || (a < b ? -1 : 1); });
     fill("subscriptions", names.map(function (name) {
       var entry = limits[name];
       var windows = windowsOf(entry);

@@ -195,6 +195,19 @@ class FakeSluice:
                     "7d": {"utilization": 0.63, "resets_at": (now + timedelta(days=3, hours=5)).isoformat(), "status": "allowed"},
                 },
             },
+            # As a sluice without the typed windows reports it: the raw headers only.
+            "client_oauth:77aa00c3e1f2": {
+                "seen_at": (now - timedelta(hours=2)).isoformat(),
+                "headers": {
+                    "anthropic-ratelimit-unified-status": "allowed",
+                    "anthropic-ratelimit-unified-5h-utilization": "0.18",
+                    "anthropic-ratelimit-unified-5h-reset": str(int((now + timedelta(hours=3, minutes=2)).timestamp())),
+                    "anthropic-ratelimit-unified-5h-status": "allowed",
+                    "anthropic-ratelimit-unified-7d-utilization": "0.27",
+                    "anthropic-ratelimit-unified-7d-reset": str(int((now + timedelta(days=4)).timestamp())),
+                    "anthropic-ratelimit-unified-7d-status": "allowed",
+                },
+            },
             "client_oauth:9b0e77a2c410": {
                 "seen_at": (now - timedelta(minutes=3)).isoformat(),
                 "status": "rejected",

@@ -148,6 +148,7 @@ def main():
             if not args.url:
                 check("Limit reached, resets at" in subs, "a refused credential says when its limit resets")
                 check("42%" in subs and "resets in 2 h" in subs, "utilisation and countdown of the 5-hour window")
+                check("18%" in subs and "27%" in subs and "resets in 3 h" in subs, "a credential with only the raw unified headers is read too")
                 check("ci-bot" in page.inner_text("#quotas"), "quotas panel lists its subjects")
 
             n = page.evaluate("window.__sluice.refreshes")
@@ -185,8 +186,11 @@ def main():
             page.screenshot(path=str(out / "dashboard-1280-full.png"), full_page=True)
 
             n = page.evaluate("window.__sluice.refreshes")
+            page.evaluate("window.__chartBefore = document.querySelector('#chart-spend .uplot')")
             page.wait_for_function("(n) => window.__sluice.refreshes > n", arg=n, timeout=8000)
             check(True, "the page refreshes by itself within 5 s")
+            check(page.evaluate("window.__chartBefore === document.querySelector('#chart-spend .uplot')"),
+                  "a refresh updates the chart in place (hover survives)")
 
             phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
             mpage = phone.new_page()

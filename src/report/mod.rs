@@ -210,7 +210,8 @@ pub fn main(args: ReportArgs, settings: Result<Settings, SettingsError>) -> Exit
             TableStyle::terminal()
         } else {
             TableStyle::plain()
-        };
+        }
+        .at(time::OffsetDateTime::now_utc());
         run(&args, source.as_ref(), &mut stdout.lock(), style)
     }) {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,6 +19,8 @@ pub struct TableStyle {
     /// "as wide as the content".
     pub width: Option<u16>,
     terminal: bool,
+    /// When set, the block that is still running says how long it has left.
+    now: Option<time::OffsetDateTime>,
 }
 
 impl TableStyle {
@@ -27,6 +29,7 @@ impl TableStyle {
             color: false,
             width: None,
             terminal: false,
+            now: None,
         }
     }
 
@@ -35,6 +38,7 @@ impl TableStyle {
             color: true,
             width: None,
             terminal: true,
+            now: None,
         }
     }
 
@@ -42,6 +46,13 @@ impl TableStyle {
     pub fn with_width(self, columns: u16) -> Self {
         TableStyle {
             width: Some(columns),
+            ..self
+        }
+    }
+
+    pub fn at(self, now: time::OffsetDateTime) -> Self {
+        TableStyle {
+            now: Some(now),
             ..self
         }
     }
@@ -129,6 +140,24 @@ fn period_text(dimension: Dimension, key: &str) -> String {
     } else {
         key.to_string()
     }
+}
+
+/// A subscription window lasts five hours from the start of its block.
+const BLOCK: time::Duration = time::Duration::hours(5);
+
+/// For the block still running at `now`: how long it has left, as `2 h 13 min`.
+fn block_left(key: &str, now: time::OffsetDateTime) -> Option<String> {
+    let start =
+        time::OffsetDateTime::parse(key, &time::format_description::well_known::Rfc3339).ok()?;
+    let left = start + BLOCK - now;
+    if now < start || left <= time::Duration::ZERO {
+        return None;
+    }
+    let minutes = (left.whole_seconds() + 59) / 60;
+    Some(match (minutes / 60, minutes % 60) {
+        (0, m) => format!("{m} min"),
+        (h, m) => format!("{h} h {m} min"),
+    })
 }
 
 fn by_cost_then_name(a: &(String, Counters), b: &(String, Counters)) -> std::cmp::Ordering {
@@ -314,7 +343,12 @@ pub fn render_table(
         })
     };
     for group in groups(first, second, doc) {
-        let label = period_text(first, &group.key);
+        let mut label = period_text(first, &group.key);
+        if first == Dimension::Block {
+            if let Some(left) = style.now.and_then(|now| block_left(&group.key, now)) {
+                label.push_str(&format!("\nactive, {left} left"));
+            }
+        }
         match second {
             Some(_) if one_per_line => {
                 for (i, (part, counters)) in group.parts.iter().enumerate() {
@@ -442,6 +476,30 @@ mod tests {
         assert_eq!(usd(0.00005), "$0.0001");
         assert_eq!(usd(1234.5), "$1,234.5000");
         assert_eq!(usd(12.34567), "$12.3457");
+    }
+
+    #[test]
+    fn only_the_running_block_has_time_left() {
+        let at = |text: &str| {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .unwrap()
+        };
+        let now = at("2026-11-27T12:47:00Z");
+        assert_eq!(
+            block_left("2026-11-27T09:00:00Z", now).as_deref(),
+            Some("1 h 13 min")
+        );
+        assert_eq!(
+            block_left("2026-11-27T11:00:00+01:00", now).as_deref(),
+            Some("2 h 13 min")
+        );
+        assert_eq!(
+            block_left("2026-11-27T12:00:00Z", at("2026-11-27T16:59:30Z")).as_deref(),
+            Some("1 min")
+        );
+        assert_eq!(block_left("2026-11-27T07:00:00Z", now), None, "ended");
+        assert_eq!(block_left("2026-11-27T13:00:00Z", now), None, "not begun");
+        assert_eq!(block_left("2026-11-27", now), None);
     }
 
     #[test]

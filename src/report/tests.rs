@@ -695,3 +695,25 @@ fn colour_only_when_asked_for() {
     let text = render_table(ReportKind::Daily, None, &doc, coloured);
     assert!(text.contains("\u{1b}["), "{text}");
 }
+
+#[test]
+fn the_running_block_says_how_long_it_has_left() {
+    let (_, _, body) = cases().remove(2);
+    let doc = UsageDoc::parse(&body).unwrap();
+    let now = time::OffsetDateTime::parse(
+        "2026-11-27T16:30:00Z",
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let text = render_table(ReportKind::Blocks, None, &doc, TableStyle::plain().at(now));
+    let lines: Vec<&str> = text.lines().collect();
+    let started = lines
+        .iter()
+        .position(|l| l.contains("2026-11-27 15:00"))
+        .unwrap();
+    assert!(
+        lines[started + 1].starts_with("│ active, 3 h 30 min left ┆"),
+        "{text}"
+    );
+    assert_eq!(text.matches("active").count(), 1, "{text}");
+}

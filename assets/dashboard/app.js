@@ -182,7 +182,9 @@
     var w = window_();
     var bucket = bucketOf(w.end - w.since);
     var tz = Intl.DateTimeFormat().resolvedOptions().timeZone;
-    var range = { since: w.since.toISOString(), until: w.until ? w.until.toISOString() : null };
+    // Whole seconds: every RFC 3339 reader takes them.
+    var iso = function (d) { return d.toISOString().replace(/\.\d+Z$/, "Z"); };
+    var range = { since: iso(w.since), until: w.until ? iso(w.until) : null };
     var usageQ = query({ group_by: bucket + "," + state.stack, since: range.since, until: range.until, tz: tz, format: "json" });
     var statsQ = query({ since: range.since, until: range.until });
     var setStatus = function (cls, text) {

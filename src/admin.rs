@@ -1,5 +1,5 @@
-//! sluice's own endpoints: `/healthz` (always open), `/stats` and `/metrics` (behind the admin
-//! token when one is set). Reserved paths: never forwarded.
+//! sluice's own endpoints: `/healthz` and the `/dashboard` page (always open), `/stats` and
+//! `/metrics` (behind the admin token when one is set). Reserved paths: never forwarded.
 
 use std::time::SystemTime;
 
@@ -10,6 +10,28 @@ use crate::error::Error;
 use crate::metrics::stats;
 use crate::metrics::{GetReport, RenderMetrics, UsageReport};
 use crate::state::{AppState, ReloadStatus};
+
+/// `/dashboard` and its files. The page holds no data (its data calls carry the admin token),
+/// so it is open; `/dashboard/` sends the browser to `/dashboard`, where its relative links
+/// resolve.
+pub async fn dashboard(req: HttpRequest) -> HttpResponse {
+    if req.path() == "/dashboard/" {
+        return HttpResponse::PermanentRedirect()
+            .insert_header((actix_web::http::header::LOCATION, "/dashboard"))
+            .finish();
+    }
+    match crate::dashboard::asset(req.path()) {
+        Some(asset) => {
+            let mut response = HttpResponse::Ok();
+            response.content_type(asset.content_type);
+            for header in crate::dashboard::HEADERS {
+                response.insert_header(header);
+            }
+            response.body(asset.body)
+        }
+        None => actix_web::ResponseError::error_response(&Error::NoRoute(req.path().to_string())),
+    }
+}
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")

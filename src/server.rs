@@ -87,6 +87,8 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
             .route("/healthz", web::get().to(admin::healthz))
             .route("/stats", web::get().to(admin::stats))
             .route("/metrics", web::get().to(admin::metrics))
+            .route("/dashboard", web::get().to(admin::dashboard))
+            .route("/dashboard/{file:.*}", web::get().to(admin::dashboard))
             .default_service(web::to(proxy::forward))
     })
     .disable_signals()

@@ -144,3 +144,47 @@ fn report_sends_the_admin_token_named_by_the_settings() {
         "the token never shows: {err}"
     );
 }
+
+/// `/dashboard` is served by sluice itself: the page without a token even when one is set (it
+/// holds no data), its files from the binary with a policy that keeps it on this host, and
+/// nothing else under the path.
+#[actix_rt::test]
+async fn dashboard_page_and_files_are_served_from_the_binary() {
+    use crate::support::{client, sluice, MockUpstream};
+    let mock = MockUpstream::start();
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .team()
+        .start();
+    let mut page = client().get(sluice.url("/dashboard")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers().get("content-security-policy").unwrap();
+    assert!(csp.to_str().unwrap().contains("default-src 'none'"));
+    let html = String::from_utf8(page.body().await.unwrap().to_vec()).unwrap();
+    assert!(html.contains("dashboard/uplot.min.js"), "{html}");
+    for file in ["app.js", "app.css", "uplot.min.js", "uplot.min.css"] {
+        let response = client()
+            .get(sluice.url(&format!("/dashboard/{file}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{file}");
+    }
+    let slash = client()
+        .get(sluice.url("/dashboard/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slash.status(), 308);
+    assert_eq!(slash.headers().get("location").unwrap(), "/dashboard");
+    let missing = client()
+        .get(sluice.url("/dashboard/secrets.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert!(
+        mock.received().is_empty(),
+        "nothing under /dashboard goes upstream"
+    );
+}

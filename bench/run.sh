@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh — sluice side by side with nginx and with no proxy at all (issue 5).
+# bench/run.sh — sluice side by side with nginx and with no proxy at all.
 #
 # One run, on this machine, against a local mock upstream (examples/mock_upstream.rs):
 #   1. throughput and latency: wrk POSTs /v1/messages directly to the mock, through nginx

@@ -45,7 +45,7 @@ struct SettingsInfo {
     last_reload: Option<ReloadStatus>,
 }
 
-/// The `/stats` JSON of SPEC, in SPEC's field order: process and settings facts, then the
+/// The `/stats` JSON as the README documents it, in that field order: process and settings facts, then the
 /// aggregator's report.
 #[derive(Serialize)]
 struct StatsBody {

@@ -1,9 +1,19 @@
 //! sluice: a metering pass-through proxy for LLM APIs. Client credentials first, bytes
 //! untouched and unbuffered, usage counted on the side.
 //!
-//! The request path, in order: [`proxy`] (entry) → [`routing`] → [`credentials`] →
-//! [`upstream`] → [`metrics::tap`] → [`metrics`] (aggregation). Settings come from
-//! [`settings`]; [`server`] wires it all together.
+//! A request's path: [`proxy`] (entry, as named phases: route → admit → credentials → upstream
+//! request → send → respond) using [`routing`], [`access`] and [`credentials`], out through
+//! [`upstream`], back through the usage tap ([`metrics::tap`]), which hands one record per
+//! request to the MetricsAggregator ([`metrics`]) and its sinks. What an API's answers mean is
+//! [`protocol`], over the protocol-free [`readers`]; [`usage`] is what metering learns and
+//! [`pricing`] prices it.
+//!
+//! Four actors do the work beside the handlers, each owning its state: the CredentialResolver
+//! ([`credentials`]: the secret material), the UpstreamPool ([`upstream`]: the upstream plan and
+//! route health), the MetricsAggregator ([`metrics`]: counting and its sinks) and the
+//! SettingsWatcher ([`settings::watcher`]: reloads). They publish what the request path reads
+//! through [`state`]; [`server`] wires it all together; [`admin`] serves sluice's own endpoints
+//! and [`report`] is `sluice report`.
 
 pub mod access;
 pub mod admin;

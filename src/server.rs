@@ -64,10 +64,10 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     arbiter.spawn_fn(move || {
         let sinks: Vec<Box<dyn Sink>> = vec![Box::new(UsageLog), Box::new(health)];
         let aggregator =
-            MetricsAggregator::new(state_file, flush_interval, prices, aggregator_queue, sinks)
-                .tuned(&tuning)
-                .start();
-        let _ = addr_tx.send(aggregator);
+            MetricsAggregator::new(state_file, flush_interval, prices, aggregator_queue, sinks);
+        #[cfg(feature = "test-hooks")]
+        let aggregator = aggregator.with_delay_per_record(tuning.aggregator_delay_per_record);
+        let _ = addr_tx.send(aggregator.start());
     });
     let aggregator: Addr<MetricsAggregator> = addr_rx.recv().map_err(io::Error::other)?;
     let recorder = Recorder::new(aggregator.clone().recipient(), queue);

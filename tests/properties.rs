@@ -23,7 +23,7 @@ const SERVER_API_KEY: &str = "sk-ant-api03-test-server-key-9876543210";
 const SERVER_OAUTH: &str = "sk-ant-oat01-test-server-oauth-5555";
 const OAUTH_BETA: &str = "oauth-2025-04-20";
 
-/// SPEC "Forwarding": never forwarded in either direction (plus what `connection` lists).
+/// README "Forwarding": never forwarded in either direction (plus what `connection` lists).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
@@ -55,9 +55,9 @@ fn config(cases: u32) -> ProptestConfig {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The credential decision, against SPEC "Credentials" written out independently.
+// The credential decision, against README "Credentials" written out independently.
 
-/// SPEC's table: (source, server key added), or `None` for a 401 from sluice.
+/// the README's credentials table: (source, server key added), or `None` for a 401 from sluice.
 fn spec_decision(
     policy: CredentialPolicy,
     server_key: bool,
@@ -115,7 +115,7 @@ fn credential_decision_matches_spec_for_every_combination() {
                         }
                         (None, Err(Error::NoServerKey)) => {}
                         (want, got) => {
-                            panic!("{policy:?} server={server_key} {client:?}: SPEC {want:?}, got {got:?}")
+                            panic!("{policy:?} server={server_key} {client:?}: expected {want:?}, got {got:?}")
                         }
                     }
                     checked += 1;
@@ -279,7 +279,7 @@ proptest! {
                 && ((setup.access && bare(v) == ACCESS_KEY.as_bytes())
                     || (setup.admin && bare(v) == ADMIN_TOKEN.as_bytes()))
         };
-        // What the client sent, as SPEC sees it: non-empty, not a proxy secret, not hop-by-hop.
+        // What the client sent, as the README's table sees it: non-empty, not a proxy secret, not hop-by-hop.
         let considered = |name: &str| !listed.iter().any(|l| l == name);
         let api_key = incoming.get_all("x-api-key").any(|v| {
             considered("x-api-key") && !v.is_empty() && !is_proxy_secret(v.as_bytes())
@@ -316,7 +316,7 @@ proptest! {
                 out
             }
             (want, got) => {
-                return Err(TestCaseError::fail(format!("SPEC {want:?}, got {got:?}")));
+                return Err(TestCaseError::fail(format!("expected {want:?}, got {got:?}")));
             }
         };
 

@@ -125,7 +125,7 @@ def fingerprint(source, secret):
 
 def credential_key(req):
     """The /stats credential key sluice should have recorded for a request, from the credential
-    the mock received and SPEC's rules (the secret is the x-api-key value, or the bearer token)."""
+    the mock received and the README's credential rules (the secret is the x-api-key value, or the bearer token)."""
     api_key = header(req, "x-api-key")
     auth = header(req, "authorization")
     if api_key:
@@ -270,7 +270,7 @@ def session_id():
 # --- transparency ------------------------------------------------------------------------------
 
 def comparable(req, access_keys, direct):
-    """What must be equal between a direct and a proxied request: SPEC lets sluice drop host,
+    """What must be equal between a direct and a proxied request: the README lets sluice drop host,
     hop-by-hop headers and access keys, and add the server key when the client sent no credential.
     Access keys are dropped from the direct side only, so one that sluice forwarded shows up."""
     hs = headers_of(req)
@@ -291,12 +291,12 @@ def carries_access_key(req, access_keys):
 
 
 def compare(direct, via, access_keys=()):
-    """What differs between what the mock got directly and through sluice: (differences SPEC
+    """What differs between what the mock got directly and through sluice: (differences the README
     does not allow, notes on the ones it does), as text lines."""
     diffs, notes = [], set()
     if access_keys:
         # With access keys configured, sluice answers a request that carries none with 401 itself
-        # (SPEC), so only the direct requests that carried one can have a forwarded twin.
+        # (README), so only the direct requests that carried one can have a forwarded twin.
         direct = [d for d in direct if carries_access_key(d, access_keys)]
     if len(direct) != len(via):
         return ["direct: %d requests %s; through sluice: %d %s" % (
@@ -312,7 +312,7 @@ def compare(direct, via, access_keys=()):
         dh = comparable(d, access_keys, direct=True)
         vh = comparable(v, access_keys, direct=False)
         if not (dh.get("x-api-key") or dh.get("authorization")):
-            # No client credential: SPEC rule 3 adds the server key, and only that.
+            # No client credential: credentials rule 3 adds the server key, and only that.
             if vh.get("x-api-key") == [SERVER_KEY]:
                 del vh["x-api-key"]
                 notes.add("server key added to %s (no client credential)" % what)
@@ -331,7 +331,7 @@ def check_transparent(label, direct, via, access_keys=()):
         return check(label, False, "direct run failed: " + direct.why())
     diffs, notes = compare(direct.reqs, via.reqs, access_keys)
     same = [r for r in direct.reqs if not access_keys or carries_access_key(r, access_keys)]
-    notes += ["%s %s refused by sluice (no access key), as SPEC says" % (r["method"], r["path"])
+    notes += ["%s %s refused by sluice (no access key), as the README says" % (r["method"], r["path"])
               for r in direct.reqs if r not in same]
     ok = check("transparency %s: %s identical direct and through sluice (method, path, query, body bytes, headers)"
                % (label, ", ".join("%s %s" % (r["method"], r["path"]) for r in same)),

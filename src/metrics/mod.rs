@@ -91,16 +91,10 @@ impl MetricsAggregator {
         }
     }
 
-    /// Applies the test hooks.
+    /// Test hook: take this long per record (to show the request path never waits for it).
     #[cfg(feature = "test-hooks")]
-    pub fn tuned(mut self, tuning: &crate::state::Tuning) -> Self {
-        self.delay_per_record = tuning.aggregator_delay_per_record;
-        self
-    }
-
-    /// Without the `test-hooks` feature there are none to apply.
-    #[cfg(not(feature = "test-hooks"))]
-    pub fn tuned(self, _: &crate::state::Tuning) -> Self {
+    pub fn with_delay_per_record(mut self, delay: Duration) -> Self {
+        self.delay_per_record = delay;
         self
     }
 

@@ -1,4 +1,4 @@
-//! SPEC "Credentials": exactly the expected credential headers reach the upstream.
+//! README "Credentials": exactly the expected credential headers reach the upstream.
 
 use crate::support::*;
 

@@ -1,4 +1,4 @@
-//! SPEC "Errors that sluice itself produces": status, Anthropic shape, `x-sluice-error`.
+//! README "Errors that sluice itself produces": status, Anthropic shape, `x-sluice-error`.
 
 use std::time::{Duration, Instant};
 

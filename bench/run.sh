@@ -223,8 +223,11 @@ build() {
     local target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
     if has_target sluice && [[ -z ${SLUICE_BIN:-} ]]; then
         log "building sluice (release)"
-        (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
-        SLUICE_BIN=$target_dir/release/sluice
+        (cd "$ROOT" && cargo build --release --quiet --bin sluice) || die "cargo build --release failed"
+        # Copied aside: building the examples below turns on the dev-dependencies' features
+        # (the tests' `test-hooks`) and would rebuild this path with them.
+        cp "$target_dir/release/sluice" "$WORK/sluice"
+        SLUICE_BIN=$WORK/sluice
     fi
     if [[ -z ${MOCK_BIN:-} || -z ${LOAD_BIN:-} ]]; then
         log "building examples mock_upstream and stream_load (release)"

@@ -226,3 +226,79 @@ impl Handler<ApplyMetrics> for MetricsAggregator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+
+    use crate::settings::default_pricing;
+    use crate::usage::Usage;
+
+    /// Each record's model and cost, as a sink saw them.
+    type Seen = Vec<(Option<String>, Option<f64>)>;
+
+    /// A sink that keeps what it was given.
+    struct Kept(Arc<Mutex<Seen>>);
+
+    impl Sink for Kept {
+        fn accept(&mut self, batch: &[Finished]) {
+            let mut kept = self.0.lock().unwrap();
+            kept.extend(batch.iter().map(|f| (f.record.model.clone(), f.cost)));
+        }
+    }
+
+    fn record(model: &str, input: u64, output: u64) -> RequestRecord {
+        RequestRecord {
+            request_id: String::new(),
+            finished_at: SystemTime::now(),
+            route: "/anthropic".into(),
+            method: "POST".into(),
+            path: "/anthropic/v1/messages".into(),
+            status: 200,
+            model: Some(model.into()),
+            source: None,
+            credential: None,
+            caller: None,
+            session: None,
+            usage: Usage {
+                input_tokens: input,
+                output_tokens: output,
+                ..Usage::default()
+            },
+            streamed: false,
+            outcome: Outcome::Completed,
+            ttfb: None,
+            total: Duration::ZERO,
+            overhead: None,
+            upstream_failure: None,
+            rate_limits: Vec::new(),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn every_record_is_priced_once_and_reaches_every_sink_and_the_views() {
+        let queue = RecordQueue::new(16);
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(Kept(kept.clone()))];
+        let prices = PriceTable::new(default_pricing());
+        let aggregator =
+            MetricsAggregator::new(None, Duration::from_secs(60), prices, queue.clone(), sinks)
+                .start();
+        let recorder = Recorder::new(aggregator.clone().recipient(), queue);
+        // Sonnet: $3 in, $15 out per million tokens.
+        recorder.record(record("claude-sonnet-4-5", 1_000_000, 100_000));
+        recorder.record(record("no-such-model", 10, 10));
+        let report = aggregator.send(GetReport { since: None }).await.unwrap();
+        assert_eq!(report.groups.totals.requests, 2);
+        assert_eq!(report.unpriced_models["no-such-model"], 1);
+        let kept = kept.lock().unwrap().clone();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0].0.as_deref(), Some("claude-sonnet-4-5"));
+        assert!((kept[0].1.unwrap() - 4.5).abs() < 1e-9, "{kept:?}");
+        assert_eq!(kept[1].1, None);
+        let text = aggregator.send(RenderMetrics).await.unwrap();
+        assert!(text.contains("sluice_requests_total{"), "{text}");
+    }
+}

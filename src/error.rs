@@ -8,6 +8,8 @@ use crate::protocol::anthropic;
 
 /// Header naming the kind of an error that sluice produced (absent on upstream errors).
 pub const SLUICE_ERROR_HEADER: &str = "x-sluice-error";
+/// Header naming the quota that refused a request.
+pub const SLUICE_QUOTA_HEADER: &str = "x-sluice-quota";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,6 +43,13 @@ pub enum Error {
     Internal(String),
     #[error("sluice is stopping")]
     ShuttingDown,
+    /// `message` names the quota, the subject, the amounts and when it frees.
+    #[error("{message}")]
+    QuotaExceeded {
+        quota: String,
+        message: String,
+        retry_after_s: u64,
+    },
 }
 
 impl Error {
@@ -61,6 +70,7 @@ impl Error {
             Error::BadSince(_) => "bad_since",
             Error::Internal(_) => "internal",
             Error::ShuttingDown => "shutting_down",
+            Error::QuotaExceeded { .. } => "quota_exceeded",
         }
     }
 
@@ -98,14 +108,26 @@ impl ResponseError for Error {
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UpstreamUnreachable(_) | Error::UpstreamBroken(_) => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout(_) | Error::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
+        let mut response = HttpResponse::build(self.status_code());
+        response
             .insert_header((header::CONTENT_TYPE, "application/json"))
-            .insert_header((SLUICE_ERROR_HEADER, self.kind()))
-            .body(self.body())
+            .insert_header((SLUICE_ERROR_HEADER, self.kind()));
+        if let Error::QuotaExceeded {
+            quota,
+            retry_after_s,
+            ..
+        } = self
+        {
+            response
+                .insert_header((header::RETRY_AFTER, retry_after_s.to_string()))
+                .insert_header((SLUICE_QUOTA_HEADER, quota.as_str()));
+        }
+        response.body(self.body())
     }
 }
 
@@ -129,5 +151,26 @@ mod tests {
             response.headers().get(SLUICE_ERROR_HEADER).unwrap(),
             "upstream_timeout"
         );
+    }
+
+    #[test]
+    fn quota_refusal_is_a_rate_limit_error_with_retry_after() {
+        let err = Error::QuotaExceeded {
+            quota: "daily-per-person".into(),
+            message: "quota daily-per-person reached for alice".into(),
+            retry_after_s: 3600,
+        };
+        let body: serde_json::Value = serde_json::from_str(&err.body()).unwrap();
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+        assert_eq!(
+            body["error"]["message"],
+            "sluice: quota daily-per-person reached for alice"
+        );
+        let response = err.error_response();
+        assert_eq!(response.status(), 429);
+        let header = |name: &str| response.headers().get(name).unwrap().to_str().unwrap();
+        assert_eq!(header("retry-after"), "3600");
+        assert_eq!(header(SLUICE_ERROR_HEADER), "quota_exceeded");
+        assert_eq!(header(SLUICE_QUOTA_HEADER), "daily-per-person");
     }
 }

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod pricing;
 pub mod protocol;
 pub mod proxy;
+pub mod quotas;
 pub mod readers;
 pub mod report;
 pub mod routing;

@@ -74,6 +74,8 @@ pub struct SettingsFile {
     /// Absent → the built-in price table; present → exactly what it lists.
     #[serde(default)]
     pub pricing: Option<BTreeMap<String, Price>>,
+    #[serde(default)]
+    pub quotas: Vec<crate::quotas::QuotaFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -118,6 +118,7 @@ pub struct Settings {
     pub pool: Pool,
     pub stats: StatsSettings,
     pub pricing: BTreeMap<String, Price>,
+    pub quotas: Vec<crate::quotas::Quota>,
 }
 
 /// Where to read the environment from: the process, or a fixed map in tests.
@@ -295,6 +296,10 @@ fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> 
             .map_err(|reason| invalid(format!("pricing.\"{model}\""), reason))?;
     }
 
+    let prefixes: Vec<&str> = routes.iter().map(|r| r.prefix.as_str()).collect();
+    let quotas =
+        crate::quotas::validate(&raw.quotas, &prefixes).map_err(|e| invalid(e.key, e.reason))?;
+
     let settings = Settings {
         origin: origin.to_string(),
         source: None,
@@ -316,6 +321,7 @@ fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> 
             flush_interval: Duration::from_secs(raw.stats.flush_interval_s),
         },
         pricing,
+        quotas,
     };
     Ok(settings)
 }
@@ -580,6 +586,23 @@ mod tests {
         assert_eq!(settings.access.keys[0].name, "alice");
         assert_eq!(settings.access.keys[0].key_env, "K_ALICE");
         assert_eq!(settings.access.header.as_str(), "x-sluice-key");
+    }
+
+    #[test]
+    fn quotas_are_read_and_checked_by_key() {
+        let text = format!(
+            "{ONE_ROUTE}\n[[quotas]]\nname = \"daily\"\ncaller = \"*\"\nwindow = \"day\"\n\
+             max_usd = 20\n[[quotas]]\nname = \"opus\"\nroute = \"/anthropic\"\n\
+             max_concurrent = 2\n"
+        );
+        let settings = load(&text, &[]).unwrap();
+        assert_eq!(settings.quotas.len(), 2);
+        assert_eq!(settings.quotas[1].limits.concurrent, Some(2));
+        let wrong = text.replace("\"day\"", "\"fortnight\"");
+        assert_eq!(error_key(load(&wrong, &[])), "quotas[0].window");
+        let wrong = text.replace("\"/anthropic\"\nmax", "\"/openai\"\nmax");
+        assert_eq!(error_key(load(&wrong, &[])), "quotas[1].route");
+        assert!(load(ONE_ROUTE, &[]).unwrap().quotas.is_empty());
     }
 
     #[test]

@@ -10,6 +10,10 @@ use crate::protocol::anthropic;
 pub const SLUICE_ERROR_HEADER: &str = "x-sluice-error";
 /// Header naming the quota that refused a request.
 pub const SLUICE_QUOTA_HEADER: &str = "x-sluice-quota";
+/// The longest `retry-after` after which clients are left to retry on their own. The Anthropic
+/// SDKs sleep for any `retry-after` before retrying (the Python SDK for hours if told so) unless
+/// `x-should-retry: false` says not to; Claude Code gives up by itself past 60 s.
+pub const LONGEST_RETRY_WAIT_S: u64 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -126,6 +130,9 @@ impl ResponseError for Error {
             response
                 .insert_header((header::RETRY_AFTER, retry_after_s.to_string()))
                 .insert_header((SLUICE_QUOTA_HEADER, quota.as_str()));
+            if *retry_after_s > LONGEST_RETRY_WAIT_S {
+                response.insert_header(("x-should-retry", "false"));
+            }
         }
         response.body(self.body())
     }
@@ -172,5 +179,14 @@ mod tests {
         assert_eq!(header("retry-after"), "3600");
         assert_eq!(header(SLUICE_ERROR_HEADER), "quota_exceeded");
         assert_eq!(header(SLUICE_QUOTA_HEADER), "daily-per-person");
+        // An hour is too long to sleep inside a request: clients are told not to retry.
+        assert_eq!(header("x-should-retry"), "false");
+        let short = Error::QuotaExceeded {
+            quota: "two-at-a-time".into(),
+            message: "quota two-at-a-time reached".into(),
+            retry_after_s: 1,
+        }
+        .error_response();
+        assert!(short.headers().get("x-should-retry").is_none());
     }
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::decision::{self, LimitKind, Reached};
 use super::settings::{display_subject, Mode, Quota, RequestSubjects};
-use super::window::{seconds_until, Spent, Tally};
+use super::window::{seconds_until, Spent, Standing, Tally};
 
 /// Subjects a quota keeps by default. Projects are named by clients, so without a bound a
 /// client could grow memory by inventing names.
@@ -63,17 +63,14 @@ impl QuotaGuard {
 
     /// Charges the finished request's cost and tokens (its request was counted at admission)
     /// to every subject it was admitted under, then releases them.
-    pub fn settle(self, spent: Spent, at: Timestamp) {
+    pub fn settle(mut self, spent: Spent, at: Timestamp) {
         let spent = Spent {
             requests: 0,
             ..spent
         };
-        if !spent.is_zero() {
-            for held in &self.held {
-                held.book.charge_subject(&held.subject, spent, at);
-            }
+        for held in std::mem::take(&mut self.held) {
+            held.book.release(&held.subject, Some((spent, at)));
         }
-        drop(self);
     }
 
     /// Names of the quotas held, for logs and tests.
@@ -88,10 +85,7 @@ impl QuotaGuard {
 impl Drop for QuotaGuard {
     fn drop(&mut self) {
         for held in &self.held {
-            let mut subjects = held.book.shared.lock();
-            if let Some(entry) = subjects.map.get_mut(&held.subject) {
-                entry.in_flight = entry.in_flight.saturating_sub(1);
-            }
+            held.book.release(&held.subject, None);
         }
     }
 }
@@ -201,16 +195,20 @@ impl QuotaBook {
         });
     }
 
-    fn charge_subject(&self, subject: &str, spent: Spent, at: Timestamp) {
-        let Some(window) = self.quota.window else {
+    /// Ends a request's hold on `subject`, charging what it spent (when it is known) in the
+    /// same critical section. The entry is there: one with requests in flight is never
+    /// forgotten.
+    fn release(&self, subject: &str, charge: Option<(Spent, Timestamp)>) {
+        let mut subjects = self.shared.lock();
+        let Some(entry) = subjects.map.get_mut(subject) else {
             return;
         };
-        let mut subjects = self.shared.lock();
-        let entry = match subjects.map.get_mut(subject) {
-            Some(entry) => entry,
-            None => self.entry(&mut subjects, subject, usize::MAX, at).0,
-        };
-        entry.tally.add(window, &self.quota.timezone, at, spent);
+        entry.in_flight = entry.in_flight.saturating_sub(1);
+        if let (Some(window), Some((spent, at))) = (self.quota.window, charge) {
+            if !spent.is_zero() {
+                entry.tally.add(window, &self.quota.timezone, at, spent);
+            }
+        }
     }
 
     /// The refusal for `subject`, given the limits its entry reaches (at least one).
@@ -509,7 +507,8 @@ impl QuotaBook {
         let quota = &self.quota;
         let limits = quota.limits;
         let subjects = self.shared.lock();
-        let mut rows: Vec<(f64, SubjectReport)> = subjects
+        // Under the lock only what ranking needs; rows are built for the listed few after.
+        let mut ranked: Vec<(f64, &String, &Entry, Option<Standing>)> = subjects
             .map
             .iter()
             .map(|(key, entry)| {
@@ -528,7 +527,17 @@ impl QuotaBook {
                 ]
                 .into_iter()
                 .fold(0.0, f64::max);
-                let row = SubjectReport {
+                (nearest, key, entry, standing)
+            })
+            .collect();
+        let subjects_total = ranked.len();
+        ranked.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        ranked.truncate(max_subjects);
+        let rows = ranked
+            .into_iter()
+            .map(|(_, key, entry, standing)| {
+                let spent = standing.map(|s| s.spent).unwrap_or_default();
+                SubjectReport {
                     subject: display_subject(key).into_owned(),
                     used: UsedReport {
                         usd: round_usd(spent.usd()),
@@ -547,17 +556,10 @@ impl QuotaBook {
                     resets_at: standing.and_then(|s| s.resets_at).map(decision::rfc3339),
                     refused: entry.refused,
                     would_refuse: entry.would_refuse,
-                };
-                (nearest, row)
+                }
             })
             .collect();
-        let subjects_total = rows.len();
         drop(subjects);
-        rows.sort_by(|a, b| {
-            b.0.total_cmp(&a.0)
-                .then_with(|| a.1.subject.cmp(&b.1.subject))
-        });
-        rows.truncate(max_subjects);
         QuotaReport {
             name: quota.name.clone(),
             mode: quota.mode.as_str(),
@@ -573,7 +575,7 @@ impl QuotaBook {
             would_refuse: self.shared.would_refuse.load(Ordering::Relaxed),
             folded: self.shared.folded.load(Ordering::Relaxed),
             subjects_total,
-            subjects: rows.into_iter().map(|(_, row)| row).collect(),
+            subjects: rows,
         }
     }
 }

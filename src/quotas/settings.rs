@@ -137,6 +137,8 @@ pub struct Quota {
     pub timezone_name: String,
     pub limits: Limits,
     pub mode: Mode,
+    /// The subject when the quota has no `"*"` selector: its fixed values, or "everyone".
+    fixed_subject: String,
 }
 
 /// The subject of a quota that has no `"*"` selector: everyone it applies to, together.
@@ -148,7 +150,7 @@ const KEY_SEPARATOR: char = '\n';
 impl Quota {
     /// The subject within this quota that the request counts against, or `None` when the
     /// quota does not apply to it.
-    pub fn subject_of<'a>(&self, request: &RequestSubjects<'a>) -> Option<Cow<'a, str>> {
+    pub fn subject_of<'a>(&'a self, request: &RequestSubjects<'a>) -> Option<Cow<'a, str>> {
         let attributes = [
             (&self.caller, request.caller, false),
             (&self.route, request.route, false),
@@ -180,30 +182,7 @@ impl Quota {
                 }
             }
         }
-        Some(key.unwrap_or_else(|| Cow::Owned(self.fixed_subject())))
-    }
-
-    /// How the subject of a quota without `"*"` selectors is named: its fixed values, or
-    /// "everyone".
-    fn fixed_subject(&self) -> String {
-        let fixed: Vec<&str> = [
-            &self.caller,
-            &self.route,
-            &self.model,
-            &self.source,
-            &self.project,
-        ]
-        .into_iter()
-        .filter_map(|s| match s {
-            Selector::Exactly(value) => Some(value.as_str()),
-            _ => None,
-        })
-        .collect();
-        if fixed.is_empty() {
-            EVERYONE.to_string()
-        } else {
-            fixed.join(" / ")
-        }
+        Some(key.unwrap_or(Cow::Borrowed(self.fixed_subject.as_str())))
     }
 
     /// Whether admission needs the request's model (read from the start of its body).
@@ -378,6 +357,22 @@ pub fn validate(
             }
         };
 
+        let selectors = [
+            &entry.caller,
+            &entry.route,
+            &entry.model,
+            &entry.source,
+            &entry.project,
+        ];
+        let fixed: Vec<&str> = selectors
+            .iter()
+            .filter_map(|value| value.as_deref().filter(|v| *v != "*"))
+            .collect();
+        let fixed_subject = if fixed.is_empty() {
+            EVERYONE.to_string()
+        } else {
+            fixed.join(" / ")
+        };
         quotas.push(Quota {
             name: entry.name.clone(),
             caller: Selector::parse(&entry.caller),
@@ -385,6 +380,7 @@ pub fn validate(
             model: Selector::parse(&entry.model),
             source: Selector::parse(&entry.source),
             project: Selector::parse(&entry.project),
+            fixed_subject,
             window,
             timezone,
             timezone_name: entry.timezone.clone(),

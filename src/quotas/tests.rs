@@ -558,3 +558,71 @@ fn report_lists_subjects_nearest_their_limit_first_and_is_bounded() {
     assert_eq!(json[0]["limits"]["usd"], 10.0);
     assert_eq!(json[0]["window"], "day");
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::quotas::window::{Tally, Window};
+
+    proptest! {
+        /// Whatever the costs, a request is admitted exactly when the spend before it is under
+        /// the limit, and the limit is passed by less than the last request's cost.
+        #[test]
+        fn spend_limits_are_exact(
+            limit_cents in 1u32..2_000,
+            costs in proptest::collection::vec(0u32..500_000, 1..200),
+        ) {
+            let limit = f64::from(limit_cents) / 100.0;
+            let ledger = ledger(&format!(
+                "[[quotas]]\nname = \"q\"\nwindow = \"month\"\nmax_usd = {limit}\n"
+            ));
+            let now = ts("2026-11-27T12:00:00Z");
+            let limit_nanos = crate::quotas::window::usd_to_nanos(limit);
+            let mut used: u64 = 0;
+            let mut last_cost: u64 = 0;
+            for micro_dollars in costs {
+                let spent = Spent::new(f64::from(micro_dollars) / 1e6, 0, 0);
+                match finished(&ledger, &RequestSubjects::default(), now, spent) {
+                    Ok(()) => {
+                        prop_assert!(used < limit_nanos, "admitted at {used} of {limit_nanos}");
+                        used += spent.usd_nanos;
+                        last_cost = spent.usd_nanos;
+                    }
+                    Err(_) => prop_assert!(used >= limit_nanos, "refused at {used} of {limit_nanos}"),
+                }
+            }
+            prop_assert!(used < limit_nanos + last_cost.max(1));
+        }
+
+        /// A rolling window never counts less than the spend of the last window, and never more
+        /// than that of the last window plus one bucket.
+        #[test]
+        fn rolling_windows_are_late_by_at_most_one_bucket(
+            hours in 1i64..=720,
+            events in proptest::collection::vec((0i64..4_000_000, 1u32..1_000, 0i64..4_000_000), 1..60),
+        ) {
+            let window = Window::parse(&format!("{hours}h")).unwrap();
+            let seconds = hours * 3600;
+            let width = seconds / crate::quotas::window::ROLLING_BUCKETS;
+            let utc = jiff::tz::TimeZone::UTC;
+            let base = ts("2026-01-01T00:00:00Z").as_second();
+            let mut events = events;
+            events.sort_by_key(|e| e.0);
+            let mut tally = Tally::new(window);
+            let mut added: Vec<(i64, u64)> = Vec::new();
+            for (offset, nanos, delay) in events {
+                let at = base + offset;
+                tally.add(window, &utc, Timestamp::from_second(at).unwrap(), Spent { usd_nanos: u64::from(nanos), tokens: 0, requests: 0 });
+                added.push((at, u64::from(nanos)));
+                let query = at + delay;
+                let counted = tally.standing(window, &utc, Timestamp::from_second(query).unwrap()).spent.usd_nanos;
+                let within = |span: i64| -> u64 {
+                    added.iter().filter(|(t, _)| *t > query - span && *t <= query).map(|(_, n)| n).sum()
+                };
+                prop_assert!(counted >= within(seconds), "{counted} < {}", within(seconds));
+                prop_assert!(counted <= within(seconds + width), "{counted} > {}", within(seconds + width));
+            }
+        }
+    }
+}

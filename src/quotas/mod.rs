@@ -9,9 +9,11 @@
 //! - [`ledger`]: spend and requests in flight per (quota, subject), shared by the workers
 //!   (admission) and the aggregator (charges), with the `/stats` report.
 //!
-//! The request path calls [`Ledger::admit`] before anything goes upstream, keeps the
-//! [`QuotaGuard`] until the answer's body ends (or the client leaves), and settles it with the
-//! request's cost; a refusal becomes [`Error::QuotaExceeded`](crate::error::Error).
+//! The request path calls [`Ledger::admit`] before anything goes upstream, keeps the admission
+//! as a [`QuotaHold`] until the answer's body ends (or the client leaves), and settles it with
+//! the request's usage; a refusal becomes [`Error::QuotaExceeded`](crate::error::Error).
+//! Spend that did not pass through this process (other instances on a shared store, rows
+//! loaded at start) comes in through [`Ledger::charge`].
 
 pub mod decision;
 pub mod ledger;
@@ -21,6 +23,7 @@ pub mod window;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use jiff::Timestamp;
@@ -33,7 +36,30 @@ pub use settings::{validate, Mode, Quota, QuotaFile, QuotaSettingsError, Request
 pub use window::{Spent, Window};
 
 use crate::error::Error;
+use crate::pricing::PriceTable;
 use crate::usage::Usage;
+
+/// An admitted request's hold on its quotas, with the prices to charge it at. Settled where
+/// the request's record is finished, before the record goes to the aggregator: the answer's
+/// end reaches the client after that, so the next request of the same client is judged on
+/// spend that includes this one. Dropped unsettled, it only frees the request's slots.
+pub struct QuotaHold {
+    guard: QuotaGuard,
+    prices: Arc<PriceTable>,
+}
+
+impl QuotaHold {
+    pub fn new(guard: QuotaGuard, prices: Arc<PriceTable>) -> QuotaHold {
+        QuotaHold { guard, prices }
+    }
+
+    /// Charges what the request used (its model priced from the table) and frees its slots.
+    pub fn settle(self, model: Option<&str>, usage: &Usage, finished_at: SystemTime) {
+        let cost = self.prices.cost_usd(model, usage);
+        self.guard
+            .settle(spent_of(cost, usage), timestamp(finished_at));
+    }
+}
 
 /// What a finished request counts against money and token limits: its cost (nothing when its
 /// model has no price) and its tokens — input, output, cache write and cache read. Its request

@@ -104,6 +104,39 @@ fn the_request_reaching_the_limit_is_admitted_and_the_next_refused() {
 }
 
 #[test]
+fn a_hold_settles_the_answer_at_the_table_price() {
+    let ledger = ledger("[[quotas]]\nname = \"d\"\nwindow = \"day\"\nmax_usd = 1\n");
+    let (input, output) = (2.0, 10.0);
+    let prices = crate::pricing::PriceTable::new(
+        [(
+            "claude-test".to_string(),
+            crate::pricing::Price {
+                input,
+                output,
+                cache_write: 0.0,
+                cache_write_1h: None,
+                cache_read: 0.0,
+            },
+        )]
+        .into(),
+    );
+    let now = ts("2026-11-27T12:00:00Z");
+    let admission = ledger.admit(&RequestSubjects::default(), now).unwrap();
+    let hold = super::QuotaHold::new(admission.guard, Arc::new(prices));
+    let usage = Usage {
+        input_tokens: 100_000,
+        output_tokens: 20_000,
+        ..Default::default()
+    };
+    hold.settle(Some("claude-test-1"), &usage, now.into());
+    let reports = ledger.report(now, 10);
+    let used = &report(&reports, "d").subjects[0].used;
+    assert_eq!(used.usd, (100_000.0 * input + 20_000.0 * output) / 1e6);
+    assert_eq!(used.tokens, 120_000);
+    assert_eq!((used.requests, used.in_flight), (1, 0));
+}
+
+#[test]
 fn a_request_reaching_the_limit_exactly_closes_it() {
     let ledger = ledger("[[quotas]]\nname = \"d\"\nwindow = \"day\"\nmax_usd = 0.10\n");
     let now = ts("2026-11-27T18:00:00Z");

@@ -16,6 +16,7 @@
 //! loaded at start) comes in through [`Ledger::charge`].
 
 pub mod decision;
+pub mod exposition;
 pub mod ledger;
 pub mod settings;
 pub mod window;
@@ -28,6 +29,7 @@ use std::time::SystemTime;
 
 use jiff::Timestamp;
 
+pub use exposition::QuotaCollector;
 pub use ledger::{
     Admission, Ledger, QuotaGuard, QuotaRefusals, QuotaReport, Refusal, MAX_SUBJECTS,
     REPORT_SUBJECTS,

@@ -59,6 +59,8 @@ struct StatsBody {
     /// Per route: upstream exchanges that failed (connect, TLS, timeout, broken answer), the
     /// last failure's kind and time. From the UpstreamPool.
     upstreams: std::collections::BTreeMap<String, crate::upstream::RouteHealth>,
+    /// Per quota: limits, refusals, and the subjects nearest their limits with what they used.
+    quotas: Vec<crate::quotas::QuotaReport>,
 }
 
 #[derive(serde::Deserialize)]
@@ -100,6 +102,9 @@ pub async fn stats(
             .send(crate::upstream::GetHealth)
             .await
             .map_err(|e| Error::Internal(e.to_string()))?,
+        quotas: state
+            .quotas
+            .report(jiff::Timestamp::now(), crate::quotas::REPORT_SUBJECTS),
     };
     Ok(HttpResponse::Ok().json(body))
 }

@@ -1,7 +1,7 @@
 //! Where a request enters. The request path as named phases, each a short method of
-//! `Exchange` that decides one thing: `route` → `admit` → `credentials` → `upstream_request` →
-//! `send_upstream` → `respond` (the answer streamed back through the usage tap, which records
-//! it); a phase that refuses ends in `record_refusal`.
+//! `Exchange` that decides one thing: `route` → `admit` → `credentials` → `quota` →
+//! `upstream_request` → `send_upstream` → `respond` (the answer streamed back through the usage
+//! tap, which records it); a phase that refuses ends in `record_refusal`.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -20,6 +20,7 @@ use crate::headers;
 use crate::metrics::tap::{Timing, Watch};
 use crate::metrics::{Outcome, PendingRecord, RequestRecord, UsageTap};
 use crate::protocol::UsageParser;
+use crate::quotas::{QuotaHold, RequestSubjects};
 use crate::routing;
 use crate::settings::Route;
 use crate::state::{AppState, Snapshot};
@@ -27,6 +28,8 @@ use crate::upstream::WorkerClients;
 use crate::usage::AnswerFormat;
 
 const SESSION_HEADER: &str = "x-claude-code-session-id";
+/// The project a request belongs to, for quotas on projects.
+const PROJECT_HEADER: &str = "x-sluice-project";
 
 /// Forwards any request under a route's prefix, phase by phase. Whatever happens, the request
 /// yields exactly one record: the tap sends it when the answer ends, and a refusal here.
@@ -63,11 +66,12 @@ async fn exchange(
     let target = exchange.route(pending.get_mut())?;
     let body = exchange.admit(pending.get_mut())?;
     let headers = exchange.credentials(&target, pending.get_mut())?;
+    let quota = exchange.quota(pending.get_mut())?;
     let upstream_request = exchange.upstream_request(&target, clients, headers);
     let sent = exchange
         .send_upstream(&target, upstream_request, payload, body, pending.get_mut())
         .await?;
-    Ok(exchange.respond(&target, sent, pending))
+    Ok(exchange.respond(&target, sent, pending, quota))
 }
 
 /// One request on its way through: what every phase reads.
@@ -134,6 +138,41 @@ impl<'a> Exchange<'a> {
         record.source = Some(outbound.source);
         record.credential = outbound.credential;
         Ok(outbound.headers)
+    }
+
+    /// Whether the request fits its quotas, judged once it is known who sends it (caller and
+    /// credential source) and before anything goes upstream. The hold counts the request as in
+    /// flight until its answer ends; shadow quotas that would have refused it are logged.
+    fn quota(&self, record: &RequestRecord) -> Result<Option<QuotaHold>, Error> {
+        let ledger = &self.state.quotas;
+        if ledger.is_empty() {
+            return Ok(None);
+        }
+        let subjects = RequestSubjects {
+            caller: record.caller.as_deref(),
+            route: Some(record.route.as_str()),
+            model: None,
+            source: record.source.map(|source| source.as_str()),
+            project: self
+                .req
+                .headers()
+                .get(PROJECT_HEADER)
+                .and_then(|v| v.to_str().ok()),
+        };
+        let admission = ledger.admit(&subjects, jiff::Timestamp::now())?;
+        for would in &admission.would_refuse {
+            tracing::warn!(
+                request_id = %record.request_id,
+                quota = %would.quota,
+                mode = would.mode.as_str(),
+                "shadow: {}",
+                would.message
+            );
+        }
+        Ok(Some(QuotaHold::new(
+            admission.guard,
+            self.snapshot.prices.clone(),
+        )))
     }
 
     /// The upstream request: same method, path below the prefix and query, on this worker's
@@ -211,7 +250,13 @@ impl<'a> Exchange<'a> {
 
     /// Streams the answer back as it arrives, through the usage tap, which sends the record
     /// when the answer ends (or is dropped).
-    fn respond(&self, target: &Target, sent: Sent, pending: &mut PendingRecord) -> HttpResponse {
+    fn respond(
+        &self,
+        target: &Target,
+        sent: Sent,
+        pending: &mut PendingRecord,
+        quota: Option<QuotaHold>,
+    ) -> HttpResponse {
         let upstream = sent.response;
         let record = pending.get_mut();
         record.model = sent.requested_model;
@@ -227,7 +272,7 @@ impl<'a> Exchange<'a> {
         }
         let length = content_length(upstream.headers());
         let status = upstream.status();
-        let tap = UsageTap::new(
+        let mut tap = UsageTap::new(
             upstream,
             target.route.protocol.answer_reader(format),
             pending.hand_over(),
@@ -243,6 +288,7 @@ impl<'a> Exchange<'a> {
                 shutdown: self.state.shutdown.clone(),
             },
         );
+        tap.hold_quota(quota);
         let no_body = self.req.method() == Method::HEAD
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED

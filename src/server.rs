@@ -16,6 +16,7 @@ use crate::metrics::usage_log::UsageLog;
 use crate::metrics::{MetricsAggregator, RecordQueue, Recorder, Sink, QUEUE_CAPACITY};
 use crate::pricing::PriceTable;
 use crate::proxy;
+use crate::quotas::{Ledger, QuotaCollector};
 use crate::settings::watcher::{Reload, SettingsWatcher};
 use crate::settings::{EnvSource, Settings};
 use crate::state::{build_snapshot, AppState, Tuning};
@@ -61,10 +62,13 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let queue = RecordQueue::new(tuning.record_queue_capacity.unwrap_or(QUEUE_CAPACITY));
     let aggregator_queue = queue.clone();
     let health = HealthSink::new(pool.clone().recipient());
+    let quotas = Arc::new(Ledger::new(settings.quotas.clone()));
+    let quota_metrics = QuotaCollector::new(quotas.clone());
     arbiter.spawn_fn(move || {
         let sinks: Vec<Box<dyn Sink>> = vec![Box::new(UsageLog), Box::new(health)];
         let aggregator =
-            MetricsAggregator::new(state_file, flush_interval, prices, aggregator_queue, sinks);
+            MetricsAggregator::new(state_file, flush_interval, prices, aggregator_queue, sinks)
+                .with_collector(Box::new(quota_metrics));
         #[cfg(feature = "test-hooks")]
         let aggregator = aggregator.with_delay_per_record(tuning.aggregator_delay_per_record);
         let _ = addr_tx.send(aggregator.start());
@@ -74,7 +78,9 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let first = build_snapshot(&resolver, &pool, &aggregator, settings.clone(), 1)
         .await
         .map_err(io::Error::other)?;
-    let state = web::Data::new(AppState::new(first, recorder, pool, resolver, aggregator));
+    let state = web::Data::new(AppState::new(
+        first, recorder, pool, resolver, aggregator, quotas,
+    ));
 
     let app_state = state.clone();
     let mut server = HttpServer::new(move || {

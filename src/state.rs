@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use crate::credentials::{ApplyCredentials, CredentialResolver, CredentialRules};
 use crate::metrics::{ApplyMetrics, Flush, MetricsAggregator, Recorder};
 use crate::pricing::PriceTable;
+use crate::quotas::Ledger;
 use crate::settings::{Settings, SettingsError};
 use crate::upstream::{ApplyUpstream, UpstreamPlan, UpstreamPool};
 
@@ -22,6 +23,8 @@ pub struct Snapshot {
     pub settings: Arc<Settings>,
     pub credentials: Arc<CredentialRules>,
     pub upstream: Arc<UpstreamPlan>,
+    /// The price table, for charging quota spend where a request finishes.
+    pub prices: Arc<PriceTable>,
 }
 
 /// How the last reload went, for `/stats` `settings.last_reload`.
@@ -47,6 +50,8 @@ pub struct AppState {
     pub pool: Addr<UpstreamPool>,
     pub resolver: Addr<CredentialResolver>,
     pub aggregator: Addr<MetricsAggregator>,
+    /// Quota spend and requests in flight, read and counted by every worker.
+    pub quotas: Arc<Ledger>,
 }
 
 impl AppState {
@@ -56,6 +61,7 @@ impl AppState {
         pool: Addr<UpstreamPool>,
         resolver: Addr<CredentialResolver>,
         aggregator: Addr<MetricsAggregator>,
+        quotas: Arc<Ledger>,
     ) -> Self {
         Self {
             current: ArcSwap::from_pointee(first),
@@ -66,6 +72,7 @@ impl AppState {
             pool,
             resolver,
             aggregator,
+            quotas,
         }
     }
 
@@ -99,6 +106,7 @@ impl AppState {
     /// Returns the new generation; on an error the current snapshot stays.
     pub async fn apply(&self, settings: Arc<Settings>) -> Result<u64, ApplyError> {
         let generation = self.snapshot().generation + 1;
+        let quotas = settings.quotas.clone();
         let snapshot = build_snapshot(
             &self.resolver,
             &self.pool,
@@ -107,6 +115,8 @@ impl AppState {
             generation,
         )
         .await?;
+        // Quotas change with the snapshot: the next request is judged by the new limits.
+        self.quotas.apply(quotas);
         self.current.store(Arc::new(snapshot));
         Ok(generation)
     }
@@ -131,9 +141,10 @@ pub async fn build_snapshot(
     generation: u64,
 ) -> Result<Snapshot, ApplyError> {
     let credentials = resolver.send(ApplyCredentials(settings.clone())).await??;
+    let prices = Arc::new(PriceTable::new(settings.pricing.clone()));
     aggregator
         .send(ApplyMetrics {
-            prices: PriceTable::new(settings.pricing.clone()),
+            prices: (*prices).clone(),
             state_file: settings.stats.state_file.clone(),
             flush_interval: settings.stats.flush_interval,
         })
@@ -149,6 +160,7 @@ pub async fn build_snapshot(
         settings,
         credentials,
         upstream,
+        prices,
     })
 }
 

@@ -148,6 +148,13 @@ impl Exposition {
         }
     }
 
+    pub fn register_collector(
+        &mut self,
+        collector: Box<dyn prometheus_client::collector::Collector>,
+    ) {
+        self.registry.register_collector(collector);
+    }
+
     /// Brings the dropped-records counter up to `dropped` (counted by the request path).
     pub fn set_dropped(&self, dropped: u64) {
         let seen = self.dropped.get();

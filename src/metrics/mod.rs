@@ -91,6 +91,15 @@ impl MetricsAggregator {
         }
     }
 
+    /// Adds metrics that another part of sluice keeps (read at each scrape of `/metrics`).
+    pub fn with_collector(
+        mut self,
+        collector: Box<dyn prometheus_client::collector::Collector>,
+    ) -> Self {
+        self.exposition.register_collector(collector);
+        self
+    }
+
     /// Test hook: take this long per record (to show the request path never waits for it).
     #[cfg(feature = "test-hooks")]
     pub fn with_delay_per_record(mut self, delay: Duration) -> Self {

@@ -15,6 +15,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use super::record::{Outcome, RequestRecord};
 use super::Recorder;
 use crate::protocol::UsageParser;
+use crate::quotas::QuotaHold;
 
 /// Why a forwarded answer stopped early; actix then closes the client connection without
 /// ending the body properly, so the client sees the answer was cut.
@@ -33,6 +34,8 @@ pub struct UsageTap<S> {
     parser: Option<UsageParser>,
     /// `Some` until the one record is sent.
     record: Option<RequestRecord>,
+    /// The request's hold on its quotas, settled with its usage when the record is finished.
+    quota: Option<QuotaHold>,
     recorder: Recorder,
     received: Instant,
     head_received: Instant,
@@ -86,6 +89,7 @@ impl<S> UsageTap<S> {
             inner,
             parser,
             record: Some(record),
+            quota: None,
             recorder,
             received: timing.received,
             head_received: timing.head_received,
@@ -108,6 +112,11 @@ impl<S> UsageTap<S> {
         self.finish(Outcome::Completed);
     }
 
+    /// Keeps the request's hold on its quotas until the answer ends.
+    pub fn hold_quota(&mut self, hold: Option<QuotaHold>) {
+        self.quota = hold;
+    }
+
     fn finish(&mut self, outcome: Outcome) {
         let Some(mut record) = self.record.take() else {
             return;
@@ -125,6 +134,10 @@ impl<S> UsageTap<S> {
         let head_sent = self.head_sent.unwrap_or_else(Instant::now);
         record.overhead =
             Some(self.overhead_before + head_sent.saturating_duration_since(self.head_received));
+        // Before the answer's end reaches the client: its next request sees this spend.
+        if let Some(hold) = self.quota.take() {
+            hold.settle(record.model.as_deref(), &record.usage, record.finished_at);
+        }
         self.recorder.record(record);
     }
 
@@ -210,6 +223,11 @@ where
                 }
                 this.forwarded += chunk.len() as u64;
                 this.last_activity = Instant::now();
+                // All the declared bytes are here: the answer is complete before its last chunk
+                // goes out, so its record (and quota spend) is made before the client has it.
+                if this.declared_length == Some(this.forwarded) && !this.ended_early() {
+                    this.finish(Outcome::Completed);
+                }
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(err))) => this.fail(

@@ -7,6 +7,7 @@ mod credentials;
 mod errors;
 mod forwarding;
 mod metering;
+mod quotas;
 mod reload;
 mod report;
 mod settings;

@@ -20,7 +20,7 @@ use crate::headers;
 use crate::metrics::tap::{Timing, Watch};
 use crate::metrics::{Outcome, PendingRecord, RequestRecord, UsageTap};
 use crate::protocol::UsageParser;
-use crate::quotas::{QuotaHold, RequestSubjects};
+use crate::quotas::{Ledger, QuotaHold, QuotaSet, Refusal, RequestSubjects};
 use crate::routing;
 use crate::settings::Route;
 use crate::state::{AppState, Snapshot};
@@ -69,9 +69,16 @@ async fn exchange(
     let quota = exchange.quota(pending.get_mut())?;
     let upstream_request = exchange.upstream_request(&target, clients, headers);
     let sent = exchange
-        .send_upstream(&target, upstream_request, payload, body, pending.get_mut())
+        .send_upstream(
+            &target,
+            upstream_request,
+            payload,
+            body,
+            quota,
+            pending.get_mut(),
+        )
         .await?;
-    Ok(exchange.respond(&target, sent, pending, quota))
+    Ok(exchange.respond(&target, sent, pending))
 }
 
 /// One request on its way through: what every phase reads.
@@ -98,6 +105,8 @@ struct Sent {
     requested_model: Option<String>,
     overhead_before: Duration,
     head_received: Instant,
+    /// The request's hold on its quotas, kept until the answer ends.
+    quota: Option<QuotaHold>,
 }
 
 impl<'a> Exchange<'a> {
@@ -141,8 +150,9 @@ impl<'a> Exchange<'a> {
     }
 
     /// Whether the request fits its quotas, judged once it is known who sends it (caller and
-    /// credential source) and before anything goes upstream. The hold counts the request as in
-    /// flight until its answer ends; shadow quotas that would have refused it are logged.
+    /// credential source) and before anything goes upstream. Quotas that select by model are
+    /// judged as the body shows the model (see `tap_request_body`). The hold counts the request
+    /// as in flight until its answer ends.
     fn quota(&self, record: &RequestRecord) -> Result<Option<QuotaHold>, Error> {
         let ledger = &self.state.quotas;
         if ledger.is_empty() {
@@ -153,26 +163,22 @@ impl<'a> Exchange<'a> {
             route: Some(record.route.as_str()),
             model: None,
             source: record.source.map(|source| source.as_str()),
-            project: self
-                .req
-                .headers()
-                .get(PROJECT_HEADER)
-                .and_then(|v| v.to_str().ok()),
+            project: self.project(),
         };
-        let admission = ledger.admit(&subjects, jiff::Timestamp::now())?;
-        for would in &admission.would_refuse {
-            tracing::warn!(
-                request_id = %record.request_id,
-                quota = %would.quota,
-                mode = would.mode.as_str(),
-                "shadow: {}",
-                would.message
-            );
-        }
+        let admission =
+            ledger.admit_set(&subjects, jiff::Timestamp::now(), QuotaSet::WithoutModel)?;
+        log_would_refuse(&record.request_id, &admission.would_refuse);
         Ok(Some(QuotaHold::new(
             admission.guard,
             self.snapshot.prices.clone(),
         )))
+    }
+
+    fn project(&self) -> Option<&str> {
+        self.req
+            .headers()
+            .get(PROJECT_HEADER)
+            .and_then(|v| v.to_str().ok())
     }
 
     /// The upstream request: same method, path below the prefix and query, on this worker's
@@ -204,12 +210,23 @@ impl<'a> Exchange<'a> {
         request: awc::ClientRequest,
         payload: web::Payload,
         body: RequestBody,
+        quota: Option<QuotaHold>,
         record: &mut RequestRecord,
     ) -> Result<Sent, Error> {
         let limit = self.snapshot.settings.max_request_body_bytes;
+        let by_model = (quota.is_some() && self.state.quotas.needs_model()).then(|| ModelQuotas {
+            ledger: self.state.quotas.clone(),
+            request_id: record.request_id.clone(),
+            caller: record.caller.clone(),
+            route: record.route.clone(),
+            source: record.source.map(|source| source.as_str()),
+            project: self.project().map(str::to_string),
+        });
         let request_side = Rc::new(RefCell::new(RequestSide {
             over_limit: false,
             model: target.route.protocol.request_reader(self.req.headers()),
+            quota,
+            by_model,
         }));
         let limited = tap_request_body(payload, limit, request_side.clone());
         let overhead_before = self.received.elapsed();
@@ -235,28 +252,20 @@ impl<'a> Exchange<'a> {
             // The UpstreamPool learns of it from the record, with every other exchange.
             record.upstream_failure = err.is_upstream_failure().then(|| err.kind());
         }
-        let requested_model = request_side
-            .borrow_mut()
-            .model
-            .as_mut()
-            .and_then(|reader| reader.finish().model);
+        let mut side = request_side.borrow_mut();
+        let requested_model = side.model.as_mut().and_then(|reader| reader.finish().model);
         Ok(Sent {
             response: response?,
             requested_model,
             overhead_before,
             head_received,
+            quota: side.quota.take(),
         })
     }
 
     /// Streams the answer back as it arrives, through the usage tap, which sends the record
     /// when the answer ends (or is dropped).
-    fn respond(
-        &self,
-        target: &Target,
-        sent: Sent,
-        pending: &mut PendingRecord,
-        quota: Option<QuotaHold>,
-    ) -> HttpResponse {
+    fn respond(&self, target: &Target, sent: Sent, pending: &mut PendingRecord) -> HttpResponse {
         let upstream = sent.response;
         let record = pending.get_mut();
         record.model = sent.requested_model;
@@ -288,7 +297,7 @@ impl<'a> Exchange<'a> {
                 shutdown: self.state.shutdown.clone(),
             },
         );
-        tap.hold_quota(quota);
+        tap.hold_quota(sent.quota);
         let no_body = self.req.method() == Method::HEAD
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
@@ -370,6 +379,68 @@ struct RequestSide {
     over_limit: bool,
     /// Reads the top-level `model` of a JSON body (bounded memory); fed only until it is found.
     model: Option<UsageParser>,
+    /// The request's hold on its quotas; joined by the quotas on its model once that is read.
+    quota: Option<QuotaHold>,
+    /// Quotas that select by model, still to be judged.
+    by_model: Option<ModelQuotas>,
+}
+
+/// Who sent a request, for judging the quotas on its model once the body shows it.
+struct ModelQuotas {
+    ledger: std::sync::Arc<Ledger>,
+    request_id: String,
+    caller: Option<String>,
+    route: String,
+    source: Option<&'static str>,
+    project: Option<String>,
+}
+
+impl RequestSide {
+    /// Judges the quotas on `model`. A refusal un-counts the request everywhere and fails the
+    /// body, so the upstream never receives a whole request; the client is told why.
+    fn judge_model(&mut self, model: &str) -> Result<(), Error> {
+        let Some(by_model) = self.by_model.take() else {
+            return Ok(());
+        };
+        let subjects = RequestSubjects {
+            caller: by_model.caller.as_deref(),
+            route: Some(by_model.route.as_str()),
+            model: Some(model),
+            source: by_model.source,
+            project: by_model.project.as_deref(),
+        };
+        match by_model
+            .ledger
+            .admit_set(&subjects, jiff::Timestamp::now(), QuotaSet::ByModel)
+        {
+            Ok(admission) => {
+                log_would_refuse(&by_model.request_id, &admission.would_refuse);
+                if let Some(hold) = self.quota.as_mut() {
+                    hold.join(admission.guard);
+                }
+                Ok(())
+            }
+            Err(refusal) => {
+                if let Some(hold) = self.quota.take() {
+                    hold.withdraw();
+                }
+                Err(refusal.into())
+            }
+        }
+    }
+}
+
+/// Shadow quotas log what they would have refused.
+fn log_would_refuse(request_id: &str, refusals: &[Refusal]) {
+    for would in refusals {
+        tracing::warn!(
+            request_id = %request_id,
+            quota = %would.quota,
+            mode = would.mode.as_str(),
+            "shadow: {}",
+            would.message
+        );
+    }
 }
 
 /// Streams the client's body through untouched, failing (and flagging) once it passes `limit`
@@ -392,7 +463,10 @@ fn tap_request_body(
         if !model_found {
             if let Some(parser) = side.model.as_mut() {
                 parser.feed(&chunk);
-                model_found = parser.answer_model().is_some();
+                if let Some(model) = parser.answer_model().map(str::to_string) {
+                    model_found = true;
+                    side.judge_model(&model)?;
+                }
             }
         }
         Ok(chunk)

@@ -53,6 +53,8 @@ pub struct QuotaGuard {
 struct Held {
     book: Arc<QuotaBook>,
     subject: String,
+    /// When the request was counted (to un-count it from the right window or bucket).
+    admitted_at: Timestamp,
 }
 
 impl QuotaGuard {
@@ -71,6 +73,27 @@ impl QuotaGuard {
         for held in std::mem::take(&mut self.held) {
             held.book.release(&held.subject, Some((spent, at)));
         }
+    }
+
+    /// Un-counts the request everywhere it was admitted (another quota refused it after all)
+    /// and frees its slots.
+    pub fn withdraw(mut self) {
+        for held in std::mem::take(&mut self.held) {
+            if let Some(window) = held.book.quota.window {
+                let mut subjects = held.book.shared.lock();
+                if let Some(entry) = subjects.map.get_mut(&held.subject) {
+                    entry
+                        .tally
+                        .take_back(window, held.admitted_at, Spent::new(0.0, 0, 1));
+                }
+            }
+            held.book.release(&held.subject, None);
+        }
+    }
+
+    /// Takes over what `other` holds (a second admission of the same request).
+    pub fn join(&mut self, mut other: QuotaGuard) {
+        self.held.append(&mut other.held);
     }
 
     /// Names of the quotas held, for logs and tests.
@@ -95,6 +118,26 @@ impl Drop for QuotaGuard {
 pub struct Admission {
     pub guard: QuotaGuard,
     pub would_refuse: Vec<Refusal>,
+}
+
+/// Which quotas an admission judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaSet {
+    All,
+    /// Those that do not select by model (judged before the request body is read).
+    WithoutModel,
+    /// Those that select by model (judged once the body has shown the model).
+    ByModel,
+}
+
+impl QuotaSet {
+    fn includes(self, quota: &Quota) -> bool {
+        match self {
+            QuotaSet::All => true,
+            QuotaSet::WithoutModel => !quota.needs_model(),
+            QuotaSet::ByModel => quota.needs_model(),
+        }
+    }
 }
 
 /// Spend per (quota, subject) and requests in flight.
@@ -323,11 +366,25 @@ impl Ledger {
         request: &RequestSubjects<'_>,
         now: Timestamp,
     ) -> Result<Admission, Refusal> {
+        self.admit_set(request, now, QuotaSet::All)
+    }
+
+    /// [`admit`](Self::admit) for some of the quotas only: the request path judges the quotas
+    /// that select by model once the model has been read from the request body.
+    pub fn admit_set(
+        &self,
+        request: &RequestSubjects<'_>,
+        now: Timestamp,
+        set: QuotaSet,
+    ) -> Result<Admission, Refusal> {
         let books = self.books.load();
         let mut guard = QuotaGuard::none();
         let mut would_refuse = Vec::new();
         for pass in [Mode::Enforce, Mode::Shadow] {
-            for book in books.iter().filter(|b| b.quota.mode == pass) {
+            let judged = books
+                .iter()
+                .filter(|b| b.quota.mode == pass && set.includes(&b.quota));
+            for book in judged {
                 let Some(subject) = book.quota.subject_of(request) else {
                     continue;
                 };
@@ -349,8 +406,7 @@ impl Ledger {
                         entry.refused += 1;
                         book.shared.refused.fetch_add(1, Ordering::Relaxed);
                         drop(subjects);
-                        // Dropping the guard gives back what earlier quotas counted.
-                        self.take_back(&guard, now);
+                        guard.withdraw();
                         return Err(refusal);
                     }
                     entry.would_refuse += 1;
@@ -367,6 +423,7 @@ impl Ledger {
                 guard.held.push(Held {
                     book: book.clone(),
                     subject: key,
+                    admitted_at: now,
                 });
             }
         }
@@ -374,20 +431,6 @@ impl Ledger {
             guard,
             would_refuse,
         })
-    }
-
-    /// Un-counts the request that `guard`'s quotas admitted at `now` (the guard's drop then
-    /// releases their in-flight slots).
-    fn take_back(&self, guard: &QuotaGuard, now: Timestamp) {
-        for held in &guard.held {
-            let Some(window) = held.book.quota.window else {
-                continue;
-            };
-            let mut subjects = held.book.shared.lock();
-            if let Some(entry) = subjects.map.get_mut(&held.subject) {
-                entry.tally.take_back(window, now, Spent::new(0.0, 0, 1));
-            }
-        }
     }
 
     /// Charges spend that did not pass through a [`QuotaGuard`] of this ledger: rows loaded

@@ -31,7 +31,7 @@ use jiff::Timestamp;
 
 pub use exposition::QuotaCollector;
 pub use ledger::{
-    Admission, Ledger, QuotaGuard, QuotaRefusals, QuotaReport, Refusal, MAX_SUBJECTS,
+    Admission, Ledger, QuotaGuard, QuotaRefusals, QuotaReport, QuotaSet, Refusal, MAX_SUBJECTS,
     REPORT_SUBJECTS,
 };
 pub use settings::{validate, Mode, Quota, QuotaFile, QuotaSettingsError, RequestSubjects};
@@ -53,6 +53,16 @@ pub struct QuotaHold {
 impl QuotaHold {
     pub fn new(guard: QuotaGuard, prices: Arc<PriceTable>) -> QuotaHold {
         QuotaHold { guard, prices }
+    }
+
+    /// Un-counts the request (a quota judged later refused it) and frees its slots.
+    pub fn withdraw(self) {
+        self.guard.withdraw();
+    }
+
+    /// Takes over a later admission of the same request (its quotas by model).
+    pub fn join(&mut self, guard: QuotaGuard) {
+        self.guard.join(guard);
     }
 
     /// Charges what the request used (its model priced from the table) and frees its slots.

@@ -456,6 +456,64 @@ fn a_project_quota_counts_only_that_project() {
 }
 
 #[test]
+fn quotas_by_model_are_judged_once_the_model_is_known() {
+    let ledger = ledger(
+        "[[quotas]]\nname = \"all\"\nwindow = \"day\"\nmax_requests = 10\n\
+         [[quotas]]\nname = \"opus\"\nmodel = \"claude-opus\"\nwindow = \"day\"\nmax_requests = 1\n",
+    );
+    assert!(ledger.needs_model());
+    let now = ts("2026-11-27T12:00:00Z");
+    let opus = RequestSubjects {
+        model: Some("claude-opus-4-5"),
+        ..Default::default()
+    };
+    let both_stages = |ledger: &Ledger| -> Result<super::QuotaGuard, Refusal> {
+        let mut guard = ledger
+            .admit_set(
+                &RequestSubjects::default(),
+                now,
+                super::QuotaSet::WithoutModel,
+            )?
+            .guard;
+        assert_eq!(guard.quotas(), ["all"]);
+        guard.join(
+            ledger
+                .admit_set(&opus, now, super::QuotaSet::ByModel)?
+                .guard,
+        );
+        Ok(guard)
+    };
+    let first = both_stages(&ledger).unwrap();
+    assert_eq!(first.quotas(), ["all", "opus"]);
+    drop(first);
+    // Refused by model: the request path withdraws what the first stage counted.
+    let first_stage = ledger
+        .admit_set(
+            &RequestSubjects::default(),
+            now,
+            super::QuotaSet::WithoutModel,
+        )
+        .unwrap()
+        .guard;
+    let refusal = ledger
+        .admit_set(&opus, now, super::QuotaSet::ByModel)
+        .err()
+        .unwrap();
+    first_stage.withdraw();
+    assert_eq!(refusal.quota, "opus");
+    assert_eq!(refusal.subject, "claude-opus");
+    let reports = ledger.report(now, 10);
+    let all = &report(&reports, "all").subjects[0];
+    assert_eq!((all.used.requests, all.used.in_flight), (1, 0));
+    // A sonnet request is outside the opus quota.
+    let sonnet = RequestSubjects {
+        model: Some("claude-sonnet-4-5"),
+        ..Default::default()
+    };
+    assert!(ledger.admit(&sonnet, now).is_ok());
+}
+
+#[test]
 fn a_refusal_by_one_quota_is_not_counted_by_the_others() {
     let ledger = ledger(
         "[[quotas]]\nname = \"team\"\nwindow = \"day\"\nmax_requests = 100\nmax_concurrent = 10\n\

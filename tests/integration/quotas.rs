@@ -280,3 +280,63 @@ async fn metrics_text(sluice: &Sluice) -> String {
         .unwrap();
     String::from_utf8(response.body().limit(16 << 20).await.unwrap().to_vec()).unwrap()
 }
+
+#[actix_rt::test]
+async fn a_quota_on_a_model_refuses_as_the_body_shows_the_model() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(200, &fixture("message.json")));
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .toml(
+            "[[quotas]]\nname = \"all\"\nwindow = \"day\"\nmax_requests = 100\n\
+             [[quotas]]\nname = \"opus\"\nmodel = \"claude-opus\"\nwindow = \"day\"\nmax_requests = 1\n",
+        )
+        .start();
+    let send = |model: &'static str| {
+        let sluice = &sluice;
+        async move {
+            // The model last, after a long conversation, as the Python SDK orders its fields.
+            let body = format!(
+                r#"{{"max_tokens":10,"messages":[{{"role":"user","content":"{}"}}],"model":"{model}"}}"#,
+                "x".repeat(200_000)
+            );
+            let mut response = client()
+                .post(sluice.url("/anthropic/v1/messages"))
+                .insert_header(("content-type", "application/json"))
+                .send_body(body)
+                .await
+                .unwrap();
+            let body = response.body().await.unwrap();
+            (response.status().as_u16(), body)
+        }
+    };
+    assert_eq!(send("claude-opus-4-5").await.0, 200);
+    let (status, body) = send("claude-opus-4-5").await;
+    assert_eq!(status, 429);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("sluice: quota opus reached for claude-opus: 1 of 1 requests this day"),
+        "{body}"
+    );
+    assert_eq!(send("claude-sonnet-4-5").await.0, 200);
+    // The refused request never reached the upstream whole (the mock keeps what it got of
+    // it), and does not count under "all".
+    let received = mock.received();
+    assert_eq!(received.len(), 3);
+    let whole = received[0].body.len();
+    assert!(
+        received[1].body.len() < whole,
+        "{} of {whole} bytes",
+        received[1].body.len()
+    );
+    assert_eq!(
+        received[2].body.len(),
+        whole - "opus-4-5".len() + "sonnet-4-5".len()
+    );
+    let stats = stats(&sluice, "", None).await;
+    assert_eq!(stats["quotas"][0]["subjects"][0]["used"]["requests"], 2);
+    assert_eq!(stats["quotas"][1]["refused"], 1);
+}

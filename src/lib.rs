@@ -1,12 +1,12 @@
 //! sluice: a metering pass-through proxy for LLM APIs. Client credentials first, bytes
 //! untouched and unbuffered, usage counted on the side.
 //!
-//! A request's path: [`proxy`] (entry, as named phases: route → admit → credentials → upstream
-//! request → send → respond) using [`routing`], [`access`] and [`credentials`], out through
-//! [`upstream`], back through the usage tap ([`metrics::tap`]), which hands one record per
-//! request to the MetricsAggregator ([`metrics`]) and its sinks. What an API's answers mean is
-//! [`protocol`], over the protocol-free [`readers`]; [`usage`] is what metering learns and
-//! [`pricing`] prices it.
+//! A request's path: [`proxy`] (entry, as named phases: route → admit → credentials → quota →
+//! upstream request → send → respond) using [`routing`], [`access`], [`credentials`] and
+//! [`quotas`], out through [`upstream`], back through the usage tap ([`metrics::tap`]), which
+//! hands one record per request to the MetricsAggregator ([`metrics`]) and its sinks. What an
+//! API's answers mean is [`protocol`], over the protocol-free [`readers`]; [`usage`] is what
+//! metering learns and [`pricing`] prices it.
 //!
 //! Four actors do the work beside the handlers, each owning its state: the CredentialResolver
 //! ([`credentials`]: the secret material), the UpstreamPool ([`upstream`]: the upstream plan and

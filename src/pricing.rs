@@ -1,12 +1,26 @@
 //! Estimates what an answer cost in USD from its usage and the settings' price table.
+//!
+//! The rules, applied to one answer:
+//! - every sampling of the answer (one, or one per compaction iteration) is priced on its own;
+//! - its cache writes are split into 5-minute and 1-hour ones, each at its price;
+//! - a model with `long_context` rates charges every token of a sampling at those rates when
+//!   the sampling's prompt (input + cache writes + cache reads) is over the threshold;
+//! - the token cost is multiplied by the model's multiplier for `usage.inference_geo` and for
+//!   `usage.speed` (a speed with a multiplier is priced flat over the whole context, without the
+//!   long-context rates), and by the batch rate for Message Batches results;
+//! - each web search costs `web_search_per_1k / 1000`, whatever the other multipliers.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::usage::Usage;
+use crate::usage::{Tokens, Usage};
 
 const TOKENS_PER_PRICE_UNIT: f64 = 1_000_000.0;
+const SEARCHES_PER_PRICE_UNIT: f64 = 1_000.0;
+
+/// Anthropic charges a 1-hour cache write at twice the input price.
+pub const CACHE_WRITE_1H_INPUT_MULTIPLIER: f64 = 2.0;
 
 /// One model's prices, in USD per million tokens (a `[pricing."<model prefix>"]` table).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -16,70 +30,111 @@ pub struct Price {
     pub output: f64,
     /// Writing to the cache, 5-minute lifetime; also charged when the answer gives no split.
     pub cache_write: f64,
-    /// Writing to the cache, 1-hour lifetime; [`Price::cache_write_1h`] when not set.
+    /// Writing to the cache, 1-hour lifetime; twice `input` when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h: Option<f64>,
+    pub cache_read: f64,
+    /// Dearer rates for a sampling whose prompt is over a threshold; none = one rate for all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_context: Option<LongContext>,
+    /// USD per 1,000 web searches; `[pricing_defaults]` when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_search_per_1k: Option<f64>,
+    /// What Message Batches results cost as a share of the normal price; `[pricing_defaults]`
+    /// when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<f64>,
+    /// Token cost multiplier per `usage.inference_geo` value (e.g. `us = 1.1`); a value not
+    /// listed here or in `[pricing_defaults]` costs 1×.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inference_geo: BTreeMap<String, f64>,
+    /// Token cost multiplier per `usage.speed` value (e.g. `fast = 2.0`), as `inference_geo`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub speed: BTreeMap<String, f64>,
+}
+
+/// The rates of a model priced by prompt length, in USD per million tokens.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongContext {
+    /// Prompt tokens (input + cache writes + cache reads) above which these rates apply.
+    pub threshold: u64,
+    pub input: f64,
+    pub output: f64,
+    pub cache_write: f64,
+    /// Twice this section's `input` when not set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write_1h: Option<f64>,
     pub cache_read: f64,
 }
 
-impl Price {
-    /// Anthropic charges a 1-hour cache write at twice the input price.
-    pub const CACHE_WRITE_1H_INPUT_MULTIPLIER: f64 = 2.0;
+/// What applies to every model unless its own table says otherwise (`[pricing_defaults]`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingDefaults {
+    #[serde(default = "default_web_search_per_1k")]
+    pub web_search_per_1k: f64,
+    #[serde(default = "default_batch")]
+    pub batch: f64,
+    #[serde(default)]
+    pub inference_geo: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub speed: BTreeMap<String, f64>,
+}
 
-    /// Rejects prices that would make costs meaningless: negative, NaN or infinite.
-    /// The error names the offending field, e.g. `input must be …`.
-    pub fn validate(&self) -> Result<(), String> {
-        let fields = [
-            ("input", Some(self.input)),
-            ("output", Some(self.output)),
-            ("cache_write", Some(self.cache_write)),
-            ("cache_write_1h", self.cache_write_1h),
-            ("cache_read", Some(self.cache_read)),
-        ];
-        for (name, value) in fields {
-            if let Some(value) = value {
-                if !value.is_finite() || value < 0.0 {
-                    return Err(format!(
-                        "{name} must be a finite, non-negative USD price per million tokens, got {value}"
-                    ));
-                }
-            }
+/// $10 per 1,000 web searches on the Anthropic API.
+pub const DEFAULT_WEB_SEARCH_PER_1K: f64 = 10.0;
+/// Message Batches are billed at 50 % of the normal price.
+pub const DEFAULT_BATCH: f64 = 0.5;
+
+fn default_web_search_per_1k() -> f64 {
+    DEFAULT_WEB_SEARCH_PER_1K
+}
+
+fn default_batch() -> f64 {
+    DEFAULT_BATCH
+}
+
+impl Default for PricingDefaults {
+    fn default() -> Self {
+        Self {
+            web_search_per_1k: DEFAULT_WEB_SEARCH_PER_1K,
+            batch: DEFAULT_BATCH,
+            inference_geo: BTreeMap::new(),
+            speed: BTreeMap::new(),
         }
-        Ok(())
     }
+}
 
-    /// The 1-hour cache write price: as set, else twice the input price.
-    pub fn cache_write_1h(&self) -> f64 {
-        self.cache_write_1h
-            .unwrap_or(Self::CACHE_WRITE_1H_INPUT_MULTIPLIER * self.input)
+impl PricingDefaults {
+    /// Same checks as [`Price::validate`]; the error names the field.
+    pub fn validate(&self) -> Result<(), InvalidPrice> {
+        check_amount("web_search_per_1k", self.web_search_per_1k)?;
+        check_multiplier("batch", self.batch)?;
+        check_multipliers("inference_geo", &self.inference_geo)?;
+        check_multipliers("speed", &self.speed)
     }
+}
 
-    /// What `usage` cost at these prices.
-    ///
-    /// When the answer splits cache writes into 5-minute and 1-hour ones, each part is charged
-    /// at its price, and any cache write tokens the split does not cover at `cache_write`;
-    /// without a split, all cache write tokens are charged at `cache_write`.
-    pub fn cost_usd(&self, usage: &Usage) -> f64 {
-        let (cache_write_tokens, cache_write_1h_tokens) = match (
-            usage.cache_creation_5m_input_tokens,
-            usage.cache_creation_1h_input_tokens,
-        ) {
-            (None, None) => (usage.cache_creation_input_tokens, 0),
-            (five_minutes, one_hour) => {
-                let five_minutes = five_minutes.unwrap_or(0);
-                let one_hour = one_hour.unwrap_or(0);
-                let uncovered = usage
-                    .cache_creation_input_tokens
-                    .saturating_sub(five_minutes.saturating_add(one_hour));
-                (five_minutes.saturating_add(uncovered), one_hour)
-            }
-        };
+/// One price per kind of token, resolved (no defaults left to apply).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rates {
+    input: f64,
+    output: f64,
+    cache_write_5m: f64,
+    cache_write_1h: f64,
+    cache_read: f64,
+}
+
+impl Rates {
+    /// USD for one sampling's tokens at these rates.
+    fn charge(&self, tokens: &SplitTokens) -> f64 {
         let charged = [
-            (usage.input_tokens, self.input),
-            (usage.output_tokens, self.output),
-            (cache_write_tokens, self.cache_write),
-            (cache_write_1h_tokens, self.cache_write_1h()),
-            (usage.cache_read_input_tokens, self.cache_read),
+            (tokens.input, self.input),
+            (tokens.output, self.output),
+            (tokens.cache_write_5m, self.cache_write_5m),
+            (tokens.cache_write_1h, self.cache_write_1h),
+            (tokens.cache_read, self.cache_read),
         ];
         charged
             .iter()
@@ -87,6 +142,219 @@ impl Price {
             .sum::<f64>()
             / TOKENS_PER_PRICE_UNIT
     }
+}
+
+/// One sampling's tokens with its cache writes split by lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SplitTokens {
+    input: u64,
+    output: u64,
+    cache_write_5m: u64,
+    cache_write_1h: u64,
+    cache_read: u64,
+}
+
+impl SplitTokens {
+    /// When the answer splits cache writes into 5-minute and 1-hour ones, each part is charged
+    /// at its price, and any cache write tokens the split does not cover at the 5-minute price;
+    /// without a split, all cache write tokens are 5-minute ones.
+    fn of(tokens: &Tokens) -> Self {
+        let (cache_write_5m, cache_write_1h) = match (
+            tokens.cache_creation_5m_input_tokens,
+            tokens.cache_creation_1h_input_tokens,
+        ) {
+            (None, None) => (tokens.cache_creation_input_tokens, 0),
+            (five_minutes, one_hour) => {
+                let five_minutes = five_minutes.unwrap_or(0);
+                let one_hour = one_hour.unwrap_or(0);
+                let uncovered = tokens
+                    .cache_creation_input_tokens
+                    .saturating_sub(five_minutes.saturating_add(one_hour));
+                (five_minutes.saturating_add(uncovered), one_hour)
+            }
+        };
+        Self {
+            input: tokens.input_tokens,
+            output: tokens.output_tokens,
+            cache_write_5m,
+            cache_write_1h,
+            cache_read: tokens.cache_read_input_tokens,
+        }
+    }
+
+    /// What the long-context threshold is compared with.
+    fn prompt(&self) -> u64 {
+        self.input
+            .saturating_add(self.cache_write_5m)
+            .saturating_add(self.cache_write_1h)
+            .saturating_add(self.cache_read)
+    }
+}
+
+impl Price {
+    /// Rejects prices that would make costs meaningless: negative, NaN or infinite amounts, a
+    /// zero long-context threshold. The error names the offending field.
+    pub fn validate(&self) -> Result<(), InvalidPrice> {
+        check_amount("input", self.input)?;
+        check_amount("output", self.output)?;
+        check_amount("cache_write", self.cache_write)?;
+        if let Some(price) = self.cache_write_1h {
+            check_amount("cache_write_1h", price)?;
+        }
+        check_amount("cache_read", self.cache_read)?;
+        if let Some(long) = &self.long_context {
+            if long.threshold == 0 {
+                return Err(invalid(
+                    "long_context.threshold",
+                    "must be a number of tokens above 0".into(),
+                ));
+            }
+            check_amount("long_context.input", long.input)?;
+            check_amount("long_context.output", long.output)?;
+            check_amount("long_context.cache_write", long.cache_write)?;
+            if let Some(price) = long.cache_write_1h {
+                check_amount("long_context.cache_write_1h", price)?;
+            }
+            check_amount("long_context.cache_read", long.cache_read)?;
+        }
+        if let Some(price) = self.web_search_per_1k {
+            check_amount("web_search_per_1k", price)?;
+        }
+        if let Some(share) = self.batch {
+            check_multiplier("batch", share)?;
+        }
+        check_multipliers("inference_geo", &self.inference_geo)?;
+        check_multipliers("speed", &self.speed)
+    }
+
+    /// This price with what it leaves unset taken from `defaults`; its own multipliers win
+    /// over the defaults' for the same key.
+    pub fn with_defaults(mut self, defaults: &PricingDefaults) -> Self {
+        self.web_search_per_1k
+            .get_or_insert(defaults.web_search_per_1k);
+        self.batch.get_or_insert(defaults.batch);
+        for (own, default) in [
+            (&mut self.inference_geo, &defaults.inference_geo),
+            (&mut self.speed, &defaults.speed),
+        ] {
+            for (key, multiplier) in default {
+                own.entry(key.clone()).or_insert(*multiplier);
+            }
+        }
+        self
+    }
+
+    /// The 1-hour cache write price: as set, else twice the input price.
+    pub fn cache_write_1h(&self) -> f64 {
+        self.cache_write_1h
+            .unwrap_or(CACHE_WRITE_1H_INPUT_MULTIPLIER * self.input)
+    }
+
+    fn base_rates(&self) -> Rates {
+        Rates {
+            input: self.input,
+            output: self.output,
+            cache_write_5m: self.cache_write,
+            cache_write_1h: self.cache_write_1h(),
+            cache_read: self.cache_read,
+        }
+    }
+
+    /// What `usage` cost at these prices, at the normal price (see [`cost_usd`]).
+    pub fn cost_usd(&self, usage: &Usage) -> f64 {
+        cost_usd(self, usage, false)
+    }
+}
+
+impl LongContext {
+    fn rates(&self) -> Rates {
+        Rates {
+            input: self.input,
+            output: self.output,
+            cache_write_5m: self.cache_write,
+            cache_write_1h: self
+                .cache_write_1h
+                .unwrap_or(CACHE_WRITE_1H_INPUT_MULTIPLIER * self.input),
+            cache_read: self.cache_read,
+        }
+    }
+}
+
+/// What `usage` cost at `price`; `batch` for Message Batches results. Every rule of the
+/// module documentation, and nothing else: the one place a dollar amount is decided.
+pub fn cost_usd(price: &Price, usage: &Usage, batch: bool) -> f64 {
+    let multiplier_for = |table: &BTreeMap<String, f64>, key: Option<&str>| {
+        key.and_then(|key| table.get(key)).copied()
+    };
+    let speed = multiplier_for(&price.speed, usage.speed.as_deref());
+    let geo = multiplier_for(&price.inference_geo, usage.inference_geo.as_deref()).unwrap_or(1.0);
+    let base = price.base_rates();
+    let tokens_usd: f64 = usage
+        .samplings()
+        .map(|sampling| {
+            let tokens = SplitTokens::of(&sampling);
+            let rates = match &price.long_context {
+                Some(long) if speed.is_none() && tokens.prompt() > long.threshold => long.rates(),
+                _ => base,
+            };
+            rates.charge(&tokens)
+        })
+        .sum();
+    let batch_share = if batch {
+        price.batch.unwrap_or(DEFAULT_BATCH)
+    } else {
+        1.0
+    };
+    let searches_usd = usage.web_search_requests as f64
+        * price.web_search_per_1k.unwrap_or(DEFAULT_WEB_SEARCH_PER_1K)
+        / SEARCHES_PER_PRICE_UNIT;
+    tokens_usd * speed.unwrap_or(1.0) * geo * batch_share + searches_usd
+}
+
+/// A price field that makes no sense, named by its path within the price (`long_context.input`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidPrice {
+    pub field: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for InvalidPrice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.field, self.reason)
+    }
+}
+
+fn invalid(field: &str, reason: String) -> InvalidPrice {
+    InvalidPrice {
+        field: field.to_string(),
+        reason,
+    }
+}
+
+fn check_amount(name: &str, value: f64) -> Result<(), InvalidPrice> {
+    if !value.is_finite() || value < 0.0 {
+        return Err(invalid(
+            name,
+            format!("must be a finite, non-negative USD price, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_multiplier(name: &str, value: f64) -> Result<(), InvalidPrice> {
+    if !value.is_finite() || value < 0.0 {
+        return Err(invalid(
+            name,
+            format!("must be a finite, non-negative multiplier, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_multipliers(name: &str, table: &BTreeMap<String, f64>) -> Result<(), InvalidPrice> {
+    table
+        .iter()
+        .try_for_each(|(key, value)| check_multiplier(&format!("{name}.{key}"), *value))
 }
 
 /// Prices by model-name prefix: a model is priced by the longest key that is a prefix of its
@@ -113,8 +381,13 @@ impl PriceTable {
     /// What `usage` cost, or `None` when the model is unknown or has no price: the caller
     /// counts 0 and makes the gap visible rather than guessing a price.
     pub fn cost_usd(&self, model: Option<&str>, usage: &Usage) -> Option<f64> {
+        self.cost_usd_billed(model, usage, false)
+    }
+
+    /// As [`cost_usd`](Self::cost_usd), at the batch rate when `batch`.
+    pub fn cost_usd_billed(&self, model: Option<&str>, usage: &Usage, batch: bool) -> Option<f64> {
         let (_, price) = self.lookup(model?)?;
-        Some(price.cost_usd(usage))
+        Some(cost_usd(price, usage, batch))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -123,219 +396,4 @@ impl PriceTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn price(input: f64, output: f64, cache_write: f64, cache_read: f64) -> Price {
-        Price {
-            input,
-            output,
-            cache_write,
-            cache_write_1h: None,
-            cache_read,
-        }
-    }
-
-    fn sonnet() -> Price {
-        price(3.0, 15.0, 3.75, 0.30)
-    }
-
-    fn table(entries: &[(&str, Price)]) -> PriceTable {
-        PriceTable::new(
-            entries
-                .iter()
-                .map(|(prefix, price)| (prefix.to_string(), price.clone()))
-                .collect(),
-        )
-    }
-
-    fn assert_usd(actual: f64, expected: f64) {
-        assert!(
-            (actual - expected).abs() < 1e-12,
-            "expected {expected} USD, got {actual}"
-        );
-    }
-
-    #[test]
-    fn longest_matching_prefix_wins() {
-        let prices = table(&[
-            ("claude-opus-4", price(15.0, 75.0, 18.75, 1.5)),
-            ("claude-opus-4-5", price(5.0, 25.0, 6.25, 0.5)),
-            ("claude", price(1.0, 1.0, 1.0, 1.0)),
-        ]);
-        let (key, found) = prices.lookup("claude-opus-4-5-20251101").unwrap();
-        assert_eq!(key, "claude-opus-4-5");
-        assert_eq!(found.input, 5.0);
-        assert_eq!(
-            prices.lookup("claude-opus-4-1-20250805").unwrap().0,
-            "claude-opus-4"
-        );
-        assert_eq!(prices.lookup("claude-haiku-4-5").unwrap().0, "claude");
-    }
-
-    #[test]
-    fn exact_model_name_matches_its_own_key() {
-        let prices = table(&[("claude-sonnet-4-5", sonnet())]);
-        assert_eq!(
-            prices.lookup("claude-sonnet-4-5").unwrap().0,
-            "claude-sonnet-4-5"
-        );
-    }
-
-    #[test]
-    fn key_longer_than_model_or_not_a_prefix_does_not_match() {
-        let prices = table(&[("claude-sonnet-4-5", sonnet())]);
-        assert_eq!(prices.lookup("claude-sonnet-4"), None);
-        assert_eq!(prices.lookup("xclaude-sonnet-4-5"), None);
-        assert_eq!(prices.lookup("Claude-Sonnet-4-5"), None);
-    }
-
-    #[test]
-    fn unknown_or_missing_model_has_no_cost() {
-        let prices = table(&[("claude-sonnet-4-5", sonnet())]);
-        let usage = Usage {
-            input_tokens: 100,
-            ..Usage::default()
-        };
-        assert_eq!(prices.cost_usd(Some("gpt-4o"), &usage), None);
-        assert_eq!(prices.cost_usd(None, &usage), None);
-        assert_eq!(PriceTable::default().cost_usd(Some("claude"), &usage), None);
-        assert!(PriceTable::default().is_empty());
-    }
-
-    #[test]
-    fn cost_sums_every_kind_of_token_per_million() {
-        let prices = table(&[("claude-sonnet-4-5", sonnet())]);
-        let usage = Usage {
-            input_tokens: 1_000_000,
-            output_tokens: 2_000_000,
-            cache_creation_input_tokens: 1_000_000,
-            cache_read_input_tokens: 10_000_000,
-            ..Usage::default()
-        };
-        let cost = prices
-            .cost_usd(Some("claude-sonnet-4-5-20250929"), &usage)
-            .unwrap();
-        assert_usd(cost, 3.0 + 30.0 + 3.75 + 3.0);
-    }
-
-    #[test]
-    fn cache_writes_without_split_are_charged_at_cache_write() {
-        let usage = Usage {
-            cache_creation_input_tokens: 2_000_000,
-            ..Usage::default()
-        };
-        assert_usd(sonnet().cost_usd(&usage), 7.5);
-    }
-
-    #[test]
-    fn cache_write_split_charges_each_lifetime_at_its_price() {
-        let with_1h_price = Price {
-            cache_write_1h: Some(6.0),
-            ..sonnet()
-        };
-        let usage = Usage {
-            cache_creation_input_tokens: 3_000_000,
-            cache_creation_5m_input_tokens: Some(1_000_000),
-            cache_creation_1h_input_tokens: Some(2_000_000),
-            ..Usage::default()
-        };
-        assert_usd(with_1h_price.cost_usd(&usage), 3.75 + 12.0);
-    }
-
-    #[test]
-    fn one_hour_cache_write_defaults_to_twice_input() {
-        assert_eq!(sonnet().cache_write_1h(), 6.0);
-        let usage = Usage {
-            cache_creation_input_tokens: 1_000_000,
-            cache_creation_5m_input_tokens: Some(0),
-            cache_creation_1h_input_tokens: Some(1_000_000),
-            ..Usage::default()
-        };
-        assert_usd(sonnet().cost_usd(&usage), 6.0);
-    }
-
-    #[test]
-    fn cache_writes_not_covered_by_split_are_charged_at_cache_write() {
-        let usage = Usage {
-            cache_creation_input_tokens: 4_000_000,
-            cache_creation_5m_input_tokens: None,
-            cache_creation_1h_input_tokens: Some(1_000_000),
-            ..Usage::default()
-        };
-        // 1M at the 1-hour price (2 × 3.0), the other 3M at cache_write.
-        assert_usd(sonnet().cost_usd(&usage), 6.0 + 3.0 * 3.75);
-    }
-
-    #[test]
-    fn split_larger_than_total_is_charged_as_given() {
-        let usage = Usage {
-            cache_creation_input_tokens: 0,
-            cache_creation_5m_input_tokens: Some(1_000_000),
-            cache_creation_1h_input_tokens: Some(1_000_000),
-            ..Usage::default()
-        };
-        assert_usd(sonnet().cost_usd(&usage), 3.75 + 6.0);
-    }
-
-    #[test]
-    fn fixture_sized_answer_costs_cents() {
-        // stream-text.sse's usage at Haiku 4.5 prices.
-        let haiku = price(1.0, 5.0, 1.25, 0.10);
-        let usage = Usage {
-            input_tokens: 849,
-            output_tokens: 47,
-            cache_creation_input_tokens: 120,
-            cache_read_input_tokens: 3000,
-            cache_creation_5m_input_tokens: Some(120),
-            cache_creation_1h_input_tokens: Some(0),
-        };
-        let expected = (849.0 * 1.0 + 47.0 * 5.0 + 120.0 * 1.25 + 3000.0 * 0.10) / 1e6;
-        assert_usd(haiku.cost_usd(&usage), expected);
-    }
-
-    #[test]
-    fn validate_rejects_negative_and_non_finite_prices() {
-        assert_eq!(sonnet().validate(), Ok(()));
-        assert_eq!(price(0.0, 0.0, 0.0, 0.0).validate(), Ok(()));
-        let bad = [
-            price(-1.0, 15.0, 3.75, 0.3),
-            price(3.0, f64::NAN, 3.75, 0.3),
-            price(3.0, 15.0, f64::INFINITY, 0.3),
-            price(3.0, 15.0, 3.75, f64::NEG_INFINITY),
-            Price {
-                cache_write_1h: Some(-0.5),
-                ..sonnet()
-            },
-        ];
-        let names = [
-            "input",
-            "output",
-            "cache_write",
-            "cache_read",
-            "cache_write_1h",
-        ];
-        for (price, name) in bad.iter().zip(names) {
-            let error = price.validate().unwrap_err();
-            assert!(error.starts_with(name), "{error:?} should name {name}");
-        }
-    }
-
-    #[test]
-    fn price_reads_from_settings_and_rejects_unknown_fields() {
-        let read: Price = serde_json::from_str(
-            r#"{"input":3.0,"output":15.0,"cache_write":3.75,"cache_read":0.3}"#,
-        )
-        .unwrap();
-        assert_eq!(read, sonnet());
-        let with_1h: Price = serde_json::from_str(
-            r#"{"input":3.0,"output":15.0,"cache_write":3.75,"cache_write_1h":6.5,"cache_read":0.3}"#,
-        )
-        .unwrap();
-        assert_eq!(with_1h.cache_write_1h(), 6.5);
-        let unknown = serde_json::from_str::<Price>(
-            r#"{"input":3.0,"output":15.0,"cache_write":3.75,"cache_read":0.3,"cache_wrte":1}"#,
-        );
-        assert!(unknown.is_err());
-    }
-}
+mod tests;

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::readers::MAX_NAME_BYTES;
 
 /// Tokens one answer used. Field names are the `/stats` JSON names.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Usage {
     pub input_tokens: u64,
@@ -22,6 +22,140 @@ pub struct Usage {
     /// `usage.cache_creation.ephemeral_1h_input_tokens`, when the answer gives the split.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_creation_1h_input_tokens: Option<u64>,
+    /// Web searches the server ran for the answer.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub web_search_requests: u64,
+    /// Where inference ran (`"us"`, `"global"`), which may change the price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inference_geo: Option<String>,
+    /// The speed it ran at (`"fast"`, `"standard"`), which may change the price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<String>,
+    /// The samplings of a compacting answer, each with its own tokens (priced one by one).
+    /// When given, the token fields above are their sums.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub iterations: Vec<Tokens>,
+}
+
+/// The tokens of one sampling: a whole answer, or one of its compaction iterations.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tokens {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_creation_5m_input_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_creation_1h_input_tokens: Option<u64>,
+}
+
+/// Most compaction iterations kept one by one; later ones are added into the last kept.
+pub const MAX_ITERATIONS: usize = 16;
+/// Longest `inference_geo` or `speed` value kept: they are short names, not content.
+pub const MAX_TIER_NAME_BYTES: usize = 32;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Tokens {
+    /// Adds `other` field by field (saturating); a split given by either side stays given.
+    pub fn add(&mut self, other: &Tokens) {
+        let add_split = |mine: &mut Option<u64>, theirs: Option<u64>| {
+            if mine.is_some() || theirs.is_some() {
+                *mine = Some(mine.unwrap_or(0).saturating_add(theirs.unwrap_or(0)));
+            }
+        };
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cache_creation_input_tokens = self
+            .cache_creation_input_tokens
+            .saturating_add(other.cache_creation_input_tokens);
+        self.cache_read_input_tokens = self
+            .cache_read_input_tokens
+            .saturating_add(other.cache_read_input_tokens);
+        add_split(
+            &mut self.cache_creation_5m_input_tokens,
+            other.cache_creation_5m_input_tokens,
+        );
+        add_split(
+            &mut self.cache_creation_1h_input_tokens,
+            other.cache_creation_1h_input_tokens,
+        );
+    }
+}
+
+impl Usage {
+    /// The top-level token fields.
+    pub fn tokens(&self) -> Tokens {
+        Tokens {
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cache_creation_input_tokens: self.cache_creation_input_tokens,
+            cache_read_input_tokens: self.cache_read_input_tokens,
+            cache_creation_5m_input_tokens: self.cache_creation_5m_input_tokens,
+            cache_creation_1h_input_tokens: self.cache_creation_1h_input_tokens,
+        }
+    }
+
+    pub fn set_tokens(&mut self, tokens: Tokens) {
+        self.input_tokens = tokens.input_tokens;
+        self.output_tokens = tokens.output_tokens;
+        self.cache_creation_input_tokens = tokens.cache_creation_input_tokens;
+        self.cache_read_input_tokens = tokens.cache_read_input_tokens;
+        self.cache_creation_5m_input_tokens = tokens.cache_creation_5m_input_tokens;
+        self.cache_creation_1h_input_tokens = tokens.cache_creation_1h_input_tokens;
+    }
+
+    /// Each sampling the answer was billed for: its compaction iterations, or itself.
+    pub fn samplings(&self) -> impl Iterator<Item = Tokens> + '_ {
+        let whole = self.iterations.is_empty().then(|| self.tokens());
+        whole.into_iter().chain(self.iterations.iter().copied())
+    }
+
+    /// Keeps each iteration's tokens (the first [`MAX_ITERATIONS`] - 1 one by one, the rest
+    /// added into the last) and makes the top-level fields their sums. No iterations: no change.
+    pub fn set_iterations(&mut self, iterations: impl IntoIterator<Item = Tokens>) {
+        let mut kept: Vec<Tokens> = Vec::new();
+        for tokens in iterations {
+            if kept.len() < MAX_ITERATIONS {
+                kept.push(tokens);
+            } else if let Some(last) = kept.last_mut() {
+                last.add(&tokens);
+            }
+        }
+        if kept.is_empty() {
+            return;
+        }
+        let mut sum = Tokens::default();
+        kept.iter().for_each(|tokens| sum.add(tokens));
+        self.set_tokens(sum);
+        self.iterations = kept;
+    }
+
+    /// A pricing tier's name (`inference_geo`, `speed`), when it is short enough to be one.
+    pub fn tier_name(value: &str) -> Option<String> {
+        (value.len() <= MAX_TIER_NAME_BYTES).then(|| value.to_owned())
+    }
+
+    /// Adds another answer's usage: token counts and searches (for summing many answers).
+    pub fn add(&mut self, other: &Usage) {
+        let mut tokens = self.tokens();
+        tokens.add(&other.tokens());
+        self.set_tokens(tokens);
+        self.web_search_requests = self
+            .web_search_requests
+            .saturating_add(other.web_search_requests);
+    }
+
+    /// Heap bytes: the tier names and the compaction iterations, both bounded.
+    pub fn held_bytes(&self) -> usize {
+        self.inference_geo.as_ref().map_or(0, String::capacity)
+            + self.speed.as_ref().map_or(0, String::capacity)
+            + self.iterations.capacity() * std::mem::size_of::<Tokens>()
+    }
 }
 
 /// How an answer's body is read, from its `content-type`.
@@ -80,10 +214,11 @@ impl Answer {
         }
     }
 
-    /// Bytes the names kept hold.
+    /// Bytes the names and usage kept hold.
     pub fn held_bytes(&self) -> usize {
         self.model.as_ref().map_or(0, String::capacity)
             + self.error_type.as_ref().map_or(0, String::capacity)
+            + self.usage.held_bytes()
     }
 }
 

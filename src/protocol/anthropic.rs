@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::readers::json::ValueHandler;
 use crate::readers::sse::EventHandler;
-use crate::usage::{Answer, Usage};
+use crate::usage::{Answer, Tokens, Usage};
 
 /// Where an API key goes.
 pub const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
@@ -176,9 +176,56 @@ fn read_event(event_name: &[u8], data: &Value, answer: &mut Answer) {
     }
 }
 
+/// The usage an answer's (or a batch result's) `usage` object describes.
+pub fn usage_from_json(usage: &Value) -> Usage {
+    let mut read = Usage::default();
+    overwrite_usage(&mut read, usage);
+    read
+}
+
 /// Overwrites every field the `usage` object gives. Anthropic's numbers are cumulative,
 /// so a later object supersedes an earlier one field by field; absent fields keep their value.
+/// A compacting answer's `iterations` list every sampling; its top-level numbers leave the
+/// compaction out, so the iterations' sums replace them.
 fn overwrite_usage(fields: &mut Usage, usage: &Value) {
+    let mut tokens = fields.tokens();
+    overwrite_tokens(&mut tokens, usage);
+    fields.set_tokens(tokens);
+    if let Some(n) = usage
+        .get("server_tool_use")
+        .and_then(|tools| tools.get("web_search_requests"))
+        .and_then(Value::as_u64)
+    {
+        fields.web_search_requests = n;
+    }
+    for (field, name) in [
+        (&mut fields.inference_geo, "inference_geo"),
+        (&mut fields.speed, "speed"),
+    ] {
+        if let Some(value) = usage
+            .get(name)
+            .and_then(Value::as_str)
+            .and_then(Usage::tier_name)
+        {
+            *field = Some(value);
+        }
+    }
+    if let Some(iterations) = usage.get("iterations").and_then(Value::as_array) {
+        fields.set_iterations(
+            iterations
+                .iter()
+                .filter(|i| i.is_object())
+                .map(|iteration| {
+                    let mut tokens = Tokens::default();
+                    overwrite_tokens(&mut tokens, iteration);
+                    tokens
+                }),
+        );
+    }
+}
+
+/// Overwrites the token counts `usage` gives; absent or malformed ones keep their value.
+fn overwrite_tokens(fields: &mut Tokens, usage: &Value) {
     let count = |value: &Value, name: &str| value.get(name).and_then(Value::as_u64);
     let overwrite = |field: &mut u64, name: &str| {
         if let Some(n) = count(usage, name) {

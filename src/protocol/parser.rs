@@ -119,7 +119,7 @@ impl UsageParser {
 mod tests {
     use super::*;
     use crate::readers::MAX_NAME_BYTES;
-    use crate::usage::Usage;
+    use crate::usage::{Tokens, Usage, MAX_ITERATIONS, MAX_TIER_NAME_BYTES};
     use proptest::prelude::*;
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/anthropic/");
@@ -160,6 +160,7 @@ mod tests {
                         cache_read_input_tokens: 3000,
                         cache_creation_5m_input_tokens: Some(120),
                         cache_creation_1h_input_tokens: Some(0),
+                        ..Usage::default()
                     },
                     model: Some("claude-haiku-4-5-20251001".into()),
                     completed: true,
@@ -178,6 +179,7 @@ mod tests {
                         cache_read_input_tokens: 18000,
                         cache_creation_5m_input_tokens: None,
                         cache_creation_1h_input_tokens: None,
+                        ..Usage::default()
                     },
                     model: Some("claude-sonnet-4-5-20250929".into()),
                     completed: true,
@@ -211,7 +213,124 @@ mod tests {
                         cache_read_input_tokens: 0,
                         cache_creation_5m_input_tokens: Some(0),
                         cache_creation_1h_input_tokens: Some(0),
+                        ..Usage::default()
                     },
+                    model: Some("claude-sonnet-4-5-20250929".into()),
+                    completed: true,
+                    error_type: None,
+                },
+            },
+            FixtureAnswer {
+                name: "stream-thinking.sse",
+                format: AnswerFormat::EventStream,
+                body: fixture("stream-thinking.sse"),
+                expected: Answer {
+                    usage: Usage {
+                        cache_creation_5m_input_tokens: Some(0),
+                        cache_creation_1h_input_tokens: Some(0),
+                        ..usage(1520, 612, 0, 0)
+                    },
+                    model: Some("claude-sonnet-4-5-20250929".into()),
+                    completed: true,
+                    error_type: None,
+                },
+            },
+            FixtureAnswer {
+                name: "stream-redacted-thinking.sse",
+                format: AnswerFormat::EventStream,
+                body: fixture("stream-redacted-thinking.sse"),
+                expected: Answer {
+                    usage: usage(310, 245, 0, 4096),
+                    model: Some("claude-opus-4-1-20250805".into()),
+                    completed: true,
+                    error_type: None,
+                },
+            },
+            FixtureAnswer {
+                name: "stream-web-search.sse",
+                format: AnswerFormat::EventStream,
+                body: fixture("stream-web-search.sse"),
+                expected: Answer {
+                    // message_delta's cumulative numbers supersede message_start's 2679 / 3.
+                    usage: Usage {
+                        cache_creation_5m_input_tokens: Some(0),
+                        cache_creation_1h_input_tokens: Some(0),
+                        web_search_requests: 2,
+                        inference_geo: Some("global".into()),
+                        ..usage(10682, 510, 0, 0)
+                    },
+                    model: Some("claude-sonnet-4-6".into()),
+                    completed: true,
+                    error_type: None,
+                },
+            },
+            FixtureAnswer {
+                name: "stream-cache-split.sse",
+                format: AnswerFormat::EventStream,
+                body: fixture("stream-cache-split.sse"),
+                expected: Answer {
+                    usage: Usage {
+                        cache_creation_5m_input_tokens: Some(4000),
+                        cache_creation_1h_input_tokens: Some(10000),
+                        inference_geo: Some("us".into()),
+                        ..usage(24, 380, 14000, 0)
+                    },
+                    model: Some("claude-opus-4-6".into()),
+                    completed: true,
+                    error_type: None,
+                },
+            },
+            FixtureAnswer {
+                name: "message-compaction.json",
+                format: AnswerFormat::Json,
+                body: fixture("message-compaction.json"),
+                expected: Answer {
+                    // The top level says 23,000 / 1,000; with the compaction iteration the
+                    // answer used 203,000 / 4,500.
+                    usage: Usage {
+                        inference_geo: Some("global".into()),
+                        iterations: vec![
+                            Tokens {
+                                input_tokens: 180_000,
+                                output_tokens: 3_500,
+                                ..Tokens::default()
+                            },
+                            Tokens {
+                                input_tokens: 23_000,
+                                output_tokens: 1_000,
+                                ..Tokens::default()
+                            },
+                        ],
+                        ..usage(203_000, 4_500, 0, 0)
+                    },
+                    model: Some("claude-haiku-5-5".into()),
+                    completed: true,
+                    error_type: None,
+                },
+            },
+            FixtureAnswer {
+                name: "message-fast-us.json",
+                format: AnswerFormat::Json,
+                body: fixture("message-fast-us.json"),
+                expected: Answer {
+                    usage: Usage {
+                        cache_creation_5m_input_tokens: Some(0),
+                        cache_creation_1h_input_tokens: Some(0),
+                        inference_geo: Some("us".into()),
+                        speed: Some("fast".into()),
+                        ..usage(1200, 300, 0, 8000)
+                    },
+                    model: Some("claude-opus-4-6".into()),
+                    completed: true,
+                    error_type: None,
+                },
+            },
+            FixtureAnswer {
+                name: "message-long-context.json",
+                format: AnswerFormat::Json,
+                body: fixture("message-long-context.json"),
+                expected: Answer {
+                    usage: usage(250_000, 2_000, 0, 0),
                     model: Some("claude-sonnet-4-5-20250929".into()),
                     completed: true,
                     error_type: None,
@@ -229,6 +348,13 @@ mod tests {
                 },
             },
         ]
+    }
+
+    const FIXTURE_COUNT: usize = 12;
+
+    #[test]
+    fn fixture_count_matches_the_fixture_list() {
+        assert_eq!(fixture_answers().len(), FIXTURE_COUNT);
     }
 
     /// Feeds the chunks one by one, checking the memory bound after each, then finishes.
@@ -781,6 +907,35 @@ mod tests {
     }
 
     #[test]
+    fn new_usage_fields_are_read_and_bounded() {
+        let iterations: Vec<String> = (0..40)
+            .map(|_| r#"{"type":"compaction","input_tokens":10,"output_tokens":1}"#.to_string())
+            .collect();
+        let body = format!(
+            r#"{{"model":"m","usage":{{"input_tokens":1,"output_tokens":2,"server_tool_use":{{"web_search_requests":3}},"inference_geo":"us","speed":"{}","iterations":[{}]}}}}"#,
+            "f".repeat(MAX_TIER_NAME_BYTES + 1),
+            iterations.join(",")
+        );
+        let answer = read_json(&body);
+        let usage = &answer.usage;
+        assert_eq!(usage.web_search_requests, 3);
+        assert_eq!(usage.inference_geo.as_deref(), Some("us"));
+        assert_eq!(usage.speed, None, "an over-long speed is not a name");
+        // 40 iterations: 16 kept, the last of them holding 25 (itself and the 24 beyond).
+        assert_eq!(usage.iterations.len(), MAX_ITERATIONS);
+        assert_eq!(usage.iterations[MAX_ITERATIONS - 1].input_tokens, 250);
+        assert_eq!((usage.input_tokens, usage.output_tokens), (400, 40));
+        assert_eq!(usage.samplings().count(), MAX_ITERATIONS);
+        assert_eq!(
+            read_json(r#"{"usage":{"input_tokens":5}}"#)
+                .usage
+                .samplings()
+                .count(),
+            1
+        );
+    }
+
+    #[test]
     fn answer_tells_what_is_known_before_the_end() {
         let mut parser = UsageParser::new(AnswerFormat::EventStream);
         parser.feed(event(Some("message_start"), MESSAGE_START).as_bytes());
@@ -865,7 +1020,7 @@ mod tests {
     proptest! {
         #[test]
         fn fixtures_cut_anywhere_into_any_chunks_give_the_same_answer(
-            which in 0..5usize,
+            which in 0..FIXTURE_COUNT,
             cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..40),
             crlf in any::<bool>(),
         ) {
@@ -889,7 +1044,7 @@ mod tests {
 
         #[test]
         fn fixture_followed_by_garbage_never_panics(
-            which in 0..5usize,
+            which in 0..FIXTURE_COUNT,
             tail in tricky_bytes(),
         ) {
             let answer = fixture_answers().swap_remove(which);

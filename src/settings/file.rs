@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pricing::Price;
+use crate::pricing::{Price, PricingDefaults};
 use crate::protocol::Protocol;
 
 /// The built-in settings, parsed once. Every key the structs default is spelled out there.
@@ -76,6 +76,9 @@ pub struct SettingsFile {
     pub pricing: Option<BTreeMap<String, Price>>,
     #[serde(default)]
     pub quotas: Vec<crate::quotas::QuotaFile>,
+    /// What every model's price leaves unset: per-search price, batch rate, multipliers.
+    #[serde(default)]
+    pub pricing_defaults: Option<PricingDefaults>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -215,9 +218,21 @@ pub fn default_access() -> AccessFile {
     }
 }
 
-/// The built-in price table.
+/// The built-in price table, each price completed from the built-in `[pricing_defaults]`.
 pub fn default_pricing() -> BTreeMap<String, Price> {
-    BUILT_IN.pricing.clone().unwrap_or_default()
+    let (prices, defaults) = built_in_pricing();
+    prices
+        .into_iter()
+        .map(|(model, price)| (model, price.with_defaults(&defaults)))
+        .collect()
+}
+
+/// The built-in price table and `[pricing_defaults]`, as written.
+pub fn built_in_pricing() -> (BTreeMap<String, Price>, PricingDefaults) {
+    (
+        BUILT_IN.pricing.clone().unwrap_or_default(),
+        BUILT_IN.pricing_defaults.clone().unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use url::Url;
 pub use crate::protocol::Protocol;
 pub use file::{default_pricing, CredentialPolicy, SettingsFile};
 
-use crate::pricing::Price;
+use crate::pricing::{Price, PricingDefaults};
 
 /// The shipped `settings/sluice.toml`; sluice runs on exactly this when no file is found.
 pub const DEFAULT_SETTINGS_TOML: &str = include_str!("../../settings/sluice.toml");
@@ -286,15 +286,7 @@ fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> 
         return Err(invalid("stats.flush_interval_s", "must be greater than 0"));
     }
 
-    let pricing = match raw.pricing {
-        Some(pricing) => pricing,
-        None => default_pricing(),
-    };
-    for (model, price) in &pricing {
-        price
-            .validate()
-            .map_err(|reason| invalid(format!("pricing.\"{model}\""), reason))?;
-    }
+    let pricing = validate_pricing(raw.pricing, raw.pricing_defaults)?;
 
     let prefixes: Vec<&str> = routes.iter().map(|r| r.prefix.as_str()).collect();
     let quotas =
@@ -464,6 +456,30 @@ fn validate_access(raw: file::AccessFile) -> Result<Access, SettingsError> {
     Ok(Access { header, keys })
 }
 
+/// Each model's price, checked, with what it leaves unset taken from `[pricing_defaults]`.
+/// A file without `[pricing]` gets the built-in table; without `[pricing_defaults]`, the
+/// built-in defaults.
+fn validate_pricing(
+    pricing: Option<BTreeMap<String, Price>>,
+    defaults: Option<PricingDefaults>,
+) -> Result<BTreeMap<String, Price>, SettingsError> {
+    let (built_in, built_in_defaults) = file::built_in_pricing();
+    let defaults = defaults.unwrap_or(built_in_defaults);
+    defaults
+        .validate()
+        .map_err(|error| invalid(format!("pricing_defaults.{}", error.field), error.reason))?;
+    pricing
+        .unwrap_or(built_in)
+        .into_iter()
+        .map(|(model, price)| {
+            price.validate().map_err(|error| {
+                invalid(format!("pricing.\"{model}\".{}", error.field), error.reason)
+            })?;
+            Ok((model, price.with_defaults(&defaults)))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,6 +539,78 @@ mod tests {
             settings.stats.state_file,
             Some(PathBuf::from("state/stats.json"))
         );
+    }
+
+    #[test]
+    fn prices_take_what_they_leave_unset_from_pricing_defaults() {
+        let text = format!(
+            r#"{ONE_ROUTE}
+            [pricing_defaults]
+            web_search_per_1k = 12.5
+            inference_geo = {{ us = 1.2 }}
+            [pricing."claude-x"]
+            input = 3.0
+            output = 15.0
+            cache_write = 3.75
+            cache_read = 0.3
+            speed = {{ fast = 2.0 }}
+            long_context = {{ threshold = 200000, input = 6.0, output = 22.5, cache_write = 7.5, cache_read = 0.6 }}
+            [pricing."claude-y"]
+            input = 1.0
+            output = 5.0
+            cache_write = 1.25
+            cache_read = 0.1
+            batch = 0.25
+            "#
+        );
+        let settings = load(&text, &[]).unwrap();
+        let x = &settings.pricing["claude-x"];
+        assert_eq!(x.web_search_per_1k, Some(12.5));
+        assert_eq!(x.batch, Some(0.5));
+        assert_eq!(x.inference_geo["us"], 1.2);
+        assert_eq!(x.speed["fast"], 2.0);
+        assert_eq!(x.long_context.as_ref().unwrap().threshold, 200_000);
+        assert_eq!(settings.pricing["claude-y"].batch, Some(0.25));
+    }
+
+    #[test]
+    fn bad_prices_are_refused_naming_model_and_field() {
+        let priced = |extra: &str| {
+            format!(
+                "{ONE_ROUTE}\n[pricing.\"claude-x\"]\ninput = 3.0\noutput = 15.0\ncache_write = 3.75\ncache_read = 0.3\n{extra}\n"
+            )
+        };
+        assert_eq!(
+            error_key(load(
+                &priced("output = -1.0").replace("output = 15.0\n", ""),
+                &[]
+            )),
+            "pricing.\"claude-x\".output"
+        );
+        assert_eq!(
+            error_key(load(
+                &priced("long_context = { threshold = 0, input = 6.0, output = 22.5, cache_write = 7.5, cache_read = 0.6 }"),
+                &[]
+            )),
+            "pricing.\"claude-x\".long_context.threshold"
+        );
+        assert_eq!(
+            error_key(load(&priced("speed = { fast = -2.0 }"), &[])),
+            "pricing.\"claude-x\".speed.fast"
+        );
+        assert_eq!(
+            error_key(load(
+                &format!("{ONE_ROUTE}\n[pricing_defaults]\nbatch = -0.5\n"),
+                &[]
+            )),
+            "pricing_defaults.batch"
+        );
+        let err = load(
+            &format!("{ONE_ROUTE}\n[pricing_defaults]\nbatchh = 0.5\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("batchh"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::usage::AnswerFormat;
 
 pub mod anthropic;
+pub mod batch_results;
 mod parser;
 
 pub use parser::{UsageParser, MAX_BUFFERED_BYTES, MAX_JSON_VALUE_BYTES};

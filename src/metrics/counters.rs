@@ -68,7 +68,7 @@ macro_rules! counters {
 
 counters! {
     requests: u64 => "Finished requests",
-    errors: u64 => "Finished requests answered with a status of 400 or more",
+    errors: u64 => "Finished requests answered with a status of 400 or more, or streams that carried an error event",
     streamed: u64 => "Finished requests whose answer was an event stream",
     incomplete: u64 => "Streams that ended early (client gone, upstream cut, idle timeout)",
     input_tokens: u64 => "Input tokens",
@@ -85,7 +85,7 @@ impl Counters {
         let usage = &record.usage;
         Self {
             requests: 1,
-            errors: u64::from(record.status >= 400),
+            errors: u64::from(record.status >= 400 || record.outcome.is_error()),
             streamed: u64::from(record.streamed),
             incomplete: u64::from(record.outcome.is_incomplete()),
             input_tokens: usage.input_tokens,

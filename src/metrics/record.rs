@@ -20,6 +20,8 @@ pub enum Outcome {
     Shutdown,
     /// sluice answered itself with an error (`x-sluice-error` kind).
     Refused(&'static str),
+    /// A streamed answer that began with a success status carried an `error` event.
+    UpstreamErrorEvent,
 }
 
 impl Outcome {
@@ -31,7 +33,13 @@ impl Outcome {
             Outcome::IdleTimeout => "idle_timeout",
             Outcome::Shutdown => "shutdown",
             Outcome::Refused(kind) => kind,
+            Outcome::UpstreamErrorEvent => "upstream_error_event",
         }
+    }
+
+    /// An error the status code does not show: counted as one beside statuses ≥ 400.
+    pub fn is_error(self) -> bool {
+        self == Outcome::UpstreamErrorEvent
     }
 
     /// A stream that ended early: its tokens so far still count.

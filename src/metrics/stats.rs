@@ -289,6 +289,21 @@ mod tests {
     }
 
     #[test]
+    fn stream_with_an_error_event_counts_as_an_error_with_its_tokens() {
+        let mut book = StatsBook::new("x".into());
+        let errored = RequestRecord {
+            outcome: Outcome::UpstreamErrorEvent,
+            ..record(6000, 200, "s1")
+        };
+        book.add(&errored, Some(0.1));
+        let g = book.window(None);
+        assert_eq!(g.totals.errors, 1);
+        assert_eq!(g.totals.incomplete, 0);
+        assert_eq!(g.totals.input_tokens, 10);
+        assert_eq!(g.by_status["200"], 1);
+    }
+
+    #[test]
     fn counters_add_up_in_every_group() {
         let mut book = StatsBook::new("x".into());
         book.add(&record(6000, 200, "s1"), Some(0.5));

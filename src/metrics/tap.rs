@@ -121,8 +121,13 @@ impl<S> UsageTap<S> {
         let Some(mut record) = self.record.take() else {
             return;
         };
+        let mut outcome = outcome;
         if let Some(parser) = self.parser.as_mut() {
             let answer = parser.finish();
+            // The status said success before the stream reported its failure.
+            if outcome == Outcome::Completed && record.streamed && answer.error_type.is_some() {
+                outcome = Outcome::UpstreamErrorEvent;
+            }
             record.usage = answer.usage;
             if answer.model.is_some() {
                 record.model = answer.model;

@@ -15,6 +15,7 @@ fn scripted_mock() -> (MockUpstream, Gate) {
     mock.reply(move |req| match req.header("x-mock").as_deref() {
         Some("stream-text") => Reply::sse(&fixture("stream-text.sse")),
         Some("stream-tool-use") => Reply::sse(&fixture("stream-tool-use.sse")),
+        Some("stream-error-midway") => Reply::sse(&fixture("stream-error-midway.sse")),
         Some("gated") => Reply::GatedEvents(
             fixture("stream-text.sse")
                 .split_inclusive("\n\n")
@@ -595,4 +596,21 @@ async fn answers_without_a_body_count_as_complete() {
     assert_eq!(stats["totals"]["incomplete"], 0, "{stats}");
     assert_eq!(stats["by_source"]["none"]["requests"], 1);
     assert_eq!(stats["by_source"]["server_key"]["requests"], 1);
+}
+
+#[actix_rt::test]
+async fn stream_carrying_an_error_event_counts_as_an_error_with_the_tokens_before_it() {
+    let (mock, _) = scripted_mock();
+    let sluice = sluice().route("/anthropic", &mock.url(), &[]).start();
+    let mut response = send(&sluice, "stream-error-midway", None, None).await;
+    assert_eq!(response.status(), 200);
+    response.body().await.unwrap();
+    let stats = stats_after(&sluice, 1, None).await;
+    let totals = &stats["totals"];
+    assert_eq!(totals["errors"], 1);
+    assert_eq!(totals["incomplete"], 0);
+    assert_eq!(totals["input_tokens"], 500);
+    assert_eq!(totals["output_tokens"], 1);
+    assert_eq!(stats["by_status"]["200"], 1);
+    sluice.wait_for_log("upstream_error_event", Duration::from_secs(5));
 }

@@ -17,6 +17,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod attribution;
 pub mod cli;
 pub mod credentials;
 pub mod dashboard;
@@ -35,5 +36,6 @@ pub mod secrets;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod subscription;
 pub mod upstream;
 pub mod usage;

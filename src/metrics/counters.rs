@@ -75,6 +75,7 @@ counters! {
     output_tokens: u64 => "Output tokens",
     cache_creation_input_tokens: u64 => "Cache write input tokens",
     cache_read_input_tokens: u64 => "Cache read input tokens",
+    web_search_requests: u64 => "Web searches run by the server tool",
     #[serde(serialize_with = "nano_dollars")]
     cost_usd: f64 => "Estimated cost in US dollars",
 }
@@ -92,6 +93,7 @@ impl Counters {
             output_tokens: usage.output_tokens,
             cache_creation_input_tokens: usage.cache_creation_input_tokens,
             cache_read_input_tokens: usage.cache_read_input_tokens,
+            web_search_requests: usage.web_search_requests,
             cost_usd: cost,
         }
     }

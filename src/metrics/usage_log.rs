@@ -33,6 +33,7 @@ fn log_usage(Finished { record, cost }: &Finished) {
         output_tokens = record.usage.output_tokens,
         cache_creation_input_tokens = record.usage.cache_creation_input_tokens,
         cache_read_input_tokens = record.usage.cache_read_input_tokens,
+        web_search_requests = record.usage.web_search_requests,
         cost_usd = cost.unwrap_or(0.0),
         ttfb_ms = record.ttfb.map(ms).unwrap_or(0.0),
         total_ms = ms(record.total),

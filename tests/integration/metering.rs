@@ -16,6 +16,7 @@ fn scripted_mock() -> (MockUpstream, Gate) {
         Some("stream-text") => Reply::sse(&fixture("stream-text.sse")),
         Some("stream-tool-use") => Reply::sse(&fixture("stream-tool-use.sse")),
         Some("stream-error-midway") => Reply::sse(&fixture("stream-error-midway.sse")),
+        Some("stream-web-search") => Reply::sse(&fixture("stream-web-search.sse")),
         Some("gated") => Reply::GatedEvents(
             fixture("stream-text.sse")
                 .split_inclusive("\n\n")
@@ -613,4 +614,39 @@ async fn stream_carrying_an_error_event_counts_as_an_error_with_the_tokens_befor
     assert_eq!(totals["output_tokens"], 1);
     assert_eq!(stats["by_status"]["200"], 1);
     sluice.wait_for_log("upstream_error_event", Duration::from_secs(5));
+}
+
+#[actix_rt::test]
+async fn web_searches_are_counted_and_priced() {
+    let (mock, _) = scripted_mock();
+    let sluice = sluice().route("/anthropic", &mock.url(), &[]).start();
+    send(&sluice, "stream-web-search", None, None)
+        .await
+        .body()
+        .await
+        .unwrap();
+    let stats = stats_after(&sluice, 1, None).await;
+    let sonnet = &stats["by_model"]["claude-sonnet-4-6"];
+    assert_eq!(sonnet["web_search_requests"], 2);
+    assert_eq!(stats["totals"]["web_search_requests"], 2);
+    // Sonnet 4.6: 10,682 × 3 / 1M + 510 × 15 / 1M + 2 searches × $10 / 1,000
+    let cost = sonnet["cost_usd"].as_f64().unwrap();
+    assert!((cost - (0.032046 + 0.00765 + 0.02)).abs() < 1e-9, "{cost}");
+    let metrics = client()
+        .get(sluice.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("sluice_web_search_requests_total{")
+                && line.contains("model=\"claude-sonnet-4-6\"")
+                && line.ends_with(" 2")),
+        "{metrics}"
+    );
 }

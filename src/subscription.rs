@@ -82,13 +82,13 @@ pub struct UtilizationSample {
 }
 
 /// The samples for `/metrics`, from each credential's latest limits with when they were seen
-/// (RFC 3339, UTC): the most recently seen credentials first, at most
+/// (any order where later is larger): the most recently seen credentials first, at most
 /// [`MAX_UTILIZATION_SERIES`] series, never half a credential's windows.
-pub fn utilization_samples<'a>(
-    latest: impl IntoIterator<Item = (&'a str, &'a str, &'a SubscriptionLimits)>,
+pub fn utilization_samples<'a, Seen: Ord + 'a>(
+    latest: impl IntoIterator<Item = (&'a str, Seen, &'a SubscriptionLimits)>,
 ) -> Vec<UtilizationSample> {
     let mut latest: Vec<_> = latest.into_iter().collect();
-    latest.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    latest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
     let mut samples = Vec::new();
     for (credential, _, limits) in latest {
         let fingerprint = credential.rsplit(':').next().unwrap_or(credential);

@@ -4,13 +4,16 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 
 use super::counters::{Amount, Counters};
 use super::record::RequestRecord;
 use super::{Finished, Sink};
+use crate::subscription::{self, SubscriptionLimits, MAX_UTILIZATION_SERIES};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -23,6 +26,13 @@ struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
+}
+
+/// A subscription window of one credential (its fingerprint, never the secret).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubscriptionLabels {
+    credential: String,
+    window: String,
 }
 
 /// One Prometheus family per counter of [`Counters`], in its kind (a whole count or dollars).
@@ -53,6 +63,11 @@ pub struct Exposition {
     ttfb: Family<RouteLabels, Histogram>,
     total: Family<RouteLabels, Histogram>,
     overhead: Family<RouteLabels, Histogram>,
+    subscription_utilization: Family<SubscriptionLabels, Gauge<f64, AtomicU64>>,
+    /// The latest unified limits per credential key, with a sequence number for recency; only
+    /// the most recent credentials can be shown, so no more than twice the series cap is kept.
+    subscriptions: HashMap<String, (u64, SubscriptionLimits)>,
+    subscription_sequence: u64,
 }
 
 impl Default for Exposition {
@@ -98,6 +113,12 @@ impl Default for Exposition {
             "Time from request received to the end of the answer",
         );
         let overhead = histogram("overhead_seconds", "Time sluice itself added to a request");
+        let subscription_utilization = Family::default();
+        registry.register(
+            "subscription_utilization",
+            "Share of a subscription rate-limit window used (1 = the limit), per credential fingerprint",
+            subscription_utilization.clone(),
+        );
         Self {
             registry,
             counters,
@@ -105,6 +126,9 @@ impl Default for Exposition {
             ttfb,
             total,
             overhead,
+            subscription_utilization,
+            subscriptions: HashMap::new(),
+            subscription_sequence: 0,
         }
     }
 }
@@ -113,6 +137,7 @@ impl Sink for Exposition {
     fn accept(&mut self, batch: &[Finished]) {
         for finished in batch {
             self.observe(&finished.record, finished.cost.unwrap_or(0.0));
+            self.note_subscription(&finished.record);
         }
     }
 }
@@ -153,6 +178,51 @@ impl Exposition {
         collector: Box<dyn prometheus_client::collector::Collector>,
     ) {
         self.registry.register_collector(collector);
+    }
+
+    /// Keeps the credential's latest unified limits and redraws the utilisation gauges: the
+    /// most recently seen credentials, at most [`MAX_UTILIZATION_SERIES`] series.
+    fn note_subscription(&mut self, record: &RequestRecord) {
+        let Some(credential) = record.credential.as_deref() else {
+            return;
+        };
+        let headers = record
+            .rate_limits
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()));
+        let Some(limits) = subscription::parse(headers) else {
+            return;
+        };
+        self.subscription_sequence += 1;
+        self.subscriptions
+            .insert(credential.to_string(), (self.subscription_sequence, limits));
+        if self.subscriptions.len() > 2 * MAX_UTILIZATION_SERIES {
+            let mut by_age: Vec<(u64, String)> = self
+                .subscriptions
+                .iter()
+                .map(|(key, (seen, _))| (*seen, key.clone()))
+                .collect();
+            by_age.sort_unstable();
+            let excess = by_age.len() - MAX_UTILIZATION_SERIES;
+            for (_, key) in by_age.into_iter().take(excess) {
+                self.subscriptions.remove(&key);
+            }
+        }
+        let samples = subscription::utilization_samples(
+            self.subscriptions
+                .iter()
+                .map(|(key, (seen, limits))| (key.as_str(), *seen, limits)),
+        );
+        self.subscription_utilization.clear();
+        for sample in samples {
+            let labels = SubscriptionLabels {
+                credential: sample.credential,
+                window: sample.window,
+            };
+            self.subscription_utilization
+                .get_or_create(&labels)
+                .set(sample.utilization);
+        }
     }
 
     /// Brings the dropped-records counter up to `dropped` (counted by the request path).
@@ -208,6 +278,73 @@ pub fn to_classic_text(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::record::Outcome;
+    use std::time::{Duration, SystemTime};
+
+    fn subscription_answer(credential: usize, five_hours: &str) -> Finished {
+        Finished {
+            record: RequestRecord {
+                request_id: String::new(),
+                finished_at: SystemTime::now(),
+                route: "/anthropic".into(),
+                method: "POST".into(),
+                path: "/anthropic/v1/messages".into(),
+                status: 200,
+                model: None,
+                source: None,
+                credential: Some(format!("client_oauth:{credential:012x}")),
+                caller: None,
+                session: None,
+                usage: Default::default(),
+                streamed: false,
+                outcome: Outcome::Completed,
+                ttfb: None,
+                total: Duration::ZERO,
+                overhead: None,
+                upstream_failure: None,
+                rate_limits: vec![
+                    (
+                        "anthropic-ratelimit-unified-5h-utilization".into(),
+                        five_hours.into(),
+                    ),
+                    (
+                        "anthropic-ratelimit-unified-7d-utilization".into(),
+                        "0.5".into(),
+                    ),
+                ],
+            },
+            cost: None,
+        }
+    }
+
+    fn utilization_lines(exposition: &Exposition) -> Vec<String> {
+        exposition
+            .render()
+            .lines()
+            .filter(|line| line.starts_with("sluice_subscription_utilization{"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn subscription_utilization_shows_the_latest_credentials_up_to_the_cap() {
+        let mut exposition = Exposition::default();
+        let batch: Vec<Finished> = (0..500)
+            .map(|credential| subscription_answer(credential, "0.25"))
+            .collect();
+        exposition.accept(&batch);
+        let lines = utilization_lines(&exposition);
+        assert_eq!(lines.len(), MAX_UTILIZATION_SERIES);
+        // The newest credential (499) is shown, the oldest are not; memory stays bounded.
+        assert!(lines.iter().any(|l| l.contains(&format!("{:012x}", 499))));
+        assert!(!lines.iter().any(|l| l.contains(&format!("{:012x}", 0))));
+        assert!(exposition.subscriptions.len() <= 2 * MAX_UTILIZATION_SERIES);
+        // A later answer updates its credential's value in place.
+        exposition.accept(&[subscription_answer(499, "0.75")]);
+        let lines = utilization_lines(&exposition);
+        let newest = format!("credential=\"{:012x}\",window=\"5h\"}} 0.75", 499);
+        assert!(lines.iter().any(|l| l.ends_with(&newest)), "{lines:?}");
+    }
 
     #[test]
     fn classic_text_names_counter_series_and_drops_eof() {

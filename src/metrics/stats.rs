@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::counters::Counters;
 use super::record::RequestRecord;
+use crate::subscription::{self, Window};
 
 /// How many Claude Code sessions `by_session` keeps (the most recently active).
 pub const MAX_SESSIONS: usize = 1000;
@@ -119,6 +120,12 @@ fn evict_oldest_sessions(sessions: &mut BTreeMap<String, Counters>, seen: &BTree
 pub struct RateLimitState {
     pub seen_at: String,
     pub headers: BTreeMap<String, String>,
+    /// The unified subscription status (`anthropic-ratelimit-unified-status`), when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The unified subscription windows (`5h`, `7d`, …), parsed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub windows: BTreeMap<String, Window>,
 }
 
 /// All counted usage: lifetime groups, minute buckets, rate-limit state. This is what the state
@@ -174,11 +181,20 @@ impl StatsBook {
         self.forget_evicted_sessions();
         if !record.rate_limits.is_empty() {
             let key = record.credential.clone().unwrap_or_else(|| "none".into());
+            let subscription = subscription::parse(
+                record
+                    .rate_limits
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str())),
+            )
+            .unwrap_or_default();
             self.rate_limits.insert(
                 key,
                 RateLimitState {
                     seen_at: rfc3339(record.finished_at),
                     headers: record.rate_limits.iter().cloned().collect(),
+                    status: subscription.status,
+                    windows: subscription.windows,
                 },
             );
         }
@@ -320,6 +336,39 @@ mod tests {
         assert_eq!(
             book.rate_limits["client_oauth:3fa29c1b4d5e"].headers["retry-after"],
             "7"
+        );
+        assert_eq!(book.rate_limits["client_oauth:3fa29c1b4d5e"].status, None);
+    }
+
+    #[test]
+    fn unified_subscription_headers_are_kept_parsed_beside_the_raw_ones() {
+        let mut book = StatsBook::new("x".into());
+        let limited = RequestRecord {
+            rate_limits: vec![
+                (
+                    "anthropic-ratelimit-unified-status".into(),
+                    "allowed".into(),
+                ),
+                (
+                    "anthropic-ratelimit-unified-5h-utilization".into(),
+                    "0.42".into(),
+                ),
+                (
+                    "anthropic-ratelimit-unified-5h-reset".into(),
+                    "1795760000".into(),
+                ),
+            ],
+            ..record(6000, 200, "s1")
+        };
+        book.add(&limited, Some(0.1));
+        let state = &book.rate_limits["client_oauth:3fa29c1b4d5e"];
+        assert_eq!(state.status.as_deref(), Some("allowed"));
+        assert_eq!(state.windows["5h"].utilization, Some(0.42));
+        let json = serde_json::to_value(state).unwrap();
+        assert_eq!(json["windows"]["5h"]["resets_at"], "2026-11-27T06:13:20Z");
+        assert_eq!(
+            json["headers"]["anthropic-ratelimit-unified-5h-utilization"],
+            "0.42"
         );
     }
 

@@ -243,6 +243,12 @@ async fn mixed_run_gives_exact_numbers_in_every_group() {
         "1.01"
     );
     assert_eq!(limits["headers"]["retry-after"], "7835");
+    assert_eq!(limits["status"], "rejected");
+    assert_eq!(
+        limits["windows"]["5h"],
+        serde_json::json!({"utilization": 1.01, "resets_at": "2026-11-27T06:13:20Z", "status": "rejected"})
+    );
+    assert_eq!(limits["windows"]["7d"]["utilization"], 0.63);
     assert!(limits["seen_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(stats["latency_ms"]["total"]["count"], 5);
     assert_eq!(stats["latency_ms"]["ttfb"]["count"], 5);
@@ -397,8 +403,14 @@ async fn admin_token_protects_stats_and_metrics_and_secrets_never_show() {
     assert!(metrics.contains("sluice_requests_total{"), "{metrics}");
     assert!(metrics.contains("sluice_output_tokens_total{"), "{metrics}");
     assert!(metrics.contains("sluice_ttfb_seconds_bucket{"), "{metrics}");
+    // The one per-credential series is the subscription utilisation (a fingerprint, at most
+    // 100 series); nothing else is labelled by session or key.
     assert!(
-        !metrics.contains("session") && !metrics.contains("credential"),
+        metrics
+            .lines()
+            .filter(|line| !line.starts_with("sluice_subscription_utilization")
+                && !line.starts_with('#'))
+            .all(|line| !line.contains("session") && !line.contains("credential")),
         "no per-session or per-key labels"
     );
 
@@ -649,4 +661,36 @@ async fn web_searches_are_counted_and_priced() {
                 && line.ends_with(" 2")),
         "{metrics}"
     );
+}
+
+#[actix_rt::test]
+async fn subscription_utilization_is_a_metric_per_credential_fingerprint_and_window() {
+    let (mock, _) = scripted_mock();
+    let sluice = sluice().route("/anthropic", &mock.url(), &[]).start();
+    send(&sluice, "429", Some(("authorization", OAUTH_HEADER)), None)
+        .await
+        .body()
+        .await
+        .unwrap();
+    stats_after(&sluice, 1, None).await;
+    let metrics = client()
+        .get(sluice.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    let fingerprint = fingerprint(OAUTH_HEADER.trim_start_matches("Bearer "));
+    for (window, value) in [("5h", "1.01"), ("7d", "0.63")] {
+        let series = format!(
+            "sluice_subscription_utilization{{credential=\"{fingerprint}\",window=\"{window}\"}} {value}"
+        );
+        assert!(
+            metrics.lines().any(|line| line == series),
+            "{series} in\n{metrics}"
+        );
+    }
+    assert!(!metrics.contains("sk-ant-oat"));
 }

@@ -1,6 +1,6 @@
-//! Who a request counts for, beyond its credential: what kind of bearer token it carries,
-//! which Claude Code agent sent it, which project it belongs to. Pure functions over header
-//! values; `x-sluice-*` headers are sluice's own and never go upstream.
+//! Who a request counts for, beyond its credential: which Claude Code agent sent it, which
+//! project it belongs to. Pure functions over header values; `x-sluice-*` headers are sluice's
+//! own and never go upstream.
 
 /// Headers in this namespace are addressed to sluice: read, never forwarded.
 pub const SLUICE_HEADER_PREFIX: &str = "x-sluice-";
@@ -11,38 +11,6 @@ pub const AGENT_HEADER: &str = "x-claude-code-agent-id";
 pub const PARENT_AGENT_HEADER: &str = "x-claude-code-parent-agent-id";
 /// Longer attribution values are cut to this many bytes (they are keys, not content).
 pub const MAX_ATTRIBUTION_BYTES: usize = 128;
-
-const API_KEY_PREFIX: &str = "sk-ant-api";
-const OAUTH_TOKEN_PREFIX: &str = "sk-ant-oat";
-
-/// What a bearer token is, by its shape: the official SDKs send API keys as bearer tokens too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BearerKind {
-    /// `sk-ant-api…`: an API key (counts as `client_api_key`).
-    ApiKey,
-    /// `sk-ant-oat…`: a Claude subscription login (`client_oauth`).
-    Oauth,
-    /// Anything else (`client_bearer`).
-    Other,
-}
-
-impl BearerKind {
-    /// The kind of the token in an `authorization` value (`Bearer <token>`, any letter case,
-    /// any run of spaces or tabs after the scheme); a value of another scheme is `Other`.
-    pub fn of_authorization(value: &[u8]) -> Self {
-        let token = value
-            .get(..6)
-            .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer"))
-            .map(|_| &value[6..])
-            .filter(|rest| rest.first().is_some_and(|b| matches!(b, b' ' | b'\t')))
-            .map(|rest| rest.trim_ascii_start());
-        match token {
-            Some(token) if token.starts_with(API_KEY_PREFIX.as_bytes()) => BearerKind::ApiKey,
-            Some(token) if token.starts_with(OAUTH_TOKEN_PREFIX.as_bytes()) => BearerKind::Oauth,
-            _ => BearerKind::Other,
-        }
-    }
-}
 
 /// Whether a header (name in any case) is sluice's own and must not be forwarded.
 pub fn is_sluice_header(name: &str) -> bool {
@@ -69,29 +37,6 @@ pub fn attribution_key(value: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bearer_tokens_are_told_apart_by_shape() {
-        let cases: [(&[u8], BearerKind); 9] = [
-            (b"Bearer sk-ant-api03-abc", BearerKind::ApiKey),
-            (b"bearer  sk-ant-api03-abc", BearerKind::ApiKey),
-            (b"BEARER\tsk-ant-oat01-abc", BearerKind::Oauth),
-            (b"Bearer sk-ant-oat01-abc", BearerKind::Oauth),
-            (b"Bearer team-gateway-token", BearerKind::Other),
-            (b"Bearer ", BearerKind::Other),
-            (b"Bearersk-ant-api03-abc", BearerKind::Other),
-            (b"Basic sk-ant-api03-abc", BearerKind::Other),
-            (b"sk-ant-api03-abc", BearerKind::Other),
-        ];
-        for (value, kind) in cases {
-            assert_eq!(
-                BearerKind::of_authorization(value),
-                kind,
-                "{}",
-                String::from_utf8_lossy(value)
-            );
-        }
-    }
 
     #[test]
     fn sluice_headers_are_recognised_in_any_case() {

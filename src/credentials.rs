@@ -13,9 +13,10 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::Method;
 
 use crate::access::{strip_bearer, AccessRules};
+use crate::attribution;
 use crate::error::Error;
 use crate::headers;
-use crate::protocol::anthropic;
+use crate::protocol::anthropic::{self, BearerKind};
 use crate::secrets::{fingerprint, Secret};
 use crate::settings::{CredentialPolicy, EnvSource, Settings, SettingsError};
 
@@ -45,8 +46,8 @@ impl CredentialSource {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClientCredentials {
     pub api_key: bool,
-    /// `Some(true)` when it is `Bearer sk-ant-oat…` (a Claude subscription login).
-    pub authorization: Option<bool>,
+    /// What the `authorization` header's token is, when one was sent.
+    pub authorization: Option<BearerKind>,
 }
 
 /// What to do with credentials, decided from the policy alone (no header values involved).
@@ -68,11 +69,12 @@ pub fn decide(
     let client_source = if client.api_key {
         Some(CredentialSource::ClientApiKey)
     } else {
-        match client.authorization {
-            Some(true) => Some(CredentialSource::ClientOauth),
-            Some(false) => Some(CredentialSource::ClientBearer),
-            None => None,
-        }
+        // By what the token is, not only by its header: SDKs send API keys as bearer tokens.
+        client.authorization.map(|kind| match kind {
+            BearerKind::ApiKey => CredentialSource::ClientApiKey,
+            BearerKind::Oauth => CredentialSource::ClientOauth,
+            BearerKind::Other => CredentialSource::ClientBearer,
+        })
     };
     let server = Decision {
         source: CredentialSource::ServerKey,
@@ -347,6 +349,7 @@ impl CredentialRules {
                 || *name == header::HOST
                 || *name == header::EXPECT
                 || *name == self.access.header
+                || attribution::is_sluice_header(name.as_str())
                 || self.access.has_secrets() && self.access.is_proxy_secret(value.as_bytes())
             {
                 continue;
@@ -361,7 +364,7 @@ impl CredentialRules {
                     client_secret = Some(value.as_bytes());
                 } else if !is_api_key && client.authorization.is_none() {
                     let token = strip_bearer(value.as_bytes());
-                    client.authorization = Some(token.is_some_and(anthropic::is_oauth_token));
+                    client.authorization = Some(BearerKind::of_authorization(value.as_bytes()));
                     if !client.api_key {
                         client_secret = Some(token.unwrap_or(value.as_bytes()));
                     }
@@ -526,21 +529,29 @@ mod tests {
         };
         let oauth = ClientCredentials {
             api_key: false,
-            authorization: Some(true),
+            authorization: Some(BearerKind::Oauth),
         };
         let bearer = ClientCredentials {
             api_key: false,
-            authorization: Some(false),
+            authorization: Some(BearerKind::Other),
+        };
+        let bearer_api_key = ClientCredentials {
+            api_key: false,
+            authorization: Some(BearerKind::ApiKey),
         };
         let both = ClientCredentials {
             api_key: true,
-            authorization: Some(true),
+            authorization: Some(BearerKind::Oauth),
         };
         let src = |p, s, c| decide(p, s, c).map(|d| d.source).ok();
         for server in [false, true] {
             assert_eq!(src(ClientFirst, server, key), Some(S::ClientApiKey));
             assert_eq!(src(ClientFirst, server, oauth), Some(S::ClientOauth));
             assert_eq!(src(ClientFirst, server, bearer), Some(S::ClientBearer));
+            assert_eq!(
+                src(ClientFirst, server, bearer_api_key),
+                Some(S::ClientApiKey)
+            );
             assert_eq!(src(ClientFirst, server, both), Some(S::ClientApiKey));
             assert_eq!(src(ClientOnly, server, key), Some(S::ClientApiKey));
             assert_eq!(src(ClientOnly, server, none), Some(S::None));
@@ -553,6 +564,45 @@ mod tests {
             decide(ServerOnly, false, key),
             Err(Error::NoServerKey)
         ));
+    }
+
+    #[test]
+    fn api_key_sent_as_bearer_token_counts_as_client_api_key_and_is_forwarded_as_is() {
+        let bearer_key = "Bearer sk-ant-api03-test-sdk-bearer-key";
+        let out = rules("client_first", Some(SERVER_KEY), false)
+            .outbound(0, &Method::POST, &request(&[("authorization", bearer_key)]))
+            .unwrap();
+        assert_eq!(out.source, CredentialSource::ClientApiKey);
+        assert_eq!(
+            credential_headers(&out),
+            vec![pair("authorization", bearer_key)]
+        );
+        let expected = fingerprint(b"sk-ant-api03-test-sdk-bearer-key");
+        assert_eq!(
+            out.credential.as_deref(),
+            Some(format!("client_api_key:{expected}").as_str())
+        );
+    }
+
+    #[test]
+    fn sluice_headers_are_never_forwarded() {
+        let out = rules("client_first", Some(SERVER_KEY), false)
+            .outbound(
+                0,
+                &Method::POST,
+                &request(&[
+                    ("x-sluice-project", "billing-api"),
+                    ("X-Sluice-Anything", "1"),
+                    ("x-claude-code-agent-id", "agent-7"),
+                ]),
+            )
+            .unwrap();
+        let names: Vec<&str> = out.headers.keys().map(|name| name.as_str()).collect();
+        assert!(
+            !names.iter().any(|name| name.starts_with("x-sluice-")),
+            "{names:?}"
+        );
+        assert!(names.contains(&"x-claude-code-agent-id"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use sluice::credentials::{
 };
 use sluice::error::Error;
 use sluice::headers;
+use sluice::protocol::anthropic::BearerKind;
 use sluice::protocol::{UsageParser, MAX_BUFFERED_BYTES};
 use sluice::routing;
 use sluice::settings::{CredentialPolicy, EnvSource, Settings};
@@ -65,8 +66,10 @@ fn spec_decision(
 ) -> Option<(CredentialSource, bool)> {
     let client_source = match (client.api_key, client.authorization) {
         (true, _) => Some(CredentialSource::ClientApiKey),
-        (false, Some(true)) => Some(CredentialSource::ClientOauth),
-        (false, Some(false)) => Some(CredentialSource::ClientBearer),
+        // A bearer token counts by what it is: an API key, a subscription login, or other.
+        (false, Some(BearerKind::ApiKey)) => Some(CredentialSource::ClientApiKey),
+        (false, Some(BearerKind::Oauth)) => Some(CredentialSource::ClientOauth),
+        (false, Some(BearerKind::Other)) => Some(CredentialSource::ClientBearer),
         (false, None) => None,
     };
     match policy {
@@ -88,7 +91,12 @@ fn credential_decision_matches_spec_for_every_combination() {
     for policy in POLICIES {
         for server_key in [false, true] {
             for api_key in [false, true] {
-                for authorization in [None, Some(false), Some(true)] {
+                for authorization in [
+                    None,
+                    Some(BearerKind::ApiKey),
+                    Some(BearerKind::Oauth),
+                    Some(BearerKind::Other),
+                ] {
                     let client = ClientCredentials {
                         api_key,
                         authorization,
@@ -123,7 +131,8 @@ fn credential_decision_matches_spec_for_every_combination() {
             }
         }
     }
-    assert_eq!(checked, 36);
+    // 3 policies × 2 server key states × 2 x-api-key states × 4 authorization states.
+    assert_eq!(checked, 48);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,7 +298,12 @@ proptest! {
             .find(|v| considered("authorization") && !v.is_empty() && !is_proxy_secret(v.as_bytes()))
             .map(|v| {
                 let b = v.as_bytes();
-                b.len() > 7 && b[..7].eq_ignore_ascii_case(b"bearer ") && b[7..].starts_with(b"sk-ant-oat")
+                let token = (b.len() > 7 && b[..7].eq_ignore_ascii_case(b"bearer ")).then(|| &b[7..]);
+                match token {
+                    Some(t) if t.starts_with(b"sk-ant-oat") => BearerKind::Oauth,
+                    Some(t) if t.starts_with(b"sk-ant-api") => BearerKind::ApiKey,
+                    _ => BearerKind::Other,
+                }
             });
         let client = ClientCredentials { api_key, authorization };
         let admitted = !setup.access

@@ -134,7 +134,9 @@ def credential_key(req):
         token = auth[len("Bearer "):] if auth.startswith("Bearer ") else auth
         if token == SERVER_KEY:
             return fingerprint("server_key", token)
-        return fingerprint("client_oauth" if token.startswith("sk-ant-oat") else "client_bearer", token)
+        if token.startswith("sk-ant-oat"):
+            return fingerprint("client_oauth", token)
+        return fingerprint("client_api_key" if token.startswith("sk-ant-api") else "client_bearer", token)
     return None
 
 

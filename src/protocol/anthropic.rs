@@ -17,10 +17,40 @@ pub const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta")
 /// The beta flag Anthropic requires alongside an OAuth bearer token.
 const OAUTH_BETA: &str = "oauth-2025-04-20";
 const OAUTH_TOKEN_PREFIX: &[u8] = b"sk-ant-oat";
+const API_KEY_PREFIX: &[u8] = b"sk-ant-api";
 
 /// A Claude subscription (OAuth) token rather than an API key.
 pub fn is_oauth_token(token: &[u8]) -> bool {
     token.starts_with(OAUTH_TOKEN_PREFIX)
+}
+
+/// What a bearer token is, by its shape: the official SDKs send API keys as bearer tokens too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerKind {
+    /// `sk-ant-api…`: an API key (counts as `client_api_key`).
+    ApiKey,
+    /// `sk-ant-oat…`: a Claude subscription login (`client_oauth`).
+    Oauth,
+    /// Anything else (`client_bearer`).
+    Other,
+}
+
+impl BearerKind {
+    /// The kind of the token in an `authorization` value (`Bearer <token>`, any letter case,
+    /// any run of spaces or tabs after the scheme); a value of another scheme is `Other`.
+    pub fn of_authorization(value: &[u8]) -> Self {
+        let token = value
+            .get(..6)
+            .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer"))
+            .map(|_| &value[6..])
+            .filter(|rest| rest.first().is_some_and(|b| matches!(b, b' ' | b'\t')))
+            .map(|rest| rest.trim_ascii_start());
+        match token {
+            Some(token) if token.starts_with(API_KEY_PREFIX) => BearerKind::ApiKey,
+            Some(token) if is_oauth_token(token) => BearerKind::Oauth,
+            _ => BearerKind::Other,
+        }
+    }
 }
 
 /// Adds `oauth-2025-04-20` to `anthropic-beta` unless one of its values already lists it,
@@ -248,6 +278,34 @@ fn overwrite_tokens(fields: &mut Tokens, usage: &Value) {
         }
         if let Some(n) = count(split, "ephemeral_1h_input_tokens") {
             fields.cache_creation_1h_input_tokens = Some(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_told_apart_by_shape() {
+        let cases: [(&[u8], BearerKind); 9] = [
+            (b"Bearer sk-ant-api03-abc", BearerKind::ApiKey),
+            (b"bearer  sk-ant-api03-abc", BearerKind::ApiKey),
+            (b"BEARER\tsk-ant-oat01-abc", BearerKind::Oauth),
+            (b"Bearer sk-ant-oat01-abc", BearerKind::Oauth),
+            (b"Bearer team-gateway-token", BearerKind::Other),
+            (b"Bearer ", BearerKind::Other),
+            (b"Bearersk-ant-api03-abc", BearerKind::Other),
+            (b"Basic sk-ant-api03-abc", BearerKind::Other),
+            (b"sk-ant-api03-abc", BearerKind::Other),
+        ];
+        for (value, kind) in cases {
+            assert_eq!(
+                BearerKind::of_authorization(value),
+                kind,
+                "{}",
+                String::from_utf8_lossy(value)
+            );
         }
     }
 }

@@ -15,6 +15,7 @@ use awc::error::{ConnectError, SendRequestError};
 use awc::ClientResponse;
 use futures_util::StreamExt;
 
+use crate::attribution;
 use crate::error::Error;
 use crate::headers;
 use crate::metrics::tap::{Timing, Watch};
@@ -126,12 +127,14 @@ impl<'a> Exchange<'a> {
 
     /// Whether the request may go on at all: a valid access key when keys are set, and a body
     /// within the size limit (when it declares its length; a chunked one is cut as it streams).
+    /// Also who it counts for: the caller (access key name) and the project it names.
     fn admit(&self, record: &mut RequestRecord) -> Result<RequestBody, Error> {
         let body = RequestBody::of(self.req.headers());
         let limit = self.snapshot.settings.max_request_body_bytes;
         if matches!(body, RequestBody::Sized(length) if length > limit) {
             return Err(Error::BodyTooLarge(limit));
         }
+        record.project = attribution_of(self.req, self.snapshot.settings.project_header.as_str());
         record.caller = self.snapshot.credentials.admit(self.req.headers())?;
         Ok(body)
     }
@@ -501,6 +504,12 @@ fn rate_limit_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+fn attribution_of(req: &HttpRequest, header: &str) -> Option<String> {
+    req.headers()
+        .get(header)
+        .and_then(|value| attribution::attribution_key(value.as_bytes()))
+}
+
 fn new_record(req: &HttpRequest) -> RequestRecord {
     RequestRecord {
         request_id: req
@@ -522,6 +531,9 @@ fn new_record(req: &HttpRequest) -> RequestRecord {
             .get(SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        agent: attribution_of(req, attribution::AGENT_HEADER),
+        parent_agent: attribution_of(req, attribution::PARENT_AGENT_HEADER),
+        project: None,
         usage: Default::default(),
         streamed: false,
         outcome: Outcome::Completed,

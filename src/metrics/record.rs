@@ -68,6 +68,12 @@ pub struct RequestRecord {
     pub credential: Option<String>,
     pub caller: Option<String>,
     pub session: Option<String>,
+    /// The Claude Code agent that sent the request (`x-claude-code-agent-id`).
+    pub agent: Option<String>,
+    /// The agent that started it (`x-claude-code-parent-agent-id`), kept for the store.
+    pub parent_agent: Option<String>,
+    /// The project the request belongs to (the `[attribution] project_header` header).
+    pub project: Option<String>,
     pub usage: Usage,
     /// The answer was an event stream.
     pub streamed: bool,

@@ -9,7 +9,8 @@ use super::counters::Counters;
 use super::record::RequestRecord;
 use crate::subscription::{self, Window};
 
-/// How many Claude Code sessions `by_session` keeps (the most recently active).
+/// How many Claude Code sessions `by_session` keeps (the most recently active); `by_agent` and
+/// `by_project` keep as many.
 pub const MAX_SESSIONS: usize = 1000;
 /// How long minute buckets are kept for `?since=` windows.
 pub const BUCKET_RETENTION_MINUTES: i64 = 8 * 24 * 60;
@@ -27,18 +28,23 @@ pub struct Groups {
     pub by_credential: BTreeMap<String, Counters>,
     pub by_caller: BTreeMap<String, Counters>,
     pub by_session: BTreeMap<String, Counters>,
+    pub by_agent: BTreeMap<String, Counters>,
+    pub by_project: BTreeMap<String, Counters>,
     pub by_status: BTreeMap<String, u64>,
 }
 
+/// When each kept key of the recency-bounded groups was last active.
+#[derive(Clone, Copy)]
+struct Seen<'a> {
+    sessions: &'a BTreeMap<String, u64>,
+    agents: &'a BTreeMap<String, u64>,
+    projects: &'a BTreeMap<String, u64>,
+}
+
 impl Groups {
-    /// Adds one request's counters to every group it belongs to. Sessions beyond
-    /// `MAX_SESSIONS` are evicted least recently active first (by `seen`).
-    fn add_record(
-        &mut self,
-        record: &RequestRecord,
-        counters: &Counters,
-        seen: &BTreeMap<String, u64>,
-    ) {
+    /// Adds one request's counters to every group it belongs to. Sessions, agents and projects
+    /// beyond `MAX_SESSIONS` each are evicted least recently active first (by `seen`).
+    fn add_record(&mut self, record: &RequestRecord, counters: &Counters, seen: Seen) {
         self.totals.merge(counters);
         let add = |map: &mut BTreeMap<String, Counters>, key: Option<&str>| {
             if let Some(key) = key.filter(|k| !k.is_empty()) {
@@ -50,15 +56,22 @@ impl Groups {
         add(&mut self.by_source, record.source.map(|s| s.as_str()));
         add(&mut self.by_credential, record.credential.as_deref());
         add(&mut self.by_caller, record.caller.as_deref());
-        if let Some(session) = session_key(record) {
-            add(&mut self.by_session, Some(session));
-            evict_oldest_sessions(&mut self.by_session, seen);
+        let [session, agent, project] = recent_keys(record);
+        for (group, key, seen) in [
+            (&mut self.by_session, session, seen.sessions),
+            (&mut self.by_agent, agent, seen.agents),
+            (&mut self.by_project, project, seen.projects),
+        ] {
+            if let Some(key) = key {
+                add(group, Some(key));
+                evict_oldest_sessions(group, seen);
+            }
         }
         let status = self.by_status.entry(record.status.to_string()).or_default();
         *status = status.saturating_add(1);
     }
 
-    fn merge(&mut self, other: &Groups, seen: &BTreeMap<String, u64>) {
+    fn merge(&mut self, other: &Groups, seen: Seen) {
         self.totals.merge(&other.totals);
         for (mine, theirs) in [
             (&mut self.by_route, &other.by_route),
@@ -67,12 +80,16 @@ impl Groups {
             (&mut self.by_credential, &other.by_credential),
             (&mut self.by_caller, &other.by_caller),
             (&mut self.by_session, &other.by_session),
+            (&mut self.by_agent, &other.by_agent),
+            (&mut self.by_project, &other.by_project),
         ] {
             for (key, counters) in theirs {
                 mine.entry(key.clone()).or_default().merge(counters);
             }
         }
-        evict_oldest_sessions(&mut self.by_session, seen);
+        evict_oldest_sessions(&mut self.by_session, seen.sessions);
+        evict_oldest_sessions(&mut self.by_agent, seen.agents);
+        evict_oldest_sessions(&mut self.by_project, seen.projects);
         for (status, count) in &other.by_status {
             let mine = self.by_status.entry(status.clone()).or_default();
             *mine = mine.saturating_add(*count);
@@ -80,13 +97,10 @@ impl Groups {
     }
 }
 
-/// The record's session id, cut to a key's length.
-fn session_key(record: &RequestRecord) -> Option<&str> {
-    record
-        .session
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(truncate)
+/// The record's session, agent and project, each cut to a key's length.
+fn recent_keys(record: &RequestRecord) -> [Option<&str>; 3] {
+    [&record.session, &record.agent, &record.project]
+        .map(|key| key.as_deref().filter(|key| !key.is_empty()).map(truncate))
 }
 
 fn truncate(key: &str) -> &str {
@@ -144,6 +158,9 @@ pub struct StatsBook {
     /// When each kept session was last active, as a sequence number: later is larger, and
     /// no two requests tie.
     pub session_seen: BTreeMap<String, u64>,
+    /// As `session_seen`, for the kept agents and projects.
+    pub agent_seen: BTreeMap<String, u64>,
+    pub project_seen: BTreeMap<String, u64>,
     /// The sequence number of the latest request counted.
     pub sequence: u64,
 }
@@ -168,16 +185,32 @@ impl StatsBook {
                 .entry(truncate(model).to_string())
                 .or_default() += 1;
         }
-        if let Some(session) = session_key(record) {
+        let keys = recent_keys(record);
+        if keys.iter().any(Option::is_some) {
             self.sequence += 1;
-            self.session_seen.insert(session.to_string(), self.sequence);
         }
-        self.lifetime
-            .add_record(record, &counters, &self.session_seen);
+        for (seen, key) in [
+            &mut self.session_seen,
+            &mut self.agent_seen,
+            &mut self.project_seen,
+        ]
+        .into_iter()
+        .zip(keys)
+        {
+            if let Some(key) = key {
+                seen.insert(key.to_string(), self.sequence);
+            }
+        }
+        let seen = Seen {
+            sessions: &self.session_seen,
+            agents: &self.agent_seen,
+            projects: &self.project_seen,
+        };
+        self.lifetime.add_record(record, &counters, seen);
         self.minutes
             .entry(minute)
             .or_default()
-            .add_record(record, &counters, &self.session_seen);
+            .add_record(record, &counters, seen);
         self.forget_evicted_sessions();
         if !record.rate_limits.is_empty() {
             let key = record.credential.clone().unwrap_or_else(|| "none".into());
@@ -201,11 +234,16 @@ impl StatsBook {
         self.prune(minute);
     }
 
-    /// Keeps recency only for sessions the lifetime view still holds: bounded by `MAX_SESSIONS`.
+    /// Keeps recency only for keys the lifetime view still holds: bounded by `MAX_SESSIONS`.
     fn forget_evicted_sessions(&mut self) {
-        if self.session_seen.len() > 2 * MAX_SESSIONS {
-            let kept = &self.lifetime.by_session;
-            self.session_seen.retain(|key, _| kept.contains_key(key));
+        for (seen, kept) in [
+            (&mut self.session_seen, &self.lifetime.by_session),
+            (&mut self.agent_seen, &self.lifetime.by_agent),
+            (&mut self.project_seen, &self.lifetime.by_project),
+        ] {
+            if seen.len() > 2 * MAX_SESSIONS {
+                seen.retain(|key, _| kept.contains_key(key));
+            }
         }
     }
 
@@ -223,7 +261,14 @@ impl StatsBook {
         };
         let mut groups = Groups::default();
         for bucket in self.minutes.range(since.div_euclid(60)..).map(|(_, g)| g) {
-            groups.merge(bucket, &self.session_seen);
+            groups.merge(
+                bucket,
+                Seen {
+                    sessions: &self.session_seen,
+                    agents: &self.agent_seen,
+                    projects: &self.project_seen,
+                },
+            );
         }
         groups
     }
@@ -289,6 +334,9 @@ mod tests {
             credential: Some("client_oauth:3fa29c1b4d5e".into()),
             caller: None,
             session: Some(session.into()),
+            agent: None,
+            parent_agent: None,
+            project: None,
             usage: Usage {
                 input_tokens: 10,
                 output_tokens: 5,
@@ -394,6 +442,41 @@ mod tests {
             .lifetime
             .by_session
             .contains_key(&format!("session-{}", MAX_SESSIONS + 4)));
+    }
+
+    #[test]
+    fn agents_and_projects_are_grouped_and_only_the_most_recent_kept() {
+        let mut book = StatsBook::new("x".into());
+        let attributed = |i: i64, agent: String, project: &str| RequestRecord {
+            agent: Some(agent),
+            parent_agent: Some("main".into()),
+            project: Some(project.into()),
+            ..record(6000 + i, 200, "s")
+        };
+        book.add(&attributed(0, "agent-0".into(), "billing-api"), Some(0.5));
+        for i in 1..(MAX_SESSIONS as i64 + 5) {
+            book.add(
+                &attributed(i, format!("agent-{i}"), "billing-api"),
+                Some(0.5),
+            );
+        }
+        let newest = format!("agent-{}", MAX_SESSIONS + 4);
+        let lifetime = &book.lifetime;
+        assert_eq!(lifetime.by_agent.len(), MAX_SESSIONS);
+        assert!(!lifetime.by_agent.contains_key("agent-0"));
+        assert_eq!(lifetime.by_agent[&newest].requests, 1);
+        assert_eq!(
+            lifetime.by_project["billing-api"].requests,
+            MAX_SESSIONS as u64 + 5
+        );
+        // The same bound holds in a window made of minute buckets.
+        let window = book.window(Some(6000));
+        assert_eq!(window.by_agent.len(), MAX_SESSIONS);
+        assert!(window.by_agent.contains_key(&newest));
+        assert!(book.agent_seen.len() <= 2 * MAX_SESSIONS);
+        // A request without them is in neither group.
+        book.add(&record(9000, 200, "s"), None);
+        assert_eq!(book.lifetime.by_project.len(), 1);
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct SettingsFile {
     pub pool: PoolFile,
     #[serde(default = "default_stats")]
     pub stats: StatsFile,
+    #[serde(default = "default_attribution")]
+    pub attribution: AttributionFile,
     /// Absent → the built-in price table; present → exactly what it lists.
     #[serde(default)]
     pub pricing: Option<BTreeMap<String, Price>>,
@@ -155,6 +157,15 @@ pub struct StatsFile {
     pub flush_interval_s: u64,
 }
 
+/// Who a request counts for, beyond its credential.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributionFile {
+    /// The request header naming the project a request belongs to (`by_project`).
+    #[serde(default = "default_project_header")]
+    pub project_header: String,
+}
+
 /// `fn name() -> T { BUILT_IN.path.clone() }`: each default read from the built-in file.
 macro_rules! built_in_defaults {
     ($($name:ident: $ty:ty = $($field:ident).+;)*) => {
@@ -180,6 +191,8 @@ built_in_defaults! {
     default_stats: StatsFile = stats;
     default_state_file: String = stats.state_file;
     default_flush_interval_s: u64 = stats.flush_interval_s;
+    default_attribution: AttributionFile = attribution;
+    default_project_header: String = attribution.project_header;
 }
 
 /// The built-in route: where a route's own defaults come from.

@@ -119,6 +119,8 @@ pub struct Settings {
     pub stats: StatsSettings,
     pub pricing: BTreeMap<String, Price>,
     pub quotas: Vec<crate::quotas::Quota>,
+    /// The request header naming a request's project.
+    pub project_header: HeaderName,
 }
 
 /// Where to read the environment from: the process, or a fixed map in tests.
@@ -287,6 +289,13 @@ fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> 
     }
 
     let pricing = validate_pricing(raw.pricing, raw.pricing_defaults)?;
+    let project_header = HeaderName::from_bytes(raw.attribution.project_header.as_bytes())
+        .map_err(|_| {
+            invalid(
+                "attribution.project_header",
+                format!("{:?} is not a header name", raw.attribution.project_header),
+            )
+        })?;
 
     let prefixes: Vec<&str> = routes.iter().map(|r| r.prefix.as_str()).collect();
     let quotas =
@@ -314,6 +323,7 @@ fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> 
         },
         pricing,
         quotas,
+        project_header,
     };
     Ok(settings)
 }
@@ -571,6 +581,16 @@ mod tests {
         assert_eq!(x.speed["fast"], 2.0);
         assert_eq!(x.long_context.as_ref().unwrap().threshold, 200_000);
         assert_eq!(settings.pricing["claude-y"].batch, Some(0.25));
+    }
+
+    #[test]
+    fn project_header_defaults_to_x_sluice_project_and_must_be_a_header_name() {
+        let settings = load(ONE_ROUTE, &[]).unwrap();
+        assert_eq!(settings.project_header.as_str(), "x-sluice-project");
+        let text = format!("{ONE_ROUTE}\n[attribution]\nproject_header = \"X-Team\"\n");
+        assert_eq!(load(&text, &[]).unwrap().project_header.as_str(), "x-team");
+        let text = format!("{ONE_ROUTE}\n[attribution]\nproject_header = \"bad header\"\n");
+        assert_eq!(error_key(load(&text, &[])), "attribution.project_header");
     }
 
     #[test]

@@ -694,3 +694,75 @@ async fn subscription_utilization_is_a_metric_per_credential_fingerprint_and_win
     }
     assert!(!metrics.contains("sk-ant-oat"));
 }
+
+async fn send_attributed(sluice: &Sluice, headers: &[(&str, &str)]) {
+    let mut request = client()
+        .post(sluice.url("/anthropic/v1/messages"))
+        .insert_header(("content-type", "application/json"));
+    for header in headers {
+        request = request.insert_header(*header);
+    }
+    request
+        .send_body(r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[]}"#)
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+}
+
+#[actix_rt::test]
+async fn subagents_and_projects_are_counted_and_sluice_headers_stay_here() {
+    let (mock, _) = scripted_mock();
+    let sluice = sluice().route("/anthropic", &mock.url(), &[]).start();
+    send_attributed(
+        &sluice,
+        &[
+            ("x-claude-code-agent-id", "agent-explore-1"),
+            ("x-claude-code-parent-agent-id", "agent-main"),
+            ("x-sluice-project", "billing-api"),
+        ],
+    )
+    .await;
+    send_attributed(&sluice, &[("x-sluice-project", "billing-api")]).await;
+    send_attributed(&sluice, &[]).await;
+    let stats = stats_after(&sluice, 3, None).await;
+    assert_eq!(stats["by_agent"]["agent-explore-1"]["requests"], 1);
+    assert_eq!(stats["by_agent"].as_object().unwrap().len(), 1);
+    assert_eq!(stats["by_project"]["billing-api"]["requests"], 2);
+    assert_eq!(stats["by_project"]["billing-api"]["input_tokens"], 24);
+    for received in mock.received() {
+        assert_eq!(received.header("x-sluice-project"), None);
+    }
+    assert_eq!(
+        mock.received()[0]
+            .header("x-claude-code-agent-id")
+            .as_deref(),
+        Some("agent-explore-1")
+    );
+}
+
+#[actix_rt::test]
+async fn project_header_is_a_setting() {
+    let (mock, _) = scripted_mock();
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .toml("[attribution]\nproject_header = \"x-team-project\"")
+        .start();
+    send_attributed(
+        &sluice,
+        &[
+            ("x-team-project", "search"),
+            ("x-sluice-project", "ignored"),
+        ],
+    )
+    .await;
+    let stats = stats_after(&sluice, 1, None).await;
+    assert_eq!(stats["by_project"]["search"]["requests"], 1);
+    assert_eq!(stats["by_project"].as_object().unwrap().len(), 1);
+    // Not in sluice's namespace, so it goes upstream like any other header.
+    assert_eq!(
+        mock.last().header("x-team-project").as_deref(),
+        Some("search")
+    );
+}

@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::headers;
 use crate::metrics::tap::{Timing, Watch};
 use crate::metrics::{Outcome, PendingRecord, RequestRecord, UsageTap};
+use crate::pricing::PriceTable;
 use crate::protocol::UsageParser;
 use crate::quotas::{Ledger, QuotaHold, QuotaSet, Refusal, RequestSubjects};
 use crate::routing;
@@ -277,16 +278,23 @@ impl<'a> Exchange<'a> {
         record.rate_limits = rate_limit_headers(upstream.headers());
         let format = answer_format(upstream.headers());
         record.streamed = format == AnswerFormat::EventStream;
+        let status = upstream.status();
 
         let mut response = HttpResponse::build(upstream.status());
         for (name, value) in headers::response_headers(upstream.headers()) {
             response.append_header((name.clone(), value.clone()));
         }
         let length = content_length(upstream.headers());
-        let status = upstream.status();
+        let reader = target.route.protocol.answer_reader_for(
+            self.req.method(),
+            self.req.path(),
+            status,
+            format,
+            || PriceTable::new(self.snapshot.settings.pricing.clone()),
+        );
         let mut tap = UsageTap::new(
             upstream,
-            target.route.protocol.answer_reader(format),
+            reader,
             pending.hand_over(),
             self.state.recorder.clone(),
             Timing {
@@ -535,6 +543,7 @@ fn new_record(req: &HttpRequest) -> RequestRecord {
         parent_agent: attribution_of(req, attribution::PARENT_AGENT_HEADER),
         project: None,
         usage: Default::default(),
+        priced_usd: None,
         streamed: false,
         outcome: Outcome::Completed,
         ttfb: None,

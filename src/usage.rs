@@ -190,7 +190,7 @@ impl AnswerFormat {
 }
 
 /// What an answer told about itself, as far as it has been read.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Answer {
     pub usage: Usage,
     /// `message_start.message.model` (SSE) or the top-level `model` (JSON).
@@ -199,6 +199,9 @@ pub struct Answer {
     pub completed: bool,
     /// The `error` event's `error.type` (SSE), or the JSON error body's `error.type`.
     pub error_type: Option<String>,
+    /// The cost, when the reader worked it out itself: Message Batches results are priced
+    /// line by line (each line's own model and long-context check) at the batch rate.
+    pub priced_usd: Option<f64>,
 }
 
 impl Answer {

@@ -299,6 +299,7 @@ mod tests {
                 parent_agent: None,
                 project: None,
                 usage: Default::default(),
+                priced_usd: None,
                 streamed: false,
                 outcome: Outcome::Completed,
                 ttfb: None,

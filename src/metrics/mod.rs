@@ -125,7 +125,9 @@ impl MetricsAggregator {
             if !self.delay_per_record.is_zero() {
                 std::thread::sleep(self.delay_per_record);
             }
-            let cost = self.prices.cost_usd(record.model.as_deref(), &record.usage);
+            let cost = record
+                .priced_usd
+                .or_else(|| self.prices.cost_usd(record.model.as_deref(), &record.usage));
             Finished { record, cost }
         }));
         if batch.is_empty() {

@@ -75,6 +75,9 @@ pub struct RequestRecord {
     /// The project the request belongs to (the `[attribution] project_header` header).
     pub project: Option<String>,
     pub usage: Usage,
+    /// The cost the answer's reader worked out (Message Batches results), which the
+    /// aggregator takes instead of pricing `usage` by `model`.
+    pub priced_usd: Option<f64>,
     /// The answer was an event stream.
     pub streamed: bool,
     pub outcome: Outcome,

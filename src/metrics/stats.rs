@@ -337,6 +337,7 @@ mod tests {
             agent: None,
             parent_agent: None,
             project: None,
+            priced_usd: None,
             usage: Usage {
                 input_tokens: 10,
                 output_tokens: 5,

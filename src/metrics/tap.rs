@@ -129,6 +129,7 @@ impl<S> UsageTap<S> {
                 outcome = Outcome::UpstreamErrorEvent;
             }
             record.usage = answer.usage;
+            record.priced_usd = answer.priced_usd;
             if answer.model.is_some() {
                 record.model = answer.model;
             }

@@ -3,8 +3,10 @@
 //! module beside `anthropic`, not edits across the request path.
 
 use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use crate::pricing::PriceTable;
 use crate::usage::AnswerFormat;
 
 pub mod anthropic;
@@ -45,5 +47,26 @@ impl Protocol {
     /// A reader for the usage in an answer of this `format`, when this protocol has usage.
     pub fn answer_reader(self, format: AnswerFormat) -> Option<UsageParser> {
         (self == Protocol::Anthropic).then(|| UsageParser::new(format))
+    }
+
+    /// A reader for the answer to this request: the results of a Message Batch, when the
+    /// request fetched them and they came back (JSONL, priced line by line with `prices` at
+    /// the batch rate), else as [`answer_reader`](Self::answer_reader) reads `format`. An error
+    /// answer to a results request is JSON and read as one.
+    pub fn answer_reader_for(
+        self,
+        method: &Method,
+        path: &str,
+        status: StatusCode,
+        format: AnswerFormat,
+        prices: impl FnOnce() -> PriceTable,
+    ) -> Option<UsageParser> {
+        let batch_results = self == Protocol::Anthropic
+            && status.is_success()
+            && batch_results::is_batch_results_request(method.as_str(), path);
+        if batch_results {
+            return Some(UsageParser::batch_results(prices()));
+        }
+        self.answer_reader(format)
     }
 }

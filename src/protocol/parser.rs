@@ -10,6 +10,8 @@
 //!   kept, each up to [`MAX_JSON_VALUE_BYTES`] (a longer one is skipped).
 
 use super::anthropic::{AnswerReading, WantedKey};
+use super::batch_results::BatchResultsReader;
+use crate::pricing::PriceTable;
 use crate::readers::json::JsonBodyReader;
 pub use crate::readers::json::MAX_JSON_VALUE_BYTES;
 use crate::readers::sse::EventStreamReader;
@@ -36,6 +38,8 @@ pub struct UsageParser {
 enum BodyReader {
     EventStream(EventStreamReader),
     Json(JsonBodyReader<WantedKey>),
+    /// Message Batches results (JSONL), each line priced as it ends.
+    BatchResults(Box<BatchResultsReader>),
     Other,
 }
 
@@ -54,6 +58,17 @@ impl UsageParser {
         }
     }
 
+    /// A reader for the JSONL results of a Message Batch, which prices each result line with
+    /// `prices` at the batch rate: the answer it gives carries its cost.
+    pub fn batch_results(prices: PriceTable) -> Self {
+        Self {
+            format: AnswerFormat::Other,
+            reader: BodyReader::BatchResults(Box::new(BatchResultsReader::new(prices))),
+            reading: AnswerReading::default(),
+            finished: false,
+        }
+    }
+
     /// Takes the next chunk of the body as it came off the network. Ignored after [`finish`].
     ///
     /// [`finish`]: Self::finish
@@ -64,6 +79,7 @@ impl UsageParser {
         match &mut self.reader {
             BodyReader::EventStream(reader) => reader.feed(chunk, &mut self.reading),
             BodyReader::Json(reader) => reader.feed(chunk, &mut self.reading),
+            BodyReader::BatchResults(reader) => reader.feed(chunk),
             BodyReader::Other => {}
         }
     }
@@ -73,8 +89,16 @@ impl UsageParser {
     pub fn finish(&mut self) -> Answer {
         if !self.finished {
             self.finished = true;
-            if let BodyReader::EventStream(reader) = &mut self.reader {
-                reader.finish(&mut self.reading);
+            match &mut self.reader {
+                BodyReader::EventStream(reader) => reader.finish(&mut self.reading),
+                BodyReader::BatchResults(reader) => {
+                    let results = reader.finish();
+                    let answer = &mut self.reading.answer;
+                    answer.usage = results.usage;
+                    answer.model = results.model;
+                    answer.priced_usd = Some(results.cost_usd);
+                }
+                _ => {}
             }
             self.reader = BodyReader::Other; // nothing more to read: release the buffers
         }
@@ -109,6 +133,7 @@ impl UsageParser {
         let reader = match &self.reader {
             BodyReader::EventStream(reader) => reader.held_bytes(),
             BodyReader::Json(reader) => reader.held_bytes(),
+            BodyReader::BatchResults(reader) => reader.held_bytes(),
             BodyReader::Other => 0,
         };
         reader + self.reading.answer.held_bytes()
@@ -165,6 +190,7 @@ mod tests {
                     model: Some("claude-haiku-4-5-20251001".into()),
                     completed: true,
                     error_type: None,
+                    priced_usd: None,
                 },
             },
             FixtureAnswer {
@@ -184,6 +210,7 @@ mod tests {
                     model: Some("claude-sonnet-4-5-20250929".into()),
                     completed: true,
                     error_type: None,
+                    priced_usd: None,
                 },
             },
             FixtureAnswer {
@@ -199,6 +226,7 @@ mod tests {
                     model: Some("claude-opus-4-5".into()),
                     completed: false,
                     error_type: Some("overloaded_error".into()),
+                    priced_usd: None,
                 },
             },
             FixtureAnswer {
@@ -218,6 +246,7 @@ mod tests {
                     model: Some("claude-sonnet-4-5-20250929".into()),
                     completed: true,
                     error_type: None,
+                    priced_usd: None,
                 },
             },
             FixtureAnswer {
@@ -233,6 +262,7 @@ mod tests {
                     model: Some("claude-sonnet-4-5-20250929".into()),
                     completed: true,
                     error_type: None,
+                    priced_usd: None,
                 },
             },
             FixtureAnswer {
@@ -244,6 +274,7 @@ mod tests {
                     model: Some("claude-opus-4-1-20250805".into()),
                     completed: true,
                     error_type: None,
+                    priced_usd: None,
                 },
             },
             FixtureAnswer {
@@ -262,6 +293,7 @@ mod tests {
                     model: Some("claude-sonnet-4-6".into()),
                     completed: true,
                     error_type: None,
+                    priced_usd: None,
                 },
             },
             FixtureAnswer {
@@ -278,6 +310,7 @@ mod tests {
                     model: Some("claude-opus-4-6".into()),
                     completed: true,
                     error_type: None,
+                    priced_usd: None,
                 },
             },
             FixtureAnswer {
@@ -306,6 +339,7 @@ mod tests {
                     model: Some("claude-haiku-5-5".into()),
                     completed: true,
                     error_type: None,
+                    priced_usd: None,
                 },
             },
             FixtureAnswer {
@@ -323,6 +357,7 @@ mod tests {
                     model: Some("claude-opus-4-6".into()),
                     completed: true,
                     error_type: None,
+                    priced_usd: None,
                 },
             },
             FixtureAnswer {
@@ -334,6 +369,7 @@ mod tests {
                     model: Some("claude-sonnet-4-5-20250929".into()),
                     completed: true,
                     error_type: None,
+                    priced_usd: None,
                 },
             },
             FixtureAnswer {
@@ -345,6 +381,7 @@ mod tests {
                     model: None,
                     completed: true,
                     error_type: Some("rate_limit_error".into()),
+                    priced_usd: None,
                 },
             },
         ]

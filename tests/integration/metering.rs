@@ -766,3 +766,54 @@ async fn project_header_is_a_setting() {
         Some("search")
     );
 }
+
+#[actix_rt::test]
+async fn batch_results_fetched_through_sluice_are_counted_at_batch_prices() {
+    let mock = MockUpstream::start();
+    let results = fixture("batch-results.jsonl");
+    mock.reply(move |req| {
+        if req.target.ends_with("/msgbatch_gone/results") {
+            return Reply::json(
+                404,
+                r#"{"type":"error","error":{"type":"not_found_error","message":"no such batch"}}"#,
+            );
+        }
+        // Sent in uneven chunks, as a download arrives.
+        let chunks = results
+            .as_bytes()
+            .chunks(97)
+            .map(|chunk| (Duration::ZERO, bytes::Bytes::copy_from_slice(chunk)))
+            .collect();
+        let binary = vec![("content-type".to_string(), "application/binary".to_string())];
+        Reply::Chunks(200, binary, chunks)
+    });
+    let sluice = sluice().route("/anthropic", &mock.url(), &[]).start();
+    for batch in ["msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d", "msgbatch_gone"] {
+        let mut response = client()
+            .get(sluice.url(&format!("/anthropic/v1/messages/batches/{batch}/results")))
+            .insert_header(("x-api-key", "sk-ant-api03-test-batch-client"))
+            .send()
+            .await
+            .unwrap();
+        let body = response.body().limit(1 << 20).await.unwrap();
+        if batch == "msgbatch_gone" {
+            assert_eq!(response.status(), 404);
+        } else {
+            assert_eq!(body, fixture("batch-results.jsonl").as_bytes());
+        }
+    }
+    let stats = stats_after(&sluice, 2, None).await;
+    let totals = &stats["totals"];
+    assert_eq!(totals["requests"], 2);
+    assert_eq!(totals["errors"], 1);
+    assert_eq!(totals["input_tokens"], 11 + 10 + 250_000 + 100);
+    assert_eq!(totals["output_tokens"], 36 + 34 + 2_000 + 20);
+    // Each succeeded line priced on its own, at half price (worked out in the reader's tests):
+    // (573 + 540 + 1,545,000 + 200) µ$ / 2.
+    let cost = totals["cost_usd"].as_f64().unwrap();
+    assert!((cost - 0.7731565).abs() < 1e-9, "{cost}");
+    assert_eq!(
+        stats["by_model"]["claude-sonnet-4-5-20250929"]["requests"],
+        1
+    );
+}

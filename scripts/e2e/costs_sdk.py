@@ -2,7 +2,8 @@
 """Does sluice count what the official Python SDK counts? For every streamed fixture in
 tests/fixtures/anthropic/, a mock upstream replays it, the SDK streams it through sluice with
 `client.messages.stream(...)`, and the usage of `get_final_message()` (or, for a stream that an
-error event ends, the SDK's snapshot when it raised) must equal what /stats counted for it.
+error event ends, the SDK's snapshot when it raised) — tokens and web searches — must equal what
+/stats counted for it.
 
 Run: python3 scripts/e2e/costs_sdk.py   (needs `anthropic` installed, e.g. from
 scripts/e2e/requirements.txt; SLUICE_BIN=path to the binary, default target/debug/sluice).
@@ -27,6 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "anthropic"
 BIN = os.environ.get("SLUICE_BIN", str(ROOT / "target" / "debug" / "sluice"))
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+COUNTED = TOKEN_FIELDS + ("web_search_requests",)
 
 
 class Replay(http.server.BaseHTTPRequestHandler):
@@ -62,7 +64,7 @@ def counted_since(base, before):
     while True:
         now = totals(base)
         if now["requests"] > before["requests"] or time.time() > deadline:
-            return {field: now[field] - before[field] for field in TOKEN_FIELDS + ("requests", "errors")}
+            return {field: now[field] - before[field] for field in COUNTED + ("requests", "errors")}
         time.sleep(0.05)
 
 
@@ -107,9 +109,11 @@ def main():
                 usage, raised = sdk_usage(client, fixture)
                 counted = counted_since(base, before)
                 sdk = {field: getattr(usage, field) or 0 for field in TOKEN_FIELDS}
+                tools = getattr(usage, "server_tool_use", None)
+                sdk["web_search_requests"] = (tools.web_search_requests if tools else 0) or 0
                 ok = (
                     counted["requests"] == 1
-                    and all(counted[field] == sdk[field] for field in TOKEN_FIELDS)
+                    and all(counted[field] == sdk[field] for field in COUNTED)
                     and counted["errors"] == int(raised)
                 )
                 failed += not ok

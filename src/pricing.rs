@@ -192,6 +192,22 @@ impl SplitTokens {
 }
 
 impl Price {
+    /// A price of the four basic rates only; everything else as `[pricing_defaults]` leaves it.
+    pub fn new(input: f64, output: f64, cache_write: f64, cache_read: f64) -> Self {
+        Self {
+            input,
+            output,
+            cache_write,
+            cache_write_1h: None,
+            cache_read,
+            long_context: None,
+            web_search_per_1k: None,
+            batch: None,
+            inference_geo: BTreeMap::new(),
+            speed: BTreeMap::new(),
+        }
+    }
+
     /// Rejects prices that would make costs meaningless: negative, NaN or infinite amounts, a
     /// zero long-context threshold. The error names the offending field.
     pub fn validate(&self) -> Result<(), InvalidPrice> {

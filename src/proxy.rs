@@ -30,8 +30,6 @@ use crate::upstream::WorkerClients;
 use crate::usage::AnswerFormat;
 
 const SESSION_HEADER: &str = "x-claude-code-session-id";
-/// The project a request belongs to, for quotas on projects.
-const PROJECT_HEADER: &str = "x-sluice-project";
 
 /// Forwards any request under a route's prefix, phase by phase. Whatever happens, the request
 /// yields exactly one record: the tap sends it when the answer ends, and a refusal here.
@@ -167,7 +165,7 @@ impl<'a> Exchange<'a> {
             route: Some(record.route.as_str()),
             model: None,
             source: record.source.map(|source| source.as_str()),
-            project: self.project(),
+            project: record.project.as_deref(),
         };
         let admission =
             ledger.admit_set(&subjects, jiff::Timestamp::now(), QuotaSet::WithoutModel)?;
@@ -176,13 +174,6 @@ impl<'a> Exchange<'a> {
             admission.guard,
             self.snapshot.prices.clone(),
         )))
-    }
-
-    fn project(&self) -> Option<&str> {
-        self.req
-            .headers()
-            .get(PROJECT_HEADER)
-            .and_then(|v| v.to_str().ok())
     }
 
     /// The upstream request: same method, path below the prefix and query, on this worker's
@@ -224,7 +215,7 @@ impl<'a> Exchange<'a> {
             caller: record.caller.clone(),
             route: record.route.clone(),
             source: record.source.map(|source| source.as_str()),
-            project: self.project().map(str::to_string),
+            project: record.project.clone(),
         });
         let request_side = Rc::new(RefCell::new(RequestSide {
             over_limit: false,
@@ -290,7 +281,7 @@ impl<'a> Exchange<'a> {
             self.req.path(),
             status,
             format,
-            || PriceTable::new(self.snapshot.settings.pricing.clone()),
+            || PriceTable::clone(&self.snapshot.prices),
         );
         let mut tap = UsageTap::new(
             upstream,

@@ -273,11 +273,15 @@ mod tests {
             credential: None,
             caller: None,
             session: None,
+            agent: None,
+            parent_agent: None,
+            project: None,
             usage: Usage {
                 input_tokens: input,
                 output_tokens: output,
                 ..Usage::default()
             },
+            priced_usd: None,
             streamed: false,
             outcome: Outcome::Completed,
             ttfb: None,
@@ -298,8 +302,8 @@ mod tests {
             MetricsAggregator::new(None, Duration::from_secs(60), prices, queue.clone(), sinks)
                 .start();
         let recorder = Recorder::new(aggregator.clone().recipient(), queue);
-        // Sonnet: $3 in, $15 out per million tokens.
-        recorder.record(record("claude-sonnet-4-5", 1_000_000, 100_000));
+        // Sonnet: $3 in, $15 out per million tokens (a prompt under its 200K long-context line).
+        recorder.record(record("claude-sonnet-4-5", 100_000, 10_000));
         recorder.record(record("no-such-model", 10, 10));
         let report = aggregator.send(GetReport { since: None }).await.unwrap();
         assert_eq!(report.groups.totals.requests, 2);
@@ -307,7 +311,7 @@ mod tests {
         let kept = kept.lock().unwrap().clone();
         assert_eq!(kept.len(), 2);
         assert_eq!(kept[0].0.as_deref(), Some("claude-sonnet-4-5"));
-        assert!((kept[0].1.unwrap() - 4.5).abs() < 1e-9, "{kept:?}");
+        assert!((kept[0].1.unwrap() - 0.45).abs() < 1e-9, "{kept:?}");
         assert_eq!(kept[1].1, None);
         let text = aggregator.send(RenderMetrics).await.unwrap();
         assert!(text.contains("sluice_requests_total{"), "{text}");

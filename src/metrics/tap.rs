@@ -142,7 +142,12 @@ impl<S> UsageTap<S> {
             Some(self.overhead_before + head_sent.saturating_duration_since(self.head_received));
         // Before the answer's end reaches the client: its next request sees this spend.
         if let Some(hold) = self.quota.take() {
-            hold.settle(record.model.as_deref(), &record.usage, record.finished_at);
+            hold.settle(
+                record.model.as_deref(),
+                &record.usage,
+                record.priced_usd,
+                record.finished_at,
+            );
         }
         self.recorder.record(record);
     }

@@ -2,18 +2,7 @@ use super::*;
 use crate::usage::Tokens;
 
 fn price(input: f64, output: f64, cache_write: f64, cache_read: f64) -> Price {
-    Price {
-        input,
-        output,
-        cache_write,
-        cache_write_1h: None,
-        cache_read,
-        long_context: None,
-        web_search_per_1k: None,
-        batch: None,
-        inference_geo: BTreeMap::new(),
-        speed: BTreeMap::new(),
-    }
+    Price::new(input, output, cache_write, cache_read)
 }
 
 fn sonnet() -> Price {

@@ -65,9 +65,16 @@ impl QuotaHold {
         self.guard.join(guard);
     }
 
-    /// Charges what the request used (its model priced from the table) and frees its slots.
-    pub fn settle(self, model: Option<&str>, usage: &Usage, finished_at: SystemTime) {
-        let cost = self.prices.cost_usd(model, usage);
+    /// Charges what the request used (its model priced from the table, unless its reader
+    /// priced it already: `priced_usd`) and frees its slots.
+    pub fn settle(
+        self,
+        model: Option<&str>,
+        usage: &Usage,
+        priced_usd: Option<f64>,
+        finished_at: SystemTime,
+    ) {
+        let cost = priced_usd.or_else(|| self.prices.cost_usd(model, usage));
         self.guard
             .settle(spent_of(cost, usage), timestamp(finished_at));
     }

@@ -110,13 +110,7 @@ fn a_hold_settles_the_answer_at_the_table_price() {
     let prices = crate::pricing::PriceTable::new(
         [(
             "claude-test".to_string(),
-            crate::pricing::Price {
-                input,
-                output,
-                cache_write: 0.0,
-                cache_write_1h: None,
-                cache_read: 0.0,
-            },
+            crate::pricing::Price::new(input, output, 0.0, 0.0),
         )]
         .into(),
     );
@@ -128,7 +122,7 @@ fn a_hold_settles_the_answer_at_the_table_price() {
         output_tokens: 20_000,
         ..Default::default()
     };
-    hold.settle(Some("claude-test-1"), &usage, now.into());
+    hold.settle(Some("claude-test-1"), &usage, None, now.into());
     let reports = ledger.report(now, 10);
     let used = &report(&reports, "d").subjects[0].used;
     assert_eq!(used.usd, (100_000.0 * input + 20_000.0 * output) / 1e6);

@@ -150,4 +150,7 @@ E2E_MOCK=$mock E2E_SLUICE_OPEN=$open E2E_SLUICE_TEAM=$team \
 if [ "$status" -ne 0 ]; then
   echo "logs: $work (mock-requests.jsonl, sluice-open.log, sluice-team.log)" >&2
 fi
+
+log "costs: the Python SDK's own usage of every streamed fixture equals what /stats counted"
+SLUICE_BIN=$bin timeout 300 "$deps/venv/bin/python" "$e2e/costs_sdk.py" || status=$?
 exit "$status"

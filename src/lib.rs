@@ -36,6 +36,7 @@ pub mod secrets;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod store;
 pub mod subscription;
 pub mod upstream;
 pub mod usage;

@@ -1,0 +1,860 @@
+//! The two databases behind one small set of operations: open (never overwriting what cannot be
+//! read), migrate, write a batch with its rollups in one transaction, prune, and select.
+//!
+//! The SQL is shared: written with `?` placeholders (renumbered to `$n` for PostgreSQL), integer
+//! columns are BIGINT on both, sums are read as floats (so that no sum can overflow a query).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Counters, StoreError, StoreRow};
+
+/// Width of a rollup bucket.
+pub const BUCKET_MS: i64 = 15 * 60 * 1000;
+
+/// Which database the store lives in.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An SQLite file (already resolved: see [`super::resolve_path`]).
+    Sqlite(PathBuf),
+    /// A `postgres://` URL (or key=value connection string).
+    Postgres(String),
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Target {
+    /// A name for logs and errors: the file, or the server without user or password.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Sqlite(path) => path.display().to_string(),
+            Target::Postgres(url) => describe_postgres(url),
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Target::Sqlite(_) => "sqlite",
+            Target::Postgres(_) => "postgresql",
+        }
+    }
+}
+
+/// `postgresql database HOST:PORT/NAME` from a URL, leaving out the user and password; a
+/// key=value connection string is not shown at all (it may hold a password anywhere).
+fn describe_postgres(url: &str) -> String {
+    let Some(rest) = url
+        .strip_prefix("postgresql://")
+        .or_else(|| url.strip_prefix("postgres://"))
+    else {
+        return "postgresql database".into();
+    };
+    let (head, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = head.split_once('/').unwrap_or((head, ""));
+    let server = authority.rsplit_once('@').map_or(authority, |(_, s)| s);
+    let socket = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("host="))
+        .map(|h| format!(" (host {h})"))
+        .unwrap_or_default();
+    format!("postgresql database {server}/{path}{socket}")
+}
+
+/// A value bound to a `?` placeholder.
+#[derive(Debug, Clone)]
+pub enum Param {
+    Int(i64),
+    Real(f64),
+    Text(String),
+    NullInt,
+}
+
+/// A column's type in a select's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Col {
+    Int,
+    Real,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+impl Cell {
+    pub fn int(&self) -> i64 {
+        match self {
+            Cell::Int(v) => *v,
+            Cell::Real(v) => *v as i64,
+            Cell::Text(_) => 0,
+        }
+    }
+
+    pub fn real(&self) -> f64 {
+        match self {
+            Cell::Int(v) => *v as f64,
+            Cell::Real(v) => *v,
+            Cell::Text(_) => 0.0,
+        }
+    }
+
+    pub fn into_text(self) -> String {
+        match self {
+            Cell::Text(s) => s,
+            Cell::Int(v) => v.to_string(),
+            Cell::Real(v) => v.to_string(),
+        }
+    }
+}
+
+pub enum Db {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<postgres::Client>),
+}
+
+/// How long an SQLite statement waits for another connection's lock before failing.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+/// Serialises concurrent migrations of one PostgreSQL database (any constant will do).
+const PG_MIGRATION_LOCK: i64 = 0x736c_7569_6365;
+
+/// Versioned migrations; `{id}` is the dialect's auto-numbered primary key.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE requests (
+    id {id},
+    finished_ms BIGINT NOT NULL,
+    instance TEXT NOT NULL DEFAULT '',
+    route TEXT NOT NULL DEFAULT '',
+    method TEXT NOT NULL DEFAULT '',
+    status BIGINT NOT NULL DEFAULT 0,
+    outcome TEXT NOT NULL DEFAULT '',
+    streamed BIGINT NOT NULL DEFAULT 0,
+    model TEXT NOT NULL DEFAULT '',
+    source TEXT NOT NULL DEFAULT '',
+    credential TEXT NOT NULL DEFAULT '',
+    caller TEXT NOT NULL DEFAULT '',
+    session TEXT NOT NULL DEFAULT '',
+    agent TEXT NOT NULL DEFAULT '',
+    parent_agent TEXT NOT NULL DEFAULT '',
+    project TEXT NOT NULL DEFAULT '',
+    input_tokens BIGINT NOT NULL DEFAULT 0,
+    output_tokens BIGINT NOT NULL DEFAULT 0,
+    cache_write_5m_tokens BIGINT NOT NULL DEFAULT 0,
+    cache_write_1h_tokens BIGINT NOT NULL DEFAULT 0,
+    cache_read_tokens BIGINT NOT NULL DEFAULT 0,
+    web_search_requests BIGINT NOT NULL DEFAULT 0,
+    cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+    ttfb_ms BIGINT,
+    total_ms BIGINT NOT NULL DEFAULT 0,
+    overhead_ms BIGINT
+);
+CREATE INDEX requests_by_time ON requests (finished_ms);
+CREATE INDEX requests_by_session ON requests (session, finished_ms);
+CREATE TABLE usage_15m (
+    bucket BIGINT NOT NULL,
+    route TEXT NOT NULL,
+    model TEXT NOT NULL,
+    source TEXT NOT NULL,
+    credential TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    project TEXT NOT NULL,
+    status BIGINT NOT NULL,
+    {counters},
+    PRIMARY KEY (bucket, route, model, source, credential, caller, project, status)
+);
+CREATE TABLE sessions_15m (
+    bucket BIGINT NOT NULL,
+    session TEXT NOT NULL,
+    last_ms BIGINT NOT NULL,
+    {counters},
+    PRIMARY KEY (bucket, session)
+);
+CREATE TABLE store_imports (
+    digest TEXT PRIMARY KEY,
+    file TEXT NOT NULL,
+    imported_ms BIGINT NOT NULL
+);
+"#];
+
+/// The counter columns of both rollup tables, in [`Counters::integers`] order, then cost.
+pub const COUNTER_COLUMNS: [&str; 10] = [
+    "requests",
+    "errors",
+    "streamed",
+    "incomplete",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_tokens",
+    "cache_read_tokens",
+    "web_search_requests",
+    "cost_usd",
+];
+
+/// Key columns of `usage_15m` after `bucket`.
+pub const ROLLUP_DIMENSIONS: [&str; 7] = [
+    "route",
+    "model",
+    "source",
+    "credential",
+    "caller",
+    "project",
+    "status",
+];
+
+const ROW_COLUMNS: [&str; 25] = [
+    "finished_ms",
+    "instance",
+    "route",
+    "method",
+    "status",
+    "outcome",
+    "streamed",
+    "model",
+    "source",
+    "credential",
+    "caller",
+    "session",
+    "agent",
+    "parent_agent",
+    "project",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "web_search_requests",
+    "cost_usd",
+    "ttfb_ms",
+    "total_ms",
+    "overhead_ms",
+];
+
+/// Rollup buckets deleted per retention step.
+const PRUNE_BUCKETS: usize = 16;
+/// Rows per multi-row INSERT statement (25 parameters each).
+const INSERT_CHUNK: usize = 100;
+
+fn migration_sql(index: usize, postgres: bool) -> String {
+    let counters = COUNTER_COLUMNS
+        .iter()
+        .map(|c| {
+            let ty = if *c == "cost_usd" {
+                "DOUBLE PRECISION"
+            } else {
+                "BIGINT"
+            };
+            format!("{c} {ty} NOT NULL DEFAULT 0")
+        })
+        .collect::<Vec<_>>()
+        .join(",\n    ");
+    MIGRATIONS[index]
+        .replace(
+            "{id}",
+            if postgres {
+                "BIGSERIAL PRIMARY KEY"
+            } else {
+                "INTEGER PRIMARY KEY"
+            },
+        )
+        .replace("{counters}", &counters)
+}
+
+/// `?` placeholders renumbered as `$1, $2, …` for PostgreSQL.
+fn pg_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for ch in sql.chars() {
+        if ch == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+fn clamp(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn saturating_sum(table: &str, column: &str) -> String {
+    format!(
+        "{column} = CASE WHEN {table}.{column} > 9223372036854775807 - excluded.{column} \
+         THEN 9223372036854775807 ELSE {table}.{column} + excluded.{column} END"
+    )
+}
+
+fn upsert_sql(table: &str, keys: &[&str], extra: &[(&str, &str)]) -> String {
+    let mut columns: Vec<&str> = keys.to_vec();
+    columns.extend(extra.iter().map(|(c, _)| *c));
+    columns.extend(COUNTER_COLUMNS);
+    let placeholders = vec!["?"; columns.len()].join(", ");
+    let mut sets: Vec<String> = extra
+        .iter()
+        .map(|(c, rule)| format!("{c} = {}", rule.replace("{t}", table)))
+        .collect();
+    for c in COUNTER_COLUMNS {
+        if c == "cost_usd" {
+            sets.push(format!("cost_usd = {table}.cost_usd + excluded.cost_usd"));
+        } else {
+            sets.push(saturating_sum(table, c));
+        }
+    }
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({placeholders}) ON CONFLICT ({}) DO UPDATE SET {}",
+        columns.join(", "),
+        keys.join(", "),
+        sets.join(", ")
+    )
+}
+
+fn counter_params(counters: &Counters) -> impl Iterator<Item = Param> {
+    counters
+        .integers()
+        .into_iter()
+        .map(|v| Param::Int(clamp(v)))
+        .chain(std::iter::once(Param::Real(counters.cost_usd)))
+}
+
+type RollupKey = (i64, [String; 6], i64);
+
+/// What one batch adds to the rollup tables.
+#[derive(Default)]
+pub struct Rollups {
+    usage: BTreeMap<RollupKey, Counters>,
+    sessions: BTreeMap<(i64, String), (i64, Counters)>,
+}
+
+impl Rollups {
+    pub fn of_rows(rows: &[StoreRow]) -> Rollups {
+        let mut rollups = Rollups::default();
+        for row in rows {
+            let bucket = row.finished_ms.div_euclid(BUCKET_MS);
+            let counters = Counters::of_row(row);
+            rollups.add_usage(
+                bucket,
+                [
+                    row.route.clone(),
+                    row.model.clone(),
+                    row.source.clone(),
+                    row.credential.clone(),
+                    row.caller.clone(),
+                    row.project.clone(),
+                ],
+                i64::from(row.status),
+                &counters,
+            );
+            if !row.session.is_empty() {
+                let entry = rollups
+                    .sessions
+                    .entry((bucket, row.session.clone()))
+                    .or_insert((row.finished_ms, Counters::default()));
+                entry.0 = entry.0.max(row.finished_ms);
+                entry.1.merge(&counters);
+            }
+        }
+        rollups
+    }
+
+    pub fn add_usage(&mut self, bucket: i64, keys: [String; 6], status: i64, counters: &Counters) {
+        self.usage
+            .entry((bucket, keys, status))
+            .or_default()
+            .merge(counters);
+    }
+}
+
+fn row_params(row: &StoreRow, out: &mut Vec<Param>) {
+    let text = |s: &String| Param::Text(s.clone());
+    let opt = |v: Option<u64>| v.map_or(Param::NullInt, |v| Param::Int(clamp(v)));
+    out.extend([
+        Param::Int(row.finished_ms),
+        text(&row.instance),
+        text(&row.route),
+        text(&row.method),
+        Param::Int(i64::from(row.status)),
+        text(&row.outcome),
+        Param::Int(i64::from(row.streamed)),
+        text(&row.model),
+        text(&row.source),
+        text(&row.credential),
+        text(&row.caller),
+        text(&row.session),
+        text(&row.agent),
+        text(&row.parent_agent),
+        text(&row.project),
+        Param::Int(clamp(row.input_tokens)),
+        Param::Int(clamp(row.output_tokens)),
+        Param::Int(clamp(row.cache_write_5m_tokens)),
+        Param::Int(clamp(row.cache_write_1h_tokens)),
+        Param::Int(clamp(row.cache_read_tokens)),
+        Param::Int(clamp(row.web_search_requests)),
+        Param::Real(row.cost_usd),
+        opt(row.ttfb_ms),
+        Param::Int(clamp(row.total_ms)),
+        opt(row.overhead_ms),
+    ]);
+}
+
+fn insert_sql(rows: usize) -> String {
+    let one = format!("({})", vec!["?"; ROW_COLUMNS.len()].join(", "));
+    format!(
+        "INSERT INTO requests ({}) VALUES {}",
+        ROW_COLUMNS.join(", "),
+        vec![one; rows].join(", ")
+    )
+}
+
+fn sqlite_value(param: &Param) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match param {
+        Param::Int(v) => Value::Integer(*v),
+        Param::Real(v) => Value::Real(*v),
+        Param::Text(v) => Value::Text(v.clone()),
+        Param::NullInt => Value::Null,
+    }
+}
+
+fn pg_params(params: &[Param]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
+    params
+        .iter()
+        .map(|p| -> Box<dyn postgres::types::ToSql + Sync> {
+            match p {
+                Param::Int(v) => Box::new(*v),
+                Param::Real(v) => Box::new(*v),
+                Param::Text(v) => Box::new(v.clone()),
+                Param::NullInt => Box::new(None::<i64>),
+            }
+        })
+        .collect()
+}
+
+fn sqlite_err(err: rusqlite::Error) -> String {
+    err.to_string()
+}
+
+fn pg_err(err: postgres::Error) -> String {
+    // `Display` of a server error is only its severity; the details say what happened.
+    match err.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(inner) = source {
+                text.push_str(": ");
+                text.push_str(&inner.to_string());
+                source = inner.source();
+            }
+            text
+        }
+    }
+}
+
+impl Db {
+    /// Opens the database; with `migrate`, creates or upgrades its schema. An SQLite file that is
+    /// not a database is left exactly as it is and reported.
+    pub fn open(target: &Target, migrate: bool) -> Result<Db, StoreError> {
+        let open_error = |reason: String| StoreError::Open {
+            what: target.describe(),
+            reason,
+        };
+        let mut db = match target {
+            Target::Sqlite(path) => Db::Sqlite(open_sqlite(path).map_err(open_error)?),
+            Target::Postgres(url) => {
+                let mut config: postgres::Config = url
+                    .parse()
+                    .map_err(|e: postgres::Error| open_error(pg_err(e)))?;
+                config.connect_timeout(Duration::from_secs(5));
+                config.keepalives_idle(Duration::from_secs(30));
+                let client = config
+                    .connect(postgres::NoTls)
+                    .map_err(|e| open_error(pg_err(e)))?;
+                Db::Postgres(Box::new(client))
+            }
+        };
+        if migrate {
+            db.migrate().map_err(open_error)?;
+        }
+        Ok(db)
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    fn migrate(&mut self) -> Result<(), String> {
+        let known = MIGRATIONS.len() as i64;
+        match self {
+            Db::Sqlite(conn) => {
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(sqlite_err)?;
+                tx.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS store_schema (version BIGINT NOT NULL)",
+                )
+                .map_err(sqlite_err)?;
+                let version: i64 = tx
+                    .query_row(
+                        "SELECT COALESCE(MAX(version), 0) FROM store_schema",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(sqlite_err)?;
+                check_version(version, known)?;
+                for index in version as usize..MIGRATIONS.len() {
+                    tx.execute_batch(&migration_sql(index, false))
+                        .map_err(sqlite_err)?;
+                    tx.execute(
+                        "INSERT INTO store_schema (version) VALUES (?1)",
+                        [index as i64 + 1],
+                    )
+                    .map_err(sqlite_err)?;
+                }
+                tx.commit().map_err(sqlite_err)
+            }
+            Db::Postgres(client) => {
+                let mut tx = client.transaction().map_err(pg_err)?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_MIGRATION_LOCK])
+                    .map_err(pg_err)?;
+                tx.batch_execute(
+                    "CREATE TABLE IF NOT EXISTS store_schema (version BIGINT NOT NULL)",
+                )
+                .map_err(pg_err)?;
+                let version: i64 = tx
+                    .query_one(
+                        "SELECT COALESCE(MAX(version), 0)::BIGINT FROM store_schema",
+                        &[],
+                    )
+                    .map_err(pg_err)?
+                    .get(0);
+                check_version(version, known)?;
+                for index in version as usize..MIGRATIONS.len() {
+                    tx.batch_execute(&migration_sql(index, true))
+                        .map_err(pg_err)?;
+                    tx.execute(
+                        "INSERT INTO store_schema (version) VALUES ($1)",
+                        &[&(index as i64 + 1)],
+                    )
+                    .map_err(pg_err)?;
+                }
+                tx.commit().map_err(pg_err)
+            }
+        }
+    }
+
+    /// Writes `rows` and what they add to the rollups in one transaction.
+    pub fn write_batch(&mut self, rows: &[StoreRow]) -> Result<(), String> {
+        let rollups = Rollups::of_rows(rows);
+        self.write(rows, &rollups)
+    }
+
+    /// Writes raw rows and rollup additions (which need not come from those rows: an import
+    /// adds rollups alone) in one transaction.
+    pub fn write(&mut self, rows: &[StoreRow], rollups: &Rollups) -> Result<(), String> {
+        self.write_with(rows, rollups, Vec::new())
+    }
+
+    /// Like [`Db::write`], with more statements in the same transaction.
+    pub fn write_with(
+        &mut self,
+        rows: &[StoreRow],
+        rollups: &Rollups,
+        mut statements: Vec<(String, Vec<Param>)>,
+    ) -> Result<(), String> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut params = Vec::with_capacity(chunk.len() * ROW_COLUMNS.len());
+            for row in chunk {
+                row_params(row, &mut params);
+            }
+            statements.push((insert_sql(chunk.len()), params));
+        }
+        let mut dims = vec!["bucket"];
+        dims.extend(ROLLUP_DIMENSIONS);
+        let usage_sql = upsert_sql("usage_15m", &dims, &[]);
+        for ((bucket, keys, status), counters) in &rollups.usage {
+            let mut params = vec![Param::Int(*bucket)];
+            params.extend(keys.iter().map(|k| Param::Text(k.clone())));
+            params.push(Param::Int(*status));
+            params.extend(counter_params(counters));
+            statements.push((usage_sql.clone(), params));
+        }
+        let sessions_sql = upsert_sql(
+            "sessions_15m",
+            &["bucket", "session"],
+            &[(
+                "last_ms",
+                "CASE WHEN excluded.last_ms > {t}.last_ms THEN excluded.last_ms ELSE {t}.last_ms END",
+            )],
+        );
+        for ((bucket, session), (last_ms, counters)) in &rollups.sessions {
+            let mut params = vec![
+                Param::Int(*bucket),
+                Param::Text(session.clone()),
+                Param::Int(*last_ms),
+            ];
+            params.extend(counter_params(counters));
+            statements.push((sessions_sql.clone(), params));
+        }
+        self.execute_in_transaction(&statements)
+    }
+
+    fn execute_in_transaction(
+        &mut self,
+        statements: &[(String, Vec<Param>)],
+    ) -> Result<(), String> {
+        match self {
+            Db::Sqlite(conn) => {
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(sqlite_err)?;
+                for (sql, params) in statements {
+                    let mut stmt = tx.prepare_cached(sql).map_err(sqlite_err)?;
+                    stmt.execute(rusqlite::params_from_iter(params.iter().map(sqlite_value)))
+                        .map_err(sqlite_err)?;
+                }
+                tx.commit().map_err(sqlite_err)
+            }
+            Db::Postgres(client) => {
+                let mut tx = client.transaction().map_err(pg_err)?;
+                let mut prepared: BTreeMap<&str, postgres::Statement> = BTreeMap::new();
+                for (sql, params) in statements {
+                    if !prepared.contains_key(sql.as_str()) {
+                        let stmt = tx.prepare(&pg_placeholders(sql)).map_err(pg_err)?;
+                        prepared.insert(sql, stmt);
+                    }
+                    let boxed = pg_params(params);
+                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                        boxed.iter().map(|b| b.as_ref()).collect();
+                    tx.execute(&prepared[sql.as_str()], &refs).map_err(pg_err)?;
+                }
+                tx.commit().map_err(pg_err)
+            }
+        }
+    }
+
+    /// Deletes at most `limit` raw rows and a few rollup buckets older than `cutoff_ms` (a
+    /// bucket boundary). Returns how many raw rows went and whether anything was deleted.
+    pub fn prune(&mut self, cutoff_ms: i64, limit: usize) -> Result<(usize, bool), String> {
+        let bucket = cutoff_ms.div_euclid(BUCKET_MS);
+        let raw = format!(
+            "DELETE FROM requests WHERE id IN \
+             (SELECT id FROM requests WHERE finished_ms < ? LIMIT {limit})"
+        );
+        let deleted = self.execute(&raw, &[Param::Int(cutoff_ms)])?;
+        let mut any = deleted > 0;
+        for table in ["usage_15m", "sessions_15m"] {
+            let sql = format!(
+                "DELETE FROM {table} WHERE bucket IN (SELECT DISTINCT bucket FROM {table} \
+                 WHERE bucket < ? ORDER BY bucket LIMIT {PRUNE_BUCKETS})"
+            );
+            any |= self.execute(&sql, &[Param::Int(bucket)])? > 0;
+        }
+        Ok((deleted, any))
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Param]) -> Result<usize, String> {
+        match self {
+            Db::Sqlite(conn) => conn
+                .execute(
+                    sql,
+                    rusqlite::params_from_iter(params.iter().map(sqlite_value)),
+                )
+                .map_err(sqlite_err),
+            Db::Postgres(client) => {
+                let boxed = pg_params(params);
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                    boxed.iter().map(|b| b.as_ref()).collect();
+                client
+                    .execute(pg_placeholders(sql).as_str(), &refs)
+                    .map(|n| n as usize)
+                    .map_err(pg_err)
+            }
+        }
+    }
+
+    /// Runs a query whose result columns have the types `cols`.
+    pub fn select(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        cols: &[Col],
+    ) -> Result<Vec<Vec<Cell>>, String> {
+        match self {
+            Db::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(sql).map_err(sqlite_err)?;
+                let mut rows = stmt
+                    .query(rusqlite::params_from_iter(params.iter().map(sqlite_value)))
+                    .map_err(sqlite_err)?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next().map_err(sqlite_err)? {
+                    let mut cells = Vec::with_capacity(cols.len());
+                    for (i, col) in cols.iter().enumerate() {
+                        let value: rusqlite::types::Value = row.get(i).map_err(sqlite_err)?;
+                        cells.push(sqlite_cell(value, *col));
+                    }
+                    out.push(cells);
+                }
+                Ok(out)
+            }
+            Db::Postgres(client) => {
+                let boxed = pg_params(params);
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                    boxed.iter().map(|b| b.as_ref()).collect();
+                let rows = client
+                    .query(pg_placeholders(sql).as_str(), &refs)
+                    .map_err(pg_err)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let mut cells = Vec::with_capacity(cols.len());
+                    for (i, col) in cols.iter().enumerate() {
+                        cells.push(match col {
+                            Col::Int => Cell::Int(
+                                row.try_get::<_, Option<i64>>(i)
+                                    .map_err(pg_err)?
+                                    .unwrap_or(0),
+                            ),
+                            Col::Real => Cell::Real(
+                                row.try_get::<_, Option<f64>>(i)
+                                    .map_err(pg_err)?
+                                    .unwrap_or(0.0),
+                            ),
+                            Col::Text => Cell::Text(
+                                row.try_get::<_, Option<String>>(i)
+                                    .map_err(pg_err)?
+                                    .unwrap_or_default(),
+                            ),
+                        });
+                    }
+                    out.push(cells);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Test hook: caps the SQLite file at `pages` pages (0 = no cap), to simulate a full disk.
+    pub fn set_max_pages(&mut self, pages: u64) -> Result<(), String> {
+        if let Db::Sqlite(conn) = self {
+            let pages = if pages == 0 { 4_294_967_294 } else { pages };
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                .map_err(sqlite_err)?;
+        }
+        Ok(())
+    }
+}
+
+fn sqlite_cell(value: rusqlite::types::Value, col: Col) -> Cell {
+    use rusqlite::types::Value;
+    match (col, value) {
+        (Col::Int, Value::Integer(v)) => Cell::Int(v),
+        (Col::Int, Value::Real(v)) => Cell::Int(v as i64),
+        (Col::Real, Value::Integer(v)) => Cell::Real(v as f64),
+        (Col::Real, Value::Real(v)) => Cell::Real(v),
+        (Col::Text, Value::Text(v)) => Cell::Text(v),
+        (Col::Text, Value::Integer(v)) => Cell::Text(v.to_string()),
+        (Col::Int, _) => Cell::Int(0),
+        (Col::Real, _) => Cell::Real(0.0),
+        (Col::Text, _) => Cell::Text(String::new()),
+    }
+}
+
+fn check_version(found: i64, known: i64) -> Result<(), String> {
+    if found > known {
+        return Err(format!(
+            "the database's schema version {found} is newer than this sluice knows ({known}); \
+             it is left untouched"
+        ));
+    }
+    Ok(())
+}
+
+fn open_sqlite(path: &Path) -> Result<rusqlite::Connection, String> {
+    if path.is_dir() {
+        return Err("it is a directory".into());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+    }
+    match std::fs::File::open(path) {
+        Ok(mut file) => {
+            use std::io::Read;
+            let mut header = [0u8; 16];
+            let mut read = 0;
+            while read < header.len() {
+                match file.read(&mut header[read..]) {
+                    Ok(0) => break,
+                    Ok(n) => read += n,
+                    Err(err) => return Err(format!("cannot read it: {err}")),
+                }
+            }
+            // An empty file is a new database to SQLite; anything else must carry its header.
+            if read > 0 && (read < header.len() || &header != SQLITE_HEADER) {
+                return Err(
+                    "it is not an SQLite database; it is left untouched (move it away or \
+                     point [store] path elsewhere)"
+                        .into(),
+                );
+            }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(format!("cannot read it: {err}")),
+    }
+    let conn = rusqlite::Connection::open(path).map_err(sqlite_err)?;
+    conn.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(sqlite_err)?;
+    // Reading the schema first: a damaged file fails here, before anything is written to it.
+    conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| format!("{e}; it is left untouched"))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(sqlite_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), mode, "the store could not use WAL mode");
+    }
+    // WAL + NORMAL: a committed transaction survives the process being killed.
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;")
+        .map_err(sqlite_err)?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres() {
+        assert_eq!(
+            pg_placeholders("a = ? AND b IN (?, ?)"),
+            "a = $1 AND b IN ($2, $3)"
+        );
+    }
+
+    #[test]
+    fn postgres_targets_are_described_without_credentials() {
+        let target = Target::Postgres("postgres://sluice:hunter2@db.internal:5432/usage".into());
+        let text = format!("{target:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("sluice:"),
+            "{text}"
+        );
+        assert!(text.contains("db.internal:5432/usage"), "{text}");
+        let socket = Target::Postgres("postgresql://postgres@/usage?host=/run/pg&port=5".into());
+        assert_eq!(
+            socket.describe(),
+            "postgresql database /usage (host /run/pg)"
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! The store: one row per finished request, kept in SQLite (embedded) or PostgreSQL (shared by a
+//! fleet), written in batches off the request path, read back for `/usage` and `/stats` windows.
+//!
+//! - [`open`] opens (never overwrites) the database, migrates it and starts the writer thread.
+//! - [`StoreHandle::submit`] hands rows to the writer without ever blocking.
+//! - [`StoreHandle::usage`] and [`StoreHandle::window`] answer from the database (blocking: call
+//!   them off the async runtime), so several sluices on one database see each other's rows.
+//!
+//! Alongside the raw rows the writer keeps 15-minute rollups (same transaction), so that long
+//! windows are summed from pre-aggregated rows; 15 minutes keeps every time zone's offset exact.
+
+mod db;
+mod import;
+mod query;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+pub use db::Target;
+pub use import::{import_state_file, ImportSummary};
+pub use query::{
+    Format, Group, KeyValue, SessionUsage, StatsWindow, UsageQuery, UsageReport, UsageRow,
+};
+pub use writer::{open, StoreHandle, StoreOptions, StoreStatus};
+
+/// Longest text value kept in a row's key columns (model, session, …); longer ones are cut, so
+/// that no client can put large values into the database.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// Outcomes that mean "a stream ended early", as the request path names them.
+pub const INCOMPLETE_OUTCOMES: [&str; 4] =
+    ["client_gone", "upstream_cut", "idle_timeout", "shutdown"];
+
+/// One finished request. Text columns are `""` when absent. Never holds a secret, a body, a query
+/// string or a header value other than these.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StoreRow {
+    /// When the request finished, unix milliseconds.
+    pub finished_ms: i64,
+    /// Which sluice wrote it (several may share one database).
+    pub instance: String,
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+    /// `completed`, `client_gone`, …, or sluice's own error kind.
+    pub outcome: String,
+    /// The answer was an event stream.
+    pub streamed: bool,
+    pub model: String,
+    pub source: String,
+    /// `<source>:<fingerprint>`, never the secret.
+    pub credential: String,
+    pub caller: String,
+    pub session: String,
+    pub agent: String,
+    pub parent_agent: String,
+    pub project: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Cache writes with the 5-minute lifetime (all of them when the answer gives no split).
+    pub cache_write_5m_tokens: u64,
+    pub cache_write_1h_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub web_search_requests: u64,
+    pub cost_usd: f64,
+    pub ttfb_ms: Option<u64>,
+    pub total_ms: u64,
+    pub overhead_ms: Option<u64>,
+}
+
+impl StoreRow {
+    pub fn is_error(&self) -> bool {
+        self.status >= 400
+    }
+
+    pub fn is_incomplete(&self) -> bool {
+        INCOMPLETE_OUTCOMES.contains(&self.outcome.as_str())
+    }
+
+    /// Cuts every text column to [`MAX_KEY_BYTES`].
+    fn bound(&mut self) {
+        for text in [
+            &mut self.instance,
+            &mut self.route,
+            &mut self.method,
+            &mut self.outcome,
+            &mut self.model,
+            &mut self.source,
+            &mut self.credential,
+            &mut self.caller,
+            &mut self.session,
+            &mut self.agent,
+            &mut self.parent_agent,
+            &mut self.project,
+        ] {
+            if text.len() > MAX_KEY_BYTES {
+                let mut end = MAX_KEY_BYTES;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+            }
+        }
+        if !self.cost_usd.is_finite() || self.cost_usd < 0.0 {
+            self.cost_usd = 0.0;
+        }
+    }
+}
+
+/// One group's counters: `/usage`'s and `/stats`'s `COUNTERS`. Additions saturate.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct Counters {
+    pub requests: u64,
+    pub errors: u64,
+    pub streamed: u64,
+    pub incomplete: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+    pub web_search_requests: u64,
+    #[serde(serialize_with = "nano_dollars")]
+    pub cost_usd: f64,
+}
+
+/// Costs are sums of floats: shown rounded to 1e-9 USD.
+fn nano_dollars<S: serde::Serializer>(cost: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(round_cost(*cost))
+}
+
+pub(crate) fn round_cost(cost: f64) -> f64 {
+    (cost * 1e9).round() / 1e9
+}
+
+impl Counters {
+    pub fn add_row(&mut self, row: &StoreRow) {
+        self.merge(&Counters::of_row(row));
+    }
+
+    pub fn of_row(row: &StoreRow) -> Counters {
+        Counters {
+            requests: 1,
+            errors: u64::from(row.is_error()),
+            streamed: u64::from(row.streamed),
+            incomplete: u64::from(row.is_incomplete()),
+            input_tokens: row.input_tokens,
+            output_tokens: row.output_tokens,
+            cache_creation_input_tokens: row
+                .cache_write_5m_tokens
+                .saturating_add(row.cache_write_1h_tokens),
+            cache_read_input_tokens: row.cache_read_tokens,
+            web_search_requests: row.web_search_requests,
+            cost_usd: row.cost_usd,
+        }
+    }
+
+    pub fn merge(&mut self, other: &Counters) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.streamed = self.streamed.saturating_add(other.streamed);
+        self.incomplete = self.incomplete.saturating_add(other.incomplete);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cache_creation_input_tokens = self
+            .cache_creation_input_tokens
+            .saturating_add(other.cache_creation_input_tokens);
+        self.cache_read_input_tokens = self
+            .cache_read_input_tokens
+            .saturating_add(other.cache_read_input_tokens);
+        self.web_search_requests = self
+            .web_search_requests
+            .saturating_add(other.web_search_requests);
+        self.cost_usd += other.cost_usd;
+    }
+
+    /// The integer counters in column order (the order of [`COUNTER_NAMES`] minus cost).
+    fn integers(&self) -> [u64; 9] {
+        [
+            self.requests,
+            self.errors,
+            self.streamed,
+            self.incomplete,
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_creation_input_tokens,
+            self.cache_read_input_tokens,
+            self.web_search_requests,
+        ]
+    }
+
+    fn from_columns(integers: [u64; 9], cost_usd: f64) -> Counters {
+        let [requests, errors, streamed, incomplete, input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, web_search_requests] =
+            integers;
+        Counters {
+            requests,
+            errors,
+            streamed,
+            incomplete,
+            input_tokens,
+            output_tokens,
+            cache_creation_input_tokens,
+            cache_read_input_tokens,
+            web_search_requests,
+            cost_usd,
+        }
+    }
+}
+
+/// `COUNTERS`' field names, in the order `/usage` lists them (CSV columns).
+pub const COUNTER_NAMES: [&str; 10] = [
+    "requests",
+    "errors",
+    "streamed",
+    "incomplete",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "web_search_requests",
+    "cost_usd",
+];
+
+/// What went wrong in the store. Messages name the file or server and never hold a secret (a
+/// PostgreSQL URL's password is never printed).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: cannot open {what}: {reason}")]
+    Open { what: String, reason: String },
+    #[error("store: {0}")]
+    Database(String),
+    #[error("store: {rows} rows could not be written before shutdown: {reason}")]
+    FinalWrite { rows: usize, reason: String },
+    #[error("store: state file import failed: {0}")]
+    Import(String),
+}
+
+/// Where a relative store `path` lives: under `$STATE_DIRECTORY` (systemd) when that is set,
+/// else under the working directory. Only the first of several colon-separated directories
+/// systemd may pass is used.
+pub fn resolve_path(path: &Path, state_directory: Option<&str>) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    match state_directory
+        .and_then(|dirs| dirs.split(':').next())
+        .filter(|dir| !dir.is_empty())
+    {
+        Some(dir) => Path::new(dir).join(path),
+        None => path.to_path_buf(),
+    }
+}
+
+pub(crate) fn unix_ms(time: SystemTime) -> i64 {
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::record::Outcome;
+
+    #[test]
+    fn incomplete_outcomes_match_the_request_paths_outcomes() {
+        for outcome in [
+            Outcome::Completed,
+            Outcome::ClientGone,
+            Outcome::UpstreamCut,
+            Outcome::IdleTimeout,
+            Outcome::Shutdown,
+            Outcome::Refused("bad_path"),
+        ] {
+            let row = StoreRow {
+                outcome: outcome.as_str().into(),
+                ..StoreRow::default()
+            };
+            assert_eq!(row.is_incomplete(), outcome.is_incomplete(), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_go_under_the_state_directory() {
+        let rel = Path::new("sluice.db");
+        assert_eq!(
+            resolve_path(rel, Some("/var/lib/sluice:/other")),
+            Path::new("/var/lib/sluice/sluice.db")
+        );
+        assert_eq!(resolve_path(rel, None), Path::new("sluice.db"));
+        assert_eq!(resolve_path(rel, Some("")), Path::new("sluice.db"));
+        assert_eq!(
+            resolve_path(Path::new("/abs/x.db"), Some("/var/lib/sluice")),
+            Path::new("/abs/x.db")
+        );
+    }
+
+    #[test]
+    fn long_keys_are_cut_on_a_char_boundary() {
+        let mut row = StoreRow {
+            model: "é".repeat(MAX_KEY_BYTES),
+            cost_usd: f64::NAN,
+            ..StoreRow::default()
+        };
+        row.bound();
+        assert!(row.model.len() <= MAX_KEY_BYTES);
+        assert!(row.model.chars().all(|c| c == 'é'));
+        assert_eq!(row.cost_usd, 0.0);
+    }
+
+    #[test]
+    fn counters_saturate() {
+        let mut c = Counters {
+            input_tokens: u64::MAX,
+            ..Counters::default()
+        };
+        c.add_row(&StoreRow {
+            input_tokens: 5,
+            ..StoreRow::default()
+        });
+        assert_eq!(c.input_tokens, u64::MAX);
+        assert_eq!(c.requests, 1);
+    }
+}

@@ -1,0 +1,934 @@
+//! Reading the store back: `/usage` (grouping, filters, time zones, JSON and CSV) and the
+//! grouped counters of a `/stats` window.
+//!
+//! Whole 15-minute buckets are summed from the rollup tables; the partial buckets at a window's
+//! edges, and groupings the rollups do not carry (session, agent), from the raw rows. Time
+//! groups (hour, day, week, month, block) are formed here from the buckets, in the asked time
+//! zone: every zone's offset is a multiple of 15 minutes, so a bucket never straddles a boundary.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, Zoned};
+use serde::Serialize;
+
+use super::db::{Cell, Col, Db, Param, BUCKET_MS, COUNTER_COLUMNS};
+use super::{round_cost, unix_ms, Counters, COUNTER_NAMES, INCOMPLETE_OUTCOMES};
+
+/// What `/usage` can group by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Group {
+    Hour,
+    Day,
+    Week,
+    Month,
+    Block,
+    Session,
+    Caller,
+    Model,
+    Credential,
+    Source,
+    Route,
+    Agent,
+    Project,
+    Status,
+}
+
+const GROUPS: [(Group, &str); 14] = [
+    (Group::Hour, "hour"),
+    (Group::Day, "day"),
+    (Group::Week, "week"),
+    (Group::Month, "month"),
+    (Group::Block, "block"),
+    (Group::Session, "session"),
+    (Group::Caller, "caller"),
+    (Group::Model, "model"),
+    (Group::Credential, "credential"),
+    (Group::Source, "source"),
+    (Group::Route, "route"),
+    (Group::Agent, "agent"),
+    (Group::Project, "project"),
+    (Group::Status, "status"),
+];
+
+impl Group {
+    pub fn name(self) -> &'static str {
+        GROUPS
+            .iter()
+            .find(|(g, _)| *g == self)
+            .map_or("", |(_, n)| n)
+    }
+
+    fn parse(name: &str) -> Option<Group> {
+        GROUPS.iter().find(|(_, n)| *n == name).map(|(g, _)| *g)
+    }
+
+    fn dimension(self) -> Dim {
+        match self {
+            Group::Hour | Group::Day | Group::Week | Group::Month | Group::Block => Dim::Bucket,
+            Group::Session => Dim::Session,
+            Group::Caller => Dim::Caller,
+            Group::Model => Dim::Model,
+            Group::Credential => Dim::Credential,
+            Group::Source => Dim::Source,
+            Group::Route => Dim::Route,
+            Group::Agent => Dim::Agent,
+            Group::Project => Dim::Project,
+            Group::Status => Dim::Status,
+        }
+    }
+}
+
+/// A column rows are grouped or filtered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Dim {
+    Bucket,
+    Route,
+    Model,
+    Source,
+    Credential,
+    Caller,
+    Project,
+    Status,
+    Session,
+    Agent,
+}
+
+impl Dim {
+    fn column(self) -> &'static str {
+        match self {
+            Dim::Bucket => "bucket",
+            Dim::Route => "route",
+            Dim::Model => "model",
+            Dim::Source => "source",
+            Dim::Credential => "credential",
+            Dim::Caller => "caller",
+            Dim::Project => "project",
+            Dim::Status => "status",
+            Dim::Session => "session",
+            Dim::Agent => "agent",
+        }
+    }
+
+    /// Whether the `usage_15m` rollup carries this column.
+    fn in_rollup(self) -> bool {
+        !matches!(self, Dim::Session | Dim::Agent)
+    }
+
+    fn col(self) -> Col {
+        match self {
+            Dim::Bucket | Dim::Status => Col::Int,
+            _ => Col::Text,
+        }
+    }
+}
+
+/// The filters `/usage` takes: `(parameter, column, matches by prefix)`.
+const FILTERS: [(&str, Dim, bool); 7] = [
+    ("caller", Dim::Caller, false),
+    ("model", Dim::Model, true),
+    ("route", Dim::Route, false),
+    ("source", Dim::Source, false),
+    ("credential", Dim::Credential, false),
+    ("session", Dim::Session, false),
+    ("project", Dim::Project, false),
+];
+
+#[derive(Debug, Clone, PartialEq)]
+struct Filter {
+    dim: Dim,
+    prefix: bool,
+    value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+}
+
+/// A `since`/`until` bound as written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TimeSpec {
+    /// `30m`, `5h`, `7d`: this many milliseconds before now.
+    Ago(i64),
+    /// An RFC 3339 time.
+    At(i64),
+    /// A calendar date in the query's time zone: its start for `since`, its end for `until`.
+    Date(Date),
+}
+
+/// A parsed `/usage` query string.
+#[derive(Debug, Clone)]
+pub struct UsageQuery {
+    pub group_by: Vec<Group>,
+    filters: Vec<Filter>,
+    since: Option<TimeSpec>,
+    until: Option<TimeSpec>,
+    pub tz: TimeZone,
+    pub format: Format,
+}
+
+impl Default for UsageQuery {
+    fn default() -> Self {
+        Self {
+            group_by: Vec::new(),
+            filters: Vec::new(),
+            since: None,
+            until: None,
+            tz: TimeZone::UTC,
+            format: Format::Json,
+        }
+    }
+}
+
+/// Longest filter value accepted (longer ones cannot match a stored key).
+const MAX_FILTER_BYTES: usize = super::MAX_KEY_BYTES;
+
+impl UsageQuery {
+    /// Parses a query string (`group_by=day,model&since=7d&tz=Europe/Berlin`). The error is a
+    /// message for a 400 answer.
+    pub fn parse(query: &str) -> Result<UsageQuery, String> {
+        let mut parsed = UsageQuery::default();
+        let mut seen: Vec<String> = Vec::new();
+        let mut tz_name = None;
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if seen.iter().any(|k| *k == key) {
+                return Err(format!("`{key}` is given more than once"));
+            }
+            seen.push(key.to_string());
+            match key.as_ref() {
+                "group_by" => parsed.group_by = parse_group_by(&value)?,
+                "since" => parsed.since = Some(parse_time("since", &value)?),
+                "until" => parsed.until = Some(parse_time("until", &value)?),
+                "tz" => tz_name = Some(value.to_string()),
+                "format" => {
+                    parsed.format = match value.as_ref() {
+                        "json" => Format::Json,
+                        "csv" => Format::Csv,
+                        other => return Err(format!("format `{other}`: expected json or csv")),
+                    }
+                }
+                name => {
+                    let Some((_, dim, prefix)) = FILTERS.iter().find(|(n, _, _)| *n == name) else {
+                        return Err(format!(
+                            "unknown parameter `{name}`: expected group_by, since, until, tz, \
+                             format or a filter ({})",
+                            FILTERS.map(|f| f.0).join(", ")
+                        ));
+                    };
+                    if value.len() > MAX_FILTER_BYTES {
+                        return Err(format!("`{name}` is longer than {MAX_FILTER_BYTES} bytes"));
+                    }
+                    parsed.filters.push(Filter {
+                        dim: *dim,
+                        prefix: *prefix,
+                        value: value.to_string(),
+                    });
+                }
+            }
+        }
+        if let Some(name) = tz_name {
+            parsed.tz = TimeZone::get(&name).map_err(|_| {
+                format!("tz `{name}`: not a known IANA time zone (e.g. Europe/Berlin)")
+            })?;
+        }
+        Ok(parsed)
+    }
+
+    /// The window as unix milliseconds `[since, until)`; `None` = unbounded.
+    pub fn range(&self, now: SystemTime) -> Result<(Option<i64>, Option<i64>), String> {
+        let now = unix_ms(now);
+        let resolve = |spec: TimeSpec, end_of_day: bool| -> Result<i64, String> {
+            match spec {
+                TimeSpec::Ago(ms) => Ok(now.saturating_sub(ms)),
+                TimeSpec::At(ms) => Ok(ms),
+                TimeSpec::Date(date) => {
+                    let date = if end_of_day {
+                        date.tomorrow().map_err(|e| e.to_string())?
+                    } else {
+                        date
+                    };
+                    date.to_zoned(self.tz.clone())
+                        .map(|z| z.timestamp().as_millisecond())
+                        .map_err(|e| e.to_string())
+                }
+            }
+        };
+        let since = self.since.map(|s| resolve(s, false)).transpose()?;
+        let until = self.until.map(|u| resolve(u, true)).transpose()?;
+        if let (Some(since), Some(until)) = (since, until) {
+            if since >= until {
+                return Err("`since` must be before `until`".into());
+            }
+        }
+        Ok((since, until.or(Some(now))))
+    }
+}
+
+fn parse_group_by(text: &str) -> Result<Vec<Group>, String> {
+    let mut groups = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let group = Group::parse(name).ok_or_else(|| {
+            format!(
+                "group_by `{name}`: expected up to two of {}",
+                GROUPS.map(|g| g.1).join(", ")
+            )
+        })?;
+        if groups.contains(&group) {
+            return Err(format!("group_by `{name}` is given twice"));
+        }
+        groups.push(group);
+    }
+    if groups.len() > 2 {
+        return Err("group_by takes at most two groups".into());
+    }
+    Ok(groups)
+}
+
+fn parse_time(name: &str, text: &str) -> Result<TimeSpec, String> {
+    let text = text.trim();
+    let bad = || {
+        format!(
+            "{name} `{text}`: expected a duration before now (30m, 5h, 7d), an RFC 3339 time \
+             (2026-11-27T10:00:00Z) or a date (2026-11-27)"
+        )
+    };
+    if let Some(unit) = text.chars().last().filter(|c| c.is_ascii_alphabetic()) {
+        if let Ok(amount) = text[..text.len() - 1].parse::<u32>() {
+            let unit_ms: i64 = match unit {
+                's' => 1_000,
+                'm' => 60_000,
+                'h' => 3_600_000,
+                'd' => 86_400_000,
+                'w' => 7 * 86_400_000,
+                _ => return Err(bad()),
+            };
+            return Ok(TimeSpec::Ago(i64::from(amount) * unit_ms));
+        }
+    }
+    if let Ok(at) = text.parse::<Timestamp>() {
+        return Ok(TimeSpec::At(at.as_millisecond()));
+    }
+    if text.len() == 10 {
+        if let Ok(date) = text.parse::<Date>() {
+            return Ok(TimeSpec::Date(date));
+        }
+    }
+    Err(bad())
+}
+
+/// One group key of a `/usage` row.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeyValue {
+    /// A period: its start (for ordering) and its label.
+    Time(i64, String),
+    Text(String),
+    Status(i64),
+}
+
+impl KeyValue {
+    fn json(&self) -> serde_json::Value {
+        match self {
+            KeyValue::Time(_, label) => label.clone().into(),
+            KeyValue::Text(text) if text.is_empty() => serde_json::Value::Null,
+            KeyValue::Text(text) => text.clone().into(),
+            KeyValue::Status(status) => (*status).into(),
+        }
+    }
+
+    fn csv(&self) -> String {
+        match self {
+            KeyValue::Time(_, label) => label.clone(),
+            KeyValue::Text(text) => text.clone(),
+            KeyValue::Status(status) => status.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRow {
+    pub keys: Vec<KeyValue>,
+    pub counters: Counters,
+}
+
+/// `/usage`'s answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageReport {
+    /// RFC 3339 (UTC); `None` when unbounded.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub group_by: Vec<Group>,
+    pub rows: Vec<UsageRow>,
+    pub totals: Counters,
+}
+
+fn counters_json(counters: &Counters, into: &mut serde_json::Map<String, serde_json::Value>) {
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(counters) {
+        into.extend(fields);
+    }
+}
+
+impl UsageReport {
+    pub fn to_json(&self) -> serde_json::Value {
+        let rows: Vec<serde_json::Value> = self
+            .rows
+            .iter()
+            .map(|row| {
+                let mut object = serde_json::Map::new();
+                for (group, key) in self.group_by.iter().zip(&row.keys) {
+                    object.insert(group.name().into(), key.json());
+                }
+                counters_json(&row.counters, &mut object);
+                object.into()
+            })
+            .collect();
+        serde_json::json!({
+            "since": self.since,
+            "until": self.until,
+            "group_by": self.group_by.iter().map(|g| g.name()).collect::<Vec<_>>(),
+            "rows": rows,
+            "totals": self.totals,
+        })
+    }
+
+    /// A header line, then one line per row: the group keys, then the counters.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::new();
+        let header: Vec<&str> = self
+            .group_by
+            .iter()
+            .map(|g| g.name())
+            .chain(COUNTER_NAMES)
+            .collect();
+        out.push_str(&header.join(","));
+        out.push('\n');
+        for row in &self.rows {
+            let mut fields: Vec<String> = row.keys.iter().map(|k| csv_field(&k.csv())).collect();
+            let c = &row.counters;
+            fields.extend(c.integers().iter().map(u64::to_string));
+            fields.push(round_cost(c.cost_usd).to_string());
+            out.push_str(&fields.join(","));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The body and its content type in the asked format.
+    pub fn render(&self, format: Format) -> (&'static str, String) {
+        match format {
+            Format::Json => ("application/json", self.to_json().to_string()),
+            Format::Csv => ("text/csv; charset=utf-8", self.to_csv()),
+        }
+    }
+}
+
+/// Quotes a CSV field when needed; a leading `=`, `+`, `-` or `@` is defused for spreadsheets
+/// (keys such as model names come from clients).
+fn csv_field(text: &str) -> String {
+    let defused = if text.starts_with(['=', '+', '-', '@']) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
+    if defused.contains([',', '"', '\n', '\r']) || defused != text {
+        format!("\"{}\"", defused.replace('"', "\"\""))
+    } else {
+        defused
+    }
+}
+
+/// Runs a `/usage` query.
+pub fn usage(db: &mut Db, query: &UsageQuery, now: SystemTime) -> Result<UsageReport, String> {
+    let (since, until) = query.range(now)?;
+    let mut dims: Vec<Dim> = Vec::new();
+    for group in &query.group_by {
+        let dim = group.dimension();
+        if !dims.contains(&dim) {
+            dims.push(dim);
+        }
+    }
+    let grouped = read_grouped(db, &dims, since, until, &query.filters)?;
+
+    let blocks = if query.group_by.contains(&Group::Block) {
+        let at = dims
+            .iter()
+            .position(|d| *d == Dim::Bucket)
+            .expect("block groups by bucket");
+        let mut buckets: Vec<i64> = grouped.iter().map(|(cells, _)| cells[at].int()).collect();
+        buckets.sort_unstable();
+        buckets.dedup();
+        block_starts(&buckets)
+    } else {
+        HashMap::new()
+    };
+
+    let mut labels: HashMap<(Group, i64), KeyValue> = HashMap::new();
+    let mut rows: BTreeMap<Vec<KeyValue>, Counters> = BTreeMap::new();
+    let mut totals = Counters::default();
+    for (cells, counters) in grouped {
+        let mut keys = Vec::with_capacity(query.group_by.len());
+        for group in &query.group_by {
+            let dim = group.dimension();
+            let cell = &cells[dims.iter().position(|d| *d == dim).expect("selected")];
+            keys.push(match dim {
+                Dim::Bucket => {
+                    let bucket = cell.int();
+                    labels
+                        .entry((*group, bucket))
+                        .or_insert_with(|| time_key(*group, bucket, &blocks, &query.tz))
+                        .clone()
+                }
+                Dim::Status => KeyValue::Status(cell.int()),
+                _ => KeyValue::Text(cell.clone().into_text()),
+            });
+        }
+        totals.merge(&counters);
+        rows.entry(keys).or_default().merge(&counters);
+    }
+    Ok(UsageReport {
+        since: since.map(super::rfc3339_ms),
+        until: until.map(super::rfc3339_ms),
+        group_by: query.group_by.clone(),
+        rows: rows
+            .into_iter()
+            .map(|(keys, counters)| UsageRow { keys, counters })
+            .collect(),
+        totals,
+    })
+}
+
+/// Buckets per hour.
+const HOUR_BUCKETS: i64 = 3_600_000 / BUCKET_MS;
+/// Buckets per 5-hour block.
+const BLOCK_BUCKETS: i64 = 5 * HOUR_BUCKETS;
+
+/// Maps each (sorted, distinct) bucket to the first bucket of its 5-hour block: a block starts at
+/// the (UTC) hour of its first request and lasts 5 hours; the first request after it starts the
+/// next one.
+fn block_starts(sorted_buckets: &[i64]) -> HashMap<i64, i64> {
+    let mut starts = HashMap::with_capacity(sorted_buckets.len());
+    let mut current: Option<i64> = None;
+    for &bucket in sorted_buckets {
+        let start = match current {
+            Some(start) if bucket < start + BLOCK_BUCKETS => start,
+            _ => bucket - bucket.rem_euclid(HOUR_BUCKETS),
+        };
+        current = Some(start);
+        starts.insert(bucket, start);
+    }
+    starts
+}
+
+const LOCAL_TIME: &str = "%Y-%m-%dT%H:%M:%S%:z";
+
+fn time_key(group: Group, bucket: i64, blocks: &HashMap<i64, i64>, tz: &TimeZone) -> KeyValue {
+    let zoned = |ms: i64| -> Zoned {
+        Timestamp::from_millisecond(ms)
+            .unwrap_or(Timestamp::UNIX_EPOCH)
+            .to_zoned(tz.clone())
+    };
+    let at = zoned(bucket * BUCKET_MS);
+    let day_start = |date: Date| -> i64 {
+        date.to_zoned(tz.clone())
+            .map_or(0, |z| z.timestamp().as_millisecond())
+    };
+    match group {
+        Group::Hour => {
+            let start = at
+                .with()
+                .minute(0)
+                .second(0)
+                .subsec_nanosecond(0)
+                .build()
+                .unwrap_or_else(|_| at.clone());
+            KeyValue::Time(
+                start.timestamp().as_millisecond(),
+                start.strftime(LOCAL_TIME).to_string(),
+            )
+        }
+        Group::Day => KeyValue::Time(day_start(at.date()), at.date().to_string()),
+        Group::Week => {
+            let offset = i64::from(at.date().weekday().to_monday_zero_offset());
+            let monday = at
+                .date()
+                .checked_sub(jiff::Span::new().days(offset))
+                .unwrap_or(at.date());
+            KeyValue::Time(day_start(monday), monday.to_string())
+        }
+        Group::Month => {
+            let first = at.date().first_of_month();
+            KeyValue::Time(day_start(first), first.strftime("%Y-%m").to_string())
+        }
+        Group::Block => {
+            let start = blocks.get(&bucket).copied().unwrap_or(bucket) * BUCKET_MS;
+            KeyValue::Time(start, zoned(start).strftime(LOCAL_TIME).to_string())
+        }
+        _ => KeyValue::Text(String::new()),
+    }
+}
+
+/// Which part of a window a piece of SQL reads.
+enum Source {
+    /// Whole buckets `[from, to)` from `usage_15m`.
+    Rollup(i64, i64),
+    /// Milliseconds `[from, to)` from the raw rows.
+    Raw(i64, i64),
+}
+
+/// Splits `[since, until)` into whole buckets (read from rollups) and the partial buckets at the
+/// edges (read raw).
+fn pieces(since: Option<i64>, until: Option<i64>, rollups: bool) -> Vec<Source> {
+    if !rollups {
+        return vec![Source::Raw(
+            since.unwrap_or(i64::MIN),
+            until.unwrap_or(i64::MAX),
+        )];
+    }
+    let first = since.map_or(i64::MIN / BUCKET_MS, |s| div_ceil(s, BUCKET_MS));
+    let end = until.map_or(i64::MAX / BUCKET_MS, |u| u.div_euclid(BUCKET_MS));
+    if first >= end {
+        return vec![Source::Raw(
+            since.unwrap_or(i64::MIN),
+            until.unwrap_or(i64::MAX),
+        )];
+    }
+    let mut out = vec![Source::Rollup(first, end)];
+    if let Some(since) = since.filter(|s| *s < first * BUCKET_MS) {
+        out.push(Source::Raw(since, first * BUCKET_MS));
+    }
+    if let Some(until) = until.filter(|u| *u > end * BUCKET_MS) {
+        out.push(Source::Raw(end * BUCKET_MS, until));
+    }
+    out
+}
+
+fn div_ceil(a: i64, b: i64) -> i64 {
+    -((-a).div_euclid(b))
+}
+
+/// The raw-row expression of each rollup counter column.
+fn raw_counter(column: &str) -> String {
+    match column {
+        "requests" => "1".into(),
+        "errors" => "CASE WHEN status >= 400 THEN 1 ELSE 0 END".into(),
+        "incomplete" => format!(
+            "CASE WHEN outcome IN ({}) THEN 1 ELSE 0 END",
+            INCOMPLETE_OUTCOMES.map(|o| format!("'{o}'")).join(", ")
+        ),
+        "cache_creation_tokens" => "cache_write_5m_tokens + cache_write_1h_tokens".into(),
+        "cache_read_tokens" => "cache_read_tokens".into(),
+        other => other.into(),
+    }
+}
+
+fn counters_of(cells: &[Cell]) -> Counters {
+    let mut integers = [0u64; 9];
+    for (slot, cell) in integers.iter_mut().zip(cells) {
+        // Sums are read as floats (so that they cannot overflow); `as` saturates.
+        *slot = cell.real().max(0.0) as u64;
+    }
+    Counters::from_columns(integers, cells.get(9).map_or(0.0, Cell::real))
+}
+
+/// Reads counters grouped by `dims` over `[since, until)`, filtered: one entry per group and
+/// piece of the window (the caller merges).
+fn read_grouped(
+    db: &mut Db,
+    dims: &[Dim],
+    since: Option<i64>,
+    until: Option<i64>,
+    filters: &[Filter],
+) -> Result<Vec<(Vec<Cell>, Counters)>, String> {
+    let rollups = dims.iter().all(|d| d.in_rollup()) && filters.iter().all(|f| f.dim.in_rollup());
+    let mut cols: Vec<Col> = dims.iter().map(|d| d.col()).collect();
+    cols.extend([Col::Real; 10]);
+    let mut out = Vec::new();
+    for piece in pieces(since, until, rollups) {
+        let (table, select_dims, sums, range_column, from, to) = match piece {
+            Source::Rollup(from, to) => (
+                "usage_15m",
+                dims.iter()
+                    .map(|d| d.column().to_string())
+                    .collect::<Vec<_>>(),
+                COUNTER_COLUMNS
+                    .iter()
+                    .map(|c| format!("SUM(CAST({c} AS DOUBLE PRECISION))"))
+                    .collect::<Vec<_>>(),
+                "bucket",
+                from,
+                to,
+            ),
+            Source::Raw(from, to) => (
+                "requests",
+                dims.iter()
+                    .map(|d| match d {
+                        Dim::Bucket => format!("finished_ms / {BUCKET_MS}"),
+                        other => other.column().to_string(),
+                    })
+                    .collect(),
+                COUNTER_COLUMNS
+                    .iter()
+                    .map(|c| format!("SUM(CAST({} AS DOUBLE PRECISION))", raw_counter(c)))
+                    .collect(),
+                "finished_ms",
+                from,
+                to,
+            ),
+        };
+        let mut sql = format!(
+            "SELECT {} FROM {table} WHERE {range_column} >= ? AND {range_column} < ?",
+            select_dims
+                .iter()
+                .cloned()
+                .chain(sums)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut params = vec![Param::Int(from), Param::Int(to)];
+        for filter in filters {
+            if filter.prefix {
+                // The length is ours, not the client's text: safe to write into the SQL.
+                let chars = filter.value.chars().count();
+                sql.push_str(&format!(
+                    " AND substr({}, 1, {chars}) = ?",
+                    filter.dim.column()
+                ));
+            } else {
+                sql.push_str(&format!(" AND {} = ?", filter.dim.column()));
+            }
+            params.push(Param::Text(filter.value.clone()));
+        }
+        if !dims.is_empty() {
+            let positions: Vec<String> = (1..=dims.len()).map(|i| i.to_string()).collect();
+            sql.push_str(&format!(" GROUP BY {}", positions.join(", ")));
+        } else {
+            // An aggregate over no rows is one row of NULLs: skip it.
+            sql.push_str(" HAVING COUNT(*) > 0");
+        }
+        for mut cells in db.select(&sql, &params, &cols)? {
+            let counters = counters_of(&cells[dims.len()..]);
+            cells.truncate(dims.len());
+            out.push((cells, counters));
+        }
+    }
+    Ok(out)
+}
+
+/// One session of a `/stats` window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionUsage {
+    pub session: String,
+    /// When its last request in the window finished, unix milliseconds.
+    pub last_ms: i64,
+    pub counters: Counters,
+}
+
+/// The groups of `/stats` over a window, from the store.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct StatsWindow {
+    pub totals: Counters,
+    pub by_route: BTreeMap<String, Counters>,
+    pub by_model: BTreeMap<String, Counters>,
+    pub by_source: BTreeMap<String, Counters>,
+    pub by_credential: BTreeMap<String, Counters>,
+    pub by_caller: BTreeMap<String, Counters>,
+    pub by_project: BTreeMap<String, Counters>,
+    /// The most recently active sessions, newest first.
+    pub by_session: Vec<SessionUsage>,
+    pub by_status: BTreeMap<String, u64>,
+}
+
+/// Every `/stats` group over `[since, until)`.
+pub fn window(
+    db: &mut Db,
+    since: Option<i64>,
+    until: Option<i64>,
+    session_limit: usize,
+) -> Result<StatsWindow, String> {
+    let dims = [
+        Dim::Route,
+        Dim::Model,
+        Dim::Source,
+        Dim::Credential,
+        Dim::Caller,
+        Dim::Project,
+        Dim::Status,
+    ];
+    let mut stats = StatsWindow::default();
+    for (cells, counters) in read_grouped(db, &dims, since, until, &[])? {
+        stats.totals.merge(&counters);
+        let maps = [
+            &mut stats.by_route,
+            &mut stats.by_model,
+            &mut stats.by_source,
+            &mut stats.by_credential,
+            &mut stats.by_caller,
+            &mut stats.by_project,
+        ];
+        for (map, cell) in maps.into_iter().zip(&cells) {
+            if let Cell::Text(key) = cell {
+                if !key.is_empty() {
+                    map.entry(key.clone()).or_default().merge(&counters);
+                }
+            }
+        }
+        let status = stats
+            .by_status
+            .entry(cells[6].int().to_string())
+            .or_default();
+        *status = status.saturating_add(counters.requests);
+    }
+    stats.by_session = sessions(db, since, until, session_limit)?;
+    Ok(stats)
+}
+
+/// The `limit` most recently active sessions of the window, from the session rollup and the raw
+/// rows of the partial buckets at its edges, in one query.
+fn sessions(
+    db: &mut Db,
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: usize,
+) -> Result<Vec<SessionUsage>, String> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut parts = Vec::new();
+    let mut params = Vec::new();
+    for piece in pieces(since, until, true) {
+        match piece {
+            Source::Rollup(from, to) => {
+                parts.push(format!(
+                    "SELECT session, last_ms, {} FROM sessions_15m WHERE bucket >= ? AND bucket < ?",
+                    COUNTER_COLUMNS.join(", ")
+                ));
+                params.extend([Param::Int(from), Param::Int(to)]);
+            }
+            Source::Raw(from, to) => {
+                parts.push(format!(
+                    "SELECT session, finished_ms AS last_ms, {} FROM requests \
+                     WHERE finished_ms >= ? AND finished_ms < ? AND session <> ''",
+                    COUNTER_COLUMNS
+                        .map(|c| format!("{} AS {c}", raw_counter(c)))
+                        .join(", ")
+                ));
+                params.extend([Param::Int(from), Param::Int(to)]);
+            }
+        }
+    }
+    let sums: Vec<String> = COUNTER_COLUMNS
+        .iter()
+        .map(|c| format!("SUM(CAST({c} AS DOUBLE PRECISION))"))
+        .collect();
+    let sql = format!(
+        "SELECT session, MAX(last_ms), {} FROM ({}) AS window_sessions \
+         GROUP BY session ORDER BY 2 DESC, 1 LIMIT {limit}",
+        sums.join(", "),
+        parts.join(" UNION ALL ")
+    );
+    let mut cols = vec![Col::Text, Col::Int];
+    cols.extend([Col::Real; 10]);
+    Ok(db
+        .select(&sql, &params, &cols)?
+        .into_iter()
+        .map(|mut cells| {
+            let counters = counters_of(&cells[2..]);
+            let last_ms = cells[1].int();
+            SessionUsage {
+                session: std::mem::replace(&mut cells[0], Cell::Int(0)).into_text(),
+                last_ms,
+                counters,
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_parse_into_groups_filters_and_times() {
+        let q = UsageQuery::parse(
+            "group_by=day,model&since=7d&until=2026-11-27&tz=Europe/Berlin&format=csv&model=claude-",
+        )
+        .unwrap();
+        assert_eq!(q.group_by, vec![Group::Day, Group::Model]);
+        assert_eq!(q.format, Format::Csv);
+        assert_eq!(q.since, Some(TimeSpec::Ago(7 * 86_400_000)));
+        assert_eq!(q.filters.len(), 1);
+        assert!(q.filters[0].prefix);
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_900_000);
+        let (since, until) = q.range(now).unwrap();
+        assert_eq!(since, Some(1_795_900_000_000 - 7 * 86_400_000));
+        // The date is inclusive: until the end of 27 November in Berlin (UTC+1).
+        assert_eq!(until, Some(1_795_820_400_000));
+    }
+
+    #[test]
+    fn bad_query_strings_say_what_is_wrong() {
+        for (query, needle) in [
+            ("group_by=day,model,caller", "at most two"),
+            ("group_by=fortnight", "fortnight"),
+            ("group_by=day,day", "twice"),
+            ("since=yesterday", "since `yesterday`"),
+            ("tz=Mars/Olympus", "Mars/Olympus"),
+            ("format=xml", "xml"),
+            ("colour=blue", "unknown parameter `colour`"),
+            ("caller=a&caller=b", "more than once"),
+        ] {
+            let err = UsageQuery::parse(query).unwrap_err();
+            assert!(err.contains(needle), "{query}: {err}");
+        }
+        let q = UsageQuery::parse("since=2026-11-28&until=2026-11-27").unwrap();
+        assert!(q.range(SystemTime::now()).is_err());
+    }
+
+    #[test]
+    fn blocks_start_at_the_hour_of_their_first_request_and_last_five_hours() {
+        let hour = HOUR_BUCKETS;
+        // 10:15, 11:00, 14:45 are one block from 10:00; 15:00 starts the next at 15:00;
+        // 21:30 after a gap starts one at 21:00.
+        let buckets = [
+            10 * hour + 1,
+            11 * hour,
+            14 * hour + 3,
+            15 * hour,
+            21 * hour + 2,
+        ];
+        let starts = block_starts(&buckets);
+        assert_eq!(starts[&buckets[0]], 10 * hour);
+        assert_eq!(starts[&buckets[1]], 10 * hour);
+        assert_eq!(starts[&buckets[2]], 10 * hour);
+        assert_eq!(starts[&buckets[3]], 15 * hour);
+        assert_eq!(starts[&buckets[4]], 21 * hour);
+    }
+
+    #[test]
+    fn windows_split_into_whole_buckets_and_raw_edges() {
+        let b = BUCKET_MS;
+        let parts = pieces(Some(b + 5), Some(4 * b + 7), true);
+        assert!(matches!(parts[0], Source::Rollup(2, 4)));
+        assert!(matches!(parts[1], Source::Raw(from, to) if from == b + 5 && to == 2 * b));
+        assert!(matches!(parts[2], Source::Raw(from, to) if from == 4 * b && to == 4 * b + 7));
+        assert!(matches!(
+            pieces(Some(b + 5), Some(b + 9), true)[..],
+            [Source::Raw(_, _)]
+        ));
+        assert!(matches!(
+            pieces(None, None, true)[..],
+            [Source::Rollup(_, _)]
+        ));
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_and_defused() {
+        assert_eq!(csv_field("claude"), "claude");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=cmd()"), "\"'=cmd()\"");
+    }
+}

@@ -1,0 +1,469 @@
+//! The writer: a thread of its own that takes rows from a bounded queue, writes them in batches
+//! (one transaction each, at least once per `commit_interval`), retries failures with backoff
+//! while counting them, and deletes rows past the retention a few at a time between batches.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::db::{Db, Target, BUCKET_MS};
+use super::query::{self, StatsWindow, UsageQuery, UsageReport};
+use super::{unix_ms, StoreError, StoreRow};
+
+/// How the store runs. [`StoreOptions::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub target: Target,
+    /// Rows older than this many days are deleted.
+    pub retention_days: u32,
+    /// Most rows waiting to be written; more are dropped and counted in `dropped`.
+    pub queue_rows: usize,
+    /// Most rows per transaction.
+    pub batch_rows: usize,
+    /// Longest a row waits in the queue before its batch is written.
+    pub commit_interval: Duration,
+    /// How long `close` keeps retrying the final write.
+    pub close_timeout: Duration,
+    /// How often the retention sweep starts.
+    pub retention_interval: Duration,
+    /// Test hook: caps an SQLite file at this many pages (0 = no cap), to simulate a full disk.
+    #[doc(hidden)]
+    pub sqlite_max_pages: Option<Arc<AtomicU64>>,
+}
+
+impl StoreOptions {
+    pub fn new(target: Target) -> Self {
+        Self {
+            target,
+            retention_days: 400,
+            queue_rows: 100_000,
+            batch_rows: 5_000,
+            commit_interval: Duration::from_millis(250),
+            close_timeout: Duration::from_secs(10),
+            retention_interval: Duration::from_secs(60),
+            sqlite_max_pages: None,
+        }
+    }
+}
+
+/// What `/stats` (`store`) and `/metrics` show of the writer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreStatus {
+    pub backend: &'static str,
+    /// Rows committed by this process.
+    pub rows_written: u64,
+    /// Rows handed over and not yet committed.
+    pub pending: u64,
+    /// Rows refused because the queue was full.
+    pub dropped: u64,
+    /// RFC 3339 time of the last successful commit.
+    pub last_commit: Option<String>,
+    /// Failed write attempts (each retry counts).
+    pub failures: u64,
+    /// The last write failed and is being retried.
+    pub failing: bool,
+    pub last_error: Option<String>,
+    /// Rows deleted by the retention.
+    pub retention_deleted: u64,
+}
+
+#[derive(Default)]
+struct Queue {
+    rows: VecDeque<StoreRow>,
+    closing: bool,
+}
+
+#[derive(Default)]
+struct Health {
+    last_commit_ms: Option<i64>,
+    failing: bool,
+    last_error: Option<String>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    queue_rows: usize,
+    in_flight: AtomicU64,
+    rows_written: AtomicU64,
+    dropped: AtomicU64,
+    failures: AtomicU64,
+    retention_deleted: AtomicU64,
+    health: Mutex<Health>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    target: Target,
+    writer: Mutex<Option<JoinHandle<Result<(), StoreError>>>>,
+    reader: Mutex<Option<Db>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(err) = self.finish() {
+            tracing::error!("{err}");
+        }
+    }
+}
+
+impl Inner {
+    fn finish(&self) -> Result<(), StoreError> {
+        let Some(writer) = lock(&self.writer).take() else {
+            return Ok(());
+        };
+        lock(&self.shared.queue).closing = true;
+        self.shared.wake.notify_all();
+        writer
+            .join()
+            .unwrap_or_else(|_| Err(StoreError::Database("the writer thread panicked".into())))
+    }
+}
+
+/// The running store. Cheap to clone; the last clone dropped flushes like [`StoreHandle::close`].
+#[derive(Clone)]
+pub struct StoreHandle {
+    inner: Arc<Inner>,
+}
+
+/// Opens the database (creating and migrating it; refusing one it cannot read) and starts the
+/// writer thread.
+pub fn open(options: StoreOptions) -> Result<StoreHandle, StoreError> {
+    let db = Db::open(&options.target, true)?;
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue::default()),
+        wake: Condvar::new(),
+        queue_rows: options.queue_rows.max(1),
+        in_flight: AtomicU64::new(0),
+        rows_written: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        failures: AtomicU64::new(0),
+        retention_deleted: AtomicU64::new(0),
+        health: Mutex::new(Health::default()),
+    });
+    let target = options.target.clone();
+    let writer = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("sluice-store".into())
+            .spawn(move || Writer::new(options, shared, db).run())
+            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?
+    };
+    Ok(StoreHandle {
+        inner: Arc::new(Inner {
+            shared,
+            target,
+            writer: Mutex::new(Some(writer)),
+            reader: Mutex::new(None),
+        }),
+    })
+}
+
+impl StoreHandle {
+    /// Queues rows for the writer. Never blocks on the database; rows beyond the queue's bound
+    /// are dropped and counted (`dropped`), and a warning is logged.
+    pub fn submit(&self, rows: Vec<StoreRow>) {
+        if rows.is_empty() {
+            return;
+        }
+        let shared = &self.inner.shared;
+        let mut dropped = 0;
+        {
+            let mut queue = lock(&shared.queue);
+            let room = shared.queue_rows.saturating_sub(queue.rows.len());
+            let total = rows.len();
+            for mut row in rows.into_iter().take(room) {
+                row.bound();
+                queue.rows.push_back(row);
+            }
+            dropped = total.saturating_sub(room).max(dropped);
+        }
+        shared.wake.notify_one();
+        if dropped > 0 {
+            let before = shared.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+            // Once per power of two, so that a long outage does not flood the log.
+            if (before + dropped as u64).is_power_of_two() || before == 0 {
+                tracing::warn!(
+                    dropped_total = before + dropped as u64,
+                    "store queue full: rows dropped (the database is not keeping up)"
+                );
+            }
+        }
+    }
+
+    pub fn status(&self) -> StoreStatus {
+        let shared = &self.inner.shared;
+        let queued = lock(&shared.queue).rows.len() as u64;
+        let health = lock(&shared.health);
+        StoreStatus {
+            backend: self.inner.target.backend_name(),
+            rows_written: shared.rows_written.load(Ordering::Relaxed),
+            pending: queued + shared.in_flight.load(Ordering::Relaxed),
+            dropped: shared.dropped.load(Ordering::Relaxed),
+            last_commit: health.last_commit_ms.map(super::rfc3339_ms),
+            failures: shared.failures.load(Ordering::Relaxed),
+            failing: health.failing,
+            last_error: health.last_error.clone(),
+            retention_deleted: shared.retention_deleted.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the writer after it has written everything queued. Errs when the last write still
+    /// failed after `close_timeout`: those rows are lost, and the exit status should say so.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.inner.finish()
+    }
+
+    /// Answers `/usage`. Blocking: call it from a blocking thread.
+    pub fn usage(&self, usage: &UsageQuery, now: SystemTime) -> Result<UsageReport, StoreError> {
+        self.with_reader(|db| query::usage(db, usage, now))
+    }
+
+    /// Every `/stats` group over `[since_ms, until_ms)` (unbounded when `None`), with at most
+    /// `session_limit` sessions, the most recently active. Blocking.
+    pub fn window(
+        &self,
+        since_ms: Option<i64>,
+        until_ms: Option<i64>,
+        session_limit: usize,
+    ) -> Result<StatsWindow, StoreError> {
+        self.with_reader(|db| query::window(db, since_ms, until_ms, session_limit))
+    }
+
+    fn with_reader<T>(&self, run: impl Fn(&mut Db) -> Result<T, String>) -> Result<T, StoreError> {
+        let mut reader = lock(&self.inner.reader);
+        if reader.is_none() {
+            *reader = Some(Db::open(&self.inner.target, false)?);
+        }
+        let db = reader.as_mut().expect("opened above");
+        let mut result = run(db);
+        if result.is_err() && db.is_postgres() {
+            // The connection may be gone (server restarted): try once more on a new one.
+            *reader = None;
+            let mut fresh = Db::open(&self.inner.target, false)?;
+            result = run(&mut fresh);
+            if result.is_ok() {
+                *reader = Some(fresh);
+            }
+        }
+        result.map_err(StoreError::Database)
+    }
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const RETENTION_ROWS_PER_STEP: usize = 2_000;
+
+struct Writer {
+    options: StoreOptions,
+    shared: Arc<Shared>,
+    db: Option<Db>,
+    batch: Vec<StoreRow>,
+    backoff: Duration,
+    next_retention: Instant,
+    sweeping: bool,
+}
+
+impl Writer {
+    fn new(options: StoreOptions, shared: Arc<Shared>, db: Db) -> Self {
+        Self {
+            next_retention: Instant::now() + Duration::from_secs(1).min(options.retention_interval),
+            options,
+            shared,
+            db: Some(db),
+            batch: Vec::new(),
+            backoff: FIRST_BACKOFF,
+            sweeping: false,
+        }
+    }
+
+    fn run(mut self) -> Result<(), StoreError> {
+        let mut close_deadline: Option<Instant> = None;
+        loop {
+            let closing = self.gather();
+            if closing && close_deadline.is_none() {
+                close_deadline = Some(Instant::now() + self.options.close_timeout);
+            }
+            if !self.batch.is_empty() {
+                match self.write_batch() {
+                    Ok(()) => self.backoff = FIRST_BACKOFF,
+                    Err(err) => {
+                        if let Some(deadline) = close_deadline {
+                            if Instant::now() >= deadline {
+                                let rows = self.batch.len() + lock(&self.shared.queue).rows.len();
+                                return Err(StoreError::FinalWrite { rows, reason: err });
+                            }
+                        }
+                        self.pause(self.backoff, close_deadline);
+                        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                }
+            }
+            if closing {
+                if lock(&self.shared.queue).rows.is_empty() && self.batch.is_empty() {
+                    return Ok(());
+                }
+                continue;
+            }
+            self.retention_step();
+        }
+    }
+
+    /// Waits for rows (up to `commit_interval`) and moves up to a batch of them into `batch`.
+    /// Returns whether the store is closing.
+    fn gather(&mut self) -> bool {
+        let mut queue = lock(&self.shared.queue);
+        // A retention sweep in progress goes on between batches without waiting.
+        let idle_wait = !self.sweeping;
+        if idle_wait
+            && self.batch.is_empty()
+            && !queue.closing
+            && queue.rows.len() < self.options.batch_rows
+        {
+            let deadline = Instant::now() + self.options.commit_interval;
+            loop {
+                let now = Instant::now();
+                if queue.closing || queue.rows.len() >= self.options.batch_rows || now >= deadline {
+                    break;
+                }
+                queue = self
+                    .shared
+                    .wake
+                    .wait_timeout(queue, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        let room = self.options.batch_rows.saturating_sub(self.batch.len());
+        let take = room.min(queue.rows.len());
+        self.batch.extend(queue.rows.drain(..take));
+        self.shared
+            .in_flight
+            .store(self.batch.len() as u64, Ordering::Relaxed);
+        queue.closing
+    }
+
+    fn connection(&mut self) -> Result<&mut Db, String> {
+        if self.db.is_none() {
+            self.db = Some(Db::open(&self.options.target, true).map_err(|e| e.to_string())?);
+            tracing::info!(store = %self.options.target.describe(), "store reconnected");
+        }
+        Ok(self.db.as_mut().expect("opened above"))
+    }
+
+    fn write_batch(&mut self) -> Result<(), String> {
+        let max_pages = self
+            .options
+            .sqlite_max_pages
+            .as_ref()
+            .map(|p| p.load(Ordering::Relaxed));
+        let batch = std::mem::take(&mut self.batch);
+        let result = self.connection().and_then(|db| {
+            if let Some(pages) = max_pages {
+                db.set_max_pages(pages)?;
+            }
+            db.write_batch(&batch)
+        });
+        match result {
+            Ok(()) => {
+                self.shared
+                    .rows_written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.shared.in_flight.store(0, Ordering::Relaxed);
+                let mut health = lock(&self.shared.health);
+                if health.failing {
+                    tracing::info!(rows = batch.len(), "store writes resumed");
+                }
+                health.failing = false;
+                health.last_commit_ms = Some(unix_ms(SystemTime::now()));
+                Ok(())
+            }
+            Err(err) => {
+                self.batch = batch;
+                self.failed(&err);
+                Err(err)
+            }
+        }
+    }
+
+    fn failed(&mut self, err: &str) {
+        self.shared.failures.fetch_add(1, Ordering::Relaxed);
+        let mut health = lock(&self.shared.health);
+        if !health.failing || health.last_error.as_deref() != Some(err) {
+            tracing::warn!(
+                store = %self.options.target.describe(),
+                pending = self.batch.len(),
+                "store write failed, will retry: {err}"
+            );
+        }
+        health.failing = true;
+        health.last_error = Some(err.to_string());
+        drop(health);
+        if self.db.as_ref().is_some_and(Db::is_postgres) {
+            // A lost connection is not coming back by itself: reconnect on the next attempt.
+            self.db = None;
+        }
+    }
+
+    /// Sleeps `pause`, waking early when the store starts closing (then retries at once, up to
+    /// the close deadline).
+    fn pause(&self, pause: Duration, close_deadline: Option<Instant>) {
+        let until = Instant::now() + pause;
+        let until = close_deadline.map_or(until, |d| until.min(d));
+        let mut queue = lock(&self.shared.queue);
+        let was_closing = queue.closing;
+        while Instant::now() < until && queue.closing == was_closing {
+            let left = until.saturating_duration_since(Instant::now());
+            queue = self
+                .shared
+                .wake
+                .wait_timeout(queue, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// One small retention step, so that a large deletion never holds up the next batch.
+    fn retention_step(&mut self) {
+        if !self.sweeping {
+            if Instant::now() < self.next_retention {
+                return;
+            }
+            self.sweeping = true;
+        }
+        let keep_ms = i64::from(self.options.retention_days) * 86_400_000;
+        let now_ms = unix_ms(SystemTime::now());
+        let cutoff = (now_ms - keep_ms).div_euclid(BUCKET_MS) * BUCKET_MS;
+        let result = self
+            .connection()
+            .and_then(|db| db.prune(cutoff, RETENTION_ROWS_PER_STEP));
+        match result {
+            Ok((deleted, more)) => {
+                self.shared
+                    .retention_deleted
+                    .fetch_add(deleted as u64, Ordering::Relaxed);
+                if !more {
+                    self.sweeping = false;
+                    self.next_retention = Instant::now() + self.options.retention_interval;
+                }
+            }
+            Err(err) => {
+                tracing::warn!("store retention failed, will retry: {err}");
+                self.failed(&err);
+                self.sweeping = false;
+                self.next_retention = Instant::now() + self.options.retention_interval;
+            }
+        }
+    }
+}

@@ -1,0 +1,1154 @@
+//! The store against real databases: SQLite files in temporary directories, and PostgreSQL when
+//! `SLUICE_TEST_PG_URL` names a server (`scripts/pg-test-server.sh start`; those tests are
+//! ignored by default). `/usage` and `/stats` windows are checked against sums computed here,
+//! independently of the store's own arithmetic.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use jiff::civil::{ISOWeekDate, Weekday};
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde_json::Value;
+use sluice::store::{self, StoreError, StoreHandle, StoreOptions, StoreRow, Target, UsageQuery};
+
+const PG_IGNORED: &str = "needs PostgreSQL: set SLUICE_TEST_PG_URL (scripts/pg-test-server.sh)";
+
+/// A small deterministic generator, so that failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+fn ms(rfc3339: &str) -> i64 {
+    rfc3339.parse::<Timestamp>().unwrap().as_millisecond()
+}
+
+/// Random rows over `[from, to)`.
+fn random_rows(rng: &mut Rng, count: usize, from: i64, to: i64) -> Vec<StoreRow> {
+    (0..count)
+        .map(|_| {
+            let status = [200, 200, 200, 200, 429, 500, 401][rng.below(7) as usize];
+            StoreRow {
+                finished_ms: from + rng.below((to - from) as u64) as i64,
+                instance: "test".into(),
+                route: rng.pick(&["/anthropic", "/anthropic", "/other"]).into(),
+                method: "POST".into(),
+                status,
+                outcome: rng
+                    .pick(&[
+                        "completed",
+                        "completed",
+                        "client_gone",
+                        "upstream_cut",
+                        "bad_path",
+                        "shutdown",
+                    ])
+                    .into(),
+                streamed: rng.below(2) == 0,
+                model: rng
+                    .pick(&[
+                        "claude-sonnet-4-5",
+                        "claude-sonnet-4-5-20250929",
+                        "claude-opus-4-1",
+                        "claude-haiku-4-5",
+                        "",
+                    ])
+                    .into(),
+                source: rng
+                    .pick(&["client_oauth", "client_api_key", "server_key", "none"])
+                    .into(),
+                credential: rng
+                    .pick(&[
+                        "client_oauth:3fa29c1b4d5e",
+                        "client_api_key:0123456789ab",
+                        "",
+                    ])
+                    .into(),
+                caller: rng.pick(&["alice", "bob", ""]).into(),
+                session: rng
+                    .pick(&["s-1", "s-2", "s-3", "s-4", "s-5", "s-6", "s-7", ""])
+                    .into(),
+                agent: rng.pick(&["", "", "agent-a", "agent-b"]).into(),
+                parent_agent: String::new(),
+                project: rng.pick(&["", "sluice", "web"]).into(),
+                input_tokens: rng.below(5000),
+                output_tokens: rng.below(2000),
+                cache_write_5m_tokens: rng.below(300),
+                cache_write_1h_tokens: rng.below(100),
+                cache_read_tokens: rng.below(10_000),
+                web_search_requests: rng.below(3),
+                cost_usd: rng.below(1_000_000) as f64 / 1e7,
+                ttfb_ms: Some(rng.below(2000)),
+                total_ms: rng.below(60_000),
+                overhead_ms: None,
+            }
+        })
+        .collect()
+}
+
+fn sqlite_options(dir: &Path) -> StoreOptions {
+    let mut options = StoreOptions::new(Target::Sqlite(dir.join("state/sluice.db")));
+    options.commit_interval = Duration::from_millis(50);
+    options.close_timeout = Duration::from_secs(2);
+    options
+}
+
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+fn wait_written(store: &StoreHandle, rows: u64) {
+    assert!(
+        wait_until(Duration::from_secs(20), || store.status().rows_written
+            >= rows),
+        "rows not written: {:?}",
+        store.status()
+    );
+}
+
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn usage(store: &StoreHandle, query: &str) -> Value {
+    let q = UsageQuery::parse(query).unwrap_or_else(|e| panic!("{query}: {e}"));
+    store.usage(&q, now()).unwrap().to_json()
+}
+
+fn total_requests(store: &StoreHandle) -> u64 {
+    usage(store, "")["totals"]["requests"].as_u64().unwrap()
+}
+
+fn raw_row_count(path: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Independent arithmetic for the checks.
+
+#[derive(Default, Debug, Clone)]
+struct Sums {
+    requests: u64,
+    errors: u64,
+    streamed: u64,
+    incomplete: u64,
+    input: u64,
+    output: u64,
+    cache_creation: u64,
+    cache_read: u64,
+    web_search: u64,
+    cost: f64,
+}
+
+impl Sums {
+    fn add(&mut self, row: &StoreRow) {
+        self.requests += 1;
+        self.errors += (row.status >= 400) as u64;
+        self.streamed += row.streamed as u64;
+        self.incomplete += ["client_gone", "upstream_cut", "idle_timeout", "shutdown"]
+            .contains(&row.outcome.as_str()) as u64;
+        self.input += row.input_tokens;
+        self.output += row.output_tokens;
+        self.cache_creation += row.cache_write_5m_tokens + row.cache_write_1h_tokens;
+        self.cache_read += row.cache_read_tokens;
+        self.web_search += row.web_search_requests;
+        self.cost += row.cost_usd;
+    }
+
+    fn assert_matches(&self, got: &Value, what: &str) {
+        let field = |name: &str| {
+            got[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{what}: no {name} in {got}"))
+        };
+        assert_eq!(
+            [
+                field("requests"),
+                field("errors"),
+                field("streamed"),
+                field("incomplete"),
+                field("input_tokens"),
+                field("output_tokens"),
+                field("cache_creation_input_tokens"),
+                field("cache_read_input_tokens"),
+                field("web_search_requests"),
+            ],
+            [
+                self.requests,
+                self.errors,
+                self.streamed,
+                self.incomplete,
+                self.input,
+                self.output,
+                self.cache_creation,
+                self.cache_read,
+                self.web_search
+            ],
+            "{what}"
+        );
+        let cost = got["cost_usd"].as_f64().unwrap();
+        assert!(
+            (cost - self.cost).abs() < 1e-6,
+            "{what}: cost {cost} != {}",
+            self.cost
+        );
+    }
+}
+
+const LOCAL: &str = "%Y-%m-%dT%H:%M:%S%:z";
+
+fn local_label(at_ms: i64, tz: &TimeZone) -> String {
+    Timestamp::from_millisecond(at_ms)
+        .unwrap()
+        .to_zoned(tz.clone())
+        .strftime(LOCAL)
+        .to_string()
+}
+
+/// The key a row has in a time group, computed by offset arithmetic and ISO weeks rather than
+/// the way the store does it.
+fn expected_time_key(group: &str, at_ms: i64, tz: &TimeZone) -> String {
+    let ts = Timestamp::from_millisecond(at_ms).unwrap();
+    let date = ts.to_zoned(tz.clone()).date();
+    match group {
+        "hour" => {
+            let offset_ms = i64::from(tz.to_offset(ts).seconds()) * 1000;
+            let local = at_ms + offset_ms;
+            local_label(local - local.rem_euclid(3_600_000) - offset_ms, tz)
+        }
+        "day" => format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day()),
+        "week" => {
+            let iso = date.iso_week_date();
+            let monday = ISOWeekDate::new(iso.year(), iso.week(), Weekday::Monday)
+                .unwrap()
+                .date();
+            monday.to_string()
+        }
+        "month" => format!("{:04}-{:02}", date.year(), date.month()),
+        other => panic!("not a time group: {other}"),
+    }
+}
+
+fn expected_key(group: &str, row: &StoreRow, tz: &TimeZone, blocks: &BTreeMap<i64, i64>) -> String {
+    match group {
+        "hour" | "day" | "week" | "month" => expected_time_key(group, row.finished_ms, tz),
+        "block" => local_label(blocks[&row.finished_ms], tz),
+        "session" => row.session.clone(),
+        "caller" => row.caller.clone(),
+        "model" => row.model.clone(),
+        "credential" => row.credential.clone(),
+        "source" => row.source.clone(),
+        "route" => row.route.clone(),
+        "agent" => row.agent.clone(),
+        "project" => row.project.clone(),
+        "status" => row.status.to_string(),
+        other => panic!("unknown group {other}"),
+    }
+}
+
+/// ccusage's blocks over the rows' times: a block starts at the UTC hour of its first request
+/// and lasts 5 hours. Maps each time to its block's start.
+fn expected_blocks(rows: &[&StoreRow]) -> BTreeMap<i64, i64> {
+    let mut times: Vec<i64> = rows.iter().map(|r| r.finished_ms).collect();
+    times.sort_unstable();
+    let mut out = BTreeMap::new();
+    let mut block: Option<i64> = None;
+    for t in times {
+        let start = match block {
+            Some(start) if t < start + 5 * 3_600_000 => start,
+            _ => t - t.rem_euclid(3_600_000),
+        };
+        block = Some(start);
+        out.insert(t, start);
+    }
+    out
+}
+
+/// Checks one `/usage` query against sums over `rows` computed here.
+fn check_usage(store: &StoreHandle, rows: &[StoreRow], tz_name: &str, params: &[(&str, &str)]) {
+    let tz = TimeZone::get(tz_name).unwrap();
+    let mut query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    query.push(format!("tz={tz_name}"));
+    let query = query.join("&");
+    let got = usage(store, &query);
+
+    let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let groups: Vec<&str> = param("group_by").map_or(vec![], |g| g.split(',').collect());
+    let bound = |name: &str| {
+        param(name).map(|v| {
+            if v.len() == 10 {
+                let date: jiff::civil::Date = v.parse().unwrap();
+                let date = if name == "until" {
+                    date.tomorrow().unwrap()
+                } else {
+                    date
+                };
+                date.to_zoned(tz.clone())
+                    .unwrap()
+                    .timestamp()
+                    .as_millisecond()
+            } else {
+                ms(v)
+            }
+        })
+    };
+    let (since, until) = (bound("since"), bound("until"));
+    let selected: Vec<&StoreRow> = rows
+        .iter()
+        .filter(|r| since.map_or(true, |s| r.finished_ms >= s))
+        .filter(|r| until.map_or(true, |u| r.finished_ms < u))
+        .filter(|r| param("caller").map_or(true, |c| r.caller == c))
+        .filter(|r| param("model").map_or(true, |m| r.model.starts_with(m)))
+        .filter(|r| param("route").map_or(true, |v| r.route == v))
+        .filter(|r| param("source").map_or(true, |v| r.source == v))
+        .filter(|r| param("credential").map_or(true, |v| r.credential == v))
+        .filter(|r| param("session").map_or(true, |v| r.session == v))
+        .filter(|r| param("project").map_or(true, |v| r.project == v))
+        .collect();
+    let blocks = expected_blocks(&selected);
+    let mut expected: BTreeMap<Vec<String>, Sums> = BTreeMap::new();
+    let mut totals = Sums::default();
+    for row in &selected {
+        let key = groups
+            .iter()
+            .map(|g| expected_key(g, row, &tz, &blocks))
+            .collect();
+        expected.entry(key).or_default().add(row);
+        totals.add(row);
+    }
+    totals.assert_matches(&got["totals"], &format!("{query}: totals"));
+    let got_rows = got["rows"].as_array().unwrap();
+    assert_eq!(got_rows.len(), expected.len(), "{query}: row count");
+    for row in got_rows {
+        let key: Vec<String> = groups
+            .iter()
+            .map(|g| match &row[*g] {
+                Value::Null => String::new(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        let sums = expected.get(&key).unwrap_or_else(|| {
+            panic!(
+                "{query}: unexpected row {key:?}; expected keys {:?}",
+                expected.keys()
+            )
+        });
+        sums.assert_matches(row, &format!("{query}: {key:?}"));
+    }
+    assert!(!selected.is_empty(), "{query}: the check selected no rows");
+}
+
+fn fill(store: &StoreHandle, rows: &[StoreRow]) {
+    let before = store.status().rows_written;
+    for chunk in rows.chunks(700) {
+        store.submit(chunk.to_vec());
+    }
+    wait_written(store, before + rows.len() as u64);
+}
+
+/// Rows around both 2026 DST changes in Europe (29 March, 25 October).
+fn dst_rows() -> Vec<StoreRow> {
+    let mut rng = Rng(0x5eed_1234_abcd);
+    let mut rows = random_rows(
+        &mut rng,
+        1500,
+        ms("2026-03-26T00:00:00Z"),
+        ms("2026-04-02T00:00:00Z"),
+    );
+    rows.extend(random_rows(
+        &mut rng,
+        1500,
+        ms("2026-10-22T00:00:00Z"),
+        ms("2026-10-28T00:00:00Z"),
+    ));
+    rows
+}
+
+fn check_usage_suite(store: &StoreHandle, rows: &[StoreRow]) {
+    for tz in ["UTC", "Europe/Berlin", "Asia/Kolkata", "America/St_Johns"] {
+        check_usage(store, rows, tz, &[("group_by", "day,model")]);
+        check_usage(
+            store,
+            rows,
+            tz,
+            &[
+                ("group_by", "hour"),
+                ("since", "2026-10-24T22:07:13.5Z"),
+                ("until", "2026-10-25T04:52:01Z"),
+            ],
+        );
+        check_usage(
+            store,
+            rows,
+            tz,
+            &[("group_by", "week,caller"), ("model", "claude-sonnet")],
+        );
+        check_usage(store, rows, tz, &[("group_by", "month,status")]);
+        check_usage(store, rows, tz, &[("group_by", "block")]);
+        check_usage(
+            store,
+            rows,
+            tz,
+            &[("group_by", "block,model"), ("caller", "alice")],
+        );
+        check_usage(
+            store,
+            rows,
+            tz,
+            &[
+                ("group_by", "day"),
+                ("since", "2026-03-28"),
+                ("until", "2026-03-30"),
+            ],
+        );
+    }
+    check_usage(
+        store,
+        rows,
+        "UTC",
+        &[("group_by", "session"), ("since", "2026-10-23T05:05:05Z")],
+    );
+    check_usage(store, rows, "UTC", &[("group_by", "agent,project")]);
+    check_usage(
+        store,
+        rows,
+        "UTC",
+        &[("group_by", "source,credential"), ("route", "/anthropic")],
+    );
+    check_usage(
+        store,
+        rows,
+        "Europe/Berlin",
+        &[("group_by", "day"), ("session", "s-3")],
+    );
+    check_usage(
+        store,
+        rows,
+        "UTC",
+        &[
+            ("project", "web"),
+            ("credential", "client_oauth:3fa29c1b4d5e"),
+        ],
+    );
+    check_usage(
+        store,
+        rows,
+        "UTC",
+        &[("group_by", "route"), ("source", "none")],
+    );
+}
+
+/// `/stats` window groups against sums computed here.
+fn check_window(store: &StoreHandle, rows: &[StoreRow], since: Option<i64>, until: Option<i64>) {
+    let window = store.window(since, until, 3).unwrap();
+    let window = serde_json::to_value(&window).unwrap();
+    let selected: Vec<&StoreRow> = rows
+        .iter()
+        .filter(|r| {
+            since.map_or(true, |s| r.finished_ms >= s) && until.map_or(true, |u| r.finished_ms < u)
+        })
+        .collect();
+    let mut totals = Sums::default();
+    let mut groups: BTreeMap<(&str, String), Sums> = BTreeMap::new();
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sessions: BTreeMap<String, (i64, Sums)> = BTreeMap::new();
+    for row in &selected {
+        totals.add(row);
+        for (group, key) in [
+            ("by_route", &row.route),
+            ("by_model", &row.model),
+            ("by_source", &row.source),
+            ("by_credential", &row.credential),
+            ("by_caller", &row.caller),
+            ("by_project", &row.project),
+        ] {
+            if !key.is_empty() {
+                groups.entry((group, key.clone())).or_default().add(row);
+            }
+        }
+        *statuses.entry(row.status.to_string()).or_default() += 1;
+        if !row.session.is_empty() {
+            let entry = sessions.entry(row.session.clone()).or_default();
+            entry.0 = entry.0.max(row.finished_ms);
+            entry.1.add(row);
+        }
+    }
+    let what = format!("window {since:?}..{until:?}");
+    totals.assert_matches(&window["totals"], &what);
+    for ((group, key), sums) in &groups {
+        sums.assert_matches(&window[group][key], &format!("{what} {group} {key}"));
+    }
+    for group in [
+        "by_route",
+        "by_model",
+        "by_source",
+        "by_credential",
+        "by_caller",
+        "by_project",
+    ] {
+        let expected = groups.keys().filter(|(g, _)| *g == group).count();
+        assert_eq!(
+            window[group].as_object().unwrap().len(),
+            expected,
+            "{what} {group}"
+        );
+    }
+    assert_eq!(
+        window["by_status"],
+        serde_json::to_value(&statuses).unwrap(),
+        "{what}"
+    );
+    let mut newest: Vec<(&String, &(i64, Sums))> = sessions.iter().collect();
+    newest.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
+    let got = window["by_session"].as_array().unwrap();
+    assert_eq!(got.len(), newest.len().min(3), "{what} sessions");
+    for (got, (name, (last, sums))) in got.iter().zip(newest) {
+        assert_eq!(got["session"], **name, "{what}");
+        assert_eq!(got["last_ms"], *last, "{what}");
+        sums.assert_matches(&got["counters"], &format!("{what} session {name}"));
+    }
+}
+
+fn check_window_suite(store: &StoreHandle, rows: &[StoreRow]) {
+    check_window(store, rows, None, None);
+    check_window(store, rows, Some(ms("2026-10-24T13:07:00.250Z")), None);
+    check_window(
+        store,
+        rows,
+        Some(ms("2026-03-28T23:59:59Z")),
+        Some(ms("2026-03-29T03:01:00Z")),
+    );
+    check_window(
+        store,
+        rows,
+        Some(ms("2026-03-30T10:00:00Z")),
+        Some(ms("2026-03-30T10:10:00Z")),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite
+
+#[test]
+fn usage_matches_independent_sums_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::open(sqlite_options(dir.path())).unwrap();
+    let rows = dst_rows();
+    fill(&store, &rows);
+    check_usage_suite(&store, &rows);
+    check_window_suite(&store, &rows);
+    store.close().unwrap();
+}
+
+#[test]
+fn usage_answers_csv_with_the_same_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::open(sqlite_options(dir.path())).unwrap();
+    let rows = dst_rows();
+    fill(&store, &rows);
+    let q = UsageQuery::parse("group_by=day,model&format=csv&since=2026-10-24&until=2026-10-25")
+        .unwrap();
+    let report = store.usage(&q, now()).unwrap();
+    let (content_type, body) = report.render(q.format);
+    assert!(content_type.starts_with("text/csv"));
+    let mut lines = body.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "day,model,requests,errors,streamed,incomplete,input_tokens,output_tokens,\
+         cache_creation_input_tokens,cache_read_input_tokens,web_search_requests,cost_usd"
+    );
+    let json = report.to_json();
+    let json_rows = json["rows"].as_array().unwrap();
+    let csv_rows: Vec<&str> = lines.collect();
+    assert_eq!(csv_rows.len(), json_rows.len());
+    for (line, row) in csv_rows.iter().zip(json_rows) {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields[0], row["day"].as_str().unwrap());
+        assert_eq!(fields[1], row["model"].as_str().unwrap_or(""));
+        assert_eq!(fields[2], row["requests"].to_string());
+        assert_eq!(
+            fields[11].parse::<f64>().unwrap(),
+            row["cost_usd"].as_f64().unwrap()
+        );
+    }
+    store.close().unwrap();
+}
+
+#[test]
+fn rows_survive_a_restart_and_are_committed_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = sqlite_options(dir.path());
+    options.commit_interval = Duration::from_millis(250);
+    let path = dir.path().join("state/sluice.db");
+    let store = store::open(options.clone()).unwrap();
+    let rows = random_rows(
+        &mut Rng(7),
+        500,
+        ms("2026-11-20T00:00:00Z"),
+        ms("2026-11-27T00:00:00Z"),
+    );
+    store.submit(rows.clone());
+    // Read by another connection, without closing: the writer commits at least once a second.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(raw_row_count(&path), 500);
+    let status = store.status();
+    assert_eq!(
+        (status.rows_written, status.pending, status.failures),
+        (500, 0, 0)
+    );
+    assert!(status.last_commit.is_some());
+    store.close().unwrap();
+    drop(store);
+
+    let store = store::open(options).unwrap();
+    assert_eq!(total_requests(&store), 500);
+    check_usage(&store, &rows, "UTC", &[("group_by", "day,model")]);
+    store.close().unwrap();
+}
+
+#[test]
+fn a_locked_database_delays_writes_visibly_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/sluice.db");
+    let store = store::open(sqlite_options(dir.path())).unwrap();
+    let mut rng = Rng(11);
+    let first = random_rows(
+        &mut rng,
+        100,
+        ms("2026-11-20T00:00:00Z"),
+        ms("2026-11-27T00:00:00Z"),
+    );
+    fill(&store, &first);
+
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let second = random_rows(
+        &mut rng,
+        100,
+        ms("2026-11-20T00:00:00Z"),
+        ms("2026-11-27T00:00:00Z"),
+    );
+    store.submit(second.clone());
+    assert!(wait_until(Duration::from_secs(10), || store
+        .status()
+        .failures
+        >= 2));
+    let status = store.status();
+    assert!(status.failing, "{status:?}");
+    assert_eq!(status.pending, 100);
+    assert!(
+        status.last_error.as_deref().unwrap().contains("locked"),
+        "{status:?}"
+    );
+    assert_eq!(status.rows_written, 100);
+
+    locker.execute_batch("COMMIT").unwrap();
+    wait_written(&store, 200);
+    let status = store.status();
+    assert!(!status.failing && status.pending == 0, "{status:?}");
+    assert_eq!(raw_row_count(&path), 200);
+    let all: Vec<StoreRow> = first.into_iter().chain(second).collect();
+    check_usage(&store, &all, "UTC", &[("group_by", "caller")]);
+    store.close().unwrap();
+}
+
+#[test]
+fn a_full_disk_delays_writes_visibly_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/sluice.db");
+    let pages = Arc::new(AtomicU64::new(0));
+    let mut options = sqlite_options(dir.path());
+    options.sqlite_max_pages = Some(pages.clone());
+    let store = store::open(options).unwrap();
+    let mut rng = Rng(13);
+    let first = random_rows(
+        &mut rng,
+        200,
+        ms("2026-11-20T00:00:00Z"),
+        ms("2026-11-27T00:00:00Z"),
+    );
+    fill(&store, &first);
+
+    // No page beyond those the file has now: the next batch finds the disk full.
+    pages.store(1, Ordering::Relaxed);
+    let second = random_rows(
+        &mut rng,
+        2000,
+        ms("2026-11-20T00:00:00Z"),
+        ms("2026-11-27T00:00:00Z"),
+    );
+    store.submit(second.clone());
+    assert!(wait_until(Duration::from_secs(10), || store
+        .status()
+        .failures
+        >= 2));
+    let status = store.status();
+    assert!(status.failing, "{status:?}");
+    assert!(
+        status.last_error.as_deref().unwrap().contains("full"),
+        "{status:?}"
+    );
+    assert_eq!(raw_row_count(&path), 200);
+
+    pages.store(0, Ordering::Relaxed);
+    wait_written(&store, 2200);
+    assert!(!store.status().failing);
+    let all: Vec<StoreRow> = first.into_iter().chain(second).collect();
+    check_usage(&store, &all, "UTC", &[("group_by", "model")]);
+    store.close().unwrap();
+}
+
+#[test]
+fn a_failed_final_write_makes_close_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/sluice.db");
+    let mut options = sqlite_options(dir.path());
+    options.close_timeout = Duration::from_millis(800);
+    let store = store::open(options).unwrap();
+    let rows = random_rows(&mut Rng(17), 10, 0, 1_000_000);
+    fill(&store, &rows);
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    store.submit(random_rows(&mut Rng(19), 5, 0, 1_000_000));
+    let started = Instant::now();
+    match store.close() {
+        Err(StoreError::FinalWrite { rows, reason }) => {
+            assert_eq!(rows, 5);
+            assert!(reason.contains("locked"), "{reason}");
+        }
+        other => panic!("expected a failed final write, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    locker.execute_batch("ROLLBACK").unwrap();
+    // What was committed before is all there.
+    assert_eq!(raw_row_count(&path), 10);
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/sluice.db");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    for content in [
+        b"{\"version\":1,\"book\":{}} not a database".to_vec(),
+        // The right header, then garbage: damaged rather than foreign.
+        [b"SQLite format 3\0".as_slice(), &[0xAB; 4096]].concat(),
+    ] {
+        std::fs::write(&path, &content).unwrap();
+        let err = store::open(sqlite_options(dir.path()))
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("sluice.db") && text.contains("left untouched"),
+            "{text}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(names.len(), 1, "nothing created beside it");
+    }
+}
+
+#[test]
+fn an_unwritable_directory_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory that cannot be created, whoever runs the test: its parent is a file.
+    std::fs::write(dir.path().join("state"), b"a file").unwrap();
+    let err = store::open(sqlite_options(dir.path()))
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(text.contains("cannot create directory"), "{text}");
+
+    // A directory without write permission (meaningless for root, who may write anyway).
+    use std::os::unix::fs::PermissionsExt;
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    if std::fs::write(locked.join("probe"), b"").is_err() {
+        let options = StoreOptions::new(Target::Sqlite(locked.join("sluice.db")));
+        let err = store::open(options).err().expect("refused");
+        assert!(err.to_string().contains("sluice.db"), "{err}");
+    }
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_full_queue_drops_rows_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/sluice.db");
+    let mut options = sqlite_options(dir.path());
+    options.queue_rows = 50;
+    let store = store::open(options).unwrap();
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let started = Instant::now();
+    for _ in 0..10 {
+        store.submit(random_rows(&mut Rng(23), 20, 0, 1_000_000));
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "submit never waits"
+    );
+    let status = store.status();
+    assert_eq!(status.dropped + status.pending, 200, "{status:?}");
+    assert!(status.dropped >= 150 - 20, "{status:?}");
+    locker.execute_batch("COMMIT").unwrap();
+    let kept = 200 - status.dropped;
+    wait_written(&store, kept);
+    assert_eq!(total_requests(&store), kept);
+    store.close().unwrap();
+}
+
+#[test]
+fn retention_deletes_old_rows_and_rollups_in_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = sqlite_options(dir.path());
+    options.retention_days = 30;
+    options.retention_interval = Duration::from_millis(100);
+    let now_ms = store_now_ms();
+    let mut rng = Rng(29);
+    let old = random_rows(
+        &mut rng,
+        5000,
+        now_ms - 90 * 86_400_000,
+        now_ms - 31 * 86_400_000,
+    );
+    let recent = random_rows(&mut rng, 300, now_ms - 20 * 86_400_000, now_ms - 60_000);
+    let store = store::open(options).unwrap();
+    fill(&store, &old);
+    fill(&store, &recent);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            store.status().retention_deleted == 5000 && total_requests(&store) == 300
+        }),
+        "{:?}",
+        store.status()
+    );
+    check_usage(&store, &recent, "UTC", &[("group_by", "day")]);
+    check_window(&store, &recent, None, None);
+    assert_eq!(raw_row_count(&dir.path().join("state/sluice.db")), 300);
+    store.close().unwrap();
+}
+
+fn store_now_ms() -> i64 {
+    Timestamp::now().as_millisecond()
+}
+
+#[test]
+fn two_handles_on_one_file_see_each_others_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = store::open(sqlite_options(dir.path())).unwrap();
+    let b = store::open(sqlite_options(dir.path())).unwrap();
+    see_each_other(&a, &b);
+    a.close().unwrap();
+    b.close().unwrap();
+}
+
+fn see_each_other(a: &StoreHandle, b: &StoreHandle) {
+    let mut rng = Rng(31);
+    a.submit(random_rows(
+        &mut rng,
+        40,
+        ms("2026-11-20T00:00:00Z"),
+        ms("2026-11-27T00:00:00Z"),
+    ));
+    assert!(wait_until(Duration::from_secs(2), || total_requests(b) == 40));
+    b.submit(random_rows(
+        &mut rng,
+        60,
+        ms("2026-11-20T00:00:00Z"),
+        ms("2026-11-27T00:00:00Z"),
+    ));
+    assert!(wait_until(Duration::from_secs(2), || total_requests(a) == 100));
+    assert_eq!(a.window(None, None, 10).unwrap().totals.requests, 100);
+}
+
+#[test]
+fn a_state_file_is_imported_once_keeping_its_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state/stats.json");
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    let minute = ms("2026-11-26T10:07:00Z") / 60_000;
+    let c = |requests: u64, input: u64, cost: f64| {
+        serde_json::json!({"requests": requests, "errors": 0, "streamed": requests, "incomplete": 0,
+            "input_tokens": input, "output_tokens": 2 * input, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0, "cost_usd": cost})
+    };
+    let file = serde_json::json!({"version": 1, "book": {
+        "counting_since": "2026-11-01T00:00:00Z",
+        "lifetime": {
+            "totals": c(10, 1000, 1.0),
+            "by_model": {"claude-sonnet-4-5": c(7, 700, 0.7), "claude-opus-4-1": c(3, 300, 0.3)},
+            "by_caller": {"alice": c(6, 500, 0.5), "bob": c(4, 500, 0.5)},
+            "by_status": {"200": 9, "429": 1}
+        },
+        "minutes": {
+            minute.to_string(): {
+                "totals": c(4, 400, 0.4),
+                "by_model": {"claude-sonnet-4-5": c(3, 300, 0.3), "claude-opus-4-1": c(1, 100, 0.1)},
+                "by_caller": {"alice": c(1, 100, 0.1), "bob": c(3, 300, 0.3)},
+                "by_status": {"200": 4}
+            },
+            (minute + 1).to_string(): {
+                "totals": c(2, 200, 0.2),
+                "by_model": {"claude-sonnet-4-5": c(2, 200, 0.2)},
+                "by_caller": {"alice": c(2, 200, 0.2)},
+                "by_status": {"200": 1, "429": 1}
+            }
+        }
+    }});
+    std::fs::write(&state, serde_json::to_vec(&file).unwrap()).unwrap();
+    let options = sqlite_options(dir.path());
+    let store = store::open(options.clone()).unwrap();
+    let summary = store::import_state_file(&options.target, &state)
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.requests, 10);
+    assert!(!state.exists());
+    assert!(summary.renamed_to.ends_with("stats.json.imported"));
+    assert!(store::import_state_file(&options.target, &state)
+        .unwrap()
+        .is_none());
+
+    let report = usage(&store, "group_by=model");
+    assert_eq!(report["totals"]["requests"], 10);
+    assert_eq!(report["totals"]["input_tokens"], 1000);
+    assert_eq!(report["totals"]["output_tokens"], 2000);
+    assert!((report["totals"]["cost_usd"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    let by_model: BTreeMap<String, (u64, u64)> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["model"].as_str().unwrap().to_string(),
+                (
+                    r["requests"].as_u64().unwrap(),
+                    r["input_tokens"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(by_model["claude-sonnet-4-5"], (7, 700));
+    assert_eq!(by_model["claude-opus-4-1"], (3, 300));
+    // The minute buckets keep their day; the older part lands when counting began.
+    let days = usage(&store, "group_by=day,caller");
+    let find = |day: &str, caller: &str| {
+        days["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["day"] == day && r["caller"] == caller)
+            .map(|r| r["requests"].as_u64().unwrap())
+    };
+    assert_eq!(find("2026-11-26", "alice"), Some(3));
+    assert_eq!(find("2026-11-26", "bob"), Some(3));
+    assert_eq!(find("2026-11-01", "alice"), Some(3));
+    assert_eq!(find("2026-11-01", "bob"), Some(1));
+    let window = store
+        .window(Some(ms("2026-11-26T00:00:00Z")), None, 10)
+        .unwrap();
+    assert_eq!(window.by_status["429"], 1);
+    assert_eq!(window.totals.requests, 6);
+
+    // A second import of the same content (a rename that failed last time) adds nothing.
+    std::fs::rename(&summary.renamed_to, &state).unwrap();
+    let again = store::import_state_file(&options.target, &state)
+        .unwrap()
+        .unwrap();
+    assert!(again.already_imported);
+    assert_eq!(total_requests(&store), 10);
+    store.close().unwrap();
+}
+
+#[test]
+fn an_unreadable_state_file_is_reported_and_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("stats.json");
+    std::fs::write(&state, b"{not json").unwrap();
+    let options = sqlite_options(dir.path());
+    let err = store::import_state_file(&options.target, &state).unwrap_err();
+    assert!(err.to_string().contains("stats.json"), "{err}");
+    assert_eq!(std::fs::read(&state).unwrap(), b"{not json");
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+
+/// A fresh database on the test server, or `None` (with a note) when there is none.
+fn pg_database() -> String {
+    let base = std::env::var("SLUICE_TEST_PG_URL").expect(PG_IGNORED);
+    let name = format!(
+        "sluice_test_{}_{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000
+    );
+    let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    // The URL's path names the database (the host may be empty: a unix socket in `?host=`).
+    let (head, query) = base.split_once('?').unwrap_or((&base, ""));
+    let (server, _) = head.rsplit_once('/').expect("a URL with a database path");
+    format!("{server}/{name}?{query}")
+}
+
+const PG_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-test-server.sh");
+
+fn pg_script(args: &[&str]) -> String {
+    let out = std::process::Command::new(PG_SCRIPT)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{PG_SCRIPT} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A throwaway server, stopped and removed when dropped.
+struct PgServer {
+    url: String,
+}
+
+impl PgServer {
+    fn start() -> PgServer {
+        PgServer {
+            url: pg_script(&["start"]),
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        pg_script(&["stop", &self.url]);
+    }
+}
+
+fn pg_options(url: &str) -> StoreOptions {
+    let mut options = StoreOptions::new(Target::Postgres(url.into()));
+    options.commit_interval = Duration::from_millis(50);
+    options.close_timeout = Duration::from_secs(3);
+    options
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set SLUICE_TEST_PG_URL (scripts/pg-test-server.sh)"]
+fn usage_matches_independent_sums_on_postgres() {
+    let url = pg_database();
+    let store = store::open(pg_options(&url)).unwrap();
+    let rows = dst_rows();
+    fill(&store, &rows);
+    check_usage_suite(&store, &rows);
+    check_window_suite(&store, &rows);
+    store.close().unwrap();
+    // Migrations run again at the next start without harm.
+    let store = store::open(pg_options(&url)).unwrap();
+    assert_eq!(total_requests(&store), rows.len() as u64);
+    store.close().unwrap();
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set SLUICE_TEST_PG_URL (scripts/pg-test-server.sh)"]
+fn two_sluices_on_one_postgres_see_each_others_rows() {
+    let url = pg_database();
+    let a = store::open(pg_options(&url)).unwrap();
+    let b = store::open(pg_options(&url)).unwrap();
+    see_each_other(&a, &b);
+    a.close().unwrap();
+    b.close().unwrap();
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set SLUICE_TEST_PG_URL (scripts/pg-test-server.sh)"]
+fn a_postgres_restart_mid_run_loses_nothing_committed() {
+    std::env::var("SLUICE_TEST_PG_URL").expect(PG_IGNORED);
+    // A server of its own, so that restarting it does not disturb the other tests.
+    let server = PgServer::start();
+    let url = server.url.clone();
+    let store = store::open(pg_options(&url)).unwrap();
+    let mut rng = Rng(37);
+    let mut all = random_rows(
+        &mut rng,
+        300,
+        ms("2026-11-20T00:00:00Z"),
+        ms("2026-11-27T00:00:00Z"),
+    );
+    fill(&store, &all);
+
+    let restart = std::thread::spawn({
+        let url = url.clone();
+        move || {
+            pg_script(&["restart", &url]);
+        }
+    });
+    // Rows keep coming while the server goes down and comes back.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let rows = random_rows(
+            &mut rng,
+            20,
+            ms("2026-11-20T00:00:00Z"),
+            ms("2026-11-27T00:00:00Z"),
+        );
+        all.extend(rows.iter().cloned());
+        store.submit(rows);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    restart.join().unwrap();
+    wait_written(&store, all.len() as u64);
+    let status = store.status();
+    assert!(status.failures >= 1, "the restart was noticed: {status:?}");
+    assert!(!status.failing && status.pending == 0, "{status:?}");
+    check_usage(&store, &all, "Europe/Berlin", &[("group_by", "day,model")]);
+    store.close().unwrap();
+}
+
+#[test]
+fn an_unreachable_postgres_is_refused_with_the_reason_and_no_password() {
+    let err = store::open(pg_options(
+        "postgresql://sluice:hunter2@127.0.0.1:1/nothing",
+    ))
+    .err()
+    .expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("127.0.0.1:1") && !text.contains("hunter2"),
+        "{text}"
+    );
+}

@@ -846,9 +846,15 @@ fn retention_deletes_old_rows_and_rollups_in_steps() {
     let store = store::open(options).unwrap();
     fill(&store, &old);
     fill(&store, &recent);
+    let recent_in_sessions = recent.iter().filter(|r| !r.session.is_empty()).count() as u64;
     assert!(
         wait_until(Duration::from_secs(20), || {
-            store.status().retention_deleted == 5000 && total_requests(&store) == 300
+            let window = store.window(None, None, 100).unwrap();
+            let in_sessions: u64 = window.by_session.iter().map(|s| s.counters.requests).sum();
+            store.status().retention_deleted == 5000
+                && total_requests(&store) == 300
+                && window.totals.requests == 300
+                && in_sessions == recent_in_sessions
         }),
         "{:?}",
         store.status()

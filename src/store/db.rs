@@ -13,6 +13,11 @@ use super::{Counters, StoreError, StoreRow};
 
 /// Width of a rollup bucket.
 pub const BUCKET_MS: i64 = 15 * 60 * 1000;
+/// Width of a day rollup (UTC days).
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The usage rollup tables and their bucket widths, coarsest first.
+pub const USAGE_ROLLUPS: [(&str, i64); 2] = [("usage_1d", DAY_MS), ("usage_15m", BUCKET_MS)];
 
 /// Which database the store lives in.
 #[derive(Clone, PartialEq, Eq)]
@@ -158,26 +163,19 @@ CREATE TABLE requests (
     overhead_ms BIGINT
 );
 CREATE INDEX requests_by_time ON requests (finished_ms);
-CREATE INDEX requests_by_session ON requests (session, finished_ms);
 CREATE TABLE usage_15m (
-    bucket BIGINT NOT NULL,
-    route TEXT NOT NULL,
-    model TEXT NOT NULL,
-    source TEXT NOT NULL,
-    credential TEXT NOT NULL,
-    caller TEXT NOT NULL,
-    project TEXT NOT NULL,
-    status BIGINT NOT NULL,
-    {counters},
-    PRIMARY KEY (bucket, route, model, source, credential, caller, project, status)
-);
+    {usage_columns}
+){without_rowid};
+CREATE TABLE usage_1d (
+    {usage_columns}
+){without_rowid};
 CREATE TABLE sessions_15m (
     bucket BIGINT NOT NULL,
     session TEXT NOT NULL,
     last_ms BIGINT NOT NULL,
     {counters},
     PRIMARY KEY (bucket, session)
-);
+){without_rowid};
 CREATE TABLE store_imports (
     digest TEXT PRIMARY KEY,
     file TEXT NOT NULL,
@@ -256,7 +254,23 @@ fn migration_sql(index: usize, postgres: bool) -> String {
         })
         .collect::<Vec<_>>()
         .join(",\n    ");
+    let usage_columns = format!(
+        "bucket BIGINT NOT NULL,\n    {},\n    status BIGINT NOT NULL,\n    {counters},\n    \
+         PRIMARY KEY (bucket, {})",
+        ROLLUP_DIMENSIONS[..6]
+            .iter()
+            .map(|d| format!("{d} TEXT NOT NULL"))
+            .collect::<Vec<_>>()
+            .join(",\n    "),
+        ROLLUP_DIMENSIONS.join(", ")
+    );
     MIGRATIONS[index]
+        .replace("{usage_columns}", &usage_columns)
+        // SQLite: the primary key is the table (no second copy of the keys in an index).
+        .replace(
+            "{without_rowid}",
+            if postgres { "" } else { " WITHOUT ROWID" },
+        )
         .replace(
             "{id}",
             if postgres {
@@ -333,6 +347,7 @@ type RollupKey = (i64, [String; 6], i64);
 #[derive(Default)]
 pub struct Rollups {
     usage: BTreeMap<RollupKey, Counters>,
+    days: BTreeMap<RollupKey, Counters>,
     sessions: BTreeMap<(i64, String), (i64, Counters)>,
 }
 
@@ -367,7 +382,13 @@ impl Rollups {
         rollups
     }
 
+    /// Adds to the 15-minute `bucket` and to its day.
     pub fn add_usage(&mut self, bucket: i64, keys: [String; 6], status: i64, counters: &Counters) {
+        let day = (bucket * BUCKET_MS).div_euclid(DAY_MS);
+        self.days
+            .entry((day, keys.clone(), status))
+            .or_default()
+            .merge(counters);
         self.usage
             .entry((bucket, keys, status))
             .or_default()
@@ -581,13 +602,15 @@ impl Db {
         }
         let mut dims = vec!["bucket"];
         dims.extend(ROLLUP_DIMENSIONS);
-        let usage_sql = upsert_sql("usage_15m", &dims, &[]);
-        for ((bucket, keys, status), counters) in &rollups.usage {
-            let mut params = vec![Param::Int(*bucket)];
-            params.extend(keys.iter().map(|k| Param::Text(k.clone())));
-            params.push(Param::Int(*status));
-            params.extend(counter_params(counters));
-            statements.push((usage_sql.clone(), params));
+        for (table, additions) in [("usage_1d", &rollups.days), ("usage_15m", &rollups.usage)] {
+            let usage_sql = upsert_sql(table, &dims, &[]);
+            for ((bucket, keys, status), counters) in additions {
+                let mut params = vec![Param::Int(*bucket)];
+                params.extend(keys.iter().map(|k| Param::Text(k.clone())));
+                params.push(Param::Int(*status));
+                params.extend(counter_params(counters));
+                statements.push((usage_sql.clone(), params));
+            }
         }
         let sessions_sql = upsert_sql(
             "sessions_15m",
@@ -643,17 +666,22 @@ impl Db {
         }
     }
 
-    /// Deletes at most `limit` raw rows and a few rollup buckets older than `cutoff_ms` (a
-    /// bucket boundary). Returns how many raw rows went and whether anything was deleted.
+    /// Deletes at most `limit` raw rows and a few rollup buckets older than `cutoff_ms` (a day
+    /// boundary, so that every table keeps the same span). Returns how many raw rows went and
+    /// whether anything was deleted.
     pub fn prune(&mut self, cutoff_ms: i64, limit: usize) -> Result<(usize, bool), String> {
-        let bucket = cutoff_ms.div_euclid(BUCKET_MS);
         let raw = format!(
             "DELETE FROM requests WHERE id IN \
              (SELECT id FROM requests WHERE finished_ms < ? LIMIT {limit})"
         );
         let deleted = self.execute(&raw, &[Param::Int(cutoff_ms)])?;
         let mut any = deleted > 0;
-        for table in ["usage_15m", "sessions_15m"] {
+        for (table, width) in [
+            ("usage_15m", BUCKET_MS),
+            ("usage_1d", DAY_MS),
+            ("sessions_15m", BUCKET_MS),
+        ] {
+            let bucket = cutoff_ms.div_euclid(width);
             let sql = format!(
                 "DELETE FROM {table} WHERE bucket IN (SELECT DISTINCT bucket FROM {table} \
                  WHERE bucket < ? ORDER BY bucket LIMIT {PRUNE_BUCKETS})"

@@ -14,7 +14,7 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
 use serde::Serialize;
 
-use super::db::{Cell, Col, Db, Param, BUCKET_MS, COUNTER_COLUMNS};
+use super::db::{Cell, Col, Db, Param, BUCKET_MS, COUNTER_COLUMNS, USAGE_ROLLUPS};
 use super::{round_cost, unix_ms, Counters, COUNTER_NAMES, INCOMPLETE_OUTCOMES};
 
 /// What `/usage` can group by.
@@ -450,7 +450,11 @@ pub fn usage(db: &mut Db, query: &UsageQuery, now: SystemTime) -> Result<UsageRe
             dims.push(dim);
         }
     }
-    let grouped = read_grouped(db, &dims, since, until, &query.filters)?;
+    // Day rollups are UTC days: they serve time groups only when those are UTC days too.
+    let days = query.group_by.iter().all(|g| {
+        matches!(g, Group::Day | Group::Week | Group::Month) || g.dimension() != Dim::Bucket
+    }) && is_utc(&query.tz);
+    let grouped = read_grouped(db, &dims, since, until, &query.filters, days)?;
 
     let blocks = if query.group_by.contains(&Group::Block) {
         let at = dims
@@ -498,6 +502,12 @@ pub fn usage(db: &mut Db, query: &UsageQuery, now: SystemTime) -> Result<UsageRe
             .collect(),
         totals,
     })
+}
+
+fn is_utc(tz: &TimeZone) -> bool {
+    tz.to_fixed_offset()
+        .is_ok_and(|offset| offset == jiff::tz::Offset::UTC)
+        || matches!(tz.iana_name(), Some("UTC" | "Etc/UTC" | "GMT" | "Etc/GMT"))
 }
 
 /// Buckets per hour.
@@ -571,36 +581,44 @@ fn time_key(group: Group, bucket: i64, blocks: &HashMap<i64, i64>, tz: &TimeZone
 }
 
 /// Which part of a window a piece of SQL reads.
+#[derive(Debug, PartialEq)]
 enum Source {
-    /// Whole buckets `[from, to)` from `usage_15m`.
-    Rollup(i64, i64),
+    /// Whole buckets `[from, to)` of the rollup table `table`, buckets `width` ms wide.
+    Rollup {
+        table: &'static str,
+        width: i64,
+        from: i64,
+        to: i64,
+    },
     /// Milliseconds `[from, to)` from the raw rows.
     Raw(i64, i64),
 }
 
-/// Splits `[since, until)` into whole buckets (read from rollups) and the partial buckets at the
-/// edges (read raw).
-fn pieces(since: Option<i64>, until: Option<i64>, rollups: bool) -> Vec<Source> {
-    if !rollups {
+/// Splits `[since, until)` into whole buckets of the coarsest rollup in `levels` that fits, then
+/// of the next ones at the edges, and the raw rows of what remains at the very edges.
+fn pieces(since: Option<i64>, until: Option<i64>, levels: &[(&'static str, i64)]) -> Vec<Source> {
+    let Some(((table, width), finer)) = levels.split_first() else {
         return vec![Source::Raw(
             since.unwrap_or(i64::MIN),
             until.unwrap_or(i64::MAX),
         )];
-    }
-    let first = since.map_or(i64::MIN / BUCKET_MS, |s| div_ceil(s, BUCKET_MS));
-    let end = until.map_or(i64::MAX / BUCKET_MS, |u| u.div_euclid(BUCKET_MS));
+    };
+    let first = since.map_or(i64::MIN / width, |s| div_ceil(s, *width));
+    let end = until.map_or(i64::MAX / width, |u| u.div_euclid(*width));
     if first >= end {
-        return vec![Source::Raw(
-            since.unwrap_or(i64::MIN),
-            until.unwrap_or(i64::MAX),
-        )];
+        return pieces(since, until, finer);
     }
-    let mut out = vec![Source::Rollup(first, end)];
-    if let Some(since) = since.filter(|s| *s < first * BUCKET_MS) {
-        out.push(Source::Raw(since, first * BUCKET_MS));
+    let mut out = vec![Source::Rollup {
+        table,
+        width: *width,
+        from: first,
+        to: end,
+    }];
+    if let Some(since) = since.filter(|s| *s < first * width) {
+        out.extend(pieces(Some(since), Some(first * width), finer));
     }
-    if let Some(until) = until.filter(|u| *u > end * BUCKET_MS) {
-        out.push(Source::Raw(end * BUCKET_MS, until));
+    if let Some(until) = until.filter(|u| *u > end * width) {
+        out.extend(pieces(Some(end * width), Some(until), finer));
     }
     out
 }
@@ -641,17 +659,32 @@ fn read_grouped(
     since: Option<i64>,
     until: Option<i64>,
     filters: &[Filter],
+    days: bool,
 ) -> Result<Vec<(Vec<Cell>, Counters)>, String> {
     let rollups = dims.iter().all(|d| d.in_rollup()) && filters.iter().all(|f| f.dim.in_rollup());
+    let levels: &[(&str, i64)] = match (rollups, days) {
+        (false, _) => &[],
+        (true, true) => &USAGE_ROLLUPS,
+        (true, false) => &USAGE_ROLLUPS[1..],
+    };
     let mut cols: Vec<Col> = dims.iter().map(|d| d.col()).collect();
     cols.extend([Col::Real; 10]);
     let mut out = Vec::new();
-    for piece in pieces(since, until, rollups) {
+    for piece in pieces(since, until, levels) {
         let (table, select_dims, sums, range_column, from, to) = match piece {
-            Source::Rollup(from, to) => (
-                "usage_15m",
+            Source::Rollup {
+                table,
+                width,
+                from,
+                to,
+            } => (
+                table,
                 dims.iter()
-                    .map(|d| d.column().to_string())
+                    .map(|d| match d {
+                        // Buckets are counted in 15-minute units whatever the table.
+                        Dim::Bucket => format!("bucket * {}", width / BUCKET_MS),
+                        other => other.column().to_string(),
+                    })
                     .collect::<Vec<_>>(),
                 COUNTER_COLUMNS
                     .iter()
@@ -758,7 +791,7 @@ pub fn window(
         Dim::Status,
     ];
     let mut stats = StatsWindow::default();
-    for (cells, counters) in read_grouped(db, &dims, since, until, &[])? {
+    for (cells, counters) in read_grouped(db, &dims, since, until, &[], true)? {
         stats.totals.merge(&counters);
         let maps = [
             &mut stats.by_route,
@@ -798,9 +831,9 @@ fn sessions(
     }
     let mut parts = Vec::new();
     let mut params = Vec::new();
-    for piece in pieces(since, until, true) {
+    for piece in pieces(since, until, &USAGE_ROLLUPS[1..]) {
         match piece {
-            Source::Rollup(from, to) => {
+            Source::Rollup { from, to, .. } => {
                 parts.push(format!(
                     "SELECT session, last_ms, {} FROM sessions_15m WHERE bucket >= ? AND bucket < ?",
                     COUNTER_COLUMNS.join(", ")
@@ -908,19 +941,42 @@ mod tests {
     }
 
     #[test]
-    fn windows_split_into_whole_buckets_and_raw_edges() {
-        let b = BUCKET_MS;
-        let parts = pieces(Some(b + 5), Some(4 * b + 7), true);
-        assert!(matches!(parts[0], Source::Rollup(2, 4)));
-        assert!(matches!(parts[1], Source::Raw(from, to) if from == b + 5 && to == 2 * b));
-        assert!(matches!(parts[2], Source::Raw(from, to) if from == 4 * b && to == 4 * b + 7));
+    fn windows_split_into_whole_days_then_buckets_then_raw_edges() {
+        let (b, d) = (BUCKET_MS, super::super::db::DAY_MS);
+        let rollup = |table, width, from, to| Source::Rollup {
+            table,
+            width,
+            from,
+            to,
+        };
+        assert_eq!(
+            pieces(Some(d - b - 5), Some(3 * d + 2 * b + 7), &USAGE_ROLLUPS),
+            vec![
+                rollup("usage_1d", d, 1, 3),
+                rollup("usage_15m", b, d / b - 1, d / b),
+                Source::Raw(d - b - 5, d - b),
+                rollup("usage_15m", b, 3 * d / b, 3 * d / b + 2),
+                Source::Raw(3 * d + 2 * b, 3 * d + 2 * b + 7),
+            ]
+        );
+        assert_eq!(
+            pieces(Some(b + 5), Some(4 * b + 7), &USAGE_ROLLUPS),
+            vec![
+                rollup("usage_15m", b, 2, 4),
+                Source::Raw(b + 5, 2 * b),
+                Source::Raw(4 * b, 4 * b + 7),
+            ]
+        );
+        assert_eq!(
+            pieces(Some(b + 5), Some(b + 9), &USAGE_ROLLUPS),
+            vec![Source::Raw(b + 5, b + 9)]
+        );
         assert!(matches!(
-            pieces(Some(b + 5), Some(b + 9), true)[..],
-            [Source::Raw(_, _)]
-        ));
-        assert!(matches!(
-            pieces(None, None, true)[..],
-            [Source::Rollup(_, _)]
+            pieces(None, None, &USAGE_ROLLUPS)[..],
+            [Source::Rollup {
+                table: "usage_1d",
+                ..
+            }]
         ));
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use super::db::{Db, Target, BUCKET_MS};
+use super::db::{Db, Target, DAY_MS};
 use super::query::{self, StatsWindow, UsageQuery, UsageReport};
 use super::{unix_ms, StoreError, StoreRow};
 
@@ -444,7 +444,7 @@ impl Writer {
         }
         let keep_ms = i64::from(self.options.retention_days) * 86_400_000;
         let now_ms = unix_ms(SystemTime::now());
-        let cutoff = (now_ms - keep_ms).div_euclid(BUCKET_MS) * BUCKET_MS;
+        let cutoff = (now_ms - keep_ms).div_euclid(DAY_MS) * DAY_MS;
         let result = self
             .connection()
             .and_then(|db| db.prune(cutoff, RETENTION_ROWS_PER_STEP));

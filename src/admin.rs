@@ -1,5 +1,6 @@
-//! sluice's own endpoints: `/healthz` and the `/dashboard` page (always open), `/stats` and
-//! `/metrics` (behind the admin token when one is set). Reserved paths: never forwarded.
+//! sluice's own endpoints: `/healthz` and the `/dashboard` page (always open), `/stats`,
+//! `/metrics` and `/usage` (behind the admin token when one is set). Reserved paths: never
+//! forwarded.
 
 use std::time::SystemTime;
 
@@ -10,6 +11,10 @@ use crate::error::Error;
 use crate::metrics::stats;
 use crate::metrics::{GetReport, RenderMetrics, UsageReport};
 use crate::state::{AppState, ReloadStatus};
+use crate::store::{StoreHandle, StoreStatus, UsageQuery};
+
+/// The store, when there is one (`[store] path = ""` has none).
+pub struct StoreAccess(pub Option<StoreHandle>);
 
 /// `/dashboard` and its files. The page holds no data (its data calls carry the admin token),
 /// so it is open; `/dashboard/` sends the browser to `/dashboard`, where its relative links
@@ -61,6 +66,8 @@ struct StatsBody {
     upstreams: std::collections::BTreeMap<String, crate::upstream::RouteHealth>,
     /// Per quota: limits, refusals, and the subjects nearest their limits with what they used.
     quotas: Vec<crate::quotas::QuotaReport>,
+    /// The store's writer: rows written, pending, last commit, failures. `null` without one.
+    store: Option<StoreStatus>,
 }
 
 #[derive(serde::Deserialize)]
@@ -72,6 +79,7 @@ pub async fn stats(
     req: HttpRequest,
     query: web::Query<StatsQuery>,
     state: web::Data<AppState>,
+    store: web::Data<StoreAccess>,
 ) -> Result<HttpResponse, Error> {
     let snapshot = state.snapshot();
     snapshot.credentials.access.require_admin(&req)?;
@@ -105,8 +113,34 @@ pub async fn stats(
         quotas: state
             .quotas
             .report(jiff::Timestamp::now(), crate::quotas::REPORT_SUBJECTS),
+        store: store.0.as_ref().map(StoreHandle::status),
     };
     Ok(HttpResponse::Ok().json(body))
+}
+
+/// `/usage`: history from the store, grouped and filtered, as JSON or CSV.
+pub async fn usage(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    store: web::Data<StoreAccess>,
+) -> Result<HttpResponse, Error> {
+    state.snapshot().credentials.access.require_admin(&req)?;
+    let Some(store) = store.0.clone() else {
+        return Err(Error::StoreUnavailable(
+            "no store is configured ([store] path is empty)".into(),
+        ));
+    };
+    let query = UsageQuery::parse(req.query_string()).map_err(Error::BadUsageQuery)?;
+    let now = SystemTime::now();
+    query.range(now).map_err(Error::BadUsageQuery)?;
+    let format = query.format;
+    // The database is read on a blocking thread, never on the HTTP workers.
+    let report = web::block(move || store.usage(&query, now))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::StoreUnavailable(e.to_string()))?;
+    let (content_type, body) = report.render(format);
+    Ok(HttpResponse::Ok().content_type(content_type).body(body))
 }
 
 pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Error> {

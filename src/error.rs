@@ -43,6 +43,10 @@ pub enum Error {
     ClientBody(String),
     #[error("`since` must be like 30m, 5h, 7d or an RFC 3339 time, not {0:?}")]
     BadSince(String),
+    #[error("{0}")]
+    BadUsageQuery(String),
+    #[error("the store cannot answer: {0}")]
+    StoreUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("sluice is stopping")]
@@ -72,6 +76,8 @@ impl Error {
             Error::UpstreamTimeout(_) | Error::ConnectTimeout(_) => "upstream_timeout",
             Error::ClientBody(_) => "client_body",
             Error::BadSince(_) => "bad_since",
+            Error::BadUsageQuery(_) => "bad_query",
+            Error::StoreUnavailable(_) => "store_unavailable",
             Error::Internal(_) => "internal",
             Error::ShuttingDown => "shutting_down",
             Error::QuotaExceeded { .. } => "quota_exceeded",
@@ -99,9 +105,11 @@ impl Error {
 impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
         match self {
-            Error::PathEscapes | Error::ClientBody(_) | Error::BadSince(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Error::PathEscapes
+            | Error::ClientBody(_)
+            | Error::BadSince(_)
+            | Error::BadUsageQuery(_) => StatusCode::BAD_REQUEST,
+            Error::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::NoRoute(_) => StatusCode::NOT_FOUND,

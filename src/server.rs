@@ -20,6 +20,7 @@ use crate::quotas::{Ledger, QuotaCollector};
 use crate::settings::watcher::{Reload, SettingsWatcher};
 use crate::settings::{EnvSource, Settings};
 use crate::state::{build_snapshot, AppState, Tuning};
+use crate::store::{self, StoreHandle, StoreSink};
 use crate::upstream::{HealthSink, UpstreamPool, WorkerClients};
 
 /// A running sluice: where it listens and how to stop it.
@@ -30,6 +31,7 @@ pub struct Running {
     pub watcher: Addr<SettingsWatcher>,
     /// The running server (spawned at start, so it serves even if nobody waits on it).
     server: tokio::task::JoinHandle<io::Result<()>>,
+    store: Option<StoreHandle>,
 }
 
 impl Running {
@@ -40,8 +42,9 @@ impl Running {
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)));
         self.state.flush_for_exit().await;
+        let closed = close_store(self.store);
         tracing::info!("stopped");
-        result
+        result.and(closed)
     }
 }
 
@@ -57,6 +60,20 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         settings.stats.flush_interval,
     );
     let prices = PriceTable::new(settings.pricing.clone());
+    // A store that cannot be opened stops the start: never run without the rows it would lose.
+    let store = match store::options_from_settings(&settings.store, |k| std::env::var(k).ok()) {
+        Ok(Some(options)) => {
+            let described = options.target.describe();
+            let handle = store::open(options).map_err(io::Error::other)?;
+            tracing::info!(store = %described, "store open");
+            Some(handle)
+        }
+        Ok(None) => None,
+        Err(err) => return Err(io::Error::other(err)),
+    };
+    let store_sink = store
+        .clone()
+        .map(|handle| StoreSink::new(handle, store::instance_name(&settings.listen)));
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let arbiter = Arbiter::new();
     let queue = RecordQueue::new(tuning.record_queue_capacity.unwrap_or(QUEUE_CAPACITY));
@@ -65,7 +82,10 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let quotas = Arc::new(Ledger::new(settings.quotas.clone()));
     let quota_metrics = QuotaCollector::new(quotas.clone());
     arbiter.spawn_fn(move || {
-        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(UsageLog), Box::new(health)];
+        let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(UsageLog), Box::new(health)];
+        if let Some(sink) = store_sink {
+            sinks.push(Box::new(sink));
+        }
         let aggregator =
             MetricsAggregator::new(state_file, flush_interval, prices, aggregator_queue, sinks)
                 .with_collector(Box::new(quota_metrics));
@@ -83,9 +103,11 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     ));
 
     let app_state = state.clone();
+    let store_access = web::Data::new(admin::StoreAccess(store.clone()));
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .app_data(store_access.clone())
             // awc's client is !Send: one set per worker, built lazily from the current plan.
             .app_data(web::Data::new(WorkerClients::default()))
             .wrap(actix_web::middleware::from_fn(logging::request_id_header))
@@ -95,6 +117,7 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
             .route("/metrics", web::get().to(admin::metrics))
             .route("/dashboard", web::get().to(admin::dashboard))
             .route("/dashboard/{file:.*}", web::get().to(admin::dashboard))
+            .route("/usage", web::get().to(admin::usage))
             .default_service(web::to(proxy::forward))
     })
     .disable_signals()
@@ -111,7 +134,12 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let server = server.run();
     let watcher = SettingsWatcher::start_watching(state.clone(), settings.source.clone());
     // Handlers first, so that a stop signal never meets the default action (instant death).
-    install_signal_handlers(server.handle(), state.clone(), watcher.clone())?;
+    install_signal_handlers(
+        server.handle(),
+        state.clone(),
+        watcher.clone(),
+        store.clone(),
+    )?;
     for addr in &addrs {
         tracing::info!(%addr, "listening");
     }
@@ -121,7 +149,19 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         state,
         watcher,
         server: actix_rt::spawn(server),
+        store,
     })
+}
+
+/// Writes what the store still holds. A final write that failed fails the exit status.
+fn close_store(store: Option<StoreHandle>) -> io::Result<()> {
+    match store.map(|s| s.close()) {
+        Some(Err(err)) => {
+            tracing::error!("{err}");
+            Err(io::Error::other(err))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// First SIGTERM/SIGINT: stop accepting and let in-flight requests finish (up to
@@ -130,6 +170,7 @@ fn install_signal_handlers(
     handle: ServerHandle,
     state: web::Data<AppState>,
     watcher: Addr<SettingsWatcher>,
+    store: Option<StoreHandle>,
 ) -> io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -152,8 +193,9 @@ fn install_signal_handlers(
                 tracing::warn!("second stop signal: stopping now");
                 state.shutdown.cancel();
                 state.flush_for_exit().await;
+                let closed = close_store(store.clone());
                 tracing::info!("stopped");
-                std::process::exit(0);
+                std::process::exit(if closed.is_ok() { 0 } else { 1 });
             }
             stopping = true;
             tracing::info!("stop signal: no new connections, letting requests in flight finish");

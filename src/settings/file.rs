@@ -73,6 +73,8 @@ pub struct SettingsFile {
     pub stats: StatsFile,
     #[serde(default = "default_attribution")]
     pub attribution: AttributionFile,
+    #[serde(default = "default_store")]
+    pub store: StoreFile,
     /// Absent → the built-in price table; present → exactly what it lists.
     #[serde(default)]
     pub pricing: Option<BTreeMap<String, Price>>,
@@ -166,6 +168,19 @@ pub struct AttributionFile {
     pub project_header: String,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    #[serde(default = "default_store_path")]
+    pub path: String,
+    #[serde(default)]
+    pub url_env: Option<String>,
+    #[serde(default)]
+    pub url_file: Option<String>,
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
 /// `fn name() -> T { BUILT_IN.path.clone() }`: each default read from the built-in file.
 macro_rules! built_in_defaults {
     ($($name:ident: $ty:ty = $($field:ident).+;)*) => {
@@ -193,6 +208,9 @@ built_in_defaults! {
     default_flush_interval_s: u64 = stats.flush_interval_s;
     default_attribution: AttributionFile = attribution;
     default_project_header: String = attribution.project_header;
+    default_store: StoreFile = store;
+    default_store_path: String = store.path;
+    default_retention_days: u32 = store.retention_days;
 }
 
 /// The built-in route: where a route's own defaults come from.

@@ -25,7 +25,7 @@ pub const DEFAULT_SETTINGS_TOML: &str = include_str!("../../settings/sluice.toml
 /// Where `sluice` looks for settings when none are named.
 pub const DEFAULT_SETTINGS_PATH: &str = "settings/sluice.toml";
 /// Paths sluice answers itself; no route may take them.
-pub const ADMIN_PATHS: [&str; 4] = ["/healthz", "/stats", "/metrics", "/dashboard"];
+pub const ADMIN_PATHS: [&str; 5] = ["/healthz", "/stats", "/metrics", "/usage", "/dashboard"];
 
 /// A setting that is wrong, with the key that is wrong.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -99,6 +99,25 @@ pub struct StatsSettings {
     pub flush_interval: Duration,
 }
 
+/// Where the store keeps its rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `path = ""`: no store.
+    Memory,
+    /// An SQLite file (relative: see [`crate::store::resolve_path`]).
+    Sqlite(PathBuf),
+    /// The env var holding a PostgreSQL URL.
+    PostgresEnv(String),
+    /// The file holding a PostgreSQL URL.
+    PostgresFile(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    pub location: StoreLocation,
+    pub retention_days: u32,
+}
+
 /// Validated settings (secrets are named here, never held). Built only by [`Settings::load`] / [`Settings::from_toml`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -117,6 +136,7 @@ pub struct Settings {
     pub max_request_body_bytes: u64,
     pub pool: Pool,
     pub stats: StatsSettings,
+    pub store: StoreSettings,
     pub pricing: BTreeMap<String, Price>,
     pub quotas: Vec<crate::quotas::Quota>,
     /// The request header naming a request's project.
@@ -288,6 +308,27 @@ fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> 
         return Err(invalid("stats.flush_interval_s", "must be greater than 0"));
     }
 
+    let store = StoreSettings {
+        location: match (&raw.store.url_env, &raw.store.url_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "store.url_env",
+                    "give url_env or url_file, not both",
+                ))
+            }
+            (Some(env), None) if !env.is_empty() => StoreLocation::PostgresEnv(env.clone()),
+            (None, Some(file)) if !file.is_empty() => {
+                StoreLocation::PostgresFile(PathBuf::from(file))
+            }
+            _ if raw.store.path.is_empty() => StoreLocation::Memory,
+            _ => StoreLocation::Sqlite(PathBuf::from(&raw.store.path)),
+        },
+        retention_days: raw.store.retention_days,
+    };
+    if store.retention_days == 0 {
+        return Err(invalid("store.retention_days", "must be greater than 0"));
+    }
+
     let pricing = validate_pricing(raw.pricing, raw.pricing_defaults)?;
     let project_header = HeaderName::from_bytes(raw.attribution.project_header.as_bytes())
         .map_err(|_| {
@@ -321,6 +362,7 @@ fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> 
                 .then(|| PathBuf::from(&raw.stats.state_file)),
             flush_interval: Duration::from_secs(raw.stats.flush_interval_s),
         },
+        store,
         pricing,
         quotas,
         project_header,

@@ -12,6 +12,7 @@
 mod db;
 mod import;
 mod query;
+mod wiring;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub use import::{import_state_file, ImportSummary};
 pub use query::{
     Format, Group, KeyValue, SessionUsage, StatsWindow, UsageQuery, UsageReport, UsageRow,
 };
+pub use wiring::{instance_name, options_from_settings, row_of, StoreSink};
 pub use writer::{open, StoreHandle, StoreOptions, StoreStatus};
 
 /// Longest text value kept in a row's key columns (model, session, …); longer ones are cut, so

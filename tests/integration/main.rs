@@ -11,5 +11,6 @@ mod quotas;
 mod reload;
 mod report;
 mod settings;
+mod store;
 mod streaming;
 mod tls;

@@ -1,0 +1,221 @@
+//! How the rest of sluice uses the store: its options from `[store]` settings, and the sink that
+//! turns each finished request into a row.
+
+use std::path::Path;
+
+use super::{resolve_path, StoreError, StoreHandle, StoreOptions, StoreRow, Target};
+use crate::metrics::{Finished, Sink};
+use crate::settings::{StoreLocation, StoreSettings};
+
+/// The store's options from settings; `None` for `path = ""`. `env` looks up environment
+/// variables (`STATE_DIRECTORY`, `url_env`). The URL is a secret: it is never logged.
+pub fn options_from_settings(
+    settings: &StoreSettings,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<StoreOptions>, StoreError> {
+    let target = match &settings.location {
+        StoreLocation::Memory => return Ok(None),
+        StoreLocation::Sqlite(path) => {
+            Target::Sqlite(resolve_path(path, env("STATE_DIRECTORY").as_deref()))
+        }
+        StoreLocation::PostgresEnv(name) => {
+            let url =
+                env(name)
+                    .filter(|u| !u.trim().is_empty())
+                    .ok_or_else(|| StoreError::Open {
+                        what: format!("the PostgreSQL URL in ${name}"),
+                        reason: "the variable is unset or empty".into(),
+                    })?;
+            Target::Postgres(url.trim().to_string())
+        }
+        StoreLocation::PostgresFile(path) => Target::Postgres(read_url_file(path)?),
+    };
+    let mut options = StoreOptions::new(target);
+    options.retention_days = settings.retention_days;
+    Ok(Some(options))
+}
+
+fn read_url_file(path: &Path) -> Result<String, StoreError> {
+    let open_error = |reason: String| StoreError::Open {
+        what: format!("the PostgreSQL URL in {}", path.display()),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| open_error(e.to_string()))?;
+    let url = text.trim();
+    if url.is_empty() {
+        return Err(open_error("the file is empty".into()));
+    }
+    Ok(url.to_string())
+}
+
+/// The row of one finished request. `instance` names this sluice.
+pub fn row_of(finished: &Finished, instance: &str) -> StoreRow {
+    let record = &finished.record;
+    let usage = &record.usage;
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    // The split of cache writes, when the answer gives it; without one they are 5-minute writes.
+    let cache_1h = usage.cache_creation_1h_input_tokens.unwrap_or(0);
+    let cache_5m = usage.cache_creation_input_tokens.saturating_sub(cache_1h);
+    StoreRow {
+        finished_ms: super::unix_ms(record.finished_at),
+        instance: instance.to_string(),
+        route: record.route.clone(),
+        method: record.method.clone(),
+        status: record.status,
+        outcome: record.outcome.as_str().to_string(),
+        streamed: record.streamed,
+        model: record.model.clone().unwrap_or_default(),
+        source: record
+            .source
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        credential: record.credential.clone().unwrap_or_default(),
+        caller: record.caller.clone().unwrap_or_default(),
+        session: record.session.clone().unwrap_or_default(),
+        agent: String::new(),
+        parent_agent: String::new(),
+        project: String::new(),
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        cache_write_5m_tokens: cache_5m,
+        cache_write_1h_tokens: cache_1h,
+        cache_read_tokens: usage.cache_read_input_tokens,
+        web_search_requests: 0,
+        cost_usd: finished.cost.unwrap_or(0.0),
+        ttfb_ms: record.ttfb.map(ms),
+        total_ms: ms(record.total),
+        overhead_ms: record.overhead.map(ms),
+    }
+}
+
+/// The MetricsAggregator's sink into the store: hands each batch to the writer (never waits on
+/// the database).
+pub struct StoreSink {
+    store: StoreHandle,
+    instance: String,
+}
+
+impl StoreSink {
+    pub fn new(store: StoreHandle, instance: String) -> Self {
+        Self { store, instance }
+    }
+}
+
+impl Sink for StoreSink {
+    fn accept(&mut self, batch: &[Finished]) {
+        self.store
+            .submit(batch.iter().map(|f| row_of(f, &self.instance)).collect());
+    }
+}
+
+/// This sluice's name in the rows it writes: host name and listening address.
+pub fn instance_name(listen: &std::net::SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "sluice".into());
+    format!("{host}/{listen}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::CredentialSource;
+    use crate::metrics::{Outcome, RequestRecord};
+    use crate::usage::Usage;
+    use std::path::PathBuf;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn settings(location: StoreLocation) -> StoreSettings {
+        StoreSettings {
+            location,
+            retention_days: 30,
+        }
+    }
+
+    #[test]
+    fn options_follow_the_settings() {
+        let env = |name: &str| match name {
+            "STATE_DIRECTORY" => Some("/var/lib/sluice".to_string()),
+            "STORE_URL" => Some(" postgresql://u:p@db/x \n".to_string()),
+            _ => None,
+        };
+        assert!(options_from_settings(&settings(StoreLocation::Memory), env)
+            .unwrap()
+            .is_none());
+        let sqlite = options_from_settings(
+            &settings(StoreLocation::Sqlite(PathBuf::from("sluice.db"))),
+            env,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            sqlite.target,
+            Target::Sqlite(PathBuf::from("/var/lib/sluice/sluice.db"))
+        );
+        assert_eq!(sqlite.retention_days, 30);
+        let pg = options_from_settings(
+            &settings(StoreLocation::PostgresEnv("STORE_URL".into())),
+            env,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(pg.target, Target::Postgres("postgresql://u:p@db/x".into()));
+        let missing =
+            options_from_settings(&settings(StoreLocation::PostgresEnv("NOPE".into())), env)
+                .unwrap_err();
+        assert!(missing.to_string().contains("$NOPE"), "{missing}");
+    }
+
+    #[test]
+    fn a_record_becomes_a_row_without_secrets() {
+        let finished = Finished {
+            record: RequestRecord {
+                request_id: "req-1".into(),
+                finished_at: UNIX_EPOCH + Duration::from_millis(1_795_773_600_123),
+                route: "/anthropic".into(),
+                method: "POST".into(),
+                path: "/anthropic/v1/messages".into(),
+                status: 200,
+                model: Some("claude-sonnet-4-5".into()),
+                source: Some(CredentialSource::ClientOauth),
+                credential: Some("client_oauth:3fa29c1b4d5e".into()),
+                caller: None,
+                session: Some("s-1".into()),
+                usage: Usage {
+                    input_tokens: 10,
+                    output_tokens: 5,
+                    cache_creation_input_tokens: 300,
+                    cache_read_input_tokens: 7,
+                    cache_creation_5m_input_tokens: Some(100),
+                    cache_creation_1h_input_tokens: Some(200),
+                },
+                streamed: true,
+                outcome: Outcome::ClientGone,
+                ttfb: Some(Duration::from_millis(250)),
+                total: Duration::from_millis(1500),
+                overhead: None,
+                upstream_failure: None,
+                rate_limits: vec![("retry-after".into(), "7".into())],
+            },
+            cost: Some(0.25),
+        };
+        let row = row_of(&finished, "host/127.0.0.1:4080");
+        assert_eq!(row.finished_ms, 1_795_773_600_123);
+        assert_eq!(row.source, "client_oauth");
+        assert_eq!(row.outcome, "client_gone");
+        assert!(row.is_incomplete());
+        assert_eq!(
+            (row.cache_write_5m_tokens, row.cache_write_1h_tokens),
+            (100, 200)
+        );
+        assert_eq!(row.caller, "");
+        assert_eq!(
+            (row.ttfb_ms, row.total_ms, row.overhead_ms),
+            (Some(250), 1500, None)
+        );
+        assert_eq!(row.cost_usd, 0.25);
+    }
+}

@@ -1,0 +1,167 @@
+//! The store behind a running sluice: every request a row, `/usage` read back from it, the
+//! writer's state in `/stats`, and the start and exit refusing to lose rows silently.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+async fn get(sluice: &Sluice, path: &str) -> (u16, String, String) {
+    let mut response = client().get(sluice.url(path)).send().await.unwrap();
+    let kind = response
+        .headers()
+        .get("x-sluice-error")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = response.body().limit(16 << 20).await.unwrap();
+    (
+        response.status().as_u16(),
+        kind,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
+}
+
+async fn send_message(sluice: &Sluice, session: &str) {
+    let mut response = client()
+        .post(sluice.url("/anthropic/v1/messages"))
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("x-api-key", "sk-ant-api03-client-key"))
+        .insert_header(("x-claude-code-session-id", session))
+        .send_body("{}")
+        .await
+        .unwrap();
+    response.body().await.unwrap();
+}
+
+/// Polls `/usage` until it counts `n` requests.
+async fn usage_after(sluice: &Sluice, query: &str, n: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, body) = get(sluice, &format!("/usage?{query}")).await;
+        assert_eq!(status, 200, "{body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if body["totals"]["requests"].as_u64() >= Some(n) || Instant::now() > deadline {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn every_request_is_a_row_that_usage_reads_back() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(200, &fixture("message.json")));
+    let message: serde_json::Value = serde_json::from_str(&fixture("message.json")).unwrap();
+    let sluice = sluice().route("/anthropic", &mock.url(), &[]).start();
+    for session in ["s-1", "s-1", "s-2"] {
+        send_message(&sluice, session).await;
+    }
+    let body = usage_after(&sluice, "group_by=session,model&tz=Europe/Berlin", 3).await;
+    assert_eq!(body["totals"]["requests"], 3);
+    assert_eq!(
+        body["totals"]["input_tokens"],
+        3 * message["usage"]["input_tokens"].as_u64().unwrap()
+    );
+    let rows = body["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["session"], "s-1");
+    assert_eq!(rows[0]["model"], message["model"]);
+    assert_eq!(rows[0]["requests"], 2);
+
+    let (status, _, csv) = get(&sluice, "/usage?group_by=day&format=csv").await;
+    assert_eq!(status, 200);
+    assert!(csv.starts_with("day,requests,errors,"), "{csv}");
+    assert_eq!(csv.lines().count(), 2);
+
+    let (status, kind, body) = get(&sluice, "/usage?group_by=fortnight").await;
+    assert_eq!((status, kind.as_str()), (400, "bad_query"), "{body}");
+    assert!(body.contains("fortnight"));
+
+    let stats = stats(&sluice, "", None).await;
+    assert_eq!(stats["store"]["backend"], "sqlite");
+    assert_eq!(stats["store"]["rows_written"], 3);
+    assert_eq!(stats["store"]["failures"], 0);
+    assert!(sluice.dir.path().join("state/sluice.db").exists());
+}
+
+#[actix_rt::test]
+async fn usage_needs_the_admin_token_and_a_store() {
+    let mock = MockUpstream::start();
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .toml("[store]\npath = \"\"")
+        .env("TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+        .start();
+    let (status, _, _) = get(&sluice, "/usage").await;
+    assert_eq!(status, 401);
+    let mut response = client()
+        .get(sluice.url("/usage"))
+        .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body = response.body().await.unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("no store"));
+    assert!(mock.received().is_empty(), "/usage is never forwarded");
+}
+
+#[test]
+fn a_store_file_that_is_not_a_database_stops_the_start_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sluice.db");
+    std::fs::write(&db, b"not a database").unwrap();
+    let settings = sluice()
+        .route("/anthropic", "http://127.0.0.1:9", &[])
+        .toml(&format!("[store]\npath = \"{}\"", db.display()))
+        .settings_text();
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(&path, settings).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--settings")
+        .arg(&path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not an SQLite database"), "{stderr}");
+    assert_eq!(std::fs::read(&db).unwrap(), b"not a database");
+}
+
+#[actix_rt::test]
+async fn a_relative_store_path_lives_under_the_state_directory() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(200, &fixture("message.json")));
+    let state = tempfile::tempdir().unwrap();
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .env("STATE_DIRECTORY", state.path().to_str().unwrap())
+        .start();
+    send_message(&sluice, "s-1").await;
+    usage_after(&sluice, "", 1).await;
+    assert!(state.path().join("state/sluice.db").exists());
+    assert!(!sluice.dir.path().join("state/sluice.db").exists());
+}
+
+#[actix_rt::test]
+async fn a_final_write_that_fails_makes_the_exit_status_non_zero() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(200, &fixture("message.json")));
+    let mut sluice = sluice().route("/anthropic", &mock.url(), &[]).start();
+    send_message(&sluice, "s-1").await;
+    usage_after(&sluice, "", 1).await;
+    // Another process holds the database's write lock until sluice has given up.
+    let locker = rusqlite::Connection::open(sluice.dir.path().join("state/sluice.db")).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    send_message(&sluice, "s-1").await;
+    sluice.signal("TERM");
+    assert_eq!(sluice.wait_exit(Duration::from_secs(30)), Some(1));
+    assert!(
+        sluice
+            .logs()
+            .contains("could not be written before shutdown"),
+        "{}",
+        sluice.logs()
+    );
+    locker.execute_batch("ROLLBACK").unwrap();
+}

@@ -165,3 +165,36 @@ async fn a_final_write_that_fails_makes_the_exit_status_non_zero() {
     );
     locker.execute_batch("ROLLBACK").unwrap();
 }
+
+#[actix_rt::test]
+async fn kill_9_under_load_loses_at_most_the_last_second() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(200, &fixture("message.json")));
+    let mut sluice = sluice().route("/anthropic", &mock.url(), &[]).start();
+    let started = Instant::now();
+    let mut finished_at = Vec::new();
+    while started.elapsed() < Duration::from_secs(3) {
+        send_message(&sluice, "s-1").await;
+        finished_at.push(Instant::now());
+    }
+    let killed_at = Instant::now();
+    sluice.signal("KILL");
+    assert_eq!(
+        sluice.wait_exit(Duration::from_secs(10)),
+        None,
+        "killed, no exit status"
+    );
+    let db = rusqlite::Connection::open(sluice.dir.path().join("state/sluice.db")).unwrap();
+    let rows: i64 = db
+        .query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))
+        .unwrap();
+    let older_than_a_second = finished_at
+        .iter()
+        .filter(|t| killed_at.duration_since(**t) > Duration::from_secs(1))
+        .count() as i64;
+    assert!(older_than_a_second > 0);
+    assert!(
+        rows >= older_than_a_second && rows <= finished_at.len() as i64,
+        "{rows} rows kept, {older_than_a_second} requests finished more than a second before the kill"
+    );
+}

@@ -176,6 +176,10 @@ CREATE TABLE sessions_15m (
     {counters},
     PRIMARY KEY (bucket, session)
 ){without_rowid};
+CREATE TABLE store_batches (
+    id TEXT PRIMARY KEY,
+    committed_ms BIGINT NOT NULL
+);
 CREATE TABLE store_imports (
     digest TEXT PRIMARY KEY,
     file TEXT NOT NULL,
@@ -238,6 +242,8 @@ const ROW_COLUMNS: [&str; 25] = [
 
 /// Rollup buckets deleted per retention step.
 const PRUNE_BUCKETS: usize = 16;
+/// Rollup rows per upsert statement (18 parameters each).
+const UPSERT_CHUNK: usize = 100;
 /// Rows per multi-row INSERT statement (25 parameters each).
 const INSERT_CHUNK: usize = 100;
 
@@ -309,11 +315,13 @@ fn saturating_sum(table: &str, column: &str) -> String {
     )
 }
 
-fn upsert_sql(table: &str, keys: &[&str], extra: &[(&str, &str)]) -> String {
+/// An upsert of `rows` rows (whose keys must differ) adding to the counters of existing ones.
+fn upsert_sql(table: &str, keys: &[&str], extra: &[(&str, &str)], rows: usize) -> String {
     let mut columns: Vec<&str> = keys.to_vec();
     columns.extend(extra.iter().map(|(c, _)| *c));
     columns.extend(COUNTER_COLUMNS);
-    let placeholders = vec!["?"; columns.len()].join(", ");
+    let one = format!("({})", vec!["?"; columns.len()].join(", "));
+    let placeholders = vec![one; rows].join(", ");
     let mut sets: Vec<String> = extra
         .iter()
         .map(|(c, rule)| format!("{c} = {}", rule.replace("{t}", table)))
@@ -326,7 +334,7 @@ fn upsert_sql(table: &str, keys: &[&str], extra: &[(&str, &str)]) -> String {
         }
     }
     format!(
-        "INSERT INTO {table} ({}) VALUES ({placeholders}) ON CONFLICT ({}) DO UPDATE SET {}",
+        "INSERT INTO {table} ({}) VALUES {placeholders} ON CONFLICT ({}) DO UPDATE SET {}",
         columns.join(", "),
         keys.join(", "),
         sets.join(", ")
@@ -575,18 +583,32 @@ impl Db {
     }
 
     /// Writes `rows` and what they add to the rollups in one transaction.
-    pub fn write_batch(&mut self, rows: &[StoreRow]) -> Result<(), String> {
+    /// The batch is recorded under `batch_id` in the same transaction: a commit whose answer
+    /// was lost (connection cut) can then be told from one that did not happen.
+    pub fn write_batch(&mut self, rows: &[StoreRow], batch_id: &str) -> Result<(), String> {
         let rollups = Rollups::of_rows(rows);
-        self.write(rows, &rollups)
+        let record = (
+            "INSERT INTO store_batches (id, committed_ms) VALUES (?, ?)".to_string(),
+            vec![
+                Param::Text(batch_id.to_string()),
+                Param::Int(super::unix_ms(std::time::SystemTime::now())),
+            ],
+        );
+        self.write_with(rows, &rollups, vec![record])
     }
 
-    /// Writes raw rows and rollup additions (which need not come from those rows: an import
-    /// adds rollups alone) in one transaction.
-    pub fn write(&mut self, rows: &[StoreRow], rollups: &Rollups) -> Result<(), String> {
-        self.write_with(rows, rollups, Vec::new())
+    /// Whether the batch `batch_id` was committed.
+    pub fn batch_committed(&mut self, batch_id: &str) -> Result<bool, String> {
+        let found = self.select(
+            "SELECT COUNT(*) FROM store_batches WHERE id = ?",
+            &[Param::Text(batch_id.to_string())],
+            &[Col::Int],
+        )?;
+        Ok(found.first().is_some_and(|r| r[0].int() > 0))
     }
 
-    /// Like [`Db::write`], with more statements in the same transaction.
+    /// Writes raw rows, rollup additions (which need not come from those rows: an import adds
+    /// rollups alone) and `statements` in one transaction.
     pub fn write_with(
         &mut self,
         rows: &[StoreRow],
@@ -602,32 +624,43 @@ impl Db {
         }
         let mut dims = vec!["bucket"];
         dims.extend(ROLLUP_DIMENSIONS);
+        // Keys in sorted order (BTreeMap), so that two writers on one database lock rows in the
+        // same order and never deadlock.
         for (table, additions) in [("usage_1d", &rollups.days), ("usage_15m", &rollups.usage)] {
-            let usage_sql = upsert_sql(table, &dims, &[]);
-            for ((bucket, keys, status), counters) in additions {
-                let mut params = vec![Param::Int(*bucket)];
-                params.extend(keys.iter().map(|k| Param::Text(k.clone())));
-                params.push(Param::Int(*status));
-                params.extend(counter_params(counters));
-                statements.push((usage_sql.clone(), params));
+            let additions: Vec<_> = additions.iter().collect();
+            for chunk in additions.chunks(UPSERT_CHUNK) {
+                let mut params = Vec::new();
+                for ((bucket, keys, status), counters) in chunk {
+                    params.push(Param::Int(*bucket));
+                    params.extend(keys.iter().map(|k| Param::Text(k.clone())));
+                    params.push(Param::Int(*status));
+                    params.extend(counter_params(counters));
+                }
+                statements.push((upsert_sql(table, &dims, &[], chunk.len()), params));
             }
         }
-        let sessions_sql = upsert_sql(
-            "sessions_15m",
-            &["bucket", "session"],
-            &[(
-                "last_ms",
-                "CASE WHEN excluded.last_ms > {t}.last_ms THEN excluded.last_ms ELSE {t}.last_ms END",
-            )],
-        );
-        for ((bucket, session), (last_ms, counters)) in &rollups.sessions {
-            let mut params = vec![
-                Param::Int(*bucket),
-                Param::Text(session.clone()),
-                Param::Int(*last_ms),
-            ];
-            params.extend(counter_params(counters));
-            statements.push((sessions_sql.clone(), params));
+        let sessions: Vec<_> = rollups.sessions.iter().collect();
+        for chunk in sessions.chunks(UPSERT_CHUNK) {
+            let mut params = Vec::new();
+            for ((bucket, session), (last_ms, counters)) in chunk {
+                params.extend([
+                    Param::Int(*bucket),
+                    Param::Text(session.clone()),
+                    Param::Int(*last_ms),
+                ]);
+                params.extend(counter_params(counters));
+            }
+            let sql = upsert_sql(
+                "sessions_15m",
+                &["bucket", "session"],
+                &[(
+                    "last_ms",
+                    "CASE WHEN excluded.last_ms > {t}.last_ms THEN excluded.last_ms \
+                     ELSE {t}.last_ms END",
+                )],
+                chunk.len(),
+            );
+            statements.push((sql, params));
         }
         self.execute_in_transaction(&statements)
     }
@@ -676,6 +709,12 @@ impl Db {
         );
         let deleted = self.execute(&raw, &[Param::Int(cutoff_ms)])?;
         let mut any = deleted > 0;
+        // Batch ids only matter while a batch may be retried: a day is plenty.
+        let batches = super::unix_ms(std::time::SystemTime::now()) - DAY_MS;
+        self.execute(
+            "DELETE FROM store_batches WHERE committed_ms < ?",
+            &[Param::Int(batches)],
+        )?;
         for (table, width) in [
             ("usage_15m", BUCKET_MS),
             ("usage_1d", DAY_MS),
@@ -861,6 +900,17 @@ fn open_sqlite(path: &Path) -> Result<rusqlite::Connection, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_committed_batch_is_known_by_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&Target::Sqlite(dir.path().join("s.db")), true).unwrap();
+        db.write_batch(&[StoreRow::default()], "w-1").unwrap();
+        assert!(db.batch_committed("w-1").unwrap());
+        assert!(!db.batch_committed("w-2").unwrap());
+        // The same id twice is refused, so a batch can never be committed twice.
+        assert!(db.write_batch(&[StoreRow::default()], "w-1").is_err());
+    }
 
     #[test]
     fn placeholders_are_numbered_for_postgres() {

@@ -110,13 +110,16 @@ impl Sink for StoreSink {
 
 /// This sluice's name in the rows it writes: host name and listening address.
 pub fn instance_name(listen: &std::net::SocketAddr) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    format!("{}/{listen}", host_name())
+}
+
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "sluice".into());
-    format!("{host}/{listen}")
+        .unwrap_or_else(|| "sluice".into())
 }
 
 #[cfg(test)]

@@ -269,6 +269,12 @@ struct Writer {
     shared: Arc<Shared>,
     db: Option<Db>,
     batch: Vec<StoreRow>,
+    /// Names this writer's batches in the database: process, start time, sequence.
+    writer_id: String,
+    batch_seq: u64,
+    batch_id: String,
+    /// The current batch failed at least once.
+    retrying: bool,
     backoff: Duration,
     next_retention: Instant,
     sweeping: bool,
@@ -282,6 +288,15 @@ impl Writer {
             shared,
             db: Some(db),
             batch: Vec::new(),
+            writer_id: format!(
+                "{}-{}-{}",
+                super::wiring::host_name(),
+                std::process::id(),
+                unix_ms(SystemTime::now())
+            ),
+            batch_seq: 0,
+            batch_id: String::new(),
+            retrying: false,
             backoff: FIRST_BACKOFF,
             sweeping: false,
         }
@@ -345,9 +360,14 @@ impl Writer {
                     .0;
             }
         }
-        let room = self.options.batch_rows.saturating_sub(self.batch.len());
-        let take = room.min(queue.rows.len());
-        self.batch.extend(queue.rows.drain(..take));
+        // A batch being retried is not grown: it is retried as the same batch (same id).
+        if self.batch.is_empty() {
+            let take = self.options.batch_rows.min(queue.rows.len());
+            self.batch.extend(queue.rows.drain(..take));
+            self.batch_seq += 1;
+            self.batch_id = format!("{}-{}", self.writer_id, self.batch_seq);
+            self.retrying = false;
+        }
         self.shared
             .in_flight
             .store(self.batch.len() as u64, Ordering::Relaxed);
@@ -369,11 +389,16 @@ impl Writer {
             .as_ref()
             .map(|p| p.load(Ordering::Relaxed));
         let batch = std::mem::take(&mut self.batch);
+        let (batch_id, retrying) = (self.batch_id.clone(), self.retrying);
         let result = self.connection().and_then(|db| {
             if let Some(pages) = max_pages {
                 db.set_max_pages(pages)?;
             }
-            db.write_batch(&batch)
+            // The last attempt may have committed without us hearing so.
+            if retrying && db.batch_committed(&batch_id)? {
+                return Ok(());
+            }
+            db.write_batch(&batch, &batch_id)
         });
         match result {
             Ok(()) => {
@@ -391,6 +416,7 @@ impl Writer {
             }
             Err(err) => {
                 self.batch = batch;
+                self.retrying = true;
                 self.failed(&err);
                 Err(err)
             }

@@ -18,6 +18,9 @@ pub const DAY_MS: i64 = 86_400_000;
 
 /// The usage rollup tables and their bucket widths, coarsest first.
 pub const USAGE_ROLLUPS: [(&str, i64); 2] = [("usage_1d", DAY_MS), ("usage_15m", BUCKET_MS)];
+/// Per 15 minutes, each key column on its own (`dimension`, `value`): far fewer rows than
+/// `usage_15m` for queries that touch one key column only.
+pub const MARGINAL_ROLLUP: (&str, i64) = ("usage_by_15m", BUCKET_MS);
 
 /// Which database the store lives in.
 #[derive(Clone, PartialEq, Eq)]
@@ -168,6 +171,13 @@ CREATE TABLE usage_15m (
 ){without_rowid};
 CREATE TABLE usage_1d (
     {usage_columns}
+){without_rowid};
+CREATE TABLE usage_by_15m (
+    bucket BIGINT NOT NULL,
+    dimension TEXT NOT NULL,
+    value TEXT NOT NULL,
+    {counters},
+    PRIMARY KEY (bucket, dimension, value)
 ){without_rowid};
 CREATE TABLE sessions_15m (
     bucket BIGINT NOT NULL,
@@ -356,6 +366,7 @@ type RollupKey = (i64, [String; 6], i64);
 pub struct Rollups {
     usage: BTreeMap<RollupKey, Counters>,
     days: BTreeMap<RollupKey, Counters>,
+    marginals: BTreeMap<(i64, &'static str, String), Counters>,
     sessions: BTreeMap<(i64, String), (i64, Counters)>,
 }
 
@@ -393,6 +404,16 @@ impl Rollups {
     /// Adds to the 15-minute `bucket` and to its day.
     pub fn add_usage(&mut self, bucket: i64, keys: [String; 6], status: i64, counters: &Counters) {
         let day = (bucket * BUCKET_MS).div_euclid(DAY_MS);
+        let values = keys
+            .iter()
+            .cloned()
+            .chain(std::iter::once(status.to_string()));
+        for (dimension, value) in ROLLUP_DIMENSIONS.into_iter().zip(values) {
+            self.marginals
+                .entry((bucket, dimension, value))
+                .or_default()
+                .merge(counters);
+        }
         self.days
             .entry((day, keys.clone(), status))
             .or_default()
@@ -639,6 +660,25 @@ impl Db {
                 statements.push((upsert_sql(table, &dims, &[], chunk.len()), params));
             }
         }
+        let marginals: Vec<_> = rollups.marginals.iter().collect();
+        for chunk in marginals.chunks(UPSERT_CHUNK) {
+            let mut params = Vec::new();
+            for ((bucket, dimension, value), counters) in chunk {
+                params.extend([
+                    Param::Int(*bucket),
+                    Param::Text(dimension.to_string()),
+                    Param::Text(value.clone()),
+                ]);
+                params.extend(counter_params(counters));
+            }
+            let sql = upsert_sql(
+                MARGINAL_ROLLUP.0,
+                &["bucket", "dimension", "value"],
+                &[],
+                chunk.len(),
+            );
+            statements.push((sql, params));
+        }
         let sessions: Vec<_> = rollups.sessions.iter().collect();
         for chunk in sessions.chunks(UPSERT_CHUNK) {
             let mut params = Vec::new();
@@ -718,6 +758,7 @@ impl Db {
         for (table, width) in [
             ("usage_15m", BUCKET_MS),
             ("usage_1d", DAY_MS),
+            MARGINAL_ROLLUP,
             ("sessions_15m", BUCKET_MS),
         ] {
             let bucket = cutoff_ms.div_euclid(width);

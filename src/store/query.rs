@@ -14,7 +14,7 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
 use serde::Serialize;
 
-use super::db::{Cell, Col, Db, Param, BUCKET_MS, COUNTER_COLUMNS, USAGE_ROLLUPS};
+use super::db::{Cell, Col, Db, Param, BUCKET_MS, COUNTER_COLUMNS, MARGINAL_ROLLUP, USAGE_ROLLUPS};
 use super::{round_cost, unix_ms, Counters, COUNTER_NAMES, INCOMPLETE_OUTCOMES};
 
 /// What `/usage` can group by.
@@ -662,15 +662,35 @@ fn read_grouped(
     days: bool,
 ) -> Result<Vec<(Vec<Cell>, Counters)>, String> {
     let rollups = dims.iter().all(|d| d.in_rollup()) && filters.iter().all(|f| f.dim.in_rollup());
-    let levels: &[(&str, i64)] = match (rollups, days) {
-        (false, _) => &[],
-        (true, true) => &USAGE_ROLLUPS,
-        (true, false) => &USAGE_ROLLUPS[1..],
+    // The key columns grouped or filtered by: with at most one, the marginal rollup serves
+    // (without any, each of its dimensions sums to the totals; route is as good as any).
+    let mut touched: Vec<Dim> = dims
+        .iter()
+        .copied()
+        .filter(|d| *d != Dim::Bucket)
+        .chain(filters.iter().map(|f| f.dim))
+        .collect();
+    touched.dedup();
+    let marginal = (touched.len() <= 1).then(|| touched.first().copied().unwrap_or(Dim::Route));
+    let levels: Vec<(&str, i64)> = match (rollups, days, marginal) {
+        (false, _, _) => vec![],
+        (true, true, Some(_)) => vec![USAGE_ROLLUPS[0], MARGINAL_ROLLUP],
+        (true, true, None) => USAGE_ROLLUPS.to_vec(),
+        (true, false, Some(_)) => vec![MARGINAL_ROLLUP],
+        (true, false, None) => USAGE_ROLLUPS[1..].to_vec(),
+    };
+    // A key column's name in `table`.
+    let column = |dim: Dim, table: &str| -> String {
+        match (dim, table == MARGINAL_ROLLUP.0) {
+            (Dim::Status, true) => "CAST(value AS BIGINT)".into(),
+            (_, true) => "value".into(),
+            (other, false) => other.column().into(),
+        }
     };
     let mut cols: Vec<Col> = dims.iter().map(|d| d.col()).collect();
     cols.extend([Col::Real; 10]);
     let mut out = Vec::new();
-    for piece in pieces(since, until, levels) {
+    for piece in pieces(since, until, &levels) {
         let (table, select_dims, sums, range_column, from, to) = match piece {
             Source::Rollup {
                 table,
@@ -683,7 +703,7 @@ fn read_grouped(
                     .map(|d| match d {
                         // Buckets are counted in 15-minute units whatever the table.
                         Dim::Bucket => format!("bucket * {}", width / BUCKET_MS),
-                        other => other.column().to_string(),
+                        other => column(*other, table),
                     })
                     .collect::<Vec<_>>(),
                 COUNTER_COLUMNS
@@ -721,16 +741,18 @@ fn read_grouped(
                 .join(", ")
         );
         let mut params = vec![Param::Int(from), Param::Int(to)];
+        if table == MARGINAL_ROLLUP.0 {
+            let dimension = marginal.expect("the marginal rollup is read for one dimension");
+            sql.push_str(&format!(" AND dimension = '{}'", dimension.column()));
+        }
         for filter in filters {
+            let name = column(filter.dim, table);
             if filter.prefix {
                 // The length is ours, not the client's text: safe to write into the SQL.
                 let chars = filter.value.chars().count();
-                sql.push_str(&format!(
-                    " AND substr({}, 1, {chars}) = ?",
-                    filter.dim.column()
-                ));
+                sql.push_str(&format!(" AND substr({name}, 1, {chars}) = ?"));
             } else {
-                sql.push_str(&format!(" AND {} = ?", filter.dim.column()));
+                sql.push_str(&format!(" AND {name} = ?"));
             }
             params.push(Param::Text(filter.value.clone()));
         }

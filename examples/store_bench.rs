@@ -180,6 +180,7 @@ fn main() {
         "group_by=day,model&since=30d",
         "group_by=hour,caller&since=7d&tz=Asia/Kolkata",
         "group_by=block",
+        "group_by=day,caller&model=claude-sonnet&tz=Europe/Berlin",
         "group_by=month,project&model=claude-opus",
         "group_by=session&since=1d",
         "group_by=agent&since=1d",

@@ -143,13 +143,22 @@ pub async fn usage(
     Ok(HttpResponse::Ok().content_type(content_type).body(body))
 }
 
-pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Error> {
+pub async fn metrics(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    store: web::Data<StoreAccess>,
+) -> Result<HttpResponse, Error> {
     state.snapshot().credentials.access.require_admin(&req)?;
-    let text = state
+    let mut text = state
         .aggregator
         .send(RenderMetrics)
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
+    if let Some(store) = &store.0 {
+        let families = store.status().openmetrics();
+        let at = text.rfind("# EOF").unwrap_or(text.len());
+        text.insert_str(at, &families);
+    }
     let wants_openmetrics = req
         .headers()
         .get(actix_web::http::header::ACCEPT)

@@ -71,6 +71,67 @@ pub struct StoreStatus {
     pub retention_deleted: u64,
 }
 
+impl StoreStatus {
+    /// The writer's state as OpenMetrics families (to go before `# EOF`).
+    pub fn openmetrics(&self) -> String {
+        let last_commit = self
+            .last_commit
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map_or(0.0, |t| t.as_millisecond() as f64 / 1e3);
+        let families: [(&str, &str, &str, String); 6] = [
+            (
+                "sluice_store_rows_written",
+                "counter",
+                "Rows the store committed.",
+                format!("{}", self.rows_written),
+            ),
+            (
+                "sluice_store_rows_dropped",
+                "counter",
+                "Rows refused because the store's queue was full.",
+                format!("{}", self.dropped),
+            ),
+            (
+                "sluice_store_write_failures",
+                "counter",
+                "Failed store write attempts (each retry counts).",
+                format!("{}", self.failures),
+            ),
+            (
+                "sluice_store_pending_rows",
+                "gauge",
+                "Rows handed to the store and not yet committed.",
+                format!("{}", self.pending),
+            ),
+            (
+                "sluice_store_failing",
+                "gauge",
+                "1 while the store's last write failed and is being retried.",
+                format!("{}", u8::from(self.failing)),
+            ),
+            (
+                "sluice_store_last_commit_timestamp_seconds",
+                "gauge",
+                "Unix time of the store's last commit (0 = none yet).",
+                format!("{last_commit}"),
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, value) in families {
+            let sample = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{sample} {value}\n"
+            ));
+        }
+        out
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     rows: VecDeque<StoreRow>,

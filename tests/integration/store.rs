@@ -81,6 +81,12 @@ async fn every_request_is_a_row_that_usage_reads_back() {
     assert_eq!(stats["store"]["rows_written"], 3);
     assert_eq!(stats["store"]["failures"], 0);
     assert!(sluice.dir.path().join("state/sluice.db").exists());
+
+    let (status, _, metrics) = get(&sluice, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("sluice_store_rows_written_total 3"), "{metrics}");
+    assert!(metrics.contains("sluice_store_failing 0"), "{metrics}");
+    assert!(metrics.contains("# TYPE sluice_store_write_failures_total counter"), "{metrics}");
 }
 
 #[actix_rt::test]

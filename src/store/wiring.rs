@@ -173,6 +173,45 @@ mod tests {
     }
 
     #[test]
+    fn store_settings_are_validated_with_the_key_named() {
+        let env = crate::settings::EnvSource::Fixed(Default::default());
+        let parse = |text: &str| {
+            let text = format!("[[routes]]\nprefix = \"/a\"\nupstream = \"http://x\"\n{text}");
+            crate::settings::Settings::from_toml(&text, "test", &env)
+        };
+        let defaults = parse("").unwrap();
+        assert_eq!(
+            defaults.store,
+            settings(StoreLocation::Sqlite(PathBuf::from("state/sluice.db"))).with_days(400)
+        );
+        let memory = parse("[store]\npath = \"\"").unwrap();
+        assert_eq!(memory.store.location, StoreLocation::Memory);
+        let pg = parse("[store]\nurl_env = \"SLUICE_STORE_URL\"").unwrap();
+        assert_eq!(
+            pg.store.location,
+            StoreLocation::PostgresEnv("SLUICE_STORE_URL".into())
+        );
+        for (text, key) in [
+            (
+                "[store]\nurl_env = \"A\"\nurl_file = \"b\"",
+                "store.url_env",
+            ),
+            ("[store]\nretention_days = 0", "store.retention_days"),
+            ("[store]\ncolour = 1", "colour"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    impl StoreSettings {
+        fn with_days(mut self, days: u32) -> Self {
+            self.retention_days = days;
+            self
+        }
+    }
+
+    #[test]
     fn a_record_becomes_a_row_without_secrets() {
         let finished = Finished {
             record: RequestRecord {

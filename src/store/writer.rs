@@ -233,29 +233,27 @@ pub fn open(options: StoreOptions) -> Result<StoreHandle, StoreError> {
 impl StoreHandle {
     /// Queues rows for the writer. Never blocks on the database; rows beyond the queue's bound
     /// are dropped and counted (`dropped`), and a warning is logged.
-    pub fn submit(&self, rows: Vec<StoreRow>) {
+    pub fn submit(&self, mut rows: Vec<StoreRow>) {
         if rows.is_empty() {
             return;
         }
+        rows.iter_mut().for_each(StoreRow::bound);
         let shared = &self.inner.shared;
-        let mut dropped = 0;
-        {
+        let dropped = {
             let mut queue = lock(&shared.queue);
             let room = shared.queue_rows.saturating_sub(queue.rows.len());
-            let total = rows.len();
-            for mut row in rows.into_iter().take(room) {
-                row.bound();
-                queue.rows.push_back(row);
-            }
-            dropped = total.saturating_sub(room).max(dropped);
-        }
+            let dropped = rows.len().saturating_sub(room) as u64;
+            queue.rows.extend(rows.into_iter().take(room));
+            dropped
+        };
         shared.wake.notify_one();
         if dropped > 0 {
-            let before = shared.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
-            // Once per power of two, so that a long outage does not flood the log.
-            if (before + dropped as u64).is_power_of_two() || before == 0 {
+            let before = shared.dropped.fetch_add(dropped, Ordering::Relaxed);
+            let after = before.saturating_add(dropped);
+            // When the total passes a power of two: a long outage does not flood the log.
+            if before == 0 || after.ilog2() != before.ilog2() {
                 tracing::warn!(
-                    dropped_total = before + dropped as u64,
+                    dropped_total = after,
                     "store queue full: rows dropped (the database is not keeping up)"
                 );
             }

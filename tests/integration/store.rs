@@ -84,9 +84,15 @@ async fn every_request_is_a_row_that_usage_reads_back() {
 
     let (status, _, metrics) = get(&sluice, "/metrics").await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("sluice_store_rows_written_total 3"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_store_rows_written_total 3"),
+        "{metrics}"
+    );
     assert!(metrics.contains("sluice_store_failing 0"), "{metrics}");
-    assert!(metrics.contains("# TYPE sluice_store_write_failures_total counter"), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE sluice_store_write_failures_total counter"),
+        "{metrics}"
+    );
 }
 
 #[actix_rt::test]

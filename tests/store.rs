@@ -1158,3 +1158,37 @@ fn an_unreachable_postgres_is_refused_with_the_reason_and_no_password() {
         "{text}"
     );
 }
+
+#[test]
+fn sluice_report_reads_the_store_file_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = sqlite_options(dir.path());
+    let store = store::open(options.clone()).unwrap();
+    let rows = dst_rows();
+    fill(&store, &rows);
+    store.close().unwrap();
+    drop(store);
+    let Target::Sqlite(path) = &options.target else {
+        unreachable!()
+    };
+    let q = UsageQuery::parse("group_by=day,model&tz=Europe/Berlin").unwrap();
+    let direct = store::usage_from_file(path, &q, now()).unwrap().to_json();
+    assert_eq!(direct["totals"]["requests"], rows.len() as u64);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["report", "daily", "--json", "--since", "2026-01-01", "--db"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["totals"], direct["totals"]);
+
+    let missing = store::usage_from_file(&dir.path().join("nope.db"), &q, now()).unwrap_err();
+    assert!(missing.to_string().contains("nope.db"), "{missing}");
+    assert!(!dir.path().join("nope.db").exists());
+}

@@ -161,8 +161,8 @@ pub enum ReportError {
     BadAnswer { origin: String, detail: String },
     #[error("no database at {0} (is [store] path set, and has sluice run with it?)")]
     NoDatabase(PathBuf),
-    #[error("reading {0} directly needs the store's query, which this build of sluice lacks; use --url with a running sluice")]
-    StoreQueryMissing(PathBuf),
+    #[error("reading {path}: {detail}")]
+    StoreQuery { path: PathBuf, detail: String },
     #[error("{0:?} is not a date: use 2026-11-27, 20261127, an RFC 3339 time, or 30m/5h/7d")]
     BadDate(String),
     #[error("settings: {0}")]

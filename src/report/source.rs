@@ -136,8 +136,18 @@ impl StoreSource {
 }
 
 impl UsageSource for StoreSource {
-    fn fetch(&self, _query: &UsageQuery, _format: UsageFormat) -> Result<String, ReportError> {
-        Err(ReportError::StoreQueryMissing(self.path.clone()))
+    fn fetch(&self, query: &UsageQuery, format: UsageFormat) -> Result<String, ReportError> {
+        let failed = |detail: String| ReportError::StoreQuery {
+            path: self.path.clone(),
+            detail,
+        };
+        // The same query `/usage` would answer, answered from the file by the same code.
+        let query =
+            crate::store::UsageQuery::parse(&query.to_query_string(format)).map_err(failed)?;
+        let report =
+            crate::store::usage_from_file(&self.path, &query, std::time::SystemTime::now())
+                .map_err(|e| failed(e.to_string()))?;
+        Ok(report.render(query.format).1)
     }
 
     fn describe(&self) -> String {

@@ -539,6 +539,34 @@ impl Db {
         Ok(db)
     }
 
+    /// Opens an SQLite store file for reading only: nothing about the file is changed, and a
+    /// file that holds no store is reported as such.
+    pub fn open_read_only(path: &Path) -> Result<Db, StoreError> {
+        let open_error = |reason: String| StoreError::Open {
+            what: path.display().to_string(),
+            reason,
+        };
+        check_sqlite_header(path).map_err(open_error)?;
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_error(sqlite_err(e)))?;
+        conn.busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .map_err(|e| open_error(sqlite_err(e)))?;
+        let tables: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'store_schema'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| open_error(sqlite_err(e)))?;
+        if tables == 0 {
+            return Err(open_error("it holds no sluice store".into()));
+        }
+        Ok(Db::Sqlite(conn))
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self, Db::Postgres(_))
     }
@@ -887,14 +915,8 @@ fn check_version(found: i64, known: i64) -> Result<(), String> {
     Ok(())
 }
 
-fn open_sqlite(path: &Path) -> Result<rusqlite::Connection, String> {
-    if path.is_dir() {
-        return Err("it is a directory".into());
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
-    }
+/// A file that exists must carry SQLite's header (an empty one is a new database to SQLite).
+fn check_sqlite_header(path: &Path) -> Result<(), String> {
     match std::fs::File::open(path) {
         Ok(mut file) => {
             use std::io::Read;
@@ -919,6 +941,18 @@ fn open_sqlite(path: &Path) -> Result<rusqlite::Connection, String> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(format!("cannot read it: {err}")),
     }
+    Ok(())
+}
+
+fn open_sqlite(path: &Path) -> Result<rusqlite::Connection, String> {
+    if path.is_dir() {
+        return Err("it is a directory".into());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+    }
+    check_sqlite_header(path)?;
     let conn = rusqlite::Connection::open(path).map_err(sqlite_err)?;
     conn.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(sqlite_err)?;
     // Reading the schema first: a damaged file fails here, before anything is written to it.

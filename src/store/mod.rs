@@ -239,6 +239,23 @@ pub enum StoreError {
     Import(String),
 }
 
+/// Answers a `/usage` query from an SQLite store file directly (`sluice report --db`), without
+/// starting a writer. The file must exist: a typo never creates an empty database.
+pub fn usage_from_file(
+    path: &Path,
+    usage: &UsageQuery,
+    now: SystemTime,
+) -> Result<UsageReport, StoreError> {
+    if !path.is_file() {
+        return Err(StoreError::Open {
+            what: path.display().to_string(),
+            reason: "no such file".into(),
+        });
+    }
+    let mut db = db::Db::open_read_only(path)?;
+    query::usage(&mut db, usage, now).map_err(StoreError::Database)
+}
+
 /// Where a relative store `path` lives: under `$STATE_DIRECTORY` (systemd) when that is set,
 /// else under the working directory. Only the first of several colon-separated directories
 /// systemd may pass is used.

@@ -64,7 +64,7 @@ fn report_url_flag_wins_over_the_settings() {
 }
 
 #[test]
-fn report_db_names_a_missing_database_and_a_missing_reader() {
+fn report_db_names_a_missing_database_and_a_file_that_holds_no_store() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.db");
     let (code, _, err) = report(free_port(), &["daily", "--db", missing.to_str().unwrap()]);
@@ -78,7 +78,15 @@ fn report_db_names_a_missing_database_and_a_missing_reader() {
     std::fs::write(&present, b"").unwrap();
     let (code, _, err) = report(free_port(), &["daily", "--db", present.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(err.contains("--url"), "{err}");
+    assert!(
+        err.contains("sluice.db") && err.contains("holds no sluice store"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&present).unwrap(),
+        b"",
+        "the file is only read"
+    );
 }
 
 #[test]

@@ -60,6 +60,7 @@ fn random_rows(rng: &mut Rng, count: usize, from: i64, to: i64) -> Vec<StoreRow>
                         "upstream_cut",
                         "bad_path",
                         "shutdown",
+                        "upstream_error_event",
                     ])
                     .into(),
                 streamed: rng.below(2) == 0,
@@ -170,7 +171,7 @@ struct Sums {
 impl Sums {
     fn add(&mut self, row: &StoreRow) {
         self.requests += 1;
-        self.errors += (row.status >= 400) as u64;
+        self.errors += (row.status >= 400 || row.outcome == "upstream_error_event") as u64;
         self.streamed += row.streamed as u64;
         self.incomplete += ["client_gone", "upstream_cut", "idle_timeout", "shutdown"]
             .contains(&row.outcome.as_str()) as u64;

@@ -32,6 +32,9 @@ pub use writer::{open, StoreHandle, StoreOptions, StoreStatus};
 /// that no client can put large values into the database.
 pub const MAX_KEY_BYTES: usize = 256;
 
+/// Outcomes that count as errors whatever the status (an error event inside a stream).
+pub const ERROR_OUTCOMES: [&str; 1] = ["upstream_error_event"];
+
 /// Outcomes that mean "a stream ended early", as the request path names them.
 pub const INCOMPLETE_OUTCOMES: [&str; 4] =
     ["client_gone", "upstream_cut", "idle_timeout", "shutdown"];
@@ -75,7 +78,7 @@ pub struct StoreRow {
 
 impl StoreRow {
     pub fn is_error(&self) -> bool {
-        self.status >= 400
+        self.status >= 400 || ERROR_OUTCOMES.contains(&self.outcome.as_str())
     }
 
     pub fn is_incomplete(&self) -> bool {
@@ -291,7 +294,7 @@ mod tests {
     use crate::metrics::record::Outcome;
 
     #[test]
-    fn incomplete_outcomes_match_the_request_paths_outcomes() {
+    fn error_and_incomplete_outcomes_match_the_request_paths_outcomes() {
         for outcome in [
             Outcome::Completed,
             Outcome::ClientGone,
@@ -299,12 +302,18 @@ mod tests {
             Outcome::IdleTimeout,
             Outcome::Shutdown,
             Outcome::Refused("bad_path"),
+            Outcome::UpstreamErrorEvent,
         ] {
             let row = StoreRow {
                 outcome: outcome.as_str().into(),
                 ..StoreRow::default()
             };
             assert_eq!(row.is_incomplete(), outcome.is_incomplete(), "{outcome:?}");
+            assert_eq!(
+                row.is_error(),
+                outcome.is_error(),
+                "{outcome:?} with status 0"
+            );
         }
     }
 

@@ -15,7 +15,7 @@ use jiff::{Timestamp, Zoned};
 use serde::Serialize;
 
 use super::db::{Cell, Col, Db, Param, BUCKET_MS, COUNTER_COLUMNS, MARGINAL_ROLLUP, USAGE_ROLLUPS};
-use super::{round_cost, unix_ms, Counters, COUNTER_NAMES, INCOMPLETE_OUTCOMES};
+use super::{round_cost, unix_ms, Counters, COUNTER_NAMES, ERROR_OUTCOMES, INCOMPLETE_OUTCOMES};
 
 /// What `/usage` can group by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -631,7 +631,10 @@ fn div_ceil(a: i64, b: i64) -> i64 {
 fn raw_counter(column: &str) -> String {
     match column {
         "requests" => "1".into(),
-        "errors" => "CASE WHEN status >= 400 THEN 1 ELSE 0 END".into(),
+        "errors" => format!(
+            "CASE WHEN status >= 400 OR outcome IN ({}) THEN 1 ELSE 0 END",
+            ERROR_OUTCOMES.map(|o| format!("'{o}'")).join(", ")
+        ),
         "incomplete" => format!(
             "CASE WHEN outcome IN ({}) THEN 1 ELSE 0 END",
             INCOMPLETE_OUTCOMES.map(|o| format!("'{o}'")).join(", ")

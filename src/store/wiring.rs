@@ -72,15 +72,15 @@ pub fn row_of(finished: &Finished, instance: &str) -> StoreRow {
         credential: record.credential.clone().unwrap_or_default(),
         caller: record.caller.clone().unwrap_or_default(),
         session: record.session.clone().unwrap_or_default(),
-        agent: String::new(),
-        parent_agent: String::new(),
-        project: String::new(),
+        agent: record.agent.clone().unwrap_or_default(),
+        parent_agent: record.parent_agent.clone().unwrap_or_default(),
+        project: record.project.clone().unwrap_or_default(),
         input_tokens: usage.input_tokens,
         output_tokens: usage.output_tokens,
         cache_write_5m_tokens: cache_5m,
         cache_write_1h_tokens: cache_1h,
         cache_read_tokens: usage.cache_read_input_tokens,
-        web_search_requests: 0,
+        web_search_requests: usage.web_search_requests,
         cost_usd: finished.cost.unwrap_or(0.0),
         ttfb_ms: record.ttfb.map(ms),
         total_ms: ms(record.total),
@@ -226,6 +226,9 @@ mod tests {
                 credential: Some("client_oauth:3fa29c1b4d5e".into()),
                 caller: None,
                 session: Some("s-1".into()),
+                agent: Some("agent-7".into()),
+                parent_agent: Some("agent-1".into()),
+                project: Some("sluice".into()),
                 usage: Usage {
                     input_tokens: 10,
                     output_tokens: 5,
@@ -233,7 +236,10 @@ mod tests {
                     cache_read_input_tokens: 7,
                     cache_creation_5m_input_tokens: Some(100),
                     cache_creation_1h_input_tokens: Some(200),
+                    web_search_requests: 2,
+                    ..Usage::default()
                 },
+                priced_usd: None,
                 streamed: true,
                 outcome: Outcome::ClientGone,
                 ttfb: Some(Duration::from_millis(250)),
@@ -254,6 +260,15 @@ mod tests {
             (100, 200)
         );
         assert_eq!(row.caller, "");
+        assert_eq!(
+            (
+                row.agent.as_str(),
+                row.parent_agent.as_str(),
+                row.project.as_str()
+            ),
+            ("agent-7", "agent-1", "sluice")
+        );
+        assert_eq!(row.web_search_requests, 2);
         assert_eq!(
             (row.ttfb_ms, row.total_ms, row.overhead_ms),
             (Some(250), 1500, None)

@@ -7,6 +7,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::Error;
 use crate::protocol::anthropic;
+use crate::secret_forms;
 use crate::secrets::Secret;
 
 /// Caller identification: access keys and the admin token, compared in constant time.
@@ -61,14 +62,16 @@ impl AccessRules {
         found
     }
 
-    /// True when the value is an access key or the admin token, bare or as `Bearer <secret>`.
+    /// True when the value holds an access key or the admin token in any of the forms
+    /// [`secret_forms::holds_secret`] recognises.
     pub fn is_proxy_secret(&self, value: &[u8]) -> bool {
-        let bare = strip_bearer(value).unwrap_or(value);
-        let mut hit = self.key_name(bare).is_some();
-        if let Some(token) = &self.admin_token {
-            hit |= bool::from(token.expose().as_bytes().ct_eq(bare));
-        }
-        hit
+        secret_forms::holds_secret(value, |part| {
+            let mut hit = self.key_name(part).is_some();
+            if let Some(token) = &self.admin_token {
+                hit |= bool::from(token.expose().as_bytes().ct_eq(part));
+            }
+            hit
+        })
     }
 
     /// Checks `Authorization: Bearer <admin token>` for the admin endpoints.
@@ -116,7 +119,7 @@ impl AccessRules {
     }
 }
 
+/// The token of `Bearer <token>` (RFC 9110 credentials: any letter case, spaces or tabs).
 pub fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
-    let (scheme, token) = (value.get(..7)?, &value[7..]);
-    scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
+    secret_forms::bearer_token(value)
 }

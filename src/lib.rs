@@ -32,6 +32,7 @@ pub mod quotas;
 pub mod readers;
 pub mod report;
 pub mod routing;
+pub mod secret_forms;
 pub mod secrets;
 pub mod server;
 pub mod settings;

@@ -365,3 +365,56 @@ async fn secrets_never_appear_in_logs() {
         );
     }
 }
+
+/// An access key or the admin token, in any form a client might send one by mistake, next to a
+/// valid access key: the upstream sees neither, in any header.
+#[actix_rt::test]
+async fn proxy_secrets_in_every_recognised_form_never_reach_the_upstream() {
+    use base64::Engine;
+    let mock = MockUpstream::start();
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .team()
+        .start();
+    let url = sluice.url("/anthropic/v1/messages");
+    let basic = |secret: &str| {
+        let pair = format!("user:{secret}");
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    };
+    for secret in [ACCESS_KEY, ADMIN_TOKEN] {
+        for (name, value) in [
+            ("authorization", format!("Bearer  {secret}")),
+            ("authorization", format!("Bearer\t{secret}")),
+            ("authorization", format!("bEaReR \t {secret}")),
+            ("authorization", format!("Token {secret}")),
+            ("authorization", basic(secret)),
+            ("x-api-key", format!("Bearer  {secret}")),
+            ("x-api-key", format!("\"{secret}\"")),
+            ("x-foo", format!("{secret}, {secret}")),
+            ("x-foo", format!("a,{secret};b")),
+            ("cookie", format!("theme=dark; sluice={secret}")),
+            ("cookie", format!("sluice=\"{secret}\"")),
+            ("x-auth", format!("token=\"{secret}\", realm=x")),
+        ] {
+            let response = client()
+                .post(&url)
+                .insert_header(("x-sluice-key", ACCESS_KEY))
+                .insert_header((name, value.as_str()))
+                .send_body("{}")
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{name}: {value}");
+            let seen = mock.last();
+            for (seen_name, seen_value) in &seen.headers {
+                let seen_value = String::from_utf8_lossy(seen_value);
+                assert!(
+                    !seen_value.contains(secret) && !seen_value.contains(&basic(secret)[6..]),
+                    "{name}: {value:?} reached the upstream as {seen_name}: {seen_value}"
+                );
+            }
+        }
+    }
+}

@@ -817,3 +817,49 @@ async fn batch_results_fetched_through_sluice_are_counted_at_batch_prices() {
         1
     );
 }
+
+/// A `model` holding a line break, ESC or NUL — from the client's request or from the upstream's
+/// answer — stays inside its own log line, escaped.
+#[actix_rt::test]
+async fn control_characters_in_logged_values_cannot_forge_log_lines() {
+    let forged = r#"x\nINFO sluice::usage: FORGED\u001b[2J\u0000\r\u2028"#;
+    let mock = MockUpstream::start();
+    let answer_forged = format!(
+        r#"{{"id":"m","type":"message","role":"assistant","model":"{forged}","content":[],"usage":{{"input_tokens":1,"output_tokens":1}}}}"#
+    );
+    mock.reply(move |req| match req.header("x-mock").as_deref() {
+        // No model in the answer: the client's one is logged.
+        Some("no-model") => Reply::json(
+            400,
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"no"}}"#,
+        ),
+        _ => Reply::json(200, &answer_forged),
+    });
+    let sluice = sluice().route("/anthropic", &mock.url(), &[]).start();
+    for mock_kind in ["no-model", "forged-answer"] {
+        client()
+            .post(sluice.url("/anthropic/v1/messages"))
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("x-mock", mock_kind))
+            .send_body(format!(
+                r#"{{"model":"{forged}","max_tokens":1,"messages":[]}}"#
+            ))
+            .await
+            .unwrap();
+    }
+    stats_after(&sluice, 2, None).await;
+    sluice.wait_for_log("status=200", Duration::from_secs(5));
+    let logs = sluice.logs();
+    let usage_lines: Vec<&str> = logs.lines().filter(|l| l.contains("FORGED")).collect();
+    assert_eq!(usage_lines.len(), 2, "{logs}");
+    for line in usage_lines {
+        assert!(
+            line.contains("sluice::usage") && line.contains("request finished"),
+            "a forged line: {line:?}\n{logs}"
+        );
+    }
+    assert!(
+        !logs.contains(['\u{1b}', '\0', '\r', '\u{2028}']),
+        "raw control characters in the log: {logs:?}"
+    );
+}

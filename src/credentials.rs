@@ -190,12 +190,10 @@ impl SecretMaterial {
     /// Refuses material that would let anyone who reaches a non-loopback `listen` spend a
     /// server key. Checked at start and at every reload, against the running `listen`.
     pub fn refuse_open_relay(&self, settings: &Settings) -> Result<(), SettingsError> {
-        let relays_server_key = settings
-            .routes
-            .iter()
-            .zip(&self.server_keys)
-            .any(|(r, key)| key.is_some() && r.credential_policy != CredentialPolicy::ClientOnly);
-        if !settings.listen.ip().is_loopback() && relays_server_key && self.access_keys.is_empty() {
+        if !settings.listen.ip().is_loopback()
+            && self.relays_server_key(settings)
+            && self.access_keys.is_empty()
+        {
             return Err(SettingsError::invalid(
                 "listen",
                 format!(
@@ -204,6 +202,39 @@ impl SecretMaterial {
                      [[access.keys]], listen on 127.0.0.1, or unset the server key",
                     settings.listen.ip()
                 ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Some route may send its server key upstream.
+    fn relays_server_key(&self, settings: &Settings) -> bool {
+        settings
+            .routes
+            .iter()
+            .zip(&self.server_keys)
+            .any(|(r, key)| key.is_some() && r.credential_policy != CredentialPolicy::ClientOnly)
+    }
+
+    /// Refuses a reload that removes every access key while a route still sends the server
+    /// key: it would hand the key to anyone who reaches the port, and it is what a settings
+    /// file caught half-written (before its `[access]` section) looks like. A restart applies
+    /// such settings on purpose.
+    pub fn refuse_dropping_every_access_key(
+        &self,
+        before: &SecretMaterial,
+        settings: &Settings,
+    ) -> Result<(), SettingsError> {
+        if !before.access_keys.is_empty()
+            && self.access_keys.is_empty()
+            && self.relays_server_key(settings)
+        {
+            return Err(SettingsError::invalid(
+                "access.keys",
+                "the new settings remove every access key while a route still sends the server \
+                 key (anyone who can reach the port could spend it). Not applied: if the file was \
+                 being written, write it whole (to a temporary file, then rename it over); if you \
+                 mean it, restart sluice",
             ));
         }
         Ok(())
@@ -444,6 +475,7 @@ impl Handler<ApplyCredentials> for CredentialResolver {
         let material = SecretMaterial::read(settings, &self.env)?;
         material.refuse_open_relay(settings)?;
         if let Some(before) = &self.material {
+            material.refuse_dropping_every_access_key(before, settings)?;
             for change in material.changes_since(before, settings) {
                 tracing::info!("credentials: {change}");
             }

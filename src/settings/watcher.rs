@@ -15,6 +15,9 @@ use crate::state::{AppState, ApplyError, ReloadStatus};
 
 /// Editors and config tools write a file in several steps; wait for quiet before reading.
 const DEBOUNCE: Duration = Duration::from_millis(150);
+/// After the quiet, the file is read twice this far apart and applied only when both reads
+/// agree: a writer that pauses between parts is not caught half-way.
+const SETTLE: Duration = Duration::from_millis(150);
 
 pub struct SettingsWatcher {
     state: web::Data<AppState>,
@@ -22,6 +25,7 @@ pub struct SettingsWatcher {
     path: Option<PathBuf>,
     /// Kept alive for as long as the actor runs; dropping it stops the notifications.
     watcher: Option<notify::RecommendedWatcher>,
+    /// The debounce or settle timer running now; a new change restarts it.
     pending: Option<SpawnHandle>,
 }
 
@@ -102,10 +106,35 @@ impl Handler<FileChanged> for SettingsWatcher {
             ctx.cancel_future(handle);
         }
         self.pending = Some(ctx.run_later(DEBOUNCE, |act, ctx| {
+            let first = act.read_file();
+            act.confirm_settled(first, ctx);
+        }));
+    }
+}
+
+impl SettingsWatcher {
+    /// The file's bytes now; `None` when it is missing or unreadable.
+    fn read_file(&self) -> Option<Vec<u8>> {
+        self.path.as_ref().and_then(|path| std::fs::read(path).ok())
+    }
+
+    /// Reads the file again after [`SETTLE`]: the same bytes as `earlier` are applied, other
+    /// bytes mean it is still being written, so wait once more.
+    fn confirm_settled(&mut self, earlier: Option<Vec<u8>>, ctx: &mut Context<Self>) {
+        self.pending = Some(ctx.run_later(SETTLE, move |act, ctx| {
+            let now = act.read_file();
+            if now != earlier {
+                act.confirm_settled(now, ctx);
+                return;
+            }
             act.pending = None;
-            ctx.notify(Reload {
-                reason: "file changed",
-            });
+            let state = act.state.clone();
+            let path = act.path.clone();
+            ctx.wait(
+                async move { reload(&state, path.as_deref(), "file changed", now).await }
+                    .into_actor(act)
+                    .map(|_, _, _| ()),
+            );
         }));
     }
 }
@@ -125,19 +154,30 @@ impl Handler<Reload> for SettingsWatcher {
         let path = self.path.clone();
         // `wait`: one reload at a time; events meanwhile queue behind it.
         ctx.wait(
-            async move { reload(&state, path.as_deref(), msg.reason).await }
+            async move { reload(&state, path.as_deref(), msg.reason, None).await }
                 .into_actor(self)
                 .map(|_, _, _| ()),
         );
     }
 }
 
-/// Reads and validates the settings, then applies what can change in a running process.
-async fn reload(state: &AppState, path: Option<&Path>, reason: &str) {
+/// Validates the settings — `settled`, the file's bytes as the watcher confirmed them, or else
+/// read now — then applies what can change in a running process.
+async fn reload(state: &AppState, path: Option<&Path>, reason: &str, settled: Option<Vec<u8>>) {
     let at = rfc3339(SystemTime::now());
     let current = state.snapshot();
-    let loaded = match path {
-        Some(path) if !path.exists() => Err(format!(
+    let loaded = match (path, settled) {
+        (Some(path), Some(bytes)) => String::from_utf8(bytes)
+            .map_err(|_| format!("settings file {} is not UTF-8", path.display()))
+            .and_then(|text| {
+                Settings::from_toml(&text, &path.display().to_string(), &EnvSource::Process)
+                    .map_err(|e| e.to_string())
+            })
+            .map(|mut settings| {
+                settings.source = Some(path.to_path_buf());
+                settings
+            }),
+        (Some(path), _) if !path.exists() => Err(format!(
             "settings file {} is missing; keeping the current settings",
             path.display()
         )),

@@ -290,3 +290,152 @@ async fn rotated_server_key_takes_effect_on_reload() {
     );
     running.handle.stop(false).await;
 }
+
+/// Writes `text` into `path` in place, in two parts with `pause` between them (an editor or a
+/// config tool that writes in pieces).
+fn write_in_two_parts(
+    path: &Path,
+    text: &str,
+    split_at: &str,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    use std::io::Write;
+    let at = text.find(split_at).expect("split marker in the settings");
+    let (first, second) = text.split_at(at);
+    let (first, second) = (first.to_string(), second.to_string());
+    let mut file = std::fs::File::create(path).unwrap();
+    std::thread::spawn(move || {
+        file.write_all(first.as_bytes()).unwrap();
+        file.sync_data().unwrap();
+        std::thread::sleep(pause);
+        file.write_all(second.as_bytes()).unwrap();
+        file.sync_data().unwrap();
+    })
+}
+
+/// Statuses of `GET path` sent every 10 ms for `period`.
+async fn statuses_during(
+    sluice: &Sluice,
+    path: &str,
+    headers: &[(&str, &str)],
+    period: Duration,
+) -> Vec<u16> {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < period {
+        let mut request = client().get(sluice.url(path));
+        for header in headers {
+            request = request.insert_header(*header);
+        }
+        let mut response = request.send().await.unwrap();
+        response.body().await.unwrap();
+        seen.push(response.status().as_u16());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    seen
+}
+
+#[actix_rt::test]
+async fn a_file_still_being_written_is_not_applied_until_it_settles() {
+    let (a, b) = (MockUpstream::start(), MockUpstream::start());
+    let builder = sluice()
+        .route("/first", &a.url(), &[])
+        .route("/second", &b.url(), &[]);
+    let sluice = builder.clone().start();
+    let text = builder.settings_text().replace("/first", "/first-renamed");
+    // The first part holds the renamed route but not yet the second one; it is valid TOML.
+    let writer = write_in_two_parts(
+        &settings_path(&sluice),
+        &text,
+        "[[routes]]\nprefix = \"/second\"",
+        Duration::from_millis(250),
+    );
+    let seen = statuses_during(
+        &sluice,
+        "/second/v1/models",
+        &[],
+        Duration::from_millis(1500),
+    )
+    .await;
+    writer.join().unwrap();
+    assert!(
+        seen.iter().all(|&s| s == 200),
+        "the half-written file was applied: {seen:?}\n{}",
+        sluice.logs()
+    );
+    // The whole file is applied once it has settled.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut r = client()
+            .get(sluice.url("/first-renamed/x"))
+            .send()
+            .await
+            .unwrap();
+        r.body().await.unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never applied:\n{}",
+            sluice.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_reload_that_would_drop_every_access_key_while_a_server_key_stays_is_refused() {
+    let mock = MockUpstream::start();
+    let builder = sluice().route("/anthropic", &mock.url(), &[]).team();
+    let sluice = builder.clone().start();
+    let keyless = statuses_during(
+        &sluice,
+        "/anthropic/v1/models",
+        &[],
+        Duration::from_millis(50),
+    )
+    .await;
+    assert!(keyless.iter().all(|&s| s == 401), "{keyless:?}");
+    // The first part is valid without [access]; the pause is longer than any settling wait.
+    let writer = write_in_two_parts(
+        &settings_path(&sluice),
+        &builder.settings_text(),
+        "[[access.keys]]",
+        Duration::from_millis(1200),
+    );
+    let keyless = statuses_during(
+        &sluice,
+        "/anthropic/v1/models",
+        &[],
+        Duration::from_millis(2000),
+    )
+    .await;
+    writer.join().unwrap();
+    assert!(
+        keyless.iter().all(|&s| s == 401),
+        "keyless requests were let through: {keyless:?}\n{}",
+        sluice.logs()
+    );
+    assert!(
+        mock.received()
+            .iter()
+            .all(|r| r.header("x-api-key").is_none()),
+        "the server key went upstream for a keyless request"
+    );
+    sluice.wait_for_log("every access key", Duration::from_secs(1));
+    // The complete file is applied afterwards, keys and all.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while stats(&sluice, "", Some(ADMIN_TOKEN)).await["settings"]["last_reload"]["ok"] != true {
+        assert!(Instant::now() < deadline, "{}", sluice.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let with_key = statuses_during(
+        &sluice,
+        "/anthropic/v1/models",
+        &[("x-sluice-key", ACCESS_KEY)],
+        Duration::from_millis(30),
+    )
+    .await;
+    assert!(with_key.iter().all(|&s| s == 200), "{with_key:?}");
+}

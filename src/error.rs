@@ -21,6 +21,10 @@ pub enum Error {
     PathEscapes,
     #[error("no route for {0}")]
     NoRoute(String),
+    #[error("{0} is reserved for sluice's own endpoints and never forwarded")]
+    ReservedPath(String),
+    #[error("this endpoint answers only {0}")]
+    MethodNotAllowed(&'static str),
     #[error("missing access key (send it in {0}, or as a Bearer token or x-api-key)")]
     AccessKeyMissing(String),
     #[error("unknown access key")]
@@ -66,6 +70,8 @@ impl Error {
         match self {
             Error::PathEscapes => "bad_path",
             Error::NoRoute(_) => "no_route",
+            Error::ReservedPath(_) => "reserved_path",
+            Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::AccessKeyMissing(_) => "access_key_missing",
             Error::AccessKeyUnknown => "access_key_unknown",
             Error::AdminToken => "admin_token",
@@ -112,7 +118,8 @@ impl ResponseError for Error {
             Error::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Error::NoRoute(_) => StatusCode::NOT_FOUND,
+            Error::NoRoute(_) | Error::ReservedPath(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::AccessKeyMissing(_)
             | Error::AccessKeyUnknown
             | Error::AdminToken
@@ -141,6 +148,9 @@ impl ResponseError for Error {
             if *retry_after_s > LONGEST_RETRY_WAIT_S {
                 response.insert_header(("x-should-retry", "false"));
             }
+        }
+        if let Error::MethodNotAllowed(allowed) = self {
+            response.insert_header((header::ALLOW, *allowed));
         }
         response.body(self.body())
     }

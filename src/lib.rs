@@ -31,6 +31,7 @@ pub mod proxy;
 pub mod quotas;
 pub mod readers;
 pub mod report;
+pub mod reserved;
 pub mod routing;
 pub mod secret_forms;
 pub mod secrets;

@@ -53,6 +53,35 @@ fn has_dot_dot_segment(path: &str) -> bool {
     path.split(['/', '\\']).any(|segment| segment == "..")
 }
 
+/// The entry of `paths` (each `/name`) that `path`'s first segment names, compared without
+/// regard to letter case, after percent-decoding (repeatedly, as far as an upstream might), with
+/// empty and `.` segments skipped, `\` taken as `/` and `;` parameters ignored: how an upstream
+/// could read `/STATS`, `//stats`, `/%73tats` or `/stats;x` as `/stats`.
+pub fn first_segment_among<'a>(path: &str, paths: &[&'a str]) -> Option<&'a str> {
+    let mut current = std::borrow::Cow::Borrowed(path);
+    for _ in 0..3 {
+        if !current.contains('%') {
+            break;
+        }
+        let decoded = percent_decode_str(&current)
+            .decode_utf8_lossy()
+            .into_owned();
+        current = std::borrow::Cow::Owned(decoded);
+    }
+    let first = current
+        .split(['/', '\\'])
+        .find(|segment| !segment.is_empty() && *segment != ".")?;
+    let first = first.split(';').next().unwrap_or(first);
+    paths
+        .iter()
+        .find(|candidate| {
+            candidate
+                .trim_start_matches('/')
+                .eq_ignore_ascii_case(first)
+        })
+        .copied()
+}
+
 /// `{upstream base}{rest}?{query}`: `base` has no trailing slash, `rest` is empty or starts
 /// with `/`; the query string is kept byte for byte.
 pub fn upstream_url(base: &str, rest: &str, query: Option<&str>) -> String {

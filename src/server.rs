@@ -17,6 +17,7 @@ use crate::metrics::{MetricsAggregator, RecordQueue, Recorder, Sink, QUEUE_CAPAC
 use crate::pricing::PriceTable;
 use crate::proxy;
 use crate::quotas::{Ledger, QuotaCollector};
+use crate::reserved;
 use crate::settings::watcher::{Reload, SettingsWatcher};
 use crate::settings::{EnvSource, Settings};
 use crate::state::{build_snapshot, AppState, Tuning};
@@ -110,14 +111,15 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
             .app_data(store_access.clone())
             // awc's client is !Send: one set per worker, built lazily from the current plan.
             .app_data(web::Data::new(WorkerClients::default()))
+            .wrap(actix_web::middleware::from_fn(reserved::answer_reserved))
             .wrap(actix_web::middleware::from_fn(logging::request_id_header))
             .wrap(tracing_actix_web::TracingLogger::<RequestSpan>::new())
-            .route("/healthz", web::get().to(admin::healthz))
-            .route("/stats", web::get().to(admin::stats))
-            .route("/metrics", web::get().to(admin::metrics))
-            .route("/dashboard", web::get().to(admin::dashboard))
-            .route("/dashboard/{file:.*}", web::get().to(admin::dashboard))
-            .route("/usage", web::get().to(admin::usage))
+            .route("/healthz", get_or_head().to(admin::healthz))
+            .route("/stats", get_or_head().to(admin::stats))
+            .route("/metrics", get_or_head().to(admin::metrics))
+            .route("/dashboard", get_or_head().to(admin::dashboard))
+            .route("/dashboard/{file:.*}", get_or_head().to(admin::dashboard))
+            .route("/usage", get_or_head().to(admin::usage))
             .default_service(web::to(proxy::forward))
     })
     .disable_signals()
@@ -162,6 +164,13 @@ fn close_store(store: Option<StoreHandle>) -> io::Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// sluice's endpoints answer `GET` and `HEAD` (other methods are refused by
+/// [`reserved::answer_reserved`]).
+fn get_or_head() -> actix_web::Route {
+    use actix_web::guard;
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// First SIGTERM/SIGINT: stop accepting and let in-flight requests finish (up to

@@ -86,7 +86,7 @@ pub fn add_oauth_beta(headers: &mut HeaderMap) {
 /// Anthropic's `error.type` for an HTTP status, so clients' error handling keeps working.
 pub fn error_type(status: u16) -> &'static str {
     match status {
-        400 => "invalid_request_error",
+        400 | 405 => "invalid_request_error",
         401 => "authentication_error",
         404 => "not_found_error",
         413 => "request_too_large",

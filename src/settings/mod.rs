@@ -207,6 +207,13 @@ impl Settings {
             "settings from {}: listen {}, {workers}\n",
             self.origin, self.listen
         );
+        if self.routes.iter().any(|route| route.prefix == "/") {
+            out.push_str(&format!(
+                "paths {} (any letter case, and everything below them) are answered by sluice, \
+                 never forwarded\n",
+                ADMIN_PATHS.join(", ")
+            ));
+        }
         for route in &self.routes {
             out.push_str(&format!(
                 "route {} -> {} [{}, {}]\n",
@@ -401,10 +408,9 @@ fn validate_route(i: usize, raw: &file::RouteFile) -> Result<Route, SettingsErro
             format!("{prefix:?} must be a plain path like \"/anthropic\""),
         ));
     }
-    if let Some(admin) = ADMIN_PATHS
-        .iter()
-        .find(|admin| crate::routing::prefix_covers(admin, &prefix))
-    {
+    // In any letter case: such a route could never be reached (those paths are answered by
+    // sluice, see `reserved`), so it is a mistake.
+    if let Some(admin) = crate::routing::first_segment_among(&prefix, &ADMIN_PATHS) {
         return Err(invalid(
             key("prefix"),
             format!("{prefix:?} clashes with the admin path {admin}"),

@@ -502,3 +502,98 @@ async fn no_secret_appears_in_logs_stats_metrics_state_file_or_answers() {
         );
     }
 }
+
+/// With a catch-all route, sluice's own paths — any method, any letter case, any spelling, and
+/// everything below them — are answered by sluice and never go upstream with the server key.
+#[actix_rt::test]
+async fn admin_paths_are_never_forwarded_whatever_the_method_case_or_suffix() {
+    let fake = FakeUpstream::start(answers_ok());
+    let sluice = sluice()
+        .route("/", &fake.url(), &[])
+        .server_key(SERVER_KEY)
+        .start();
+    let request = |method: &str, path: &str| {
+        let body = if method == "POST" {
+            "Content-Length: 2\r\n\r\n{}"
+        } else {
+            "\r\n"
+        };
+        answer(
+            sluice.addr,
+            format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{body}")
+                .as_bytes(),
+        )
+    };
+    for (method, path) in [
+        ("POST", "/stats"),
+        ("PUT", "/stats"),
+        ("DELETE", "/metrics"),
+        ("POST", "/healthz"),
+        ("OPTIONS", "/healthz"),
+        ("POST", "/dashboard"),
+        ("POST", "/usage"),
+        ("PUT", "/dashboard/app.js"),
+    ] {
+        let answer = request(method, path);
+        assert_sluice_error(&answer, 405, "method_not_allowed");
+        assert_eq!(
+            answer.header("allow").as_deref(),
+            Some("GET, HEAD"),
+            "{method} {path}"
+        );
+    }
+    for (method, path) in [
+        ("GET", "/stats/"),
+        ("GET", "/STATS"),
+        ("GET", "/Healthz"),
+        ("GET", "/metrics/x"),
+        ("POST", "/metrics/x"),
+        ("GET", "/Dashboard"),
+        ("GET", "/USAGE"),
+        ("POST", "/DASHBOARD/x"),
+        ("GET", "//stats"),
+        ("GET", "/./stats"),
+        ("GET", "/%73tats"),
+        ("GET", "/%2573tats"),
+        ("GET", "/stats;x"),
+    ] {
+        assert_sluice_error(&request(method, path), 404, "reserved_path");
+    }
+    for path in [
+        "/healthz",
+        "/stats",
+        "/metrics",
+        "/dashboard",
+        "/dashboard/app.js",
+    ] {
+        assert_eq!(request("GET", path).status, 200, "GET {path}");
+        assert_eq!(request("HEAD", path).status, 200, "HEAD {path}");
+    }
+    assert_eq!(fake.accepted(), 0, "an admin path went upstream");
+    // Everything else still goes upstream.
+    for path in ["/v1/messages", "/statsx", "/v1/stats"] {
+        assert_eq!(request("POST", path).status, 200, "POST {path}");
+    }
+    assert_eq!(fake.accepted(), 3);
+}
+
+#[test]
+fn check_refuses_a_route_under_an_admin_path_in_any_case_and_names_them_for_a_catch_all() {
+    let route = |prefix: &str| {
+        format!("[[routes]]\nprefix = \"{prefix}\"\nupstream = \"http://127.0.0.1:9\"\n")
+    };
+    for prefix in ["/stats", "/STATS", "/Metrics/x", "/dashboard/team"] {
+        let (code, output) = check(&route(prefix), &[]);
+        assert_eq!(code, 1, "{prefix}: {output}");
+        assert!(output.contains("admin path"), "{prefix}: {output}");
+    }
+    let (code, output) = check(&route("/"), &[]);
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        ["/healthz", "/stats", "/metrics", "/usage", "/dashboard"]
+            .iter()
+            .all(|path| output.contains(path))
+            && output.contains("never forwarded"),
+        "{output}"
+    );
+}

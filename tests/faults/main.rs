@@ -100,6 +100,7 @@ pub fn assert_sluice_error(answer: &RawAnswer, status: u16, kind: &str) {
         400 => "invalid_request_error",
         401 => "authentication_error",
         404 => "not_found_error",
+        405 => "invalid_request_error",
         413 => "request_too_large",
         504 => "timeout_error",
         _ => "api_error",

@@ -10,6 +10,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
 use crate::admin;
+use crate::connection;
 use crate::credentials::CredentialResolver;
 use crate::logging::{self, RequestSpan};
 use crate::metrics::usage_log::UsageLog;
@@ -114,6 +115,9 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
             .wrap(actix_web::middleware::from_fn(reserved::answer_reserved))
             .wrap(actix_web::middleware::from_fn(logging::request_id_header))
             .wrap(tracing_actix_web::TracingLogger::<RequestSpan>::new())
+            .wrap(actix_web::middleware::from_fn(
+                connection::close_means_close,
+            ))
             .route("/healthz", get_or_head().to(admin::healthz))
             .route("/stats", get_or_head().to(admin::stats))
             .route("/metrics", get_or_head().to(admin::metrics))
@@ -123,6 +127,7 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
             .default_service(web::to(proxy::forward))
     })
     .disable_signals()
+    .on_connect(connection::on_connect)
     // A client that closes its side has gone: end its stream at once (dropping the upstream
     // request with it) instead of streaming on until a write fails.
     .h1_allow_half_closed(false)

@@ -438,3 +438,40 @@ async fn bare_lf_and_encoded_crlf_never_put_control_bytes_upstream() {
         .any(|c| c.target().as_deref() == Some("/v1/x%0d%0aX-Injected:%201")));
     assert_still_serving(&sluice);
 }
+
+#[actix_rt::test]
+async fn nothing_pipelined_after_a_connection_close_request_is_processed() {
+    let fake = contacted_upstream();
+    let healthy = MockUpstream::start();
+    let sluice = sluice_before(&fake.url(), &healthy).start();
+    let mut pipelined = post("/anthropic/v1/messages", "");
+    pipelined.extend_from_slice(
+        b"GET /anthropic/v1/second HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let raw = exchange(sluice.addr, &pipelined, Duration::from_secs(5));
+    let answer = RawAnswer::parse(&raw).expect("an answer to the first request");
+    assert_eq!(answer.status, 200, "{}", answer.raw);
+    assert_eq!(
+        answer.answers(),
+        1,
+        "answered after connection: close: {}",
+        answer.raw
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        fake.accepted(),
+        1,
+        "a request after connection: close went upstream"
+    );
+    // A large closing answer still arrives whole before the connection ends.
+    let big = "x".repeat(4 << 20);
+    healthy.always(Reply::Full(200, vec![], big.clone().into()));
+    let mut pipelined = post("/healthy/v1/messages", "");
+    pipelined.extend_from_slice(b"GET /healthy/v1/second HTTP/1.1\r\nHost: x\r\n\r\n");
+    let raw = exchange(sluice.addr, &pipelined, Duration::from_secs(10));
+    let answer = RawAnswer::parse(&raw).expect("an answer to the first request");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body.len(), big.len(), "the closing answer was cut");
+    assert_eq!(healthy.received().len(), 1);
+    counted(&sluice, 2).await;
+}

@@ -41,5 +41,6 @@ pub mod settings;
 pub mod state;
 pub mod store;
 pub mod subscription;
+pub mod upload;
 pub mod upstream;
 pub mod usage;

@@ -26,6 +26,7 @@ use crate::quotas::{Ledger, QuotaHold, QuotaSet, Refusal, RequestSubjects};
 use crate::routing;
 use crate::settings::Route;
 use crate::state::{AppState, Snapshot};
+use crate::upload::{self, Upload};
 use crate::upstream::WorkerClients;
 use crate::usage::AnswerFormat;
 
@@ -41,7 +42,19 @@ pub async fn forward(
 ) -> HttpResponse {
     let received = Instant::now();
     let mut pending = state.recorder.open(new_record(&req));
-    match exchange(&req, payload, &state, &clients, &mut pending, received).await {
+    let has_body = RequestBody::of(req.headers()) != RequestBody::None;
+    let (upload, upload_watch) = upload::watch(payload, has_body);
+    let exchanged = upload_watch
+        .guard(exchange(
+            &req,
+            upload,
+            &state,
+            &clients,
+            &mut pending,
+            received,
+        ))
+        .await;
+    match exchanged {
         Ok(response) => response,
         Err(err) => record_refusal(err, &mut pending, received),
     }
@@ -50,7 +63,7 @@ pub async fn forward(
 /// The phases in order. Each returns what the next needs or the error the client is told.
 async fn exchange(
     req: &HttpRequest,
-    payload: web::Payload,
+    payload: Upload,
     state: &AppState,
     clients: &WorkerClients,
     pending: &mut PendingRecord,
@@ -203,7 +216,7 @@ impl<'a> Exchange<'a> {
         &self,
         target: &Target<'_>,
         request: awc::ClientRequest,
-        payload: web::Payload,
+        payload: Upload,
         body: RequestBody,
         quota: Option<QuotaHold>,
         record: &mut RequestRecord,
@@ -336,7 +349,10 @@ fn record_refusal(err: Error, pending: &mut PendingRecord, received: Instant) ->
         "{err}"
     );
     pending.finish(status, Outcome::Refused(err.kind()), received);
-    err.error_response()
+    match err {
+        Error::ClientBody(_) => upload::broken_upload_answer(&err),
+        _ => err.error_response(),
+    }
 }
 
 /// How the client framed its request body, which is how it goes upstream.
@@ -448,7 +464,7 @@ fn log_would_refuse(request_id: &str, refusals: &[Refusal]) {
 /// Streams the client's body through untouched, failing (and flagging) once it passes `limit`
 /// bytes, and lets a copy of the first bytes show which model was asked for.
 fn tap_request_body(
-    payload: web::Payload,
+    payload: Upload,
     limit: u64,
     side: Rc<RefCell<RequestSide>>,
 ) -> impl futures_util::Stream<Item = Result<web::Bytes, Error>> + 'static {

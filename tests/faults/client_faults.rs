@@ -475,3 +475,24 @@ async fn nothing_pipelined_after_a_connection_close_request_is_processed() {
     assert_eq!(healthy.received().len(), 1);
     counted(&sluice, 2).await;
 }
+
+#[actix_rt::test]
+async fn malformed_chunked_body_is_answered_400_client_body_and_counted_so() {
+    let fake = contacted_upstream();
+    let healthy = MockUpstream::start();
+    let sluice = sluice_before(&fake.url(), &healthy).start();
+    let request = b"POST /anthropic/v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n";
+    let raw = exchange(sluice.addr, request, Duration::from_secs(5));
+    let answer = RawAnswer::parse(&raw).unwrap_or_else(|| {
+        panic!(
+            "no answer to a malformed chunked body: {:?}",
+            String::from_utf8_lossy(&raw)
+        )
+    });
+    assert_sluice_error(&answer, 400, "client_body");
+    assert_eq!(answer.answers(), 1, "{}", answer.raw);
+    assert_outcome(&sluice, "client_body");
+    let stats = counted(&sluice, 1).await;
+    assert_eq!(stats["by_status"]["400"], 1, "{}", stats["by_status"]);
+    assert_still_serving(&sluice);
+}

@@ -45,6 +45,8 @@ pub enum Error {
     ConnectTimeout(u128),
     #[error("the request body could not be read: {0}")]
     ClientBody(String),
+    #[error("the request body stalled: still incomplete after {0} ms of waiting for it")]
+    ClientTimeout(u128),
     #[error("`since` must be like 30m, 5h, 7d or an RFC 3339 time, not {0:?}")]
     BadSince(String),
     #[error("{0}")]
@@ -81,6 +83,7 @@ impl Error {
             Error::UpstreamBroken(_) => "upstream_broken",
             Error::UpstreamTimeout(_) | Error::ConnectTimeout(_) => "upstream_timeout",
             Error::ClientBody(_) => "client_body",
+            Error::ClientTimeout(_) => "client_timeout",
             Error::BadSince(_) => "bad_since",
             Error::BadUsageQuery(_) => "bad_query",
             Error::StoreUnavailable(_) => "store_unavailable",
@@ -120,6 +123,7 @@ impl ResponseError for Error {
             Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::NoRoute(_) | Error::ReservedPath(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::AccessKeyMissing(_)
             | Error::AccessKeyUnknown
             | Error::AdminToken

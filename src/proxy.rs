@@ -43,7 +43,8 @@ pub async fn forward(
     let received = Instant::now();
     let mut pending = state.recorder.open(new_record(&req));
     let has_body = RequestBody::of(req.headers()) != RequestBody::None;
-    let (upload, upload_watch) = upload::watch(payload, has_body);
+    let idle = state.snapshot().upstream.timeouts.idle;
+    let (upload, upload_watch) = upload::watch(payload, has_body, idle);
     let exchanged = upload_watch
         .guard(exchange(
             &req,
@@ -236,6 +237,7 @@ impl<'a> Exchange<'a> {
             quota,
             by_model,
         }));
+        let upload = payload.progress();
         let limited = tap_request_body(payload, limit, request_side.clone());
         let overhead_before = self.received.elapsed();
         let sending = match body {
@@ -252,6 +254,10 @@ impl<'a> Exchange<'a> {
         let head_received = Instant::now();
         let over_limit = request_side.borrow().over_limit;
         let response = match sent {
+            // The upstream cannot answer a request it has not had all of: the client's fault.
+            Err(_) if upload.waiting_on_client() => {
+                Err(Error::ClientTimeout(timeouts.first_byte.as_millis()))
+            }
             Err(_) => Err(Error::UpstreamTimeout(timeouts.first_byte.as_millis())),
             Ok(Err(err)) => Err(upstream_error(err, over_limit, limit, timeouts.connect)),
             Ok(Ok(response)) => Ok(response),

@@ -91,7 +91,7 @@ pub fn error_type(status: u16) -> &'static str {
         404 => "not_found_error",
         413 => "request_too_large",
         429 => "rate_limit_error",
-        504 => "timeout_error",
+        408 | 504 => "timeout_error",
         _ => "api_error",
     }
 }

@@ -496,3 +496,67 @@ async fn malformed_chunked_body_is_answered_400_client_body_and_counted_so() {
     assert_eq!(stats["by_status"]["400"], 1, "{}", stats["by_status"]);
     assert_still_serving(&sluice);
 }
+
+/// Sends 50 of 100 declared body bytes and then nothing; returns the answer and how long it
+/// took.
+fn stalled_upload(sluice: &Sluice) -> (RawAnswer, Duration) {
+    let mut stream = TcpStream::connect(sluice.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let start = Instant::now();
+    stream
+        .write_all(
+            format!(
+                "POST /anthropic/v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{}",
+                "x".repeat(50)
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !matches!(RawAnswer::parse(&raw), Some(a) if !a.body.is_empty()) {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = RawAnswer::parse(&raw).unwrap_or_else(|| {
+        panic!(
+            "no answer to a stalled upload: {:?}",
+            String::from_utf8_lossy(&raw)
+        )
+    });
+    (answer, start.elapsed())
+}
+
+#[actix_rt::test]
+async fn a_stalled_upload_is_a_408_client_timeout_and_no_upstream_failure() {
+    // The stall is seen after `idle_ms`, or at `first_byte_ms` when that comes first.
+    for timeouts in [
+        "idle_ms = 400\nfirst_byte_ms = 5000",
+        "idle_ms = 5000\nfirst_byte_ms = 400",
+    ] {
+        let fake = FakeUpstream::start(vec![Step::ReadHead, Step::ReadBody, Step::Hold]);
+        let healthy = MockUpstream::start();
+        let sluice = sluice_before(&fake.url(), &healthy)
+            .toml(&format!("[timeouts]\n{timeouts}"))
+            .start();
+        let (answer, took) = stalled_upload(&sluice);
+        assert_sluice_error(&answer, 408, "client_timeout");
+        assert!(
+            took < Duration::from_secs(3),
+            "{timeouts}: answered after {took:?}"
+        );
+        assert_outcome(&sluice, "client_timeout");
+        let stats = counted(&sluice, 1).await;
+        assert_eq!(stats["by_status"]["408"], 1, "{}", stats["by_status"]);
+        let health = &stats["upstreams"]["/anthropic"];
+        assert_eq!(
+            health["failed"], 0,
+            "{timeouts}: blamed on the upstream: {health}"
+        );
+        assert_still_serving(&sluice);
+    }
+}

@@ -101,7 +101,7 @@ pub fn assert_sluice_error(answer: &RawAnswer, status: u16, kind: &str) {
         401 => "authentication_error",
         404 => "not_found_error",
         405 => "invalid_request_error",
-        504 => "timeout_error",
+        408 | 504 => "timeout_error",
         413 => "request_too_large",
         _ => "api_error",
     };

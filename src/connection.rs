@@ -63,3 +63,27 @@ pub async fn close_means_close<B: MessageBody>(
     }
     next.call(req).await
 }
+
+/// A client connection's socket, to end the connection from outside its request (a client
+/// that stopped reading an answer). Only [`crate::client_stall`] uses it, and only while the
+/// connection's answer is alive.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSocket(RawFd);
+
+impl ClientSocket {
+    /// The socket of the connection `req` came on (plain TCP only).
+    pub fn of(req: &actix_web::HttpRequest) -> Option<Self> {
+        req.conn_data::<ClientConnection>()
+            .map(|connection| Self(connection.fd))
+    }
+
+    /// Shuts the connection both ways: actix-http's next write fails and it drops the
+    /// connection, and with it the answer and its upstream request.
+    ///
+    /// # Safety
+    /// The connection must still be open — its answer not yet dropped — or the descriptor may
+    /// already belong to another connection.
+    pub unsafe fn shut(self) {
+        let _ = libc::shutdown(self.0, libc::SHUT_RDWR);
+    }
+}

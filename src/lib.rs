@@ -19,6 +19,7 @@ pub mod access;
 pub mod admin;
 pub mod attribution;
 pub mod cli;
+pub mod client_stall;
 pub mod connection;
 pub mod credentials;
 pub mod dashboard;

@@ -16,6 +16,8 @@ use awc::ClientResponse;
 use futures_util::StreamExt;
 
 use crate::attribution;
+use crate::client_stall::StallWatch;
+use crate::connection::ClientSocket;
 use crate::error::Error;
 use crate::headers;
 use crate::metrics::tap::{Timing, Watch};
@@ -316,6 +318,10 @@ impl<'a> Exchange<'a> {
                 idle: self.snapshot.upstream.timeouts.idle,
                 declared_length: length,
                 shutdown: self.state.shutdown.clone(),
+                stall: StallWatch::new(
+                    ClientSocket::of(self.req),
+                    self.snapshot.upstream.timeouts.idle,
+                ),
             },
         );
         tap.hold_quota(sent.quota);

@@ -12,6 +12,8 @@ pub enum Outcome {
     Completed,
     /// The client went away before the answer ended.
     ClientGone,
+    /// The client stopped reading the answer for longer than `idle_ms`; sluice closed it.
+    ClientStalled,
     /// The upstream broke the answer off.
     UpstreamCut,
     /// The upstream fell silent for longer than `idle_ms` inside the answer.
@@ -29,6 +31,7 @@ impl Outcome {
         match self {
             Outcome::Completed => "completed",
             Outcome::ClientGone => "client_gone",
+            Outcome::ClientStalled => "client_stalled",
             Outcome::UpstreamCut => "upstream_cut",
             Outcome::IdleTimeout => "idle_timeout",
             Outcome::Shutdown => "shutdown",
@@ -46,7 +49,11 @@ impl Outcome {
     pub fn is_incomplete(self) -> bool {
         matches!(
             self,
-            Outcome::ClientGone | Outcome::UpstreamCut | Outcome::IdleTimeout | Outcome::Shutdown
+            Outcome::ClientGone
+                | Outcome::ClientStalled
+                | Outcome::UpstreamCut
+                | Outcome::IdleTimeout
+                | Outcome::Shutdown
         )
     }
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::record::{Outcome, RequestRecord};
 use super::Recorder;
+use crate::client_stall::StallWatch;
 use crate::protocol::UsageParser;
 use crate::quotas::QuotaHold;
 
@@ -50,6 +51,8 @@ pub struct UsageTap<S> {
     /// Armed the first time the upstream makes us wait: most answers never need them.
     waiting: Option<Waiting>,
     shutdown: CancellationToken,
+    /// Ends the connection when the client stops taking the answer.
+    stall: StallWatch,
     /// An early end, held back one poll: actix drops the connection as soon as a body fails,
     /// without writing what it has buffered, so the failure is reported only after a `Pending`
     /// has let it flush the bytes already forwarded.
@@ -74,6 +77,8 @@ pub struct Watch {
     pub declared_length: Option<u64>,
     /// Cancelled by a second stop signal: streams in flight end at once.
     pub shutdown: CancellationToken,
+    /// The client's side: `idle_ms` without taking a chunk ends the connection.
+    pub stall: StallWatch,
 }
 
 impl<S> UsageTap<S> {
@@ -101,6 +106,7 @@ impl<S> UsageTap<S> {
             last_activity: Instant::now(),
             waiting: None,
             shutdown: watch.shutdown,
+            stall: watch.stall,
             failure: None,
         }
     }
@@ -225,8 +231,10 @@ where
         if this.record.is_none() {
             return Poll::Ready(None);
         }
-        // actix polls the body right after it has written the response head.
+        // actix polls the body right after it has written the response head, and again
+        // whenever it has room for more.
         this.head_sent.get_or_insert_with(Instant::now);
+        this.stall.asked();
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 if let Some(parser) = this.parser.as_mut() {
@@ -239,6 +247,9 @@ where
                 if this.declared_length == Some(this.forwarded) && !this.ended_early() {
                     this.finish(Outcome::Completed);
                 }
+                let more_to_come =
+                    !matches!(this.declared_length, Some(declared) if this.forwarded >= declared);
+                this.stall.handed_out(more_to_come);
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(err))) => this.fail(
@@ -262,7 +273,13 @@ where
 
 impl<S> Drop for UsageTap<S> {
     fn drop(&mut self) {
-        // Dropped before the end: actix gave up on the body because the client went away.
-        self.finish(Outcome::ClientGone);
+        // Dropped before the end: actix gave up on the body because the client went away (or
+        // stopped reading and was closed).
+        let outcome = if self.stall.stalled() {
+            Outcome::ClientStalled
+        } else {
+            Outcome::ClientGone
+        };
+        self.finish(outcome);
     }
 }

@@ -560,3 +560,38 @@ async fn a_stalled_upload_is_a_408_client_timeout_and_no_upstream_failure() {
         assert_still_serving(&sluice);
     }
 }
+
+#[actix_rt::test]
+async fn a_client_that_never_reads_is_closed_after_idle_and_counted_client_stalled() {
+    // A streamed answer far larger than every socket buffer on the way.
+    let mut answer = sse_started();
+    let event = "event: ping\ndata: {\"type\":\"ping\"}\n\n".repeat(2000);
+    for _ in 0..400 {
+        answer.extend(chunk(event.as_bytes()));
+    }
+    let fake = FakeUpstream::start(vec![
+        Step::ReadHead,
+        Step::ReadBody,
+        Step::Write(answer),
+        Step::Hold,
+    ]);
+    let healthy = MockUpstream::start();
+    let sluice = sluice_before(&fake.url(), &healthy)
+        .toml("[timeouts]\nidle_ms = 500")
+        .start();
+    let mut stream = TcpStream::connect(sluice.addr).unwrap();
+    stream
+        .write_all(&post("/anthropic/v1/messages", ""))
+        .unwrap();
+    // Never read. Once the buffers are full nothing more can be written to the client.
+    let closed = fake.wait_peer_closed(0, Duration::from_secs(6));
+    assert!(
+        closed.is_some(),
+        "the upstream connection is still open with a client that does not read"
+    );
+    assert_outcome(&sluice, "client_stalled");
+    let stats = counted(&sluice, 1).await;
+    assert_eq!(stats["totals"]["incomplete"], 1, "{}", stats["totals"]);
+    drop(stream);
+    assert_still_serving(&sluice);
+}

@@ -13,6 +13,9 @@ use tracing::Span;
 use tracing_actix_web::{RequestId, RootSpanBuilder};
 use tracing_subscriber::EnvFilter;
 
+/// The most the file watcher's backend logs unless `RUST_LOG` names it.
+const NOTIFY_QUIET: &str = "notify=info";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -21,7 +24,14 @@ pub enum LogFormat {
 
 /// Logs go to stderr at `info` unless `RUST_LOG` says otherwise.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let directives = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_default();
+    if !directives.contains("notify") {
+        // The file watcher's backend traces every event in the settings directory, including
+        // the writes of a log kept there: at `trace` the log would feed itself. Its own
+        // target, named in RUST_LOG, still turns it on.
+        filter = filter.add_directive(NOTIFY_QUIET.parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| Stderr)

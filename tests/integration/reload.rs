@@ -439,3 +439,38 @@ async fn a_reload_that_would_drop_every_access_key_while_a_server_key_stays_is_r
     .await;
     assert!(with_key.iter().all(|&s| s == 200), "{with_key:?}");
 }
+
+/// With every log level on and the log written next to the settings file, the watcher's
+/// reaction to the log file's own writes must not feed the log.
+#[test]
+fn trace_logs_written_into_the_settings_directory_do_not_feed_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("sluice.toml");
+    std::fs::write(
+        &settings,
+        "listen = \"127.0.0.1:0\"\n[[routes]]\nprefix = \"/a\"\nupstream = \"http://127.0.0.1:9\"\n[stats]\nstate_file = \"\"\n",
+    )
+    .unwrap();
+    let log = dir.path().join("sluice.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--settings")
+        .arg(&settings)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "trace")
+        .env_remove("ANTHROPIC_API_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let size = std::fs::metadata(&log).unwrap().len();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("listening"), "{text}");
+    assert!(
+        size < 256 * 1024,
+        "{size} bytes of log in 1.5 s while idle; most common lines:\n{}",
+        text.lines().rev().take(3).collect::<Vec<_>>().join("\n")
+    );
+}

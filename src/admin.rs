@@ -70,25 +70,37 @@ struct StatsBody {
     store: Option<StoreStatus>,
 }
 
-#[derive(serde::Deserialize)]
-pub struct StatsQuery {
-    since: Option<String>,
+/// The one `since` of a query string (other parameters are ignored). Given twice it is
+/// ambiguous, and refused like any other bad value.
+fn since_param(query: &str) -> Result<Option<String>, Error> {
+    let mut values = url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(name, _)| name == "since")
+        .map(|(_, value)| value.into_owned());
+    let first = values.next();
+    let rest: Vec<String> = values.collect();
+    match first {
+        Some(first) if !rest.is_empty() => Err(Error::BadSince(
+            std::iter::once(first)
+                .chain(rest)
+                .collect::<Vec<_>>()
+                .join(" and "),
+        )),
+        first => Ok(first),
+    }
 }
 
 pub async fn stats(
     req: HttpRequest,
-    query: web::Query<StatsQuery>,
     state: web::Data<AppState>,
     store: web::Data<StoreAccess>,
 ) -> Result<HttpResponse, Error> {
     let snapshot = state.snapshot();
     snapshot.credentials.access.require_admin(&req)?;
-    let since = match query.since.as_deref() {
+    let since = match since_param(req.query_string())? {
         None => None,
-        Some(text) => Some(
-            stats::parse_since(text, SystemTime::now())
-                .ok_or_else(|| Error::BadSince(text.to_string()))?,
-        ),
+        Some(text) => {
+            Some(stats::parse_since(&text, SystemTime::now()).ok_or(Error::BadSince(text))?)
+        }
     };
     let report = state
         .aggregator

@@ -55,7 +55,7 @@ pub enum Error {
     StoreUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
-    #[error("sluice is stopping")]
+    #[error("stopping now; the request was cut short")]
     ShuttingDown,
     /// `message` names the quota, the subject, the amounts and when it frees.
     #[error("{message}")]

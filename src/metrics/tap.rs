@@ -26,7 +26,7 @@ pub enum BodyError {
     Upstream(String),
     #[error("upstream was silent for more than {0:?}")]
     Idle(Duration),
-    #[error("sluice is stopping")]
+    #[error("stopping now")]
     Shutdown,
 }
 

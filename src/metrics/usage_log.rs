@@ -16,7 +16,10 @@ impl Sink for UsageLog {
 
 /// Never a secret: the credential is a fingerprint, the path has no query string.
 fn log_usage(Finished { record, cost }: &Finished) {
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    // Whole microseconds and billionths of a dollar: the precision the figures have, without
+    // binary floating-point tails (`2.6130060000000004`).
+    let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
+    let cost = cost.map(|usd| (usd * 1e9).round() / 1e9);
     tracing::info!(
         target: "sluice::usage",
         request_id = %record.request_id,

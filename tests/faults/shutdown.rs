@@ -157,3 +157,32 @@ fn stream_cut_by_the_grace_period_is_in_the_flushed_state_file() {
     assert_eq!(totals["requests"], 1, "{totals}");
     assert_eq!(totals["incomplete"], 1, "{totals}");
 }
+
+#[test]
+fn a_request_waiting_for_the_upstream_at_a_second_sigterm_gets_a_plain_503() {
+    let fake = FakeUpstream::start(vec![Step::ReadHead, Step::ReadBody, Step::Hold]);
+    let mut sluice = sluice().route("/anthropic", &fake.url(), &[]).start();
+    let addr = sluice.addr;
+    let waiting = std::thread::spawn(move || {
+        exchange(
+            addr,
+            &post("/anthropic/v1/messages", ""),
+            Duration::from_secs(10),
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake.conns().first().and_then(|c| c.head.clone()).is_none() {
+        assert!(Instant::now() < deadline, "the request never went upstream");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sluice.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    sluice.signal("TERM");
+    sluice.wait_exit(Duration::from_secs(8));
+    let raw = waiting.join().unwrap();
+    let answer = RawAnswer::parse(&raw).expect("an answer before the exit");
+    assert_sluice_error(&answer, 503, "shutting_down");
+    let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("sluice: sluice"), "{message}");
+}

@@ -206,3 +206,49 @@ fn dot_dot_in_a_raw_request_line_is_refused() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(mock.received().is_empty());
 }
+
+#[actix_rt::test]
+async fn a_repeated_or_malformed_stats_query_is_a_sluice_error() {
+    let sluice = sluice()
+        .route("/anthropic", "http://127.0.0.1:9", &[])
+        .start();
+    for query in ["?since=5h&since=7d", "?since=5x", "?since=%ff"] {
+        let response = client()
+            .get(sluice.url(&format!("/stats{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_sluice_error(response, 400, "bad_since", "invalid_request_error").await;
+    }
+}
+
+#[test]
+fn check_into_a_closed_pipe_exits_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(
+        &path,
+        "[[routes]]\nprefix = \"/anthropic\"\nupstream = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    // `sluice check | head -0`: the reader is gone before sluice writes.
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("sleep 0.3; exec \"$0\" check --settings \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_sluice"))
+        .arg(&path)
+        .env_remove("ANTHROPIC_API_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        output.status.code().is_some(),
+        "killed by a signal: {:?}",
+        output.status
+    );
+}

@@ -863,3 +863,43 @@ async fn control_characters_in_logged_values_cannot_forge_log_lines() {
         "raw control characters in the log: {logs:?}"
     );
 }
+
+/// Times in the usage log are whole microseconds (at most 3 decimals of ms) and costs at most
+/// 9 decimals of a dollar: no binary floating-point noise like `2.6130060000000004`.
+#[actix_rt::test]
+async fn usage_log_figures_carry_no_float_noise() {
+    let (mock, _) = scripted_mock();
+    let sluice = sluice().route("/anthropic", &mock.url(), &[]).start();
+    for _ in 0..5 {
+        send(&sluice, "json", None, None)
+            .await
+            .body()
+            .await
+            .unwrap();
+    }
+    stats_after(&sluice, 5, None).await;
+    sluice.wait_for_log("request finished", Duration::from_secs(5));
+    let logs = sluice.logs();
+    let mut checked = 0;
+    for line in logs.lines().filter(|l| l.contains("request finished")) {
+        for (field, decimals) in [
+            ("ttfb_ms=", 3),
+            ("total_ms=", 3),
+            ("overhead_ms=", 3),
+            ("cost_usd=", 9),
+        ] {
+            let value = line
+                .split(field)
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_else(|| panic!("{field} missing: {line}"));
+            let fraction = value.split_once('.').map_or("", |(_, f)| f);
+            assert!(
+                fraction.len() <= decimals,
+                "{field}{value} has float noise: {line}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 20, "{logs}");
+}

@@ -105,6 +105,17 @@ pub struct ServerCredential {
 }
 
 impl ServerCredential {
+    /// Sets the server key's headers: `x-api-key`, or for an OAuth token `authorization` plus
+    /// the OAuth beta flag.
+    fn insert_into(&self, out: &mut HeaderMap) {
+        if self.oauth {
+            out.insert(header::AUTHORIZATION, self.value.clone());
+            anthropic::add_oauth_beta(out);
+        } else {
+            out.insert(anthropic::API_KEY_HEADER, self.value.clone());
+        }
+    }
+
     fn new(secret: &Secret) -> Option<Self> {
         let oauth = anthropic::is_oauth_token(secret.expose().as_bytes());
         let text = if oauth {
@@ -369,12 +380,53 @@ impl CredentialRules {
         incoming: &HeaderMap,
     ) -> Result<Outbound, Error> {
         let rules = &self.routes[route];
-        let listed = headers::connection_listed(incoming);
+        let Copied {
+            mut out,
+            client,
+            client_secret,
+            client_credentials,
+        } = self.copy_end_to_end(incoming);
+        let is_probe = *method == Method::HEAD || *method == Method::OPTIONS;
+        let server_key_usable =
+            rules.server.is_some() && !(is_probe && rules.policy == CredentialPolicy::ClientFirst);
+        let decision = decide(rules.policy, server_key_usable, client)?;
+        let credential = if decision.add_server_key {
+            let server = rules.server.as_ref().ok_or(Error::NoServerKey)?;
+            server.insert_into(&mut out);
+            Some(format!(
+                "{}:{}",
+                decision.source.as_str(),
+                server.fingerprint
+            ))
+        } else if decision.forward_client {
+            for (name, value) in client_credentials {
+                out.append(name.clone(), value.clone());
+            }
+            client_secret
+                .map(|secret| format!("{}:{}", decision.source.as_str(), fingerprint(secret)))
+        } else {
+            None
+        };
+        Ok(Outbound {
+            headers: out,
+            source: decision.source,
+            credential,
+            caller: None,
+        })
+    }
 
-        let mut out = HeaderMap::with_capacity(incoming.len() + 2);
-        let mut client = ClientCredentials::default();
-        let mut client_secret: Option<&[u8]> = None;
-        let mut client_credentials: Vec<(&HeaderName, &HeaderValue)> = Vec::new();
+    /// The end-to-end headers of `incoming` that may go upstream, with the client's credential
+    /// headers set apart (the decision says whether they go). Never kept: hop-by-hop headers,
+    /// `host`, `expect`, the access-key header, sluice's own `x-sluice-*` headers, and any
+    /// header that carries one of our secrets.
+    fn copy_end_to_end<'h>(&self, incoming: &'h HeaderMap) -> Copied<'h> {
+        let listed = headers::connection_listed(incoming);
+        let mut copied = Copied {
+            out: HeaderMap::with_capacity(incoming.len() + 2),
+            client: ClientCredentials::default(),
+            client_secret: None,
+            client_credentials: Vec::new(),
+        };
         for (name, value) in incoming.iter() {
             if !headers::is_end_to_end(name, &listed)
                 || *name == header::HOST
@@ -386,59 +438,37 @@ impl CredentialRules {
                 continue;
             }
             let is_api_key = *name == anthropic::API_KEY_HEADER;
-            if is_api_key || *name == header::AUTHORIZATION {
-                if value.is_empty() {
-                    continue;
-                }
-                if is_api_key && !client.api_key {
-                    client.api_key = true;
-                    client_secret = Some(value.as_bytes());
-                } else if !is_api_key && client.authorization.is_none() {
-                    let token = strip_bearer(value.as_bytes());
-                    client.authorization = Some(BearerKind::of_authorization(value.as_bytes()));
-                    if !client.api_key {
-                        client_secret = Some(token.unwrap_or(value.as_bytes()));
-                    }
-                }
-                client_credentials.push((name, value));
+            if !is_api_key && *name != header::AUTHORIZATION {
+                copied.out.append(name.clone(), value.clone());
                 continue;
             }
-            out.append(name.clone(), value.clone());
-        }
-
-        let is_probe = *method == Method::HEAD || *method == Method::OPTIONS;
-        let server_key_usable =
-            rules.server.is_some() && !(is_probe && rules.policy == CredentialPolicy::ClientFirst);
-        let decision = decide(rules.policy, server_key_usable, client)?;
-        let mut credential = None;
-        if decision.forward_client {
-            for (name, value) in client_credentials {
-                out.append(name.clone(), value.clone());
+            if value.is_empty() {
+                continue;
             }
-            credential = client_secret
-                .map(|secret| format!("{}:{}", decision.source.as_str(), fingerprint(secret)));
-        }
-        if decision.add_server_key {
-            let server = rules.server.as_ref().ok_or(Error::NoServerKey)?;
-            if server.oauth {
-                out.insert(header::AUTHORIZATION, server.value.clone());
-                anthropic::add_oauth_beta(&mut out);
-            } else {
-                out.insert(anthropic::API_KEY_HEADER, server.value.clone());
+            let client = &mut copied.client;
+            if is_api_key && !client.api_key {
+                client.api_key = true;
+                copied.client_secret = Some(value.as_bytes());
+            } else if !is_api_key && client.authorization.is_none() {
+                client.authorization = Some(BearerKind::of_authorization(value.as_bytes()));
+                if !client.api_key {
+                    let token = strip_bearer(value.as_bytes());
+                    copied.client_secret = Some(token.unwrap_or(value.as_bytes()));
+                }
             }
-            credential = Some(format!(
-                "{}:{}",
-                decision.source.as_str(),
-                server.fingerprint
-            ));
+            copied.client_credentials.push((name, value));
         }
-        Ok(Outbound {
-            headers: out,
-            source: decision.source,
-            credential,
-            caller: None,
-        })
+        copied
     }
+}
+
+/// What [`CredentialRules::copy_end_to_end`] kept of a request's headers.
+struct Copied<'h> {
+    out: HeaderMap,
+    client: ClientCredentials,
+    /// The client's credential (the API key's value, else the bearer token), for the fingerprint.
+    client_secret: Option<&'h [u8]>,
+    client_credentials: Vec<(&'h HeaderName, &'h HeaderValue)>,
 }
 
 /// Owns the secret material: reads it for every settings generation, notices what changed,

@@ -329,24 +329,38 @@ impl<'a> Exchange<'a> {
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
             || length == Some(0);
-        if no_body {
-            // actix never polls a body it will not send: the answer is complete as it stands
-            // (without this, dropping the unpolled tap would count it as a client gone).
-            tap.complete();
-            return match length {
-                Some(length) if status != StatusCode::NO_CONTENT => {
-                    response.body(SizedStream::new(
-                        length,
-                        futures_util::stream::empty::<Result<web::Bytes, Error>>(),
-                    ))
-                }
-                _ => response.finish(),
-            };
-        }
-        match length {
-            Some(length) => response.body(SizedStream::new(length, tap)),
-            None => response.body(BodyStream::new(tap)),
-        }
+        with_body(response, tap, length, no_body, status)
+    }
+}
+
+/// The answer's body: the tap itself, sized when the upstream declared a length. An answer that
+/// has no body is complete as it stands.
+fn with_body<S>(
+    mut response: actix_web::HttpResponseBuilder,
+    tap: UsageTap<S>,
+    length: Option<u64>,
+    no_body: bool,
+    status: StatusCode,
+) -> HttpResponse
+where
+    UsageTap<S>:
+        futures_util::Stream<Item = Result<web::Bytes, crate::metrics::tap::BodyError>> + 'static,
+{
+    if no_body {
+        // actix never polls a body it will not send: the answer is complete as it stands
+        // (without this, dropping the unpolled tap would count it as a client gone).
+        tap.complete();
+        return match length {
+            Some(length) if status != StatusCode::NO_CONTENT => response.body(SizedStream::new(
+                length,
+                futures_util::stream::empty::<Result<web::Bytes, Error>>(),
+            )),
+            _ => response.finish(),
+        };
+    }
+    match length {
+        Some(length) => response.body(SizedStream::new(length, tap)),
+        None => response.body(BodyStream::new(tap)),
     }
 }
 

@@ -18,6 +18,8 @@
 #   SLUICE_BIN, MOCK_BIN, LOAD_BIN   use these binaries instead of building them
 #   BENCH_TARGETS                    subset of "direct nginx sluice" (default: all three)
 #   SUT_CPU, HARNESS_CPU             CPU numbers for the pinning described below (0 and 1)
+#   BENCH_SLUICE_EXTRA               TOML appended to sluice's settings (e.g. "[store]\npath = \"\"")
+#   BENCH_STREAMS=0                  throughput only: skip the memory and streaming tests
 #
 # 10,000 streams need about 20,100 open files in sluice (a client and an upstream socket each):
 # where the hard limit is lower (`ulimit -Hn`), the large test is capped to fit and the report
@@ -348,6 +350,7 @@ credential_policy = "client_first"
 
 [stats]
 state_file = ""
+${BENCH_SLUICE_EXTRA:-}
 EOF
     # No server key (the benchmark must never touch a real credential), and none of the
     # caller's SLUICE_* variables (overrides, admin token) may change what is measured.
@@ -578,7 +581,7 @@ main() {
     fi
     has_target nginx && NGINX_RSS_AFTER_TP=$(rss_kb "$NGINX_PID")
 
-    if has_target sluice; then
+    if has_target sluice && [[ ${BENCH_STREAMS:-1} != 0 ]]; then
         # Direct first each time: the reference the "time added" is taken against.
         run_streams "direct-${SMALL_STREAMS[0]}" direct "${SMALL_STREAMS[@]}"
         run_streams "sluice-${SMALL_STREAMS[0]}" sluice "${SMALL_STREAMS[@]}"

@@ -513,7 +513,7 @@ write_report() {
         printf '| server core busy | %s | %s | %s | | | |\n' "$(percent "$(tp direct 6)")" "$(percent "$(tp nginx 6)")" "$(percent "$(tp sluice 6)")"
         printf '| wrk + mock core busy | %s | %s | %s | | | |\n' "$(percent "$(tp direct 7)")" "$(percent "$(tp nginx 7)")" "$(percent "$(tp sluice 7)")"
         echo
-        if has_target sluice; then
+        if has_target sluice && [[ ${BENCH_STREAMS:-1} != 0 ]]; then
             local small=${SMALL_STREAMS[0]} large=${LARGE_STREAMS[0]} large_ok add50 add99
             echo "### Memory and streaming (sluice)"
             echo

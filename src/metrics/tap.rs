@@ -57,6 +57,9 @@ pub struct UsageTap<S> {
     /// without writing what it has buffered, so the failure is reported only after a `Pending`
     /// has let it flush the bytes already forwarded.
     failure: Option<BodyError>,
+    /// Every declared byte arrived and the answer was recorded: what is left is the upstream
+    /// body's own end, which must still be read so its connection goes back to the pool.
+    draining: bool,
 }
 
 struct Waiting {
@@ -108,6 +111,7 @@ impl<S> UsageTap<S> {
             shutdown: watch.shutdown,
             stall: watch.stall,
             failure: None,
+            draining: false,
         }
     }
 
@@ -229,7 +233,17 @@ where
             return Poll::Ready(Some(Err(failure)));
         }
         if this.record.is_none() {
-            return Poll::Ready(None);
+            if !this.draining {
+                return Poll::Ready(None);
+            }
+            // awc returns the connection to its pool only once the body has reached its end.
+            return match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(_) => {
+                    this.draining = false;
+                    Poll::Ready(None)
+                }
+            };
         }
         // actix polls the body right after it has written the response head, and again
         // whenever it has room for more.
@@ -246,6 +260,7 @@ where
                 // goes out, so its record (and quota spend) is made before the client has it.
                 if this.declared_length == Some(this.forwarded) && !this.ended_early() {
                     this.finish(Outcome::Completed);
+                    this.draining = true;
                 }
                 let more_to_come =
                     !matches!(this.declared_length, Some(declared) if this.forwarded >= declared);

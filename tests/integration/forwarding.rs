@@ -222,3 +222,30 @@ fn head_answer_keeps_its_content_length_and_has_no_body() {
     );
     assert_eq!(mock.last().method, "HEAD");
 }
+
+/// Upstream connections are pooled: answers read to their end hand the connection back, so
+/// requests one after another reuse it instead of opening one each (and leaving the upstream
+/// with a TIME-WAIT socket per request).
+#[actix_rt::test]
+async fn sequential_requests_reuse_one_upstream_connection() {
+    let mock = MockUpstream::start();
+    let sluice = sluice().route("/anthropic", &mock.url(), &[]).start();
+    for _ in 0..10 {
+        let mut response = client()
+            .post(sluice.url("/anthropic/v1/messages"))
+            .insert_header(("content-type", "application/json"))
+            .send_body(r#"{"model":"claude-sonnet-4-5"}"#)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.body().await.unwrap();
+    }
+    let peers: std::collections::BTreeSet<_> =
+        mock.received().iter().filter_map(|r| r.peer).collect();
+    assert_eq!(mock.received().len(), 10);
+    assert_eq!(
+        peers.len(),
+        1,
+        "one pooled connection for 10 requests: {peers:?}"
+    );
+}

@@ -34,6 +34,8 @@ pub struct Received {
     /// Header names lower-cased, in arrival order per name.
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Bytes,
+    /// The connection it came on (sluice's end of it).
+    pub peer: Option<SocketAddr>,
 }
 
 impl Received {
@@ -228,6 +230,7 @@ async fn mock_handler(
         target: req.uri().to_string(),
         headers,
         body: body.freeze(),
+        peer: req.peer_addr(),
     };
     let responder = state.responder.lock().unwrap().clone();
     let reply = responder(&received);

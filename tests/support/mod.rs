@@ -570,3 +570,5 @@ pub fn fingerprint(secret: &str) -> String {
     use sha2::Digest;
     hex::encode(&sha2::Sha256::digest(secret.as_bytes())[..6])
 }
+
+pub mod known_rows;

@@ -1,20 +1,25 @@
 """The dashboard in a real browser (Debian's chromium through Playwright), against a sluice on
-127.0.0.1 whose /usage and /stats answer from known requests.
+127.0.0.1.
 
 Checks: no console error, no request leaving 127.0.0.1, the admin-token prompt (401 first, then
-the bearer), the totals shown and the chart's series sums equal the sums of the known requests
-in the range the page asked for, the empty state; saves screenshots at 1280x800 and 390x844.
+the bearer), the totals shown and every cell of the charts' series equal the sums of the known
+requests in the range the page asked for, the subscription panel, the empty state; saves
+screenshots at 1280x800 and 390x844.
 
-    python3 scripts/dashboard/test_dashboard.py [--out DIR] [--url http://127.0.0.1:PORT --token T]
+    python3 scripts/dashboard/test_dashboard.py [--out DIR]
+    python3 scripts/dashboard/test_dashboard.py --url http://127.0.0.1:PORT --token T --known known.json
 
-With --url it drives that sluice instead of the built-in stand-in; the known sums then come
-from that sluice's own /usage (so fill its store first).
+With --url it drives that real sluice, whose store was filled by examples/fill_store.rs; the
+expected sums are worked out from the filler's rows (--known), never from sluice's /usage.
+Without --url it drives a stand-in (fake_sluice.py) that answers from requests made up here,
+which only checks the page itself.
 """
 
 import argparse
 import json
 import math
 import sys
+import time
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +29,7 @@ from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fake_sluice  # noqa: E402
+import known  # noqa: E402
 
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -74,13 +80,29 @@ def last_usage_url(log):
     return urls[-1]
 
 
+def wait_js(page, expression, arg=None, timeout=15000):
+    """Polls `expression` from here: sluice's Content-Security-Policy forbids the eval that
+    Playwright's in-page wait_for_function needs, and the test keeps that policy enforced."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise TimeoutError("waited %d ms for %s" % (timeout, expression))
+        page.wait_for_timeout(50)
+
+
 def wait_refresh(page, after):
-    page.wait_for_function("(n) => window.__sluice && window.__sluice.refreshes > n", arg=after, timeout=15000)
+    wait_js(page, "(n) => !!window.__sluice && window.__sluice.refreshes > n", after)
 
 
-def check_sums(page, base, token, log, label):
+def check_sums(page, base, token, log, label, rows=None):
     usage_url = last_usage_url(log)
-    totals, tokens = expected_sums(base, token, usage_url)
+    if rows is None:
+        totals, tokens = expected_sums(base, token, usage_url)
+        cells = None
+    else:
+        totals, spend_cells, token_cells = known.expected(rows, usage_url)
+        tokens = totals["tokens"]
+        cells = (spend_cells, token_cells)
     check(totals["requests"] > 0, "%s: the range holds known requests (%d)" % (label, totals["requests"]))
     shown = {k: page.inner_text("#kpi-" + k) for k in ("cost", "requests", "tokens", "errors")}
     check(shown["cost"] == usd(totals["cost_usd"]), "%s: spend shown %s == %s" % (label, shown["cost"], usd(totals["cost_usd"])))
@@ -92,6 +114,19 @@ def check_sums(page, base, token, log, label):
     token_sum = sum(sum(v) for v in charts["tokens"]["raw"].values())
     check(math.isclose(spend, totals["cost_usd"], abs_tol=1e-6), "%s: spend series sum %.9f == %.9f" % (label, spend, totals["cost_usd"]))
     check(token_sum == tokens, "%s: token series sum %d == %d" % (label, token_sum, tokens))
+    if cells is not None:
+        spend_cells, token_cells = cells
+        got_spend = known.chart_cells(charts["spend"])
+        got_tokens = known.chart_cells(charts["tokens"])
+        wrong = sorted(c for c in set(got_spend) | set(spend_cells)
+                       if not math.isclose(got_spend.get(c, 0.0), spend_cells.get(c, 0.0), abs_tol=1e-9))
+        check(not wrong, "%s: every spend bar (%d series x bucket cells) equals the known sum %s" % (
+            label, len(spend_cells), [(c, got_spend.get(c), spend_cells.get(c)) for c in wrong[:4]]))
+        wrong = sorted(c for c in set(got_tokens) | set(token_cells) if got_tokens.get(c) != token_cells.get(c))
+        check(not wrong, "%s: every token bar (%d cells) equals the known sum %s" % (
+            label, len(token_cells), [(c, got_tokens.get(c), token_cells.get(c)) for c in wrong[:4]]))
+        check(sorted(charts["spend"]["names"]) == totals["series"],
+              "%s: series are %s" % (label, charts["spend"]["names"]))
     return charts
 
 
@@ -100,26 +135,36 @@ def main():
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "out"))
     parser.add_argument("--url", help="a running sluice with a filled store (default: the stand-in)")
     parser.add_argument("--token", help="its admin token")
+    parser.add_argument("--known", help="the filler's rows (examples/fill_store.rs --known); needed with --url")
+    parser.add_argument("--empty-url", help="a sluice with an empty store and no admin token (default: the stand-in)")
+    parser.add_argument("--timezone", default="Europe/Berlin", help="the browser's time zone")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     servers = []
+    rows = None
     if args.url:
+        if not args.known:
+            parser.error("--url needs --known: the sums are worked out from the filler's rows")
         base, token = args.url.rstrip("/"), args.token
+        rows = known.load(args.known)
     else:
         now = datetime.now(timezone.utc)
         server, base = fake_sluice.serve(fake_sluice.FakeSluice(fake_sluice.make_requests(now), TOKEN, now))
         servers.append(server)
         token = TOKEN
-    empty_server, empty_base = fake_sluice.serve(fake_sluice.FakeSluice([], None))
-    servers.append(empty_server)
+    if args.empty_url:
+        empty_base = args.empty_url.rstrip("/")
+    else:
+        empty_server, empty_base = fake_sluice.serve(fake_sluice.FakeSluice([], None))
+        servers.append(empty_server)
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS, headless=True)
         try:
-            context = browser.new_context(viewport={"width": 1280, "height": 800}, device_scale_factor=1)
+            context = browser.new_context(viewport={"width": 1280, "height": 800}, device_scale_factor=1, timezone_id=args.timezone)
             page = context.new_page()
             log = watch(page, base)
             page.goto(base + "/dashboard")
@@ -130,7 +175,7 @@ def main():
                       "first data call goes without a token and gets 401")
                 page.fill("#token-input", "not-the-token")
                 page.click("#token-dialog button[type=submit]")
-                page.wait_for_function("document.getElementById('token-message').className === 'refused'", timeout=10000)
+                wait_js(page, "() => document.getElementById('token-message').className === 'refused'", timeout=10000)
                 check(page.is_visible("#token-dialog"), "a wrong token is refused and asked for again")
                 page.fill("#token-input", token)
                 page.click("#token-dialog button[type=submit]")
@@ -141,11 +186,19 @@ def main():
                 stored = page.evaluate("sessionStorage.getItem('sluice.adminToken')")
                 check(stored == token, "the token is kept for the tab (sessionStorage)")
 
-            charts = check_sums(page, base, token, log, "24 h by model")
+            charts = check_sums(page, base, token, log, "24 h by model", rows)
             check(set(charts["spend"]["names"]) <= {"claude-sonnet-4-5", "claude-opus-4-5", "claude-haiku-4-5", "other"} or bool(args.url),
                   "24 h series are models: %s" % charts["spend"]["names"])
             subs = page.inner_text("#subscriptions")
-            if not args.url:
+            if args.url:
+                # The filler left alice at 42% of her 5-hour window (resets in 2 h 13 min) and bob
+                # rejected until his resets in 47 min.
+                check("Limit reached, resets at" in subs, "a refused credential says when its limit resets: %r" % subs)
+                check("42%" in subs and "resets in 2 h" in subs, "utilisation and countdown of the 5-hour window")
+                check("31%" in subs and "68%" in subs, "the 7-day windows of both subscriptions")
+                callers = page.inner_text("#top-callers")
+                check(all(c in callers for c in ("alice", "bob", "carol", "ci-bot")), "the busiest callers are listed: %r" % callers)
+            else:
                 check("Limit reached, resets at" in subs, "a refused credential says when its limit resets")
                 check("42%" in subs and "resets in 2 h" in subs, "utilisation and countdown of the 5-hour window")
                 check("18%" in subs and "27%" in subs and "resets in 3 h" in subs, "a credential with only the raw unified headers is read too")
@@ -154,19 +207,19 @@ def main():
             n = page.evaluate("window.__sluice.refreshes")
             page.click("[data-stack=caller]")
             wait_refresh(page, n)
-            charts = check_sums(page, base, token, log, "24 h by caller")
+            charts = check_sums(page, base, token, log, "24 h by caller", rows)
             check("group_by=hour%2Ccaller" in last_usage_url(log), "stacking by caller asks /usage for hour,caller")
 
             n = page.evaluate("window.__sluice.refreshes")
             page.click("[data-range='7d']")
             wait_refresh(page, n)
-            check_sums(page, base, token, log, "7 d by caller")
+            check_sums(page, base, token, log, "7 d by caller", rows)
 
             n = page.evaluate("window.__sluice.refreshes")
             page.click("[data-stack=model]")
             page.click("[data-range='30d']")
             wait_refresh(page, n + 1)
-            check_sums(page, base, token, log, "30 d by model")
+            check_sums(page, base, token, log, "30 d by model", rows)
             check("group_by=day%2Cmodel" in last_usage_url(log), "30 d asks /usage for day,model")
 
             n = page.evaluate("window.__sluice.refreshes")
@@ -176,7 +229,7 @@ def main():
             page.click("#custom button[type=submit]")
             wait_refresh(page, n)
             check("until=" in last_usage_url(log) and "group_by=hour%2Cmodel" in last_usage_url(log), "a custom range asks /usage with since and until")
-            check_sums(page, base, token, log, "custom 2 days by model")
+            check_sums(page, base, token, log, "custom 2 days by model", rows)
 
             n = page.evaluate("window.__sluice.refreshes")
             page.click("[data-range='24h']")
@@ -187,12 +240,12 @@ def main():
 
             n = page.evaluate("window.__sluice.refreshes")
             page.evaluate("window.__chartBefore = document.querySelector('#chart-spend .uplot')")
-            page.wait_for_function("(n) => window.__sluice.refreshes > n", arg=n, timeout=8000)
+            wait_js(page, "(n) => window.__sluice.refreshes > n", n, timeout=8000)
             check(True, "the page refreshes by itself within 5 s")
             check(page.evaluate("window.__chartBefore === document.querySelector('#chart-spend .uplot')"),
                   "a refresh updates the chart in place (hover survives)")
 
-            phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+            phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True, timezone_id=args.timezone)
             mpage = phone.new_page()
             mlog = watch(mpage, base)
             if token:
@@ -217,7 +270,7 @@ def main():
             check("No quotas set" in epage.inner_text("#quotas"), "empty quotas say how to add one")
             epage.screenshot(path=str(out / "dashboard-empty.png"), full_page=False)
 
-            dark = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme="dark")
+            dark = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme="dark", timezone_id=args.timezone)
             dpage = dark.new_page()
             dlog = watch(dpage, base)
             if token:

@@ -1,18 +1,15 @@
 //! Fills a store with a month of known team traffic (tests/support/known_rows.rs) through the
-//! store's own writer, writes the matching state file (lifetime and recent `/stats` groups and
-//! the subscriptions' last rate-limit headers), and writes the rows themselves as JSON so that a
-//! test can work out every sum the dashboard shows without asking sluice.
+//! store's own writer, and writes the rows themselves as JSON so that a test can work out every
+//! sum the dashboard shows without asking sluice.
 //!
-//! Run: `cargo run --example fill_store -- --db DIR/sluice.db --state DIR/stats.json
-//! --known DIR/known.json [--seed N]`. Prints the last 24 h, 7 d and 30 d totals as JSON.
+//! Run: `cargo run --example fill_store -- --db DIR/sluice.db --known DIR/known.json
+//! [--seed N]`. Prints the last 24 h, 7 d and 30 d totals as JSON.
 //! The database must not exist yet: rows are never added to someone's real store.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use sluice::metrics::state_file;
-use sluice::metrics::stats::StatsBook;
 use sluice::store::{self, row_of, StoreOptions, StoreRow, Target};
 
 #[path = "../tests/support/known_rows.rs"]
@@ -20,14 +17,12 @@ mod known_rows;
 
 struct Args {
     db: PathBuf,
-    state: PathBuf,
     known: PathBuf,
     seed: u64,
 }
 
 fn args() -> Result<Args, String> {
     let mut db = None;
-    let mut state = None;
     let mut known = None;
     let mut seed = 2026;
     let mut it = std::env::args().skip(1);
@@ -35,7 +30,6 @@ fn args() -> Result<Args, String> {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--db" => db = Some(PathBuf::from(value()?)),
-            "--state" => state = Some(PathBuf::from(value()?)),
             "--known" => known = Some(PathBuf::from(value()?)),
             "--seed" => seed = value()?.parse().map_err(|_| "--seed takes a number")?,
             other => return Err(format!("unknown argument {other}")),
@@ -44,7 +38,6 @@ fn args() -> Result<Args, String> {
     let need = |v: Option<PathBuf>, name: &str| v.ok_or(format!("{name} is required"));
     Ok(Args {
         db: need(db, "--db")?,
-        state: need(state, "--state")?,
         known: need(known, "--known")?,
         seed,
     })
@@ -119,16 +112,6 @@ fn main() {
     handle.close().unwrap_or_else(|err| panic!("{err}"));
     let written = handle.status().rows_written;
     assert_eq!(written, rows.len() as u64, "every row written");
-
-    let mut book = StatsBook::new(
-        jiff::Timestamp::from_millisecond(rows[0].finished_ms)
-            .unwrap()
-            .to_string(),
-    );
-    for f in &finished {
-        book.add(&f.record, f.cost);
-    }
-    state_file::save(&args.state, &book).unwrap_or_else(|err| panic!("{err}"));
 
     let known = json!({
         "filled_at_ms": unix_ms(now),

@@ -5,10 +5,11 @@
 #   scripts/dashboard/run.sh              # the real sluice over a store filled with known rows
 #   scripts/dashboard/run.sh --stand-in   # the page alone, against fake_sluice.py
 #
-# The real run builds sluice and examples/fill_store, fills a new SQLite store and state file in a
-# temporary directory, starts sluice on 127.0.0.1 with that store, an admin token and a quota,
-# plus a second sluice with an empty store for the empty state, and checks the page against the
-# sums of the filler's rows.
+# The real run builds sluice and examples/fill_store, fills a new SQLite store in a temporary
+# directory, starts sluice on 127.0.0.1 with that store, an admin token and a quota, sends two
+# Claude logins through it to a mock upstream that answers with subscription rate-limit headers
+# (probe.py), starts a second sluice with an empty store for the empty state, and checks the page
+# against the sums of the filler's and the probe's rows.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON="${PYTHON:-python3}"
@@ -35,16 +36,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$TARGET/examples/fill_store" --db "$WORK/full/sluice.db" --state "$WORK/full/stats.json" \
-  --known "$WORK/known.json" > "$WORK/fill.json"
+"$TARGET/examples/fill_store" --db "$WORK/full/sluice.db" --known "$WORK/known.json" > "$WORK/fill.json"
 echo "filled: $(cat "$WORK/fill.json")"
 
 free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start NAME PORT TOKEN: a sluice whose store and state file live in $WORK/NAME. Nothing listens on the
-# route's upstream: no request is sent through it.
+# start NAME PORT TOKEN UPSTREAM_PORT: a sluice whose store and state file live in $WORK/NAME.
 start() {
-  local dir="$WORK/$1" port="$2" token="$3"
+  local dir="$WORK/$1" port="$2" token="$3" upstream="$4"
   mkdir -p "$dir"
   cat > "$dir/sluice.toml" <<EOF
 listen = "127.0.0.1:$port"
@@ -52,7 +51,7 @@ workers = 1
 
 [[routes]]
 prefix = "/anthropic"
-upstream = "http://127.0.0.1:9"
+upstream = "http://127.0.0.1:$upstream"
 
 [admin]
 token_env = "DASHBOARD_TEST_ADMIN_TOKEN"
@@ -81,9 +80,14 @@ EOF
 
 TOKEN="dashboard-test-$RANDOM$RANDOM"
 PORT="$(free_port)"
-start full "$PORT" "$TOKEN"
+UPSTREAM_PORT="$(free_port)"
+start full "$PORT" "$TOKEN" "$UPSTREAM_PORT"
+# Subscription state from real answers: a mock upstream answers two Claude logins through sluice.
+"$PYTHON" scripts/dashboard/probe.py --listen "$UPSTREAM_PORT" --sluice "http://127.0.0.1:$PORT" \
+  --token "$TOKEN" --known "$WORK/known.json"
+# Nothing listens on port 9: no request goes through the empty one.
 EMPTY_PORT="$(free_port)"
-start empty "$EMPTY_PORT" ""
+start empty "$EMPTY_PORT" "" 9
 
 status=0
 "$PYTHON" "${TEST[@]}" --url "http://127.0.0.1:$PORT" --token "$TOKEN" --known "$WORK/known.json" \

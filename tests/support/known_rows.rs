@@ -110,43 +110,6 @@ const CALLERS: [Caller; 4] = [
     },
 ];
 
-/// The subscription credentials' last rate-limit headers: alice is at 42% of her 5-hour window,
-/// bob has reached his and waits for the reset.
-fn rate_limit_headers(credential: &str, now: SystemTime) -> Vec<(String, String)> {
-    let at = |d: Duration| {
-        (now + d)
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs()
-            .to_string()
-    };
-    let minutes = |m: u64| Duration::from_secs(m * 60);
-    let header = |name: &str, value: String| (format!("anthropic-ratelimit-unified-{name}"), value);
-    match credential {
-        "client_oauth:7c1e4f9a2b30" => vec![
-            header("status", "allowed".into()),
-            header("5h-status", "allowed".into()),
-            header("5h-utilization", "0.42".into()),
-            header("5h-reset", at(minutes(133))),
-            header("7d-status", "allowed".into()),
-            header("7d-utilization", "0.31".into()),
-            header("7d-reset", at(minutes(3 * 24 * 60 + 300))),
-            header("representative-claim", "five_hour".into()),
-        ],
-        "client_oauth:d94a0b6e1f52" => vec![
-            header("status", "rejected".into()),
-            header("5h-status", "rejected".into()),
-            header("5h-utilization", "1.0".into()),
-            header("5h-reset", at(minutes(47))),
-            header("7d-status", "allowed".into()),
-            header("7d-utilization", "0.68".into()),
-            header("7d-reset", at(minutes(5 * 24 * 60 + 70))),
-            header("representative-claim", "five_hour".into()),
-        ],
-        _ => Vec::new(),
-    }
-}
-
 fn hex(rng: &mut Rng, digits: usize) -> String {
     let mut out = String::with_capacity(digits);
     for _ in 0..digits {
@@ -272,8 +235,7 @@ fn session(rng: &mut Rng, out: &mut Vec<Finished>, start: SystemTime, latest: Sy
 }
 
 /// The rows for a store read at about `now`: all finished at least a minute before `now`, the
-/// oldest 30 days before; in time order, each subscription's last answer carrying its rate-limit
-/// headers.
+/// oldest 30 days before; in time order.
 pub fn known_requests(now: SystemTime, seed: u64) -> Vec<Finished> {
     let mut rng = Rng::new(seed);
     let latest = now - Duration::from_secs(60);
@@ -336,12 +298,5 @@ pub fn known_requests(now: SystemTime, seed: u64) -> Vec<Finished> {
     }
     out.retain(|f| f.record.finished_at <= latest);
     out.sort_by_key(|f| f.record.finished_at);
-    for caller in &CALLERS {
-        if let Some(last) = out.iter_mut().rev().find(|f| {
-            f.record.credential.as_deref() == Some(caller.credential) && f.record.status == 200
-        }) {
-            last.record.rate_limits = rate_limit_headers(caller.credential, now);
-        }
-    }
     out
 }

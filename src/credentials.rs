@@ -6,6 +6,7 @@
 //! the [`CredentialRules`] built from them. The per-request decision is the pure
 //! [`CredentialRules::outbound`], run on the published rules: no message per request.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -17,7 +18,7 @@ use crate::attribution;
 use crate::error::Error;
 use crate::headers;
 use crate::protocol::anthropic::{self, BearerKind};
-use crate::secrets::{fingerprint, Secret};
+use crate::secrets::{self, fingerprint, Secret, SecretSource};
 use crate::settings::{CredentialPolicy, EnvSource, Settings, SettingsError};
 
 /// Whose credential a request went upstream with; the `by_source` keys of `/stats`.
@@ -156,45 +157,158 @@ pub struct Outbound {
     pub caller: Option<String>,
 }
 
-/// The secret values the settings name, as read from their env vars.
+/// The secret values the settings name, as read from their env vars and files.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecretMaterial {
     /// Per route, in the settings' order.
     pub server_keys: Vec<Option<Secret>>,
     pub access_keys: Vec<(String, Secret)>,
     pub admin_token: Option<Secret>,
+    /// What does not stop a start but should be fixed: secret files others can read, skipped
+    /// files in the keys directory.
+    pub warnings: Vec<String>,
+}
+
+/// The files and directories secrets are read from: a change to any of them is a reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretPaths {
+    pub files: Vec<PathBuf>,
+    pub dirs: Vec<PathBuf>,
+}
+
+impl SecretPaths {
+    pub fn of(settings: &Settings, env: &EnvSource) -> Self {
+        let base = secrets::base_dir(settings.source.as_deref(), env);
+        let sources = settings
+            .routes
+            .iter()
+            .map(|r| r.server_key_source())
+            .chain(settings.access.keys.iter().map(|k| k.source()))
+            .chain(std::iter::once(settings.admin_token_source()));
+        Self {
+            files: sources.filter_map(|s| s.path(&base)).collect(),
+            dirs: settings
+                .access
+                .keys_dir
+                .iter()
+                .map(|d| secrets::resolve(&base, d))
+                .collect(),
+        }
+    }
+}
+
+/// Reads one secret, noting an unreadable file as an error under `key` and an exposed one as a
+/// warning.
+fn read_one(
+    source: &SecretSource,
+    key: String,
+    (env, base): (&EnvSource, &Path),
+    errors: &mut Vec<SettingsError>,
+    warnings: &mut Vec<String>,
+) -> Option<Secret> {
+    if let Some(warning) = source
+        .path(base)
+        .and_then(|p| secrets::exposure_warning(&p))
+    {
+        warnings.push(warning);
+    }
+    source
+        .read(env, base)
+        .map_err(|reason| errors.push(SettingsError::invalid(key, reason)))
+        .ok()
+        .flatten()
 }
 
 impl SecretMaterial {
-    /// Reads every secret the settings name. An access key must be set, and set once: a
-    /// missing one would silently lock its caller out, a shared one would blur who spent what.
+    /// Reads every secret the settings name, from env vars, files and the keys directory, and
+    /// reports every problem at once. An access key must be set, and set once: a missing one
+    /// would silently lock its caller out, a shared one would blur who spent what.
     pub fn read(settings: &Settings, env: &EnvSource) -> Result<Self, SettingsError> {
+        let base = secrets::base_dir(settings.source.as_deref(), env);
+        let from = (env, base.as_path());
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+
+        let server_keys = (settings.routes.iter().enumerate())
+            .map(|(i, r)| {
+                let key = format!("routes[{i}].server_key_file");
+                read_one(
+                    &r.server_key_source(),
+                    key,
+                    from,
+                    &mut errors,
+                    &mut warnings,
+                )
+            })
+            .collect();
+
         let mut access_keys: Vec<(String, Secret)> = Vec::new();
         let mut values = std::collections::HashSet::new();
-        for (i, key) in settings.access.keys.iter().enumerate() {
-            let key_name = format!("access.keys[{i}].key_env");
-            let value = env.var(&key.key_env).ok_or_else(|| {
-                SettingsError::invalid(
-                    &key_name,
-                    format!("environment variable {} is unset or empty", key.key_env),
-                )
-            })?;
-            if !values.insert(value.clone()) {
-                return Err(SettingsError::invalid(
-                    &key_name,
-                    format!("{} holds the same key as another access key", key.key_env),
+        let mut add = |name: String, key_name: String, secret: Secret, errors: &mut Vec<_>| {
+            if access_keys.iter().any(|(n, _)| *n == name) {
+                errors.push(SettingsError::invalid(
+                    key_name,
+                    format!("caller {name:?} is also named in [[access.keys]]"),
                 ));
+            } else if !values.insert(secret.expose().to_string()) {
+                errors.push(SettingsError::invalid(
+                    key_name,
+                    format!("{name}'s key is the same as another access key"),
+                ));
+            } else {
+                access_keys.push((name, secret));
             }
-            access_keys.push((key.name.clone(), Secret::new(value)));
+        };
+        for (i, key) in settings.access.keys.iter().enumerate() {
+            let source = key.source();
+            let field = if source.file.is_some() {
+                "key_file"
+            } else {
+                "key_env"
+            };
+            let key_name = format!("access.keys[{i}].{field}");
+            match read_one(&source, key_name.clone(), from, &mut errors, &mut warnings) {
+                Some(secret) => add(key.name.clone(), key_name, secret, &mut errors),
+                None if source.file.is_some() => {
+                    if source.path(&base).is_some_and(|p| p.exists()) {
+                        errors.push(SettingsError::invalid(
+                            key_name,
+                            format!("{} is empty", source.describe(&base)),
+                        ));
+                    }
+                }
+                None => errors.push(SettingsError::invalid(
+                    key_name,
+                    format!("environment variable {} is unset or empty", key.key_env),
+                )),
+            }
         }
+        if let Some(dir) = &settings.access.keys_dir {
+            match secrets::read_keys_dir(&secrets::resolve(&base, dir)) {
+                Ok((keys, skipped)) => {
+                    warnings.extend(skipped);
+                    for (name, path, secret) in keys {
+                        warnings.extend(secrets::exposure_warning(&path));
+                        add(name, "access.keys_dir".into(), secret, &mut errors);
+                    }
+                }
+                Err(reason) => errors.push(SettingsError::invalid("access.keys_dir", reason)),
+            }
+        }
+
+        let admin_token = read_one(
+            &settings.admin_token_source(),
+            "admin.token_file".into(),
+            from,
+            &mut errors,
+            &mut warnings,
+        );
+        SettingsError::all_or(errors)?;
         Ok(Self {
-            server_keys: settings
-                .routes
-                .iter()
-                .map(|r| env.var(&r.server_key_env).map(Secret::new))
-                .collect(),
+            server_keys,
             access_keys,
-            admin_token: env.var(&settings.admin_token_env).map(Secret::new),
+            admin_token,
+            warnings,
         })
     }
 
@@ -255,18 +369,16 @@ impl SecretMaterial {
     /// fingerprint, never its value.
     pub fn summary(&self, settings: &Settings) -> String {
         let mut out = String::new();
+        let base = secrets::base_dir(settings.source.as_deref(), &EnvSource::Process);
         for (route, key) in settings.routes.iter().zip(&self.server_keys) {
+            let from = route.server_key_source().describe(&base);
             out.push_str(&match key {
                 Some(key) => format!(
-                    "route {}: server key from {} ({})\n",
+                    "route {}: server key from {from} ({})\n",
                     route.prefix,
-                    route.server_key_env,
                     key.fingerprint()
                 ),
-                None => format!(
-                    "route {}: no server key (${} unset)\n",
-                    route.prefix, route.server_key_env
-                ),
+                None => format!("route {}: no server key ({from} unset)\n", route.prefix),
             });
         }
         let callers = if self.access_keys.is_empty() {
@@ -504,6 +616,12 @@ impl Handler<ApplyCredentials> for CredentialResolver {
         let settings = &msg.0;
         let material = SecretMaterial::read(settings, &self.env)?;
         material.refuse_open_relay(settings)?;
+        let known = self.material.as_ref().map(|m| m.warnings.as_slice());
+        for warning in &material.warnings {
+            if !known.unwrap_or_default().contains(warning) {
+                tracing::warn!("credentials: {warning}");
+            }
+        }
         if let Some(before) = &self.material {
             material.refuse_dropping_every_access_key(before, settings)?;
             for change in material.changes_since(before, settings) {

@@ -96,6 +96,9 @@ pub struct RouteFile {
     pub credential_policy: CredentialPolicy,
     #[serde(default = "default_server_key_env")]
     pub server_key_env: String,
+    /// A file holding the server key; read instead of `server_key_env` when set.
+    #[serde(default)]
+    pub server_key_file: Option<String>,
     #[serde(default)]
     pub ca_file: Option<String>,
 }
@@ -107,13 +110,19 @@ pub struct AccessFile {
     pub header: String,
     #[serde(default)]
     pub keys: Vec<AccessKeyFile>,
+    /// A directory of callers: file name = caller, content = key.
+    #[serde(default)]
+    pub keys_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessKeyFile {
     pub name: String,
+    #[serde(default)]
     pub key_env: String,
+    #[serde(default)]
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -121,6 +130,9 @@ pub struct AccessKeyFile {
 pub struct AdminFile {
     #[serde(default = "default_admin_token_env")]
     pub token_env: String,
+    /// A file holding the admin token; read instead of `token_env` when set.
+    #[serde(default)]
+    pub token_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -246,6 +258,7 @@ pub fn default_access() -> AccessFile {
     AccessFile {
         header: default_access_header(),
         keys: Vec::new(),
+        keys_dir: None,
     }
 }
 

@@ -19,6 +19,7 @@ pub use crate::protocol::Protocol;
 pub use file::{default_pricing, CredentialPolicy, SettingsFile};
 
 use crate::pricing::{Price, PricingDefaults};
+use crate::secrets::SecretSource;
 
 /// The shipped `settings/sluice.toml`; sluice runs on exactly this when no file is found.
 pub const DEFAULT_SETTINGS_TOML: &str = include_str!("../../settings/sluice.toml");
@@ -36,9 +37,29 @@ pub enum SettingsError {
     Parse(String),
     #[error("settings: `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+    /// More than one of the above, each on its own line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<SettingsError>),
 }
 
 impl SettingsError {
+    /// `Ok` when `errors` is empty, else the one error or all of them.
+    pub fn all_or(mut errors: Vec<SettingsError>) -> Result<(), SettingsError> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(SettingsError::Several(errors)),
+        }
+    }
+
+    /// Each error on its own (a `Several` flattened).
+    pub fn each(&self) -> Vec<&SettingsError> {
+        match self {
+            SettingsError::Several(all) => all.iter().flat_map(|e| e.each()).collect(),
+            one => vec![one],
+        }
+    }
+
     /// A wrong value, with the key it is under.
     pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Invalid {
@@ -61,6 +82,8 @@ pub struct Route {
     pub credential_policy: CredentialPolicy,
     /// The env var holding the server key (read by the CredentialResolver).
     pub server_key_env: String,
+    /// Or the file holding it (wins over the env var).
+    pub server_key_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     /// Certificates from `ca_file`, read and checked at validation.
     pub extra_roots: Vec<CertificateDer<'static>>,
@@ -70,13 +93,26 @@ pub struct Route {
 #[derive(Debug, Clone)]
 pub struct AccessKey {
     pub name: String,
+    /// "" when the key comes from `key_file`.
     pub key_env: String,
+    pub key_file: Option<PathBuf>,
+}
+
+impl AccessKey {
+    pub fn source(&self) -> SecretSource {
+        SecretSource {
+            env: self.key_env.clone(),
+            file: self.key_file.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Access {
     pub header: HeaderName,
     pub keys: Vec<AccessKey>,
+    /// One file per caller (name = caller, content = key); relative to the secrets' base dir.
+    pub keys_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +168,8 @@ pub struct Settings {
     pub access: Access,
     /// The env var holding the admin token.
     pub admin_token_env: String,
+    /// Or the file holding it (wins over the env var).
+    pub admin_token_file: Option<PathBuf>,
     pub timeouts: Timeouts,
     pub max_request_body_bytes: u64,
     pub pool: Pool,
@@ -167,7 +205,23 @@ impl EnvSource {
     }
 }
 
+impl Route {
+    pub fn server_key_source(&self) -> SecretSource {
+        SecretSource {
+            env: self.server_key_env.clone(),
+            file: self.server_key_file.clone(),
+        }
+    }
+}
+
 impl Settings {
+    pub fn admin_token_source(&self) -> SecretSource {
+        SecretSource {
+            env: self.admin_token_env.clone(),
+            file: self.admin_token_file.clone(),
+        }
+    }
+
     /// Reads `path` (or, when `None`, `settings/sluice.toml` if it exists, else the built-in
     /// defaults), applies `SLUICE__` overrides and validates.
     pub fn load(path: Option<&Path>, env: &EnvSource) -> Result<Settings, SettingsError> {
@@ -358,6 +412,7 @@ fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> 
         routes,
         access,
         admin_token_env: raw.admin.token_env,
+        admin_token_file: raw.admin.token_file.map(PathBuf::from),
         timeouts,
         max_request_body_bytes: raw.limits.max_request_body_bytes,
         pool: Pool {
@@ -465,6 +520,7 @@ fn validate_route(i: usize, raw: &file::RouteFile) -> Result<Route, SettingsErro
         protocol: raw.protocol,
         credential_policy: raw.credential_policy,
         server_key_env: raw.server_key_env.clone(),
+        server_key_file: raw.server_key_file.as_ref().map(PathBuf::from),
         ca_file,
         extra_roots,
     })
@@ -503,15 +559,28 @@ fn validate_access(raw: file::AccessFile) -> Result<Access, SettingsError> {
             ));
         }
     }
+    for (i, key) in raw.keys.iter().enumerate() {
+        if key.key_env.is_empty() && key.key_file.is_none() {
+            return Err(invalid(
+                format!("access.keys[{i}]"),
+                format!("{:?} needs key_env or key_file", key.name),
+            ));
+        }
+    }
     let keys = raw
         .keys
         .into_iter()
         .map(|k| AccessKey {
             name: k.name,
             key_env: k.key_env,
+            key_file: k.key_file.map(PathBuf::from),
         })
         .collect();
-    Ok(Access { header, keys })
+    Ok(Access {
+        header,
+        keys,
+        keys_dir: raw.keys_dir.map(PathBuf::from),
+    })
 }
 
 /// Each model's price, checked, with what it leaves unset taken from `[pricing_defaults]`.

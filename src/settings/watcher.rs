@@ -1,8 +1,10 @@
-//! SettingsWatcher: notices the settings file changing (or SIGHUP), validates the new file
-//! exactly as at start, and only then hands it to the other actors. A bad file changes nothing.
+//! SettingsWatcher: notices the settings file or a secret file changing (or SIGHUP), validates
+//! the new settings exactly as at start, and only then hands them to the other actors. A bad
+//! file changes nothing.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
@@ -10,6 +12,7 @@ use actix_web::web;
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::{EnvSource, Settings, SettingsError};
+use crate::credentials::SecretPaths;
 use crate::metrics::stats::rfc3339;
 use crate::state::{AppState, ApplyError, ReloadStatus};
 
@@ -25,6 +28,10 @@ pub struct SettingsWatcher {
     path: Option<PathBuf>,
     /// Kept alive for as long as the actor runs; dropping it stops the notifications.
     watcher: Option<notify::RecommendedWatcher>,
+    /// The directories watched now.
+    watched: BTreeSet<PathBuf>,
+    /// Which events in them matter; shared with the notification thread.
+    interest: Arc<RwLock<Interest>>,
     /// The debounce or settle timer running now; a new change restarts it.
     pending: Option<SpawnHandle>,
 }
@@ -38,6 +45,8 @@ impl SettingsWatcher {
                 state,
                 path,
                 watcher: None,
+                watched: BTreeSet::new(),
+                interest: Arc::default(),
                 pending: None,
             };
             actor.watch(ctx);
@@ -45,48 +54,97 @@ impl SettingsWatcher {
         })
     }
 
-    /// Watches the file's directory, not the file: a save-by-rename or an atomic replacement
-    /// puts a new file (new inode) at the path, and deletion and re-creation must be seen too.
+    /// Watches directories, not files: a save-by-rename or an atomic replacement puts a new
+    /// file (new inode) at the path, and deletion and re-creation must be seen too. What is
+    /// watched follows the settings: the settings file and the secret files and keys directory
+    /// they name.
     fn watch(&mut self, ctx: &mut Context<Self>) {
-        let Some(path) = &self.path else {
-            return;
-        };
-        let Some(name) = path.file_name().map(|n| n.to_os_string()) else {
-            return;
-        };
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
         let addr = ctx.address();
+        let interest = self.interest.clone();
         let handler = move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else {
                 return;
             };
-            let ours = event
-                .paths
-                .iter()
-                .any(|p| p.file_name() == Some(name.as_os_str()));
             let relevant = matches!(
                 event.kind,
                 EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
             );
+            let ours = interest
+                .read()
+                .is_ok_and(|i| event.paths.iter().any(|p| i.covers(p)));
             if ours && relevant {
                 addr.do_send(FileChanged);
             }
         };
-        match notify::recommended_watcher(handler)
-            .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w))
-        {
-            Ok(watcher) => {
-                tracing::info!(path = %path.display(), "watching the settings file for changes");
-                self.watcher = Some(watcher);
-            }
-            Err(err) => tracing::warn!(
-                path = %path.display(),
-                "cannot watch the settings file ({err}); SIGHUP still reloads it"
-            ),
+        match notify::recommended_watcher(handler) {
+            Ok(watcher) => self.watcher = Some(watcher),
+            Err(err) => tracing::warn!("cannot watch files ({err}); SIGHUP still reloads"),
         }
+        self.rewatch();
+    }
+
+    /// Points the watch at the files the current settings read.
+    fn rewatch(&mut self) {
+        let settings = self.state.snapshot().settings.clone();
+        let mut want = Interest::default();
+        if let Some(path) = &self.path {
+            want.files.push(path.clone());
+        }
+        let secrets = SecretPaths::of(&settings, &EnvSource::Process);
+        want.files.extend(secrets.files);
+        want.dirs.extend(secrets.dirs);
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        let needed = want.watched_dirs();
+        for dir in needed.difference(&self.watched) {
+            match watcher.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => tracing::info!(path = %dir.display(), "watching for changes"),
+                Err(err) => tracing::warn!(
+                    path = %dir.display(),
+                    "cannot watch ({err}); SIGHUP still reloads"
+                ),
+            }
+        }
+        for dir in self.watched.difference(&needed) {
+            let _ = watcher.unwatch(dir);
+        }
+        self.watched = needed;
+        if let Ok(mut interest) = self.interest.write() {
+            *interest = want;
+        }
+    }
+}
+
+/// The files and directories whose changes are a reload.
+#[derive(Debug, Default)]
+struct Interest {
+    files: Vec<PathBuf>,
+    /// Any file in these counts (the keys directory).
+    dirs: Vec<PathBuf>,
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+impl Interest {
+    fn watched_dirs(&self) -> BTreeSet<PathBuf> {
+        let parents = self.files.iter().map(|f| parent_dir(f));
+        parents.chain(self.dirs.iter().cloned()).collect()
+    }
+
+    /// Whether an event on `path` concerns one of the files (events name the watched directory
+    /// joined with the file name).
+    fn covers(&self, path: &Path) -> bool {
+        let dir = parent_dir(path);
+        self.files
+            .iter()
+            .any(|f| f.file_name() == path.file_name() && parent_dir(f) == dir)
+            || self.dirs.iter().any(|d| *d == dir || d == path)
     }
 }
 
@@ -133,7 +191,7 @@ impl SettingsWatcher {
             ctx.wait(
                 async move { reload(&state, path.as_deref(), "file changed", now).await }
                     .into_actor(act)
-                    .map(|_, _, _| ()),
+                    .map(|_, act, _| act.rewatch()),
             );
         }));
     }
@@ -156,7 +214,7 @@ impl Handler<Reload> for SettingsWatcher {
         ctx.wait(
             async move { reload(&state, path.as_deref(), msg.reason, None).await }
                 .into_actor(self)
-                .map(|_, _, _| ()),
+                .map(|_, act, _| act.rewatch()),
         );
     }
 }
@@ -261,6 +319,31 @@ mod tests {
 
     fn settings(text: &str) -> Settings {
         Settings::from_toml(text, "t", &EnvSource::Fixed(HashMap::new())).unwrap()
+    }
+
+    #[test]
+    fn interest_covers_named_files_and_whole_keys_dirs() {
+        let interest = Interest {
+            files: vec![
+                PathBuf::from("/etc/sluice/sluice.toml"),
+                PathBuf::from("key"),
+            ],
+            dirs: vec![PathBuf::from("/etc/sluice/keys")],
+        };
+        assert!(interest.covers(Path::new("/etc/sluice/sluice.toml")));
+        assert!(!interest.covers(Path::new("/etc/sluice/other.toml")));
+        assert!(interest.covers(Path::new("./key")));
+        assert!(interest.covers(Path::new("/etc/sluice/keys/carol")));
+        assert!(interest.covers(Path::new("/etc/sluice/keys")));
+        let dirs: Vec<_> = interest.watched_dirs().into_iter().collect();
+        assert_eq!(
+            dirs,
+            vec![
+                PathBuf::from("/etc/sluice"),
+                PathBuf::from("/etc/sluice/keys"),
+                PathBuf::from("."),
+            ]
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod metering;
 mod quotas;
 mod reload;
 mod report;
+mod secret_files;
 mod settings;
 mod store;
 mod streaming;

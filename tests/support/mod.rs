@@ -291,6 +291,8 @@ pub struct SluiceBuilder {
     env: Vec<(String, String)>,
     listen: String,
     state_file: Option<PathBuf>,
+    /// Files written beside the settings file before the start: (relative path, content).
+    files: Vec<(String, String)>,
 }
 
 pub fn sluice() -> SluiceBuilder {
@@ -300,6 +302,7 @@ pub fn sluice() -> SluiceBuilder {
         env: Vec::new(),
         listen: "127.0.0.1:0".into(),
         state_file: None,
+        files: Vec::new(),
     }
 }
 
@@ -325,6 +328,12 @@ impl SluiceBuilder {
     pub fn toml(mut self, text: &str) -> Self {
         self.extra.push_str(text);
         self.extra.push('\n');
+        self
+    }
+
+    /// A file beside the settings file (mode 600, parent directories created), e.g. a secret.
+    pub fn file(mut self, name: &str, content: &str) -> Self {
+        self.files.push((name.into(), content.into()));
         self
     }
 
@@ -370,6 +379,9 @@ impl SluiceBuilder {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.toml");
         std::fs::write(&path, self.settings_text()).unwrap();
+        for (name, content) in &self.files {
+            write_secret(&dir.path().join(name), content);
+        }
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
         command.arg("--settings").arg(&path).current_dir(dir.path());
         Sluice::spawn(command, &self.env, dir)
@@ -536,6 +548,14 @@ pub fn check(text: &str, env: &[(&str, &str)]) -> (i32, String) {
         String::from_utf8_lossy(&output.stderr)
     );
     (output.status.code().unwrap_or(-1), text)
+}
+
+/// Writes `content` to `path` readable by its owner only, creating parent directories.
+pub fn write_secret(path: &Path, content: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 pub fn path_in(dir: &Path, name: &str) -> PathBuf {

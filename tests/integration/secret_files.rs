@@ -1,0 +1,162 @@
+//! Secrets from files: callers and keys are added, rotated and removed by writing or deleting a
+//! file, with no restart.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// The status of a POST through sluice with `key` as the access key.
+async fn status_with(sluice: &Sluice, key: &str) -> u16 {
+    let mut response = client()
+        .post(sluice.url("/anthropic/v1/messages"))
+        .insert_header(("x-sluice-key", key))
+        .send_body("{}")
+        .await
+        .unwrap();
+    let _ = response.body().await;
+    response.status().as_u16()
+}
+
+/// Polls until `key` gets `want`; returns how long that took (panics after 3 s).
+async fn until_status(sluice: &Sluice, key: &str, want: u16) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        if status_with(sluice, key).await == want {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{key} never got {want}:\n{}", sluice.logs());
+}
+
+fn replace(path: &Path, content: &str) {
+    let temp = path.with_extension("new");
+    write_secret(&temp, content);
+    std::fs::rename(&temp, path).unwrap();
+}
+
+#[actix_rt::test]
+async fn a_caller_file_added_works_at_once_and_deleted_is_refused() {
+    let mock = MockUpstream::start();
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .toml("[access]\nkeys_dir = \"keys\"\n[[access.keys]]\nname = \"bob\"\nkey_file = \"bob.key\"")
+        .file("keys/alice", "alice-key-0001\n")
+        .file("bob.key", "bob-key-0002\n")
+        .start();
+    assert_eq!(status_with(&sluice, "alice-key-0001").await, 200);
+    assert_eq!(status_with(&sluice, "bob-key-0002").await, 200);
+    assert_eq!(status_with(&sluice, "carol-key-0003").await, 401);
+
+    let carol = sluice.dir.path().join("keys/carol");
+    write_secret(&carol, "carol-key-0003\n");
+    let took = until_status(&sluice, "carol-key-0003", 200).await;
+    assert!(took < Duration::from_secs(1), "carol's key took {took:?}");
+    let seen = mock.last();
+    assert!(
+        seen.header("x-sluice-key").is_none(),
+        "access key forwarded"
+    );
+    sluice.wait_for_log("access key carol added", Duration::from_secs(1));
+    let body = stats_after(&sluice, 4, Some(ADMIN_TOKEN)).await;
+    assert_eq!(body["by_caller"]["carol"]["requests"], 1, "{body}");
+
+    std::fs::remove_file(&carol).unwrap();
+    let took = until_status(&sluice, "carol-key-0003", 401).await;
+    assert!(
+        took < Duration::from_secs(1),
+        "removing carol took {took:?}"
+    );
+    assert_eq!(status_with(&sluice, "alice-key-0001").await, 200);
+    assert!(
+        !sluice.logs().contains("carol-key-0003"),
+        "a key reached the log"
+    );
+}
+
+/// Polls with credential-less requests until the upstream sees `key`; returns how long it took.
+async fn until_server_key(sluice: &Sluice, mock: &MockUpstream, key: &str) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let mut response = client()
+            .post(sluice.url("/anthropic/v1/messages"))
+            .send_body("{}")
+            .await
+            .unwrap();
+        let _ = response.body().await;
+        if mock.last().header("x-api-key").as_deref() == Some(key) {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the upstream never saw the rotated key:\n{}", sluice.logs());
+}
+
+#[actix_rt::test]
+async fn a_rotated_server_key_file_goes_with_the_next_requests() {
+    let mock = MockUpstream::start();
+    // Relative to $CREDENTIALS_DIRECTORY (systemd's LoadCredential), not the settings file.
+    let credentials = tempfile::tempdir().unwrap();
+    write_secret(
+        &credentials.path().join("anthropic"),
+        "sk-ant-api03-old-0001\n",
+    );
+    let sluice = sluice()
+        .route(
+            "/anthropic",
+            &mock.url(),
+            &["server_key_file = \"anthropic\""],
+        )
+        .env(
+            "CREDENTIALS_DIRECTORY",
+            &credentials.path().display().to_string(),
+        )
+        .start();
+    until_server_key(&sluice, &mock, "sk-ant-api03-old-0001").await;
+
+    replace(
+        &credentials.path().join("anthropic"),
+        "sk-ant-api03-new-0002\n",
+    );
+    let took = until_server_key(&sluice, &mock, "sk-ant-api03-new-0002").await;
+    assert!(took < Duration::from_secs(1), "rotation took {took:?}");
+    for _ in 0..3 {
+        let mut response = client()
+            .post(sluice.url("/anthropic/v1/messages"))
+            .send_body("{}")
+            .await
+            .unwrap();
+        let _ = response.body().await;
+        let seen = mock.last().header("x-api-key");
+        assert_eq!(seen.as_deref(), Some("sk-ant-api03-new-0002"));
+    }
+    let logs = sluice.logs();
+    assert!(logs.contains("server key of /anthropic"), "{logs}");
+    assert!(
+        !logs.contains("sk-ant-api03-new-0002"),
+        "a key reached the log"
+    );
+}
+
+#[actix_rt::test]
+async fn an_unreadable_key_file_keeps_the_current_keys() {
+    let mock = MockUpstream::start();
+    let sluice = sluice()
+        .route(
+            "/anthropic",
+            &mock.url(),
+            &["server_key_file = \"server.key\""],
+        )
+        .file("server.key", "sk-ant-api03-kept-0001")
+        .start();
+    until_server_key(&sluice, &mock, "sk-ant-api03-kept-0001").await;
+    std::fs::remove_file(sluice.dir.path().join("server.key")).unwrap();
+    sluice.wait_for_log("settings not reloaded", Duration::from_secs(2));
+    until_server_key(&sluice, &mock, "sk-ant-api03-kept-0001").await;
+    assert!(
+        sluice.logs().contains("routes[0].server_key_file"),
+        "{}",
+        sluice.logs()
+    );
+}

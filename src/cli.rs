@@ -1,15 +1,13 @@
 //! The command line: `sluice [--settings FILE]`, `sluice check --settings FILE`, `sluice report …`.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::credentials::SecretMaterial;
 use crate::logging::{self, LogFormat};
 use crate::server;
-use crate::settings::{EnvSource, Settings, SettingsError};
+use crate::settings::{EnvSource, Settings};
 use crate::state::Tuning;
 
 #[derive(Debug, Parser)]
@@ -39,38 +37,35 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = load(cli.settings.as_deref());
     match cli.command {
         Some(Command::Report(args)) => crate::report::main(
             args,
             Settings::load(cli.settings.as_deref(), &EnvSource::Process),
         ),
-        Some(Command::Check) => match settings {
-            Ok((_, summary)) => {
-                // A reader that stopped early (`sluice check | head -1`) is no failure.
-                let _ = writeln!(std::io::stdout().lock(), "ok: {summary}");
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                ExitCode::FAILURE
-            }
-        },
+        Some(Command::Check) => crate::check::main(cli.settings.as_deref()),
         None => {
             logging::init(cli.log_format);
-            let settings = match settings {
-                Ok((settings, summary)) => {
-                    for line in summary.lines() {
-                        tracing::info!("{line}");
-                    }
-                    settings
-                }
-                Err(err) => {
-                    tracing::error!("{err}");
-                    eprintln!("error: {err}");
-                    return ExitCode::FAILURE;
-                }
+            // Every problem goes to the log once (and so stays one JSON line each with
+            // `--log-format json`).
+            let findings = crate::check::examine(cli.settings.as_deref(), &EnvSource::Process);
+            for error in &findings.errors {
+                tracing::error!("{error}");
+            }
+            let (Some(summary), Some((settings, material))) = (findings.summary, findings.loaded)
+            else {
+                return ExitCode::FAILURE;
             };
+            for line in summary.lines() {
+                tracing::info!("{line}");
+            }
+            // The resolver logs the material's own warnings when it takes the secrets.
+            for warning in findings
+                .warnings
+                .iter()
+                .filter(|w| !material.warnings.contains(w))
+            {
+                tracing::warn!("{warning}");
+            }
             match serve(settings) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
@@ -80,16 +75,6 @@ pub fn main() -> ExitCode {
             }
         }
     }
-}
-
-/// The settings and the secrets they name, checked as a start would check them, with the
-/// summary `check` prints and a start logs.
-fn load(path: Option<&std::path::Path>) -> Result<(Settings, String), SettingsError> {
-    let settings = Settings::load(path, &EnvSource::Process)?;
-    let material = SecretMaterial::read(&settings, &EnvSource::Process)?;
-    material.refuse_open_relay(&settings)?;
-    let summary = format!("{}\n{}", settings.summary(), material.summary(&settings));
-    Ok((settings, summary))
 }
 
 fn serve(settings: Settings) -> std::io::Result<()> {

@@ -3,6 +3,7 @@
 //! secrets; reading them is the CredentialResolver's job (`credentials`).
 
 mod file;
+pub mod overrides;
 pub mod watcher;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -197,10 +198,13 @@ impl EnvSource {
         value.filter(|v| !v.is_empty())
     }
 
-    fn overrides(&self) -> Option<config::Map<String, String>> {
+    /// Every variable (names and values that are not UTF-8 are left out).
+    fn all(&self) -> Vec<(String, String)> {
         match self {
-            EnvSource::Process => None,
-            EnvSource::Fixed(map) => Some(map.clone().into_iter().collect()),
+            EnvSource::Process => std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+            EnvSource::Fixed(map) => map.clone().into_iter().collect(),
         }
     }
 }
@@ -245,8 +249,19 @@ impl Settings {
     }
 
     pub fn from_toml(text: &str, origin: &str, env: &EnvSource) -> Result<Settings, SettingsError> {
-        let raw = parse(text, env)?;
-        validate(raw, origin)
+        let overrides = overrides::from_env(env.all())?;
+        let raw = parse(text, &overrides)?;
+        let mut settings =
+            validate(raw, origin).map_err(|e| overrides::name_variable(e, &overrides))?;
+        // Under systemd, `StateDirectory=` is where state belongs (the working directory is `/`).
+        let state_dir = env.var("STATE_DIRECTORY");
+        let first = state_dir.as_deref().and_then(|dirs| dirs.split(':').next());
+        if let (Some(dir), Some(file)) = (first, settings.stats.state_file.as_mut()) {
+            if file.is_relative() {
+                *file = Path::new(dir).join(&*file);
+            }
+        }
+        Ok(settings)
     }
 
     /// A few lines for `sluice check` and the startup log: what the file says (the secrets'
@@ -297,76 +312,100 @@ fn read_file(path: &Path) -> Result<String, SettingsError> {
     })
 }
 
-fn parse(text: &str, env: &EnvSource) -> Result<SettingsFile, SettingsError> {
-    let environment = config::Environment::with_prefix("SLUICE")
-        .prefix_separator("__")
-        .separator("__")
-        .try_parsing(true)
-        .source(env.overrides());
-    let merged = config::Config::builder()
+fn parse(text: &str, overrides: &[overrides::Override]) -> Result<SettingsFile, SettingsError> {
+    let file = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
-        .add_source(environment)
+        .build()
+        .map_err(|e| SettingsError::Parse(e.to_string()))?;
+    let builder = config::Config::builder().add_source(file.clone());
+    let merged = overrides::apply(builder, overrides, &file)?
         .build()
         .map_err(|e| SettingsError::Parse(e.to_string()))?;
     // Deserializing through the path tracker names the key of a wrong value
     // (`routes[0].credential_policy`), not only what was wrong with it.
-    serde_path_to_error::deserialize::<_, SettingsFile>(merged).map_err(|e| {
-        let key = e.path().to_string();
-        let reason = e.into_inner().to_string();
-        if key.is_empty() || key == "?" || reason.contains("unknown field") {
-            SettingsError::Parse(reason)
-        } else {
-            invalid(key, reason)
-        }
-    })
+    serde_path_to_error::deserialize::<_, SettingsFile>(merged)
+        .map_err(|e| {
+            let key = e.path().to_string();
+            let reason = e.into_inner().to_string();
+            if key.is_empty() || key == "?" || reason.contains("unknown field") {
+                SettingsError::Parse(reason)
+            } else {
+                invalid(key, reason)
+            }
+        })
+        .map_err(|e| overrides::name_variable(e, overrides))
 }
 
+/// Checks every value and reports every wrong one at once.
 fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> {
-    let listen: SocketAddr = raw.listen.parse().map_err(|_| {
-        invalid(
+    let mut errors = Vec::new();
+    // Each check records its error and gives a stand-in, so the checks after it still run; the
+    // stand-ins never leave this function (any error returns before the settings are built).
+    let mut check = |result: Result<(), SettingsError>| {
+        if let Err(err) = result {
+            errors.push(err);
+        }
+    };
+    let listen: SocketAddr = raw.listen.parse().unwrap_or_else(|_| {
+        check(Err(invalid(
             "listen",
             format!("{:?} is not an address like 127.0.0.1:4080", raw.listen),
-        )
-    })?;
+        )));
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    });
 
     if raw.routes.is_empty() {
-        return Err(invalid(
+        check(Err(invalid(
             "routes",
             "at least one [[routes]] entry is required",
-        ));
+        )));
     }
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, route) in raw.routes.iter().enumerate() {
-        routes.push(validate_route(i, route)?);
+        match validate_route(i, route) {
+            Ok(route) => routes.push(route),
+            Err(err) => check(Err(err)),
+        }
     }
     for (i, a) in routes.iter().enumerate() {
         for (j, b) in routes.iter().enumerate().skip(i + 1) {
             if crate::routing::prefix_covers(&a.prefix, &b.prefix)
                 || crate::routing::prefix_covers(&b.prefix, &a.prefix)
             {
-                return Err(invalid(
+                check(Err(invalid(
                     format!("routes[{j}].prefix"),
                     format!("{:?} overlaps routes[{i}].prefix {:?}", b.prefix, a.prefix),
-                ));
+                )));
             }
         }
     }
 
-    let access = validate_access(raw.access.unwrap_or_else(file::default_access))?;
+    let access = validate_access(raw.access.unwrap_or_else(file::default_access))
+        .map_err(|err| check(Err(err)))
+        .ok();
 
+    let mut ms = |key: &str, value: u64| {
+        positive_ms(key, value).unwrap_or_else(|err| {
+            check(Err(err));
+            Duration::ZERO
+        })
+    };
     let timeouts = Timeouts {
-        connect: positive_ms("timeouts.connect_ms", raw.timeouts.connect_ms)?,
-        first_byte: positive_ms("timeouts.first_byte_ms", raw.timeouts.first_byte_ms)?,
-        idle: positive_ms("timeouts.idle_ms", raw.timeouts.idle_ms)?,
+        connect: ms("timeouts.connect_ms", raw.timeouts.connect_ms),
+        first_byte: ms("timeouts.first_byte_ms", raw.timeouts.first_byte_ms),
+        idle: ms("timeouts.idle_ms", raw.timeouts.idle_ms),
     };
     if raw.limits.max_request_body_bytes == 0 {
-        return Err(invalid(
+        check(Err(invalid(
             "limits.max_request_body_bytes",
             "must be greater than 0",
-        ));
+        )));
     }
     if raw.stats.flush_interval_s == 0 {
-        return Err(invalid("stats.flush_interval_s", "must be greater than 0"));
+        check(Err(invalid(
+            "stats.flush_interval_s",
+            "must be greater than 0",
+        )));
     }
 
     let store = StoreSettings {
@@ -390,18 +429,28 @@ fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> 
         return Err(invalid("store.retention_days", "must be greater than 0"));
     }
 
-    let pricing = validate_pricing(raw.pricing, raw.pricing_defaults)?;
+    let pricing = validate_pricing(raw.pricing, raw.pricing_defaults)
+        .map_err(|err| check(Err(err)))
+        .ok();
     let project_header = HeaderName::from_bytes(raw.attribution.project_header.as_bytes())
         .map_err(|_| {
-            invalid(
+            check(Err(invalid(
                 "attribution.project_header",
                 format!("{:?} is not a header name", raw.attribution.project_header),
-            )
-        })?;
+            )))
+        })
+        .ok();
 
     let prefixes: Vec<&str> = routes.iter().map(|r| r.prefix.as_str()).collect();
-    let quotas =
-        crate::quotas::validate(&raw.quotas, &prefixes).map_err(|e| invalid(e.key, e.reason))?;
+    let quotas = crate::quotas::validate(&raw.quotas, &prefixes)
+        .map_err(|e| check(Err(invalid(e.key, e.reason))))
+        .ok();
+    SettingsError::all_or(errors)?;
+    let (Some(access), Some(pricing), Some(project_header), Some(quotas)) =
+        (access, pricing, project_header, quotas)
+    else {
+        unreachable!("their errors were returned above");
+    };
 
     let settings = Settings {
         origin: origin.to_string(),
@@ -756,6 +805,53 @@ mod tests {
         assert_eq!(settings.listen, "127.0.0.1:9000".parse().unwrap());
         let settings = load(ONE_ROUTE, &[("SLUICE__TIMEOUTS__IDLE_MS", "1234")]).unwrap();
         assert_eq!(settings.timeouts.idle, Duration::from_millis(1234));
+    }
+
+    #[test]
+    fn every_wrong_value_is_reported_at_once() {
+        let text = "listen = \"x\"\n[[routes]]\nprefix = \"a\"\nupstream = \"http://x\"\n\
+                    [limits]\nmax_request_body_bytes = 0\n";
+        let err = load(text, &[]).unwrap_err();
+        let keys: Vec<String> = err
+            .each()
+            .iter()
+            .map(|e| match e {
+                SettingsError::Invalid { key, .. } => key.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                "listen",
+                "routes[0].prefix",
+                "limits.max_request_body_bytes"
+            ]
+        );
+    }
+
+    #[test]
+    fn relative_state_file_goes_under_state_directory() {
+        let state = [("STATE_DIRECTORY", "/var/lib/sluice")];
+        let settings = load(ONE_ROUTE, &state).unwrap();
+        assert_eq!(
+            settings.stats.state_file,
+            Some(PathBuf::from("/var/lib/sluice/state/stats.json"))
+        );
+        let text = format!("{ONE_ROUTE}\n[stats]\nstate_file = \"/srv/s.json\"\n");
+        let settings = load(&text, &state).unwrap();
+        assert_eq!(
+            settings.stats.state_file,
+            Some(PathBuf::from("/srv/s.json"))
+        );
+    }
+
+    #[test]
+    fn route_keys_can_be_overridden_by_index() {
+        let env = [("SLUICE__ROUTES__0__UPSTREAM", "http://127.0.0.1:7")];
+        let settings = load(ONE_ROUTE, &env).unwrap();
+        assert_eq!(settings.routes[0].upstream.as_str(), "http://127.0.0.1:7/");
+        assert_eq!(settings.routes[0].prefix, "/anthropic");
     }
 
     #[test]

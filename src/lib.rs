@@ -39,6 +39,7 @@ pub mod routing;
 pub mod secret_forms;
 pub mod secrets;
 pub mod server;
+pub mod service;
 pub mod settings;
 pub mod state;
 pub mod store;

@@ -150,6 +150,8 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     for addr in &addrs {
         tracing::info!(%addr, "listening");
     }
+    let listening: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    crate::service::ready(&listening.join(", "));
     Ok(Running {
         addrs,
         handle: server.handle(),
@@ -212,6 +214,7 @@ fn install_signal_handlers(
                 std::process::exit(if closed.is_ok() { 0 } else { 1 });
             }
             stopping = true;
+            crate::service::stopping();
             tracing::info!("stop signal: no new connections, letting requests in flight finish");
             let handle = handle.clone();
             actix_rt::spawn(async move { handle.stop(true).await });

@@ -12,6 +12,7 @@ mod quotas;
 mod reload;
 mod report;
 mod secret_files;
+mod service;
 mod settings;
 mod store;
 mod streaming;

@@ -5,15 +5,15 @@
 # the dashboard and send your own requests.
 #
 #   scripts/demo.sh            # run, print the counts, stop
-#   scripts/demo.sh --keep     # …and keep running: http://127.0.0.1:4080/dashboard
+#   scripts/demo.sh --keep     # …and keep running: http://127.0.0.1:4090/dashboard
 #
-# DEMO_PORT (4080) and DEMO_MOCK_PORT (9001) move the ports; DEMO_PROFILE=dev uses a debug build.
+# DEMO_PORT (4090) and DEMO_MOCK_PORT (9001) move the ports; DEMO_PROFILE=dev uses a debug build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 keep=false
 [ "${1:-}" = "--keep" ] && keep=true
-port=${DEMO_PORT:-4080}
+port=${DEMO_PORT:-4090}
 mock_port=${DEMO_MOCK_PORT:-9001}
 profile=${DEMO_PROFILE:-release}
 dir=$([ "$profile" = dev ] && echo debug || echo release)

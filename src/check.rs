@@ -90,18 +90,18 @@ pub fn main(path: Option<&Path>) -> ExitCode {
 pub fn exposure_warnings(settings: &Settings, material: &SecretMaterial) -> Vec<String> {
     let mut warnings = Vec::new();
     let listen = settings.listen;
-    if !listen.ip().is_loopback() {
-        if material.admin_token.is_none() {
-            warnings.push(format!(
-                "listen {listen} reaches beyond loopback and no admin token is set: anyone who \
-                 reaches the port can read /stats, /metrics and /usage (set [admin] token_env \
-                 or token_file)"
-            ));
-        }
+    if !listen.ip().is_loopback() && material.admin_token.is_none() {
+        warnings.push(format!(
+            "listen {listen} reaches beyond loopback and no admin token is set: anyone who \
+             reaches the port can read /stats, /metrics and /usage (set [admin] token_env or \
+             token_file)"
+        ));
+    }
+    if !listen.ip().is_loopback() && settings.tls.is_none() {
         warnings.push(format!(
             "listen {listen} reaches beyond loopback without TLS: access keys and clients' own \
-             API keys and OAuth tokens cross the network in clear text (put a TLS-terminating \
-             proxy in front, or listen on 127.0.0.1)"
+             API keys and OAuth tokens cross the network in clear text (set [tls] cert_file and \
+             key_file, put a TLS-terminating proxy in front, or listen on 127.0.0.1)"
         ));
     }
     for (route, key) in settings.routes.iter().zip(&material.server_keys) {

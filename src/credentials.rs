@@ -145,6 +145,8 @@ pub struct RouteCredentials {
 pub struct CredentialRules {
     pub access: AccessRules,
     pub routes: Vec<RouteCredentials>,
+    /// The HTTPS listener's certificate and key, when `[tls]` is set.
+    pub tls: Option<crate::tls::TlsIdentity>,
 }
 
 /// The request headers to send upstream, and who the request is on behalf of.
@@ -164,6 +166,8 @@ pub struct SecretMaterial {
     pub server_keys: Vec<Option<Secret>>,
     pub access_keys: Vec<(String, Secret)>,
     pub admin_token: Option<Secret>,
+    /// The listener's certificate and key, when `[tls]` is set.
+    pub tls: Option<crate::tls::TlsIdentity>,
     /// What does not stop a start but should be fixed: secret files others can read, skipped
     /// files in the keys directory.
     pub warnings: Vec<String>,
@@ -185,8 +189,14 @@ impl SecretPaths {
             .map(|r| r.server_key_source())
             .chain(settings.access.keys.iter().map(|k| k.source()))
             .chain(std::iter::once(settings.admin_token_source()));
+        let tls = settings
+            .tls
+            .iter()
+            .flat_map(|t| [&t.cert_file, &t.key_file]);
         Self {
-            files: sources.filter_map(|s| s.path(&base)).collect(),
+            files: (sources.filter_map(|s| s.path(&base)))
+                .chain(tls.map(|f| secrets::resolve(&base, f)))
+                .collect(),
             dirs: settings
                 .access
                 .keys_dir
@@ -303,11 +313,29 @@ impl SecretMaterial {
             &mut errors,
             &mut warnings,
         );
+        let tls = settings.tls.as_ref().and_then(|t| {
+            let (cert, key) = (
+                secrets::resolve(&base, &t.cert_file),
+                secrets::resolve(&base, &t.key_file),
+            );
+            warnings.extend(secrets::exposure_warning(&key));
+            crate::tls::load_identity(&cert, &key)
+                .map_err(|(on_cert, reason)| {
+                    let field = if on_cert {
+                        "tls.cert_file"
+                    } else {
+                        "tls.key_file"
+                    };
+                    errors.push(SettingsError::invalid(field, reason))
+                })
+                .ok()
+        });
         SettingsError::all_or(errors)?;
         Ok(Self {
             server_keys,
             access_keys,
             admin_token,
+            tls,
             warnings,
         })
     }
@@ -432,6 +460,9 @@ impl SecretMaterial {
         if before.admin_token != self.admin_token {
             changes.push("admin token changed".into());
         }
+        if before.tls != self.tls {
+            changes.push("TLS certificate replaced (new connections use it)".into());
+        }
         changes
     }
 }
@@ -453,6 +484,7 @@ impl CredentialRules {
                     server: key.as_ref().and_then(ServerCredential::new),
                 })
                 .collect(),
+            tls: material.tls.clone(),
         }
     }
 

@@ -44,6 +44,7 @@ pub mod settings;
 pub mod state;
 pub mod store;
 pub mod subscription;
+pub mod tls;
 pub mod upload;
 pub mod upstream;
 pub mod usage;

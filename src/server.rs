@@ -136,7 +136,12 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     if settings.workers > 0 {
         server = server.workers(settings.workers);
     }
-    let server = server.bind(settings.listen)?;
+    let server = match &settings.tls {
+        Some(_) => {
+            server.bind_rustls_0_23(settings.listen, crate::tls::server_config(state.clone()))?
+        }
+        None => server.bind(settings.listen)?,
+    };
     let addrs = server.addrs();
     let server = server.run();
     let watcher = SettingsWatcher::start_watching(state.clone(), settings.source.clone());

@@ -80,9 +80,19 @@ pub struct SettingsFile {
     pub pricing: Option<BTreeMap<String, Price>>,
     #[serde(default)]
     pub quotas: Vec<crate::quotas::QuotaFile>,
+    /// HTTPS on `listen`.
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
     /// What every model's price leaves unset: per-search price, batch rate, multipliers.
     #[serde(default)]
     pub pricing_defaults: Option<PricingDefaults>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -90,6 +90,12 @@ pub struct Route {
     pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 /// A caller's access key, by name and the env var that holds it.
 #[derive(Debug, Clone)]
 pub struct AccessKey {
@@ -180,6 +186,9 @@ pub struct Settings {
     pub quotas: Vec<crate::quotas::Quota>,
     /// The request header naming a request's project.
     pub project_header: HeaderName,
+    /// HTTPS on `listen` with this certificate and key (read as secrets, relative to the same
+    /// base directory); fixed at start, the files re-read at every reload.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Where to read the environment from: the process, or a fixed map in tests.
@@ -477,6 +486,10 @@ fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> 
         pricing,
         quotas,
         project_header,
+        tls: raw.tls.map(|t| TlsFiles {
+            cert_file: PathBuf::from(t.cert_file),
+            key_file: PathBuf::from(t.key_file),
+        }),
     };
     Ok(settings)
 }

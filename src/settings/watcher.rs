@@ -301,6 +301,13 @@ fn keep_startup_only(running: &Settings, next: &mut Settings) -> Vec<String> {
         changed.push(format!("workers ({} → {})", running.workers, next.workers));
         next.workers = running.workers;
     }
+    if next.tls.is_some() != running.tls.is_some() {
+        let on = |tls: &Option<_>| if tls.is_some() { "on" } else { "off" };
+        changed.push(format!("tls ({} → {})", on(&running.tls), on(&next.tls)));
+        // The listener keeps speaking what it started with; with TLS on, the running files
+        // still give its certificate.
+        next.tls = running.tls.clone();
+    }
     if next.shutdown_grace != running.shutdown_grace {
         changed.push(format!(
             "shutdown_grace_s ({} → {})",

@@ -7,6 +7,7 @@ mod check;
 mod credentials;
 mod errors;
 mod forwarding;
+mod https;
 mod metering;
 mod quotas;
 mod reload;

@@ -10,20 +10,27 @@
 #   SNIPPETS_SKIP='cargo install').
 # - `sluice` is the binary built from this checkout (`cargo install --locked --path .` in the
 #   README installs into a scratch CARGO_INSTALL_ROOT that is first on PATH).
+# - Port 4080 must be free.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
 work=$(mktemp -d)
-trap 'kill "${server:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
-mkdir -p "$work/repo" "$work/install/bin"
+stop_server() {
+  [ -n "${server:-}" ] || return 0
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+}
+trap 'stop_server; rm -rf "$work"' EXIT
+mkdir -p "$work/repo" "$work/install/bin" "$work/bin"
 # The checkout without its build output; `target` is shared so nothing is rebuilt twice.
 tar --exclude=./target --exclude=./.git -cf - . | tar -C "$work/repo" -xf -
 ln -s "$repo/target" "$work/repo/target"
 export CARGO_INSTALL_ROOT="$work/install"
-export PATH="$work/install/bin:$PATH"
+# Until the README's own `cargo install` has run, `sluice` is this checkout's debug build.
+export PATH="$work/install/bin:$work/bin:$PATH"
 cargo build --quiet --bin sluice
-ln -sf "$repo/target/debug/sluice" "$work/install/bin/sluice"
+ln -sf "$repo/target/debug/sluice" "$work/bin/sluice"
 
 # Split README.md into numbered block files.
 python3 - "$repo/README.md" "$work/blocks" <<'PY'
@@ -38,6 +45,10 @@ for i, m in enumerate(re.finditer(r"^```sh\n(.*?)^```", text, re.S | re.M)):
 PY
 
 start_server() {
+  if curl -s -o /dev/null http://127.0.0.1:4080/healthz 2>/dev/null; then
+    echo "something already listens on 127.0.0.1:4080; stop it first" >&2
+    return 1
+  fi
   (cd "$work" && exec sluice --settings "$repo/settings/sluice.toml") 2>"$work/server.log" &
   server=$!
   for _ in $(seq 100); do

@@ -368,5 +368,22 @@ mod tests {
             vec!["listen (127.0.0.1:4080 → 127.0.0.1:5000)".to_string()]
         );
         assert_eq!(next.listen, running.listen);
+
+        // TLS cannot be turned on or off under a running listener: the running choice stays.
+        let tls = "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+        let plain = settings(route);
+        let mut with_tls = settings(&format!("{route}{tls}"));
+        assert_eq!(
+            keep_startup_only(&plain, &mut with_tls),
+            vec!["tls (off → on)".to_string()]
+        );
+        assert!(with_tls.tls.is_none());
+        let mut without = settings(route);
+        let running_tls = settings(&format!("{route}{tls}"));
+        assert_eq!(
+            keep_startup_only(&running_tls, &mut without),
+            vec!["tls (on → off)".to_string()]
+        );
+        assert_eq!(without.tls, running_tls.tls);
     }
 }

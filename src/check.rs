@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::credentials::SecretMaterial;
-use crate::settings::{CredentialPolicy, EnvSource, Settings};
+use crate::settings::{CredentialPolicy, EnvSource, Settings, StoreLocation};
 
 /// What a start would run on, or every reason it would refuse, with the warnings either way.
 pub struct Findings {
@@ -125,6 +125,16 @@ pub fn exposure_warnings(settings: &Settings, material: &SecretMaterial) -> Vec<
 /// Where sluice keeps state must be writable, or it is lost at exit.
 pub fn state_warnings(settings: &Settings) -> Vec<String> {
     let mut warnings = Vec::new();
+    if let StoreLocation::Sqlite(path) = &settings.store.location {
+        let state_dir = EnvSource::Process.var("STATE_DIRECTORY");
+        let file = crate::store::resolve_path(path, state_dir.as_deref());
+        if let Err(reason) = writable_dir(&parent_dir(&file)) {
+            warnings.push(format!(
+                "store.path {}: {reason}; the store cannot be written",
+                file.display()
+            ));
+        }
+    }
     if let Some(file) = &settings.stats.state_file {
         if let Err(reason) = writable_dir(&parent_dir(file)) {
             warnings.push(format!(

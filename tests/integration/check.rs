@@ -81,7 +81,8 @@ fn a_risky_file_starts_but_is_warned_about() {
          [[routes]]\nprefix = \"/locked\"\nupstream = \"http://127.0.0.1:9\"\n\
          credential_policy = \"server_only\"\nserver_key_env = \"NO_SUCH_KEY\"\n\
          [access]\nkeys_dir = \"keys\"\n[admin]\ntoken_env = \"NO_SUCH_TOKEN\"\n\
-         [stats]\nstate_file = \"occupied/stats.json\"\n"
+         [stats]\nstate_file = \"occupied/stats.json\"\n\
+         [store]\npath = \"occupied/sluice.db\"\n"
     );
     let path = dir.path().join("sluice.toml");
     std::fs::write(&path, text).unwrap();
@@ -101,6 +102,7 @@ fn a_risky_file_starts_but_is_warned_about() {
     assert!(out.starts_with("ok: "), "{out}");
     let warnings = lines(&out, "warning: ");
     let expected = [
+        "store.path occupied/sluice.db",
         "stats.state_file occupied/stats.json",
         "listen 0.0.0.0:4080 reaches beyond loopback and no admin token",
         "listen 0.0.0.0:4080 reaches beyond loopback without TLS",
@@ -111,7 +113,7 @@ fn a_risky_file_starts_but_is_warned_about() {
     for (warning, want) in warnings.iter().zip(expected) {
         assert!(warning.contains(want), "{warning:?} lacks {want:?}\n{out}");
     }
-    assert!(out.ends_with("0 errors, 5 warnings\n"), "{out}");
+    assert!(out.ends_with("0 errors, 6 warnings\n"), "{out}");
     assert!(!out.contains("bob-key-2") && !out.contains("alice-key-1"));
 }
 

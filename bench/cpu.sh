@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# bench/cpu.sh — CPU instructions sluice spends per proxied request, counted by valgrind's
+# callgrind: repeatable for the same binary and settings whatever else the machine is doing
+# (wall-clock throughput on a shared 2-core machine is not). Every sluice thread is counted
+# (workers, aggregator, store writer), so this is the whole cost of a request.
+#
+# Usage: bench/cpu.sh [--requests-for SECONDS] NAME=BINARY[:SETTINGS_EXTRA_FILE] ...
+#   e.g. bench/cpu.sh before=/tmp/sluice-old after=target/release/sluice \
+#        memory=target/release/sluice:bench/store-memory.toml
+# For each NAME it starts the binary under callgrind in front of examples/mock_upstream, once
+# with no traffic (start-up and shutdown cost) and once under wrk for SECONDS (default 8), and
+# prints (instructions with traffic - instructions without) / requests answered.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SECONDS_UNDER_LOAD=8
+if [[ ${1:-} == --requests-for ]]; then SECONDS_UNDER_LOAD=$2; shift 2; fi
+[[ $# -gt 0 ]] || { sed -n 2,12p "$0"; exit 2; }
+for tool in valgrind wrk curl; do
+    command -v "$tool" >/dev/null || { echo "bench/cpu.sh: needs $tool (apt-get install $tool)" >&2; exit 1; }
+done
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/sluice-cpu.XXXXXX")
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+MOCK_BIN=${MOCK_BIN:-}
+if [[ -z $MOCK_BIN ]]; then
+    (cd "$ROOT" && cargo build --release --quiet --example mock_upstream)
+    MOCK_BIN=$ROOT/target/release/examples/mock_upstream
+fi
+MOCK_PORT=$(free_port)
+"$MOCK_BIN" --listen "127.0.0.1:$MOCK_PORT" >"$WORK/mock.log" 2>&1 &
+PIDS+=($!)
+cat >"$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Hello"}]}'
+wrk.headers["content-type"] = "application/json"
+wrk.headers["anthropic-version"] = "2023-06-01"
+wrk.headers["x-api-key"] = "sk-ant-api03-test-bench-0000000000000000"
+LUA
+
+# run NAME BINARY EXTRA SECONDS → prints "instructions requests"
+run() {
+    local name=$1 bin=$2 extra=$3 secs=$4 port dir pid
+    port=$(free_port)
+    dir=$WORK/$name-$secs
+    mkdir -p "$dir"
+    {
+        printf 'listen = "127.0.0.1:%s"\nworkers = 1\n' "$port"
+        printf '[[routes]]\nprefix = "/anthropic"\nupstream = "http://127.0.0.1:%s"\n' "$MOCK_PORT"
+        printf '[stats]\nstate_file = ""\n'
+        [[ -n $extra ]] && cat "$extra"
+    } >"$dir/sluice.toml"
+    (cd "$dir" && exec env -u ANTHROPIC_API_KEY valgrind --tool=callgrind \
+        --callgrind-out-file="$dir/callgrind.out" "$bin" --settings "$dir/sluice.toml") \
+        >"$dir/sluice.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
+    local requests=0
+    if [[ $secs != 0 ]]; then
+        wrk -t1 -c4 -d"${secs}s" -s "$WORK/post.lua" "http://127.0.0.1:$port/anthropic/v1/messages" >"$dir/wrk.txt"
+        requests=$(grep -o '[0-9]* requests in' "$dir/wrk.txt" | awk '{print $1}')
+    fi
+    sleep 1
+    kill -TERM "$pid"
+    wait "$pid" || true
+    echo "$(awk '/^(summary|totals):/ {print $2; exit}' "$dir/callgrind.out") $requests"
+}
+
+printf '| build | instructions per request | requests counted |\n|---|---:|---:|\n'
+for spec in "$@"; do
+    name=${spec%%=*}
+    rest=${spec#*=}
+    bin=${rest%%:*}
+    extra=""
+    [[ $rest == *:* ]] && extra=${rest#*:}
+    read -r idle _ < <(run "$name" "$bin" "$extra" 0)
+    read -r busy requests < <(run "$name" "$bin" "$extra" "$SECONDS_UNDER_LOAD")
+    printf '| %s | %s | %s |\n' "$name" "$(( (busy - idle) / requests ))" "$requests"
+done

@@ -14,10 +14,31 @@ pub enum Amount {
     Usd(f64),
 }
 
+impl Amount {
+    /// As a float: a count's value, or dollars.
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Amount::Count(n) => n as f64,
+            Amount::Usd(usd) => usd,
+        }
+    }
+
+    /// The same kind of amount with `value` (a float, as databases sum): counts are truncated
+    /// and clamped to `0..=u64::MAX` (`as` saturates), dollars kept as they are.
+    pub fn with_value(self, value: f64) -> Amount {
+        match self {
+            Amount::Count(_) => Amount::Count(value.max(0.0) as u64),
+            Amount::Usd(_) => Amount::Usd(value),
+        }
+    }
+}
+
 /// Adding that never wraps: a counter at its maximum stays there.
 pub trait Saturating: Copy {
     fn saturating_sum(self, other: Self) -> Self;
     fn amount(self) -> Amount;
+    /// The counter's value from an amount of either kind.
+    fn from_amount(amount: Amount) -> Self;
 }
 
 impl Saturating for u64 {
@@ -27,6 +48,12 @@ impl Saturating for u64 {
     fn amount(self) -> Amount {
         Amount::Count(self)
     }
+    fn from_amount(amount: Amount) -> Self {
+        match amount {
+            Amount::Count(n) => n,
+            Amount::Usd(value) => value.max(0.0) as u64,
+        }
+    }
 }
 
 impl Saturating for f64 {
@@ -35,6 +62,9 @@ impl Saturating for f64 {
     }
     fn amount(self) -> Amount {
         Amount::Usd(self)
+    }
+    fn from_amount(amount: Amount) -> Self {
+        amount.as_f64()
     }
 }
 
@@ -61,6 +91,17 @@ macro_rules! counters {
             /// The values in [`FIELDS`](Self::FIELDS) order.
             pub fn amounts(&self) -> [Amount; Self::FIELDS.len()] {
                 [$(Saturating::amount(self.$name),)*]
+            }
+
+            /// The counters from values in [`FIELDS`](Self::FIELDS) order (database columns,
+            /// arithmetic done on [`amounts`](Self::amounts)).
+            pub fn from_amounts(amounts: [Amount; Self::FIELDS.len()]) -> Self {
+                let mut amounts = amounts.into_iter();
+                Self {
+                    $($name: Saturating::from_amount(
+                        amounts.next().expect("one amount per field"),
+                    ),)*
+                }
             }
         }
     };
@@ -111,7 +152,12 @@ impl Counters {
 /// Costs are sums of products of floats: shown rounded to 1e-9 USD, so that `0.00172` does not
 /// read `0.0017200000000000002`.
 fn nano_dollars<S: serde::Serializer>(cost: &f64, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_f64((cost * 1e9).round() / 1e9)
+    serializer.serialize_f64(round_cost(*cost))
+}
+
+/// A cost rounded to 1e-9 USD, as shown.
+pub fn round_cost(cost: f64) -> f64 {
+    (cost * 1e9).round() / 1e9
 }
 
 #[cfg(test)]
@@ -146,5 +192,24 @@ mod tests {
         names.sort_unstable();
         assert_eq!(names, keys);
         assert_eq!(Counters::default().amounts().len(), names.len());
+    }
+
+    #[test]
+    fn amounts_round_trip_and_floats_become_counts() {
+        let counters = Counters {
+            requests: 3,
+            web_search_requests: 2,
+            cost_usd: 0.5,
+            ..Counters::default()
+        };
+        assert_eq!(Counters::from_amounts(counters.amounts()), counters);
+        let summed = counters
+            .amounts()
+            .map(|a| a.with_value(a.as_f64() * 2.0 - 1.0));
+        let back = Counters::from_amounts(summed);
+        assert_eq!((back.requests, back.input_tokens), (5, 0));
+        assert_eq!(back.cost_usd, 0.0);
+        let huge = Counters::from_amounts(counters.amounts().map(|a| a.with_value(1e30)));
+        assert_eq!(huge.requests, u64::MAX);
     }
 }

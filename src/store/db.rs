@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Counters, StoreError, StoreRow};
+use crate::metrics::counters::Amount;
 
 /// Width of a rollup bucket.
 pub const BUCKET_MS: i64 = 15 * 60 * 1000;
@@ -197,8 +198,8 @@ CREATE TABLE store_imports (
 );
 "#];
 
-/// The counter columns of both rollup tables, in [`Counters::integers`] order, then cost.
-pub const COUNTER_COLUMNS: [&str; 10] = [
+/// The counter columns of the rollup tables, in [`Counters::FIELDS`] order.
+pub const COUNTER_COLUMNS: [&str; Counters::FIELDS.len()] = [
     "requests",
     "errors",
     "streamed",
@@ -352,11 +353,10 @@ fn upsert_sql(table: &str, keys: &[&str], extra: &[(&str, &str)], rows: usize) -
 }
 
 fn counter_params(counters: &Counters) -> impl Iterator<Item = Param> {
-    counters
-        .integers()
-        .into_iter()
-        .map(|v| Param::Int(clamp(v)))
-        .chain(std::iter::once(Param::Real(counters.cost_usd)))
+    counters.amounts().into_iter().map(|amount| match amount {
+        Amount::Count(n) => Param::Int(clamp(n)),
+        Amount::Usd(usd) => Param::Real(usd),
+    })
 }
 
 type RollupKey = (i64, [String; 6], i64);
@@ -375,7 +375,7 @@ impl Rollups {
         let mut rollups = Rollups::default();
         for row in rows {
             let bucket = row.finished_ms.div_euclid(BUCKET_MS);
-            let counters = Counters::of_row(row);
+            let counters = row.counters();
             rollups.add_usage(
                 bucket,
                 [

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::db::{Db, Param, Rollups, Target, BUCKET_MS};
 use super::{unix_ms, Counters, StoreError};
+use crate::metrics::counters::Amount;
 
 /// The state file's format (version 1), read leniently.
 #[derive(Deserialize)]
@@ -36,44 +37,13 @@ struct Book {
 
 #[derive(Deserialize, Default, Clone)]
 #[serde(default)]
-struct FileCounters {
-    requests: u64,
-    errors: u64,
-    streamed: u64,
-    incomplete: u64,
-    input_tokens: u64,
-    output_tokens: u64,
-    cache_creation_input_tokens: u64,
-    cache_read_input_tokens: u64,
-    cost_usd: f64,
-}
-
-impl FileCounters {
-    fn counters(&self) -> Counters {
-        Counters {
-            requests: self.requests,
-            errors: self.errors,
-            streamed: self.streamed,
-            incomplete: self.incomplete,
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            cache_creation_input_tokens: self.cache_creation_input_tokens,
-            cache_read_input_tokens: self.cache_read_input_tokens,
-            web_search_requests: 0,
-            cost_usd: self.cost_usd,
-        }
-    }
-}
-
-#[derive(Deserialize, Default, Clone)]
-#[serde(default)]
 struct Groups {
-    totals: FileCounters,
-    by_route: BTreeMap<String, FileCounters>,
-    by_model: BTreeMap<String, FileCounters>,
-    by_source: BTreeMap<String, FileCounters>,
-    by_credential: BTreeMap<String, FileCounters>,
-    by_caller: BTreeMap<String, FileCounters>,
+    totals: Counters,
+    by_route: BTreeMap<String, Counters>,
+    by_model: BTreeMap<String, Counters>,
+    by_source: BTreeMap<String, Counters>,
+    by_credential: BTreeMap<String, Counters>,
+    by_caller: BTreeMap<String, Counters>,
     by_status: BTreeMap<String, u64>,
 }
 
@@ -88,13 +58,13 @@ struct Marginals {
 
 impl Marginals {
     fn of(groups: &Groups) -> Marginals {
-        let map = |m: &BTreeMap<String, FileCounters>| {
+        let map = |m: &BTreeMap<String, Counters>| {
             m.iter()
-                .map(|(k, c)| (k.clone(), c.counters()))
+                .map(|(k, c)| (k.clone(), c.clone()))
                 .collect::<BTreeMap<_, _>>()
         };
         Marginals {
-            totals: groups.totals.counters(),
+            totals: groups.totals.clone(),
             dims: [
                 map(&groups.by_route),
                 map(&groups.by_model),
@@ -145,17 +115,16 @@ impl Marginals {
     }
 }
 
+/// `a - b` field by field, never below zero.
 fn subtract(a: &Counters, b: &Counters) -> Counters {
-    let ints: Vec<u64> = a
-        .integers()
-        .iter()
-        .zip(b.integers())
-        .map(|(x, y)| x.saturating_sub(y))
-        .collect();
-    Counters::from_columns(
-        ints.try_into().expect("nine counters"),
-        (a.cost_usd - b.cost_usd).max(0.0),
-    )
+    let mut theirs = b.amounts().into_iter();
+    Counters::from_amounts(a.amounts().map(|mine| {
+        let theirs = theirs.next().expect("same fields");
+        match (mine, theirs) {
+            (Amount::Count(x), Amount::Count(y)) => Amount::Count(x.saturating_sub(y)),
+            _ => mine.with_value((mine.as_f64() - theirs.as_f64()).max(0.0)),
+        }
+    }))
 }
 
 /// `value`'s share for positions `[from, to)` of `n`, such that consecutive shares add up to
@@ -224,14 +193,11 @@ fn allocate(bucket: i64, m: &Marginals, rollups: &mut Rollups) -> u64 {
         let source = model_counters(model);
         let span = model_to - model_from;
         let (from, to) = (at - model_from, end - model_from);
-        let ints = source.integers();
-        let mut shares = [0u64; 9];
-        for (slot, value) in shares.iter_mut().zip(ints) {
-            *slot = share(value, from, to, span);
-        }
-        shares[0] = end - at;
-        let counters =
-            Counters::from_columns(shares, source.cost_usd * (to - from) as f64 / span as f64);
+        let mut counters = Counters::from_amounts(source.amounts().map(|amount| match amount {
+            Amount::Count(value) => Amount::Count(share(value, from, to, span)),
+            Amount::Usd(usd) => Amount::Usd(usd * (to - from) as f64 / span as f64),
+        }));
+        counters.requests = end - at;
         let keys = [
             dims[0][cursors[0]].0.clone(),
             model.clone(),

@@ -18,8 +18,8 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde::Serialize;
-
+pub use crate::metrics::counters::round_cost;
+pub use crate::metrics::Counters;
 pub use db::Target;
 pub use import::{import_state_file, ImportSummary};
 pub use query::{
@@ -115,118 +115,25 @@ impl StoreRow {
     }
 }
 
-/// One group's counters: `/usage`'s and `/stats`'s `COUNTERS`. Additions saturate.
-#[derive(Debug, Default, Clone, PartialEq, Serialize)]
-pub struct Counters {
-    pub requests: u64,
-    pub errors: u64,
-    pub streamed: u64,
-    pub incomplete: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_creation_input_tokens: u64,
-    pub cache_read_input_tokens: u64,
-    pub web_search_requests: u64,
-    #[serde(serialize_with = "nano_dollars")]
-    pub cost_usd: f64,
-}
-
-/// Costs are sums of floats: shown rounded to 1e-9 USD.
-fn nano_dollars<S: serde::Serializer>(cost: &f64, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_f64(round_cost(*cost))
-}
-
-pub(crate) fn round_cost(cost: f64) -> f64 {
-    (cost * 1e9).round() / 1e9
-}
-
-impl Counters {
-    pub fn add_row(&mut self, row: &StoreRow) {
-        self.merge(&Counters::of_row(row));
-    }
-
-    pub fn of_row(row: &StoreRow) -> Counters {
+impl StoreRow {
+    /// What this row adds to every group it belongs to.
+    pub fn counters(&self) -> Counters {
         Counters {
             requests: 1,
-            errors: u64::from(row.is_error()),
-            streamed: u64::from(row.streamed),
-            incomplete: u64::from(row.is_incomplete()),
-            input_tokens: row.input_tokens,
-            output_tokens: row.output_tokens,
-            cache_creation_input_tokens: row
+            errors: u64::from(self.is_error()),
+            streamed: u64::from(self.streamed),
+            incomplete: u64::from(self.is_incomplete()),
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cache_creation_input_tokens: self
                 .cache_write_5m_tokens
-                .saturating_add(row.cache_write_1h_tokens),
-            cache_read_input_tokens: row.cache_read_tokens,
-            web_search_requests: row.web_search_requests,
-            cost_usd: row.cost_usd,
-        }
-    }
-
-    pub fn merge(&mut self, other: &Counters) {
-        self.requests = self.requests.saturating_add(other.requests);
-        self.errors = self.errors.saturating_add(other.errors);
-        self.streamed = self.streamed.saturating_add(other.streamed);
-        self.incomplete = self.incomplete.saturating_add(other.incomplete);
-        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
-        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
-        self.cache_creation_input_tokens = self
-            .cache_creation_input_tokens
-            .saturating_add(other.cache_creation_input_tokens);
-        self.cache_read_input_tokens = self
-            .cache_read_input_tokens
-            .saturating_add(other.cache_read_input_tokens);
-        self.web_search_requests = self
-            .web_search_requests
-            .saturating_add(other.web_search_requests);
-        self.cost_usd += other.cost_usd;
-    }
-
-    /// The integer counters in column order (the order of [`COUNTER_NAMES`] minus cost).
-    fn integers(&self) -> [u64; 9] {
-        [
-            self.requests,
-            self.errors,
-            self.streamed,
-            self.incomplete,
-            self.input_tokens,
-            self.output_tokens,
-            self.cache_creation_input_tokens,
-            self.cache_read_input_tokens,
-            self.web_search_requests,
-        ]
-    }
-
-    fn from_columns(integers: [u64; 9], cost_usd: f64) -> Counters {
-        let [requests, errors, streamed, incomplete, input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, web_search_requests] =
-            integers;
-        Counters {
-            requests,
-            errors,
-            streamed,
-            incomplete,
-            input_tokens,
-            output_tokens,
-            cache_creation_input_tokens,
-            cache_read_input_tokens,
-            web_search_requests,
-            cost_usd,
+                .saturating_add(self.cache_write_1h_tokens),
+            cache_read_input_tokens: self.cache_read_tokens,
+            web_search_requests: self.web_search_requests,
+            cost_usd: self.cost_usd,
         }
     }
 }
-
-/// `COUNTERS`' field names, in the order `/usage` lists them (CSV columns).
-pub const COUNTER_NAMES: [&str; 10] = [
-    "requests",
-    "errors",
-    "streamed",
-    "incomplete",
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "web_search_requests",
-    "cost_usd",
-];
 
 /// What went wrong in the store. Messages name the file or server and never hold a secret (a
 /// PostgreSQL URL's password is never printed).
@@ -351,10 +258,13 @@ mod tests {
             input_tokens: u64::MAX,
             ..Counters::default()
         };
-        c.add_row(&StoreRow {
-            input_tokens: 5,
-            ..StoreRow::default()
-        });
+        c.merge(
+            &StoreRow {
+                input_tokens: 5,
+                ..StoreRow::default()
+            }
+            .counters(),
+        );
         assert_eq!(c.input_tokens, u64::MAX);
         assert_eq!(c.requests, 1);
     }

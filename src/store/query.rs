@@ -15,7 +15,8 @@ use jiff::{Timestamp, Zoned};
 use serde::Serialize;
 
 use super::db::{Cell, Col, Db, Param, BUCKET_MS, COUNTER_COLUMNS, MARGINAL_ROLLUP, USAGE_ROLLUPS};
-use super::{round_cost, unix_ms, Counters, COUNTER_NAMES, ERROR_OUTCOMES, INCOMPLETE_OUTCOMES};
+use super::{round_cost, unix_ms, Counters, ERROR_OUTCOMES, INCOMPLETE_OUTCOMES};
+use crate::metrics::counters::Amount;
 
 /// What `/usage` can group by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -401,15 +402,16 @@ impl UsageReport {
             .group_by
             .iter()
             .map(|g| g.name())
-            .chain(COUNTER_NAMES)
+            .chain(Counters::FIELDS.iter().map(|(name, _)| *name))
             .collect();
         out.push_str(&header.join(","));
         out.push('\n');
         for row in &self.rows {
             let mut fields: Vec<String> = row.keys.iter().map(|k| csv_field(&k.csv())).collect();
-            let c = &row.counters;
-            fields.extend(c.integers().iter().map(u64::to_string));
-            fields.push(round_cost(c.cost_usd).to_string());
+            fields.extend(row.counters.amounts().map(|amount| match amount {
+                Amount::Count(n) => n.to_string(),
+                Amount::Usd(usd) => round_cost(usd).to_string(),
+            }));
             out.push_str(&fields.join(","));
             out.push('\n');
         }
@@ -645,13 +647,15 @@ fn raw_counter(column: &str) -> String {
     }
 }
 
+/// Counters from their columns. Sums are read as floats (so that they cannot overflow); counts
+/// are clamped back into range.
 fn counters_of(cells: &[Cell]) -> Counters {
-    let mut integers = [0u64; 9];
-    for (slot, cell) in integers.iter_mut().zip(cells) {
-        // Sums are read as floats (so that they cannot overflow); `as` saturates.
-        *slot = cell.real().max(0.0) as u64;
-    }
-    Counters::from_columns(integers, cells.get(9).map_or(0.0, Cell::real))
+    let mut i = 0;
+    Counters::from_amounts(Counters::default().amounts().map(|kind| {
+        let value = cells.get(i).map_or(0.0, Cell::real);
+        i += 1;
+        kind.with_value(value)
+    }))
 }
 
 /// Reads counters grouped by `dims` over `[since, until)`, filtered: one entry per group and

@@ -467,9 +467,11 @@ fn check_usage_suite(store: &StoreHandle, rows: &[StoreRow]) {
     );
 }
 
-/// `/stats` window groups against sums computed here.
+/// `/stats` window groups against sums computed here: complete groups, and the groups clients
+/// can grow holding only the `LIMIT` most recently active keys.
 fn check_window(store: &StoreHandle, rows: &[StoreRow], since: Option<i64>, until: Option<i64>) {
-    let window = store.window(since, until, 3).unwrap();
+    const LIMIT: usize = 3;
+    let window = store.window(since, until, LIMIT).unwrap();
     let window = serde_json::to_value(&window).unwrap();
     let selected: Vec<&StoreRow> = rows
         .iter()
@@ -480,26 +482,36 @@ fn check_window(store: &StoreHandle, rows: &[StoreRow], since: Option<i64>, unti
     let mut totals = Sums::default();
     let mut groups: BTreeMap<(&str, String), Sums> = BTreeMap::new();
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
-    let mut sessions: BTreeMap<String, (i64, Sums)> = BTreeMap::new();
+    // Group → key → (last finished, sums).
+    let mut recent: BTreeMap<&str, BTreeMap<String, (i64, Sums)>> = BTreeMap::new();
     for row in &selected {
         totals.add(row);
         for (group, key) in [
             ("by_route", &row.route),
             ("by_model", &row.model),
             ("by_source", &row.source),
-            ("by_credential", &row.credential),
             ("by_caller", &row.caller),
-            ("by_project", &row.project),
         ] {
             if !key.is_empty() {
                 groups.entry((group, key.clone())).or_default().add(row);
             }
         }
         *statuses.entry(row.status.to_string()).or_default() += 1;
-        if !row.session.is_empty() {
-            let entry = sessions.entry(row.session.clone()).or_default();
-            entry.0 = entry.0.max(row.finished_ms);
-            entry.1.add(row);
+        for (group, key) in [
+            ("by_credential", &row.credential),
+            ("by_project", &row.project),
+            ("by_agent", &row.agent),
+            ("by_session", &row.session),
+        ] {
+            if !key.is_empty() {
+                let entry = recent
+                    .entry(group)
+                    .or_default()
+                    .entry(key.clone())
+                    .or_default();
+                entry.0 = entry.0.max(row.finished_ms);
+                entry.1.add(row);
+            }
         }
     }
     let what = format!("window {since:?}..{until:?}");
@@ -507,14 +519,7 @@ fn check_window(store: &StoreHandle, rows: &[StoreRow], since: Option<i64>, unti
     for ((group, key), sums) in &groups {
         sums.assert_matches(&window[group][key], &format!("{what} {group} {key}"));
     }
-    for group in [
-        "by_route",
-        "by_model",
-        "by_source",
-        "by_credential",
-        "by_caller",
-        "by_project",
-    ] {
+    for group in ["by_route", "by_model", "by_source", "by_caller"] {
         let expected = groups.keys().filter(|(g, _)| *g == group).count();
         assert_eq!(
             window[group].as_object().unwrap().len(),
@@ -527,14 +532,22 @@ fn check_window(store: &StoreHandle, rows: &[StoreRow], since: Option<i64>, unti
         serde_json::to_value(&statuses).unwrap(),
         "{what}"
     );
-    let mut newest: Vec<(&String, &(i64, Sums))> = sessions.iter().collect();
-    newest.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
-    let got = window["by_session"].as_array().unwrap();
-    assert_eq!(got.len(), newest.len().min(3), "{what} sessions");
-    for (got, (name, (last, sums))) in got.iter().zip(newest) {
-        assert_eq!(got["session"], **name, "{what}");
-        assert_eq!(got["last_ms"], *last, "{what}");
-        sums.assert_matches(&got["counters"], &format!("{what} session {name}"));
+    for group in ["by_credential", "by_project", "by_agent", "by_session"] {
+        let keys = recent.remove(group).unwrap_or_default();
+        let mut newest: Vec<(&String, &(i64, Sums))> = keys.iter().collect();
+        newest.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
+        let left_out: u64 = newest
+            .iter()
+            .skip(LIMIT)
+            .map(|(_, (_, s))| s.requests)
+            .sum();
+        newest.truncate(LIMIT);
+        let got = window[group].as_object().unwrap();
+        assert_eq!(got.len(), newest.len(), "{what} {group}");
+        for (name, (_, sums)) in newest {
+            sums.assert_matches(&got[name.as_str()], &format!("{what} {group} {name}"));
+        }
+        assert_eq!(window["folded"][group], left_out, "{what} {group} folded");
     }
 }
 

@@ -788,63 +788,156 @@ pub struct SessionUsage {
     pub counters: Counters,
 }
 
-/// The groups of `/stats` over a window, from the store.
+/// The groups of `/stats` over a window, from the store. Groups a client can grow without limit
+/// by sending new keys (credentials, projects, agents, sessions) hold only the most recently
+/// active keys; `folded` counts the requests of the keys left out.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
 pub struct StatsWindow {
     pub totals: Counters,
     pub by_route: BTreeMap<String, Counters>,
+    /// Every model of the window: the caller bounds it (it knows the price table).
     pub by_model: BTreeMap<String, Counters>,
     pub by_source: BTreeMap<String, Counters>,
     pub by_credential: BTreeMap<String, Counters>,
     pub by_caller: BTreeMap<String, Counters>,
-    pub by_project: BTreeMap<String, Counters>,
-    /// The most recently active sessions, newest first.
+    /// The most recently active sessions, newest first (in JSON: an object by session id).
+    #[serde(serialize_with = "sessions_by_id")]
     pub by_session: Vec<SessionUsage>,
+    pub by_agent: BTreeMap<String, Counters>,
+    pub by_project: BTreeMap<String, Counters>,
     pub by_status: BTreeMap<String, u64>,
+    /// Per group (`by_credential`, …): requests counted under `"other"` or of keys left out.
+    pub folded: BTreeMap<String, u64>,
+    /// When the oldest request the store holds finished (unix ms); `None` when it holds none.
+    #[serde(skip)]
+    pub oldest_ms: Option<i64>,
 }
 
-/// Every `/stats` group over `[since, until)`.
+fn sessions_by_id<S: serde::Serializer>(
+    sessions: &[SessionUsage],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(sessions.iter().map(|s| (&s.session, &s.counters)))
+}
+
+/// Every `/stats` group over `[since, until)`, with at most `recent_limit` keys in each group
+/// of [`StatsWindow`] that clients can grow.
 pub fn window(
     db: &mut Db,
     since: Option<i64>,
     until: Option<i64>,
-    session_limit: usize,
+    recent_limit: usize,
 ) -> Result<StatsWindow, String> {
-    let dims = [
-        Dim::Route,
-        Dim::Model,
-        Dim::Source,
-        Dim::Credential,
-        Dim::Caller,
-        Dim::Project,
-        Dim::Status,
-    ];
     let mut stats = StatsWindow::default();
-    for (cells, counters) in read_grouped(db, &dims, since, until, &[], true)? {
-        stats.totals.merge(&counters);
-        let maps = [
-            &mut stats.by_route,
-            &mut stats.by_model,
-            &mut stats.by_source,
-            &mut stats.by_credential,
-            &mut stats.by_caller,
-            &mut stats.by_project,
-        ];
-        for (map, cell) in maps.into_iter().zip(&cells) {
-            if let Cell::Text(key) = cell {
+    // One key column at a time: each is answered from the marginal rollup.
+    for (dim, map) in [
+        (Dim::Route, &mut stats.by_route),
+        (Dim::Model, &mut stats.by_model),
+        (Dim::Source, &mut stats.by_source),
+        (Dim::Caller, &mut stats.by_caller),
+    ] {
+        for (cells, counters) in read_grouped(db, &[dim], since, until, &[], true)? {
+            if let Some(Cell::Text(key)) = cells.first() {
                 if !key.is_empty() {
                     map.entry(key.clone()).or_default().merge(&counters);
                 }
             }
         }
+    }
+    for (cells, counters) in read_grouped(db, &[Dim::Status], since, until, &[], true)? {
+        stats.totals.merge(&counters);
         let status = stats
             .by_status
-            .entry(cells[6].int().to_string())
+            .entry(cells[0].int().to_string())
             .or_default();
         *status = status.saturating_add(counters.requests);
     }
-    stats.by_session = sessions(db, since, until, session_limit)?;
+    for (group, dim) in [
+        ("by_credential", Dim::Credential),
+        ("by_project", Dim::Project),
+        ("by_agent", Dim::Agent),
+    ] {
+        let (kept, folded) = recent_keys(db, dim, since, until, recent_limit)?;
+        let map = match dim {
+            Dim::Credential => &mut stats.by_credential,
+            Dim::Project => &mut stats.by_project,
+            _ => &mut stats.by_agent,
+        };
+        map.extend(kept);
+        stats.folded.insert(group.into(), folded);
+    }
+    let (sessions, in_sessions) = sessions(db, since, until, recent_limit)?;
+    let kept: u64 = sessions.iter().map(|s| s.counters.requests).sum();
+    stats
+        .folded
+        .insert("by_session".into(), in_sessions.saturating_sub(kept));
+    stats.by_session = sessions;
+    stats.oldest_ms = oldest(db)?;
     Ok(stats)
+}
+
+/// When the oldest request held finished: the raw rows, or an older rollup bucket (imported
+/// history has no raw rows).
+fn oldest(db: &mut Db) -> Result<Option<i64>, String> {
+    let sql = format!(
+        "SELECT (SELECT MIN(finished_ms) FROM requests), (SELECT MIN(bucket) * {BUCKET_MS} FROM {})",
+        USAGE_ROLLUPS[1].0
+    );
+    let cells = db.select(&sql, &[], &[Col::Int, Col::Int])?;
+    let Some(row) = cells.first() else {
+        return Ok(None);
+    };
+    // An empty table's MIN is NULL, read as 0: only positive times count.
+    Ok(row.iter().map(Cell::int).filter(|ms| *ms > 0).min())
+}
+
+/// The `limit` keys of `dim` most recently active in the window, with their counters, from the
+/// raw rows (exact to the millisecond: the newest key is never the one left out), and how many
+/// requests the keys left out made.
+fn recent_keys(
+    db: &mut Db,
+    dim: Dim,
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: usize,
+) -> Result<(Vec<(String, Counters)>, u64), String> {
+    let column = dim.column();
+    let range = "finished_ms >= ? AND finished_ms < ?";
+    let params = [
+        Param::Int(since.unwrap_or(i64::MIN)),
+        Param::Int(until.unwrap_or(i64::MAX)),
+    ];
+    let sums: Vec<String> = COUNTER_COLUMNS
+        .iter()
+        .map(|c| format!("SUM(CAST({} AS DOUBLE PRECISION))", raw_counter(c)))
+        .collect();
+    let sql = format!(
+        "SELECT {column}, MAX(finished_ms), {} FROM requests WHERE {range} AND {column} <> '' \
+         GROUP BY {column} ORDER BY 2 DESC, 1 LIMIT {limit}",
+        sums.join(", ")
+    );
+    let mut cols = vec![Col::Text, Col::Int];
+    cols.extend([Col::Real; 10]);
+    let kept: Vec<(String, Counters)> = db
+        .select(&sql, &params, &cols)?
+        .into_iter()
+        .map(|mut cells| {
+            let counters = counters_of(&cells[2..]);
+            (
+                std::mem::replace(&mut cells[0], Cell::Int(0)).into_text(),
+                counters,
+            )
+        })
+        .collect();
+    let count = format!(
+        "SELECT CAST(COUNT(*) AS DOUBLE PRECISION) FROM requests WHERE {range} AND {column} <> ''"
+    );
+    let all = db
+        .select(&count, &params, &[Col::Real])?
+        .first()
+        .map_or(0, |c| c[0].real() as u64);
+    let in_kept: u64 = kept.iter().map(|(_, c)| c.requests).sum();
+    Ok((kept, all.saturating_sub(in_kept)))
 }
 
 /// The `limit` most recently active sessions of the window, from the session rollup and the raw
@@ -854,10 +947,7 @@ fn sessions(
     since: Option<i64>,
     until: Option<i64>,
     limit: usize,
-) -> Result<Vec<SessionUsage>, String> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
+) -> Result<(Vec<SessionUsage>, u64), String> {
     let mut parts = Vec::new();
     let mut params = Vec::new();
     for piece in pieces(since, until, &USAGE_ROLLUPS[1..]) {
@@ -885,15 +975,25 @@ fn sessions(
         .iter()
         .map(|c| format!("SUM(CAST({c} AS DOUBLE PRECISION))"))
         .collect();
+    let union = parts.join(" UNION ALL ");
+    let all = db
+        .select(
+            &format!(
+                "SELECT SUM(CAST(requests AS DOUBLE PRECISION)) FROM ({union}) AS all_sessions"
+            ),
+            &params,
+            &[Col::Real],
+        )?
+        .first()
+        .map_or(0, |c| c[0].real() as u64);
     let sql = format!(
-        "SELECT session, MAX(last_ms), {} FROM ({}) AS window_sessions \
+        "SELECT session, MAX(last_ms), {} FROM ({union}) AS window_sessions \
          GROUP BY session ORDER BY 2 DESC, 1 LIMIT {limit}",
         sums.join(", "),
-        parts.join(" UNION ALL ")
     );
     let mut cols = vec![Col::Text, Col::Int];
     cols.extend([Col::Real; 10]);
-    Ok(db
+    let kept = db
         .select(&sql, &params, &cols)?
         .into_iter()
         .map(|mut cells| {
@@ -905,7 +1005,8 @@ fn sessions(
                 counters,
             }
         })
-        .collect())
+        .collect();
+    Ok((kept, all))
 }
 
 #[cfg(test)]

@@ -136,6 +136,8 @@ impl StoreStatus {
 struct Queue {
     rows: VecDeque<StoreRow>,
     closing: bool,
+    /// Someone waits for the rows queued so far: commit them without waiting for more.
+    urgent: bool,
 }
 
 #[derive(Default)]
@@ -150,6 +152,8 @@ struct Shared {
     wake: Condvar,
     queue_rows: usize,
     in_flight: AtomicU64,
+    /// Rows accepted into the queue (not dropped), ever.
+    accepted: AtomicU64,
     rows_written: AtomicU64,
     dropped: AtomicU64,
     failures: AtomicU64,
@@ -206,6 +210,7 @@ pub fn open(options: StoreOptions) -> Result<StoreHandle, StoreError> {
         wake: Condvar::new(),
         queue_rows: options.queue_rows.max(1),
         in_flight: AtomicU64::new(0),
+        accepted: AtomicU64::new(0),
         rows_written: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
         failures: AtomicU64::new(0),
@@ -243,7 +248,9 @@ impl StoreHandle {
             let mut queue = lock(&shared.queue);
             let room = shared.queue_rows.saturating_sub(queue.rows.len());
             let dropped = rows.len().saturating_sub(room) as u64;
+            let accepted = rows.len().min(room) as u64;
             queue.rows.extend(rows.into_iter().take(room));
+            shared.accepted.fetch_add(accepted, Ordering::Relaxed);
             dropped
         };
         shared.wake.notify_one();
@@ -288,15 +295,34 @@ impl StoreHandle {
         self.with_reader(|db| query::usage(db, usage, now))
     }
 
+    /// Waits (at most `timeout`) until every row submitted so far is committed, asking the
+    /// writer to commit at once. Returns whether they are. Blocking.
+    pub fn settle(&self, timeout: Duration) -> bool {
+        let shared = &self.inner.shared;
+        let target = shared.accepted.load(Ordering::Relaxed);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if shared.rows_written.load(Ordering::Relaxed) >= target {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            lock(&shared.queue).urgent = true;
+            shared.wake.notify_all();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Every `/stats` group over `[since_ms, until_ms)` (unbounded when `None`), with at most
-    /// `session_limit` sessions, the most recently active. Blocking.
+    /// `recent_limit` keys in each group clients can grow, the most recently active. Blocking.
     pub fn window(
         &self,
         since_ms: Option<i64>,
         until_ms: Option<i64>,
-        session_limit: usize,
+        recent_limit: usize,
     ) -> Result<StatsWindow, StoreError> {
-        self.with_reader(|db| query::window(db, since_ms, until_ms, session_limit))
+        self.with_reader(|db| query::window(db, since_ms, until_ms, recent_limit))
     }
 
     fn with_reader<T>(&self, run: impl Fn(&mut Db) -> Result<T, String>) -> Result<T, StoreError> {
@@ -408,7 +434,11 @@ impl Writer {
             let deadline = Instant::now() + self.options.commit_interval;
             loop {
                 let now = Instant::now();
-                if queue.closing || queue.rows.len() >= self.options.batch_rows || now >= deadline {
+                if queue.closing
+                    || queue.urgent
+                    || queue.rows.len() >= self.options.batch_rows
+                    || now >= deadline
+                {
                     break;
                 }
                 queue = self
@@ -420,6 +450,7 @@ impl Writer {
             }
         }
         // A batch being retried is not grown: it is retried as the same batch (same id).
+        queue.urgent = false;
         if self.batch.is_empty() {
             let take = self.options.batch_rows.min(queue.rows.len());
             self.batch.extend(queue.rows.drain(..take));

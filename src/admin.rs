@@ -2,7 +2,7 @@
 //! `/metrics` and `/usage` (behind the admin token when one is set). Reserved paths: never
 //! forwarded.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -11,9 +11,9 @@ use crate::error::Error;
 use crate::metrics::stats;
 use crate::metrics::{GetReport, RenderMetrics, UsageReport};
 use crate::state::{AppState, ReloadStatus};
-use crate::store::{StoreHandle, StoreStatus, UsageQuery};
+use crate::store::{StatsWindow, StoreHandle, StoreStatus, UsageQuery};
 
-/// The store, when there is one (`[store] path = ""` has none).
+/// The store (in memory for `[store] path = ""`); `None` only where none was opened.
 pub struct StoreAccess(pub Option<StoreHandle>);
 
 /// `/dashboard` and its files. The page holds no data (its data calls carry the admin token),
@@ -50,13 +50,15 @@ struct SettingsInfo {
     last_reload: Option<ReloadStatus>,
 }
 
-/// The `/stats` JSON as the README documents it, in that field order: process and settings facts, then the
-/// aggregator's report.
+/// The `/stats` JSON as the README documents it, in that field order: process and settings
+/// facts, the counters from the store, then what the aggregator keeps in memory.
 #[derive(Serialize)]
 struct StatsBody {
     started_at: String,
     counting_since: String,
     settings: SettingsInfo,
+    #[serde(flatten)]
+    groups: StatsWindow,
     #[serde(flatten)]
     usage: UsageReport,
     /// Records the request path dropped because the aggregator was saturated.
@@ -70,11 +72,15 @@ struct StatsBody {
     store: Option<StoreStatus>,
 }
 
-/// The one `since` of a query string (other parameters are ignored). Given twice it is
-/// ambiguous, and refused like any other bad value.
-fn since_param(query: &str) -> Result<Option<String>, Error> {
+/// How long `/stats` waits for the store to commit what was counted before it: the answer then
+/// includes every request that finished before it was asked.
+const STATS_SETTLE: Duration = Duration::from_millis(500);
+
+/// The one `since` (or `until`) of a query string (other parameters are ignored). Given twice
+/// it is ambiguous, and refused like any other bad value.
+fn time_param(query: &str, wanted: &str) -> Result<Option<String>, Error> {
     let mut values = url::form_urlencoded::parse(query.as_bytes())
-        .filter(|(name, _)| name == "since")
+        .filter(|(name, _)| name == wanted)
         .map(|(_, value)| value.into_owned());
     let first = values.next();
     let rest: Vec<String> = values.collect();
@@ -96,25 +102,58 @@ pub async fn stats(
 ) -> Result<HttpResponse, Error> {
     let snapshot = state.snapshot();
     snapshot.credentials.access.require_admin(&req)?;
-    let since = match since_param(req.query_string())? {
-        None => None,
-        Some(text) => {
-            Some(stats::parse_since(&text, SystemTime::now()).ok_or(Error::BadSince(text))?)
+    let now = SystemTime::now();
+    // Unix milliseconds, from `30m`-style durations before now or RFC 3339 times.
+    let time = |name: &str| -> Result<Option<i64>, Error> {
+        match time_param(req.query_string(), name)? {
+            None => Ok(None),
+            Some(text) => stats::parse_since(&text, now)
+                .map(|seconds| Some(seconds.saturating_mul(1000)))
+                .ok_or(Error::BadSince(text)),
         }
     };
+    let (since, until) = (time("since")?, time("until")?);
+    // Counting first hands every finished request to the store.
     let report = state
         .aggregator
-        .send(GetReport { since })
+        .send(GetReport)
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
+    let Some(handle) = store.0.clone() else {
+        return Err(Error::StoreUnavailable("no store is open".into()));
+    };
+    // The database is read on a blocking thread, never on the HTTP workers.
+    let mut groups = web::block(move || {
+        if !handle.status().failing {
+            handle.settle(STATS_SETTLE);
+        }
+        handle.window(since, until, stats::MAX_RECENT_KEYS)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+    .map_err(|e| Error::StoreUnavailable(e.to_string()))?;
+    let prices = snapshot.prices.clone();
+    let folded = stats::fold_models(
+        &mut groups.by_model,
+        |model| prices.lookup(model).is_some(),
+        stats::MAX_OTHER_MODELS,
+    );
+    groups.folded.insert("by_model".into(), folded);
+    groups.folded.extend(report.folded.clone());
+    // Counting began with the oldest request the store holds (or now, when it holds none).
+    let oldest = groups
+        .oldest_ms
+        .unwrap_or_else(|| crate::store::unix_ms(now));
+    let counting_since = crate::store::rfc3339_ms(since.map_or(oldest, |s| s.max(oldest)));
     let body = StatsBody {
         started_at: stats::rfc3339(state.started_at),
-        counting_since: report.counting_since.clone(),
+        counting_since,
         settings: SettingsInfo {
             generation: snapshot.generation,
             loaded_at: stats::rfc3339(snapshot.loaded_at),
             last_reload: state.last_reload(),
         },
+        groups,
         usage: report,
         dropped_records: state.recorder.dropped(),
         upstreams: state

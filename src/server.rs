@@ -55,19 +55,17 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let settings = Arc::new(settings);
     let resolver = CredentialResolver::new(EnvSource::Process).start();
     let pool = UpstreamPool::default().start();
-    // The aggregator gets a thread of its own: aggregation and state-file writes never compete
-    // with the arbiter that runs the other actors, nor with the HTTP workers.
-    let (state_file, flush_interval) = (
-        settings.stats.state_file.clone(),
-        settings.stats.flush_interval,
-    );
+    // The aggregator gets a thread of its own: aggregation never competes with the arbiter that
+    // runs the other actors, nor with the HTTP workers.
     let prices = PriceTable::new(settings.pricing.clone());
     // A store that cannot be opened stops the start: never run without the rows it would lose.
     let store = match store::options_from_settings(&settings.store, |k| std::env::var(k).ok()) {
         Ok(Some(options)) => {
             let described = options.target.describe();
+            let target = options.target.clone();
             let handle = store::open(options).map_err(io::Error::other)?;
             tracing::info!(store = %described, "store open");
+            import_state_file(&target, settings.stats.state_file.as_deref());
             Some(handle)
         }
         Ok(None) => None,
@@ -88,9 +86,8 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         if let Some(sink) = store_sink {
             sinks.push(Box::new(sink));
         }
-        let aggregator =
-            MetricsAggregator::new(state_file, flush_interval, prices, aggregator_queue, sinks)
-                .with_collector(Box::new(quota_metrics));
+        let aggregator = MetricsAggregator::new(prices, aggregator_queue, sinks)
+            .with_collector(Box::new(quota_metrics));
         #[cfg(feature = "test-hooks")]
         let aggregator = aggregator.with_delay_per_record(tuning.aggregator_delay_per_record);
         let _ = addr_tx.send(aggregator.start());
@@ -165,6 +162,27 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         server: actix_rt::spawn(server),
         store,
     })
+}
+
+/// Counters kept in a state file before there was a store go into the store once (the file is
+/// renamed `<name>.imported`). A store in memory is not given them: they would be lost at exit
+/// with the file already renamed. A file that cannot be imported is left as it is and reported.
+fn import_state_file(target: &store::Target, state_file: Option<&std::path::Path>) {
+    let Some(path) = state_file else { return };
+    if matches!(target, store::Target::Memory(_)) {
+        return;
+    }
+    match store::import_state_file(target, path) {
+        Ok(Some(summary)) => tracing::info!(
+            file = %path.display(),
+            requests = summary.requests,
+            renamed_to = %summary.renamed_to.display(),
+            already_imported = summary.already_imported,
+            "state file imported into the store"
+        ),
+        Ok(None) => {}
+        Err(err) => tracing::error!("{err}"),
+    }
 }
 
 /// Writes what the store still holds. A final write that failed fails the exit status.

@@ -145,8 +145,6 @@ pub async fn build_snapshot(
     aggregator
         .send(ApplyMetrics {
             prices: (*prices).clone(),
-            state_file: settings.stats.state_file.clone(),
-            flush_interval: settings.stats.flush_interval,
         })
         .await?;
     let upstream = pool

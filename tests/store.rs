@@ -173,8 +173,14 @@ impl Sums {
         self.requests += 1;
         self.errors += (row.status >= 400 || row.outcome == "upstream_error_event") as u64;
         self.streamed += row.streamed as u64;
-        self.incomplete += ["client_gone", "upstream_cut", "idle_timeout", "shutdown"]
-            .contains(&row.outcome.as_str()) as u64;
+        self.incomplete += [
+            "client_gone",
+            "client_stalled",
+            "upstream_cut",
+            "idle_timeout",
+            "shutdown",
+        ]
+        .contains(&row.outcome.as_str()) as u64;
         self.input += row.input_tokens;
         self.output += row.output_tokens;
         self.cache_creation += row.cache_write_5m_tokens + row.cache_write_1h_tokens;

@@ -9,13 +9,11 @@ pub mod exposition;
 pub mod latency;
 pub mod queue;
 pub mod record;
-pub mod state_file;
 pub mod stats;
 pub mod tap;
 pub mod usage_log;
 pub mod views;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,8 +53,6 @@ pub struct MetricsAggregator {
     exposition: exposition::Exposition,
     /// The sinks nobody queries: the log line, upstream health.
     others: Vec<Box<dyn Sink>>,
-    flush_interval: Duration,
-    flush_timer: Option<SpawnHandle>,
     /// Shared with the Recorder: records waiting, and those the request path had to drop.
     queue: Arc<RecordQueue>,
     /// The previous batch's buffers, kept for their allocations.
@@ -67,22 +63,12 @@ pub struct MetricsAggregator {
 }
 
 impl MetricsAggregator {
-    /// Restores counters from `state_file` when it is readable; an unreadable one is moved
-    /// aside (never deleted) and counting starts afresh.
-    pub fn new(
-        state_file: Option<PathBuf>,
-        flush_interval: Duration,
-        prices: PriceTable,
-        queue: Arc<RecordQueue>,
-        others: Vec<Box<dyn Sink>>,
-    ) -> Self {
+    pub fn new(prices: PriceTable, queue: Arc<RecordQueue>, others: Vec<Box<dyn Sink>>) -> Self {
         Self {
             prices,
-            views: views::Views::restore(state_file),
+            views: views::Views::default(),
             exposition: exposition::Exposition::default(),
             others,
-            flush_interval,
-            flush_timer: None,
             queue,
             spare: Vec::new(),
             spare_records: Vec::new(),
@@ -105,13 +91,6 @@ impl MetricsAggregator {
     pub fn with_delay_per_record(mut self, delay: Duration) -> Self {
         self.delay_per_record = delay;
         self
-    }
-
-    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.flush_timer.take() {
-            ctx.cancel_future(handle);
-        }
-        self.flush_timer = Some(ctx.run_interval(self.flush_interval, |act, _| act.views.flush()));
     }
 
     /// Prices every waiting record and hands the batch to each sink; log lines go out in one
@@ -151,13 +130,8 @@ impl MetricsAggregator {
 impl Actor for MetricsAggregator {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.schedule_flush(ctx);
-    }
-
     fn stopped(&mut self, _: &mut Self::Context) {
         self.drain();
-        self.views.flush();
     }
 }
 
@@ -171,19 +145,18 @@ impl Handler<Drain> for MetricsAggregator {
     }
 }
 
-/// `/stats`: the report, over all time or since a unix second.
+/// `/stats`: the views' report. Everything recorded before is counted first (and handed to the
+/// store).
 #[derive(Message)]
 #[rtype(result = "UsageReport")]
-pub struct GetReport {
-    pub since: Option<i64>,
-}
+pub struct GetReport;
 
 impl Handler<GetReport> for MetricsAggregator {
     type Result = MessageResult<GetReport>;
 
-    fn handle(&mut self, msg: GetReport, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: GetReport, _: &mut Self::Context) -> Self::Result {
         self.drain();
-        MessageResult(self.views.report(msg.since))
+        MessageResult(self.views.report())
     }
 }
 
@@ -202,7 +175,7 @@ impl Handler<RenderMetrics> for MetricsAggregator {
     }
 }
 
-/// Write the state file now (shutdown).
+/// Count everything recorded so far now (shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Flush;
@@ -212,29 +185,21 @@ impl Handler<Flush> for MetricsAggregator {
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) {
         self.drain();
-        self.views.flush();
     }
 }
 
-/// New settings: pricing, state file location and flush interval.
+/// New settings: pricing.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ApplyMetrics {
     pub prices: PriceTable,
-    pub state_file: Option<PathBuf>,
-    pub flush_interval: Duration,
 }
 
 impl Handler<ApplyMetrics> for MetricsAggregator {
     type Result = ();
 
-    fn handle(&mut self, msg: ApplyMetrics, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: ApplyMetrics, _: &mut Self::Context) {
         self.prices = msg.prices;
-        self.views.move_state_file(msg.state_file);
-        if msg.flush_interval != self.flush_interval {
-            self.flush_interval = msg.flush_interval;
-            self.schedule_flush(ctx);
-        }
     }
 }
 
@@ -298,15 +263,12 @@ mod tests {
         let kept = Arc::new(Mutex::new(Vec::new()));
         let sinks: Vec<Box<dyn Sink>> = vec![Box::new(Kept(kept.clone()))];
         let prices = PriceTable::new(default_pricing());
-        let aggregator =
-            MetricsAggregator::new(None, Duration::from_secs(60), prices, queue.clone(), sinks)
-                .start();
+        let aggregator = MetricsAggregator::new(prices, queue.clone(), sinks).start();
         let recorder = Recorder::new(aggregator.clone().recipient(), queue);
         // Sonnet: $3 in, $15 out per million tokens (a prompt under its 200K long-context line).
         recorder.record(record("claude-sonnet-4-5", 100_000, 10_000));
         recorder.record(record("no-such-model", 10, 10));
-        let report = aggregator.send(GetReport { since: None }).await.unwrap();
-        assert_eq!(report.groups.totals.requests, 2);
+        let report = aggregator.send(GetReport).await.unwrap();
         assert_eq!(report.unpriced_models["no-such-model"], 1);
         let kept = kept.lock().unwrap().clone();
         assert_eq!(kept.len(), 2);

@@ -1,7 +1,7 @@
-//! The arithmetic of `/stats`: counters per group, minute buckets for `?since=`, the most recent
-//! sessions, rate-limit state per credential. Pure data, no actix; serialisable for the state file.
+//! What `/stats` keeps in memory beside the store: rate-limit state per credential and the
+//! models seen without a price, each bounded whatever clients send. Pure data, no actix.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -9,99 +9,16 @@ use super::counters::Counters;
 use super::record::RequestRecord;
 use crate::subscription::{self, Window};
 
-/// How many Claude Code sessions `by_session` keeps (the most recently active); `by_agent` and
-/// `by_project` keep as many.
-pub const MAX_SESSIONS: usize = 1000;
-/// How long minute buckets are kept for `?since=` windows.
-pub const BUCKET_RETENTION_MINUTES: i64 = 8 * 24 * 60;
-/// Longer session ids are cut to this many bytes (they are keys, not content).
+/// How many keys the recency-bounded views keep (credentials, sessions, agents, projects):
+/// the most recently seen.
+pub const MAX_RECENT_KEYS: usize = 1000;
+/// How many models without a price are named; requests of further ones count under
+/// [`OTHER`].
+pub const MAX_OTHER_MODELS: usize = 200;
+/// The key under which names beyond a bound are counted.
+pub const OTHER: &str = "other";
+/// Longer keys are cut to this many bytes (they are keys, not content).
 const MAX_KEY_BYTES: usize = 128;
-
-/// Every group of `/stats` over some span of time.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Groups {
-    pub totals: Counters,
-    pub by_route: BTreeMap<String, Counters>,
-    pub by_model: BTreeMap<String, Counters>,
-    pub by_source: BTreeMap<String, Counters>,
-    pub by_credential: BTreeMap<String, Counters>,
-    pub by_caller: BTreeMap<String, Counters>,
-    pub by_session: BTreeMap<String, Counters>,
-    pub by_agent: BTreeMap<String, Counters>,
-    pub by_project: BTreeMap<String, Counters>,
-    pub by_status: BTreeMap<String, u64>,
-}
-
-/// When each kept key of the recency-bounded groups was last active.
-#[derive(Clone, Copy)]
-struct Seen<'a> {
-    sessions: &'a BTreeMap<String, u64>,
-    agents: &'a BTreeMap<String, u64>,
-    projects: &'a BTreeMap<String, u64>,
-}
-
-impl Groups {
-    /// Adds one request's counters to every group it belongs to. Sessions, agents and projects
-    /// beyond `MAX_SESSIONS` each are evicted least recently active first (by `seen`).
-    fn add_record(&mut self, record: &RequestRecord, counters: &Counters, seen: Seen) {
-        self.totals.merge(counters);
-        let add = |map: &mut BTreeMap<String, Counters>, key: Option<&str>| {
-            if let Some(key) = key.filter(|k| !k.is_empty()) {
-                map.entry(key.to_string()).or_default().merge(counters);
-            }
-        };
-        add(&mut self.by_route, Some(&record.route));
-        add(&mut self.by_model, record.model.as_deref());
-        add(&mut self.by_source, record.source.map(|s| s.as_str()));
-        add(&mut self.by_credential, record.credential.as_deref());
-        add(&mut self.by_caller, record.caller.as_deref());
-        let [session, agent, project] = recent_keys(record);
-        for (group, key, seen) in [
-            (&mut self.by_session, session, seen.sessions),
-            (&mut self.by_agent, agent, seen.agents),
-            (&mut self.by_project, project, seen.projects),
-        ] {
-            if let Some(key) = key {
-                add(group, Some(key));
-                evict_oldest_sessions(group, seen);
-            }
-        }
-        let status = self.by_status.entry(record.status.to_string()).or_default();
-        *status = status.saturating_add(1);
-    }
-
-    fn merge(&mut self, other: &Groups, seen: Seen) {
-        self.totals.merge(&other.totals);
-        for (mine, theirs) in [
-            (&mut self.by_route, &other.by_route),
-            (&mut self.by_model, &other.by_model),
-            (&mut self.by_source, &other.by_source),
-            (&mut self.by_credential, &other.by_credential),
-            (&mut self.by_caller, &other.by_caller),
-            (&mut self.by_session, &other.by_session),
-            (&mut self.by_agent, &other.by_agent),
-            (&mut self.by_project, &other.by_project),
-        ] {
-            for (key, counters) in theirs {
-                mine.entry(key.clone()).or_default().merge(counters);
-            }
-        }
-        evict_oldest_sessions(&mut self.by_session, seen.sessions);
-        evict_oldest_sessions(&mut self.by_agent, seen.agents);
-        evict_oldest_sessions(&mut self.by_project, seen.projects);
-        for (status, count) in &other.by_status {
-            let mine = self.by_status.entry(status.clone()).or_default();
-            *mine = mine.saturating_add(*count);
-        }
-    }
-}
-
-/// The record's session, agent and project, each cut to a key's length.
-fn recent_keys(record: &RequestRecord) -> [Option<&str>; 3] {
-    [&record.session, &record.agent, &record.project]
-        .map(|key| key.as_deref().filter(|key| !key.is_empty()).map(truncate))
-}
 
 fn truncate(key: &str) -> &str {
     if key.len() <= MAX_KEY_BYTES {
@@ -112,21 +29,6 @@ fn truncate(key: &str) -> &str {
         end -= 1;
     }
     &key[..end]
-}
-
-/// Keeps the `MAX_SESSIONS` most recently active sessions; `seen` orders them (a session
-/// missing from it is the oldest).
-fn evict_oldest_sessions(sessions: &mut BTreeMap<String, Counters>, seen: &BTreeMap<String, u64>) {
-    while sessions.len() > MAX_SESSIONS {
-        let Some(oldest) = sessions
-            .keys()
-            .min_by_key(|key| seen.get(*key).copied().unwrap_or(0))
-            .cloned()
-        else {
-            return;
-        };
-        sessions.remove(&oldest);
-    }
 }
 
 /// The latest rate-limit headers seen for one credential.
@@ -142,136 +44,154 @@ pub struct RateLimitState {
     pub windows: BTreeMap<String, Window>,
 }
 
-/// All counted usage: lifetime groups, minute buckets, rate-limit state. This is what the state
-/// file holds.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct StatsBook {
-    /// RFC 3339 time counting began (kept across restarts).
-    pub counting_since: String,
-    pub lifetime: Groups,
-    /// Unix minute → what finished in that minute.
-    pub minutes: BTreeMap<i64, Groups>,
-    pub rate_limits: BTreeMap<String, RateLimitState>,
-    /// Models seen with no price in the table (their cost counted as 0).
-    pub unpriced_models: BTreeMap<String, u64>,
-    /// When each kept session was last active, as a sequence number: later is larger, and
-    /// no two requests tie.
-    pub session_seen: BTreeMap<String, u64>,
-    /// As `session_seen`, for the kept agents and projects.
-    pub agent_seen: BTreeMap<String, u64>,
-    pub project_seen: BTreeMap<String, u64>,
-    /// The sequence number of the latest request counted.
-    pub sequence: u64,
+impl RateLimitState {
+    /// The record's rate-limit headers, or `None` when it carried none.
+    pub fn of_record(record: &RequestRecord) -> Option<Self> {
+        if record.rate_limits.is_empty() {
+            return None;
+        }
+        let subscription = subscription::parse(
+            record
+                .rate_limits
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        )
+        .unwrap_or_default();
+        Some(Self {
+            seen_at: rfc3339(record.finished_at),
+            headers: record.rate_limits.iter().cloned().collect(),
+            status: subscription.status,
+            windows: subscription.windows,
+        })
+    }
 }
 
-impl StatsBook {
-    pub fn new(counting_since: String) -> Self {
+/// The `capacity` most recently set keys with their values; setting a key makes it the newest,
+/// and the oldest goes when there are too many. Every step is O(log n).
+#[derive(Debug, Clone)]
+pub struct Recent<V> {
+    capacity: usize,
+    sequence: u64,
+    entries: HashMap<String, (u64, V)>,
+    /// Sequence number of each key's last setting → the key.
+    order: BTreeMap<u64, String>,
+    /// How many keys were let go.
+    evicted: u64,
+}
+
+impl<V: Clone> Recent<V> {
+    pub fn new(capacity: usize) -> Self {
         Self {
-            counting_since,
-            ..Self::default()
+            capacity,
+            sequence: 0,
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            evicted: 0,
         }
     }
 
-    /// Adds one finished request. `cost` is `None` when the model has no price.
+    pub fn set(&mut self, key: &str, value: V) {
+        let key = truncate(key);
+        self.sequence += 1;
+        if let Some((before, _)) = self.entries.insert(key.to_string(), (self.sequence, value)) {
+            self.order.remove(&before);
+        }
+        self.order.insert(self.sequence, key.to_string());
+        while self.entries.len() > self.capacity {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+            self.evicted = self.evicted.saturating_add(1);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// The kept keys and values, by key.
+    pub fn to_map(&self) -> BTreeMap<String, V> {
+        self.entries
+            .iter()
+            .map(|(key, (_, value))| (key.clone(), value.clone()))
+            .collect()
+    }
+}
+
+/// Models seen with tokens but without a price (their cost counted as 0): at most
+/// [`MAX_OTHER_MODELS`] names, the rest counted under [`OTHER`].
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct UnpricedModels {
+    counts: BTreeMap<String, u64>,
+    /// Requests counted under [`OTHER`].
+    folded: u64,
+}
+
+impl UnpricedModels {
+    /// Counts one finished request. `cost` is `None` when the model has no price.
     pub fn add(&mut self, record: &RequestRecord, cost: Option<f64>) {
-        let finished = unix_seconds(record.finished_at);
-        let minute = finished.div_euclid(60);
-        let counters = Counters::of_record(record, cost.unwrap_or(0.0));
-        if cost.is_none() && counters.has_tokens() {
-            let model = record.model.as_deref().unwrap_or("(unknown)");
-            *self
-                .unpriced_models
-                .entry(truncate(model).to_string())
-                .or_default() += 1;
+        if cost.is_some() || !Counters::of_record(record, 0.0).has_tokens() {
+            return;
         }
-        let keys = recent_keys(record);
-        if keys.iter().any(Option::is_some) {
-            self.sequence += 1;
-        }
-        for (seen, key) in [
-            &mut self.session_seen,
-            &mut self.agent_seen,
-            &mut self.project_seen,
-        ]
-        .into_iter()
-        .zip(keys)
-        {
-            if let Some(key) = key {
-                seen.insert(key.to_string(), self.sequence);
-            }
-        }
-        let seen = Seen {
-            sessions: &self.session_seen,
-            agents: &self.agent_seen,
-            projects: &self.project_seen,
+        let model = truncate(record.model.as_deref().unwrap_or("(unknown)"));
+        let named = self.counts.len() - usize::from(self.counts.contains_key(OTHER));
+        let key = if self.counts.contains_key(model) || named < MAX_OTHER_MODELS {
+            model
+        } else {
+            self.folded = self.folded.saturating_add(1);
+            OTHER
         };
-        self.lifetime.add_record(record, &counters, seen);
-        self.minutes
-            .entry(minute)
-            .or_default()
-            .add_record(record, &counters, seen);
-        self.forget_evicted_sessions();
-        if !record.rate_limits.is_empty() {
-            let key = record.credential.clone().unwrap_or_else(|| "none".into());
-            let subscription = subscription::parse(
-                record
-                    .rate_limits
-                    .iter()
-                    .map(|(name, value)| (name.as_str(), value.as_str())),
-            )
-            .unwrap_or_default();
-            self.rate_limits.insert(
-                key,
-                RateLimitState {
-                    seen_at: rfc3339(record.finished_at),
-                    headers: record.rate_limits.iter().cloned().collect(),
-                    status: subscription.status,
-                    windows: subscription.windows,
-                },
-            );
-        }
-        self.prune(minute);
+        let count = self.counts.entry(key.to_string()).or_default();
+        *count = count.saturating_add(1);
     }
 
-    /// Keeps recency only for keys the lifetime view still holds: bounded by `MAX_SESSIONS`.
-    fn forget_evicted_sessions(&mut self) {
-        for (seen, kept) in [
-            (&mut self.session_seen, &self.lifetime.by_session),
-            (&mut self.agent_seen, &self.lifetime.by_agent),
-            (&mut self.project_seen, &self.lifetime.by_project),
-        ] {
-            if seen.len() > 2 * MAX_SESSIONS {
-                seen.retain(|key, _| kept.contains_key(key));
-            }
-        }
+    pub fn counts(&self) -> &BTreeMap<String, u64> {
+        &self.counts
     }
 
-    /// Drops minute buckets older than the retention.
-    pub fn prune(&mut self, now_minute: i64) {
-        let oldest_kept = now_minute - BUCKET_RETENTION_MINUTES;
-        self.minutes = self.minutes.split_off(&oldest_kept);
+    pub fn folded(&self) -> u64 {
+        self.folded
     }
+}
 
-    /// The groups for requests that finished at or after `since` (unix seconds). Resolution is a
-    /// minute: the minute containing `since` is included whole.
-    pub fn window(&self, since: Option<i64>) -> Groups {
-        let Some(since) = since else {
-            return self.lifetime.clone();
-        };
-        let mut groups = Groups::default();
-        for bucket in self.minutes.range(since.div_euclid(60)..).map(|(_, g)| g) {
-            groups.merge(
-                bucket,
-                Seen {
-                    sessions: &self.session_seen,
-                    agents: &self.agent_seen,
-                    projects: &self.project_seen,
-                },
-            );
-        }
-        groups
+/// Keeps every model `priced` accepts and at most `others` more (those with the most requests,
+/// then by name); the rest are merged under [`OTHER`]. Returns how many requests were merged.
+pub fn fold_models(
+    models: &mut BTreeMap<String, Counters>,
+    priced: impl Fn(&str) -> bool,
+    others: usize,
+) -> u64 {
+    let mut unpriced: Vec<(&String, u64)> = models
+        .iter()
+        .filter(|(name, _)| !priced(name))
+        .map(|(name, c)| (name, c.requests))
+        .collect();
+    if unpriced.len() <= others {
+        return 0;
     }
+    unpriced.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let dropped: Vec<String> = unpriced[others..]
+        .iter()
+        .map(|(name, _)| (*name).clone())
+        .collect();
+    let mut other = Counters::default();
+    for name in dropped {
+        if let Some(counters) = models.remove(&name) {
+            other.merge(&counters);
+        }
+    }
+    let folded = other.requests;
+    models.entry(OTHER.into()).or_default().merge(&other);
+    folded
 }
 
 pub fn unix_seconds(time: std::time::SystemTime) -> i64 {
@@ -321,19 +241,19 @@ mod tests {
     use crate::usage::Usage;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-    fn record(at: i64, status: u16, session: &str) -> RequestRecord {
+    fn record(model: &str, rate_limits: Vec<(String, String)>) -> RequestRecord {
         RequestRecord {
             request_id: String::new(),
-            finished_at: UNIX_EPOCH + Duration::from_secs(at as u64),
+            finished_at: UNIX_EPOCH + Duration::from_secs(6000),
             route: "/anthropic".into(),
             method: "POST".into(),
             path: "/anthropic/v1/messages".into(),
-            status,
-            model: Some("claude-sonnet-4-5".into()),
+            status: 200,
+            model: Some(model.into()),
             source: Some(CredentialSource::ClientOauth),
             credential: Some("client_oauth:3fa29c1b4d5e".into()),
             caller: None,
-            session: Some(session.into()),
+            session: None,
             agent: None,
             parent_agent: None,
             project: None,
@@ -349,51 +269,36 @@ mod tests {
             total: Duration::ZERO,
             overhead: None,
             upstream_failure: None,
-            rate_limits: vec![("retry-after".into(), "7".into())],
+            rate_limits,
         }
     }
 
     #[test]
-    fn stream_with_an_error_event_counts_as_an_error_with_its_tokens() {
-        let mut book = StatsBook::new("x".into());
-        let errored = RequestRecord {
-            outcome: Outcome::UpstreamErrorEvent,
-            ..record(6000, 200, "s1")
-        };
-        book.add(&errored, Some(0.1));
-        let g = book.window(None);
-        assert_eq!(g.totals.errors, 1);
-        assert_eq!(g.totals.incomplete, 0);
-        assert_eq!(g.totals.input_tokens, 10);
-        assert_eq!(g.by_status["200"], 1);
-    }
-
-    #[test]
-    fn counters_add_up_in_every_group() {
-        let mut book = StatsBook::new("x".into());
-        book.add(&record(6000, 200, "s1"), Some(0.5));
-        book.add(&record(6030, 429, "s2"), Some(0.25));
-        let g = book.window(None);
-        assert_eq!(g.totals.requests, 2);
-        assert_eq!(g.totals.errors, 1);
-        assert_eq!(g.totals.streamed, 2);
-        assert_eq!(g.totals.input_tokens, 20);
-        assert_eq!(g.totals.cost_usd, 0.75);
-        assert_eq!(g.by_status["429"], 1);
-        assert_eq!(g.by_session.len(), 2);
-        assert_eq!(g.by_source["client_oauth"].requests, 2);
-        assert_eq!(
-            book.rate_limits["client_oauth:3fa29c1b4d5e"].headers["retry-after"],
-            "7"
-        );
-        assert_eq!(book.rate_limits["client_oauth:3fa29c1b4d5e"].status, None);
+    fn recent_keeps_the_newest_keys_and_a_reset_key_becomes_newest() {
+        let mut recent = Recent::new(3);
+        for key in ["a", "b", "c"] {
+            recent.set(key, 1);
+        }
+        recent.set("a", 2);
+        recent.set("d", 1);
+        let kept = recent.to_map();
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["a", "c", "d"]);
+        assert_eq!(kept["a"], 2);
+        assert_eq!(recent.evicted(), 1);
+        // However many keys arrive, the newest is kept and the size holds.
+        for i in 0..10_000 {
+            recent.set(&format!("k{i}"), i);
+        }
+        assert_eq!(recent.len(), 3);
+        assert!(recent.to_map().contains_key("k9999"));
+        assert_eq!(recent.order.len(), 3);
     }
 
     #[test]
     fn unified_subscription_headers_are_kept_parsed_beside_the_raw_ones() {
-        let mut book = StatsBook::new("x".into());
-        let limited = RequestRecord {
-            rate_limits: vec![
+        let limited = record(
+            "claude-sonnet-4-5",
+            vec![
                 (
                     "anthropic-ratelimit-unified-status".into(),
                     "allowed".into(),
@@ -407,93 +312,55 @@ mod tests {
                     "1795760000".into(),
                 ),
             ],
-            ..record(6000, 200, "s1")
-        };
-        book.add(&limited, Some(0.1));
-        let state = &book.rate_limits["client_oauth:3fa29c1b4d5e"];
+        );
+        let state = RateLimitState::of_record(&limited).unwrap();
         assert_eq!(state.status.as_deref(), Some("allowed"));
         assert_eq!(state.windows["5h"].utilization, Some(0.42));
-        let json = serde_json::to_value(state).unwrap();
+        let json = serde_json::to_value(&state).unwrap();
         assert_eq!(json["windows"]["5h"]["resets_at"], "2026-11-27T06:13:20Z");
         assert_eq!(
             json["headers"]["anthropic-ratelimit-unified-5h-utilization"],
             "0.42"
         );
+        assert!(RateLimitState::of_record(&record("m", vec![])).is_none());
     }
 
     #[test]
-    fn windows_count_only_later_minutes() {
-        let mut book = StatsBook::new("x".into());
-        book.add(&record(6000, 200, "s"), Some(0.0));
-        book.add(&record(9000, 200, "s"), Some(0.0));
-        assert_eq!(book.window(Some(0)).totals.requests, 2);
-        assert_eq!(book.window(Some(6060)).totals.requests, 1);
-        assert_eq!(book.window(Some(9060)).totals.requests, 0);
-    }
-
-    #[test]
-    fn only_the_most_recent_sessions_are_kept() {
-        let mut book = StatsBook::new("x".into());
-        for i in 0..(MAX_SESSIONS as i64 + 5) {
-            book.add(&record(6000 + i, 200, &format!("session-{i}")), None);
+    fn unpriced_models_are_named_up_to_the_bound_then_other() {
+        let mut unpriced = UnpricedModels::default();
+        unpriced.add(&record("priced", vec![]), Some(0.1));
+        for i in 0..MAX_OTHER_MODELS + 5 {
+            unpriced.add(&record(&format!("m{i}"), vec![]), None);
         }
-        assert_eq!(book.lifetime.by_session.len(), MAX_SESSIONS);
-        assert!(!book.lifetime.by_session.contains_key("session-0"));
-        assert!(book
-            .lifetime
-            .by_session
-            .contains_key(&format!("session-{}", MAX_SESSIONS + 4)));
+        unpriced.add(&record("m0", vec![]), None);
+        let counts = unpriced.counts();
+        assert_eq!(counts.len(), MAX_OTHER_MODELS + 1);
+        assert_eq!(counts[OTHER], 5);
+        assert_eq!(counts["m0"], 2);
+        assert!(!counts.contains_key("priced"));
+        assert_eq!(unpriced.folded(), 5);
     }
 
     #[test]
-    fn agents_and_projects_are_grouped_and_only_the_most_recent_kept() {
-        let mut book = StatsBook::new("x".into());
-        let attributed = |i: i64, agent: String, project: &str| RequestRecord {
-            agent: Some(agent),
-            parent_agent: Some("main".into()),
-            project: Some(project.into()),
-            ..record(6000 + i, 200, "s")
+    fn models_beyond_the_bound_fold_into_other_and_priced_ones_stay() {
+        let mut models = BTreeMap::new();
+        let counters = |requests| Counters {
+            requests,
+            input_tokens: requests * 10,
+            ..Counters::default()
         };
-        book.add(&attributed(0, "agent-0".into(), "billing-api"), Some(0.5));
-        for i in 1..(MAX_SESSIONS as i64 + 5) {
-            book.add(
-                &attributed(i, format!("agent-{i}"), "billing-api"),
-                Some(0.5),
-            );
+        models.insert("claude-sonnet-4-5".to_string(), counters(1));
+        for (name, requests) in [("x", 5), ("y", 3), ("z", 3), ("w", 1)] {
+            models.insert(name.to_string(), counters(requests));
         }
-        let newest = format!("agent-{}", MAX_SESSIONS + 4);
-        let lifetime = &book.lifetime;
-        assert_eq!(lifetime.by_agent.len(), MAX_SESSIONS);
-        assert!(!lifetime.by_agent.contains_key("agent-0"));
-        assert_eq!(lifetime.by_agent[&newest].requests, 1);
+        let folded = fold_models(&mut models, |m| m.starts_with("claude-"), 2);
+        assert_eq!(folded, 4);
         assert_eq!(
-            lifetime.by_project["billing-api"].requests,
-            MAX_SESSIONS as u64 + 5
+            models.keys().collect::<Vec<_>>(),
+            ["claude-sonnet-4-5", OTHER, "x", "y"]
         );
-        // The same bound holds in a window made of minute buckets.
-        let window = book.window(Some(6000));
-        assert_eq!(window.by_agent.len(), MAX_SESSIONS);
-        assert!(window.by_agent.contains_key(&newest));
-        assert!(book.agent_seen.len() <= 2 * MAX_SESSIONS);
-        // A request without them is in neither group.
-        book.add(&record(9000, 200, "s"), None);
-        assert_eq!(book.lifetime.by_project.len(), 1);
-    }
-
-    #[test]
-    fn old_buckets_are_pruned_after_eight_days() {
-        let mut book = StatsBook::new("x".into());
-        book.add(&record(0, 200, "s"), None);
-        book.add(&record(9 * 86_400, 200, "s"), None);
-        assert_eq!(book.minutes.len(), 1);
-        assert_eq!(book.lifetime.totals.requests, 2);
-    }
-
-    #[test]
-    fn unpriced_models_are_listed() {
-        let mut book = StatsBook::new("x".into());
-        book.add(&record(60, 200, "s"), None);
-        assert_eq!(book.unpriced_models["claude-sonnet-4-5"], 1);
+        assert_eq!(models[OTHER], counters(4));
+        assert_eq!(fold_models(&mut models, |_| false, 10), 0);
     }
 
     #[test]

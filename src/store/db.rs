@@ -30,6 +30,9 @@ pub enum Target {
     Sqlite(PathBuf),
     /// A `postgres://` URL (or key=value connection string).
     Postgres(String),
+    /// An SQLite database in this process's memory (`[store] path = ""`), by name: the writer's
+    /// and the reader's connections share it, and it is gone with the process.
+    Memory(String),
 }
 
 impl fmt::Debug for Target {
@@ -44,6 +47,7 @@ impl Target {
         match self {
             Target::Sqlite(path) => path.display().to_string(),
             Target::Postgres(url) => describe_postgres(url),
+            Target::Memory(_) => "memory".into(),
         }
     }
 
@@ -51,7 +55,15 @@ impl Target {
         match self {
             Target::Sqlite(_) => "sqlite",
             Target::Postgres(_) => "postgresql",
+            Target::Memory(_) => "memory",
         }
+    }
+
+    /// A new in-memory database, named uniquely within the process.
+    pub fn memory() -> Target {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Target::Memory(format!("/sluice-{}-{n}", std::process::id()))
     }
 }
 
@@ -521,6 +533,7 @@ impl Db {
         };
         let mut db = match target {
             Target::Sqlite(path) => Db::Sqlite(open_sqlite(path).map_err(open_error)?),
+            Target::Memory(name) => Db::Sqlite(open_memory(name).map_err(open_error)?),
             Target::Postgres(url) => {
                 let mut config: postgres::Config = url
                     .parse()
@@ -972,9 +985,36 @@ fn open_sqlite(path: &Path) -> Result<rusqlite::Connection, String> {
     Ok(conn)
 }
 
+/// SQLite's `memdb` VFS: a name starting with `/` is one database shared by every connection of
+/// the process that opens it, with ordinary locking (so the busy timeout applies).
+fn open_memory(name: &str) -> Result<rusqlite::Connection, String> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        format!("file:{name}?vfs=memdb"),
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_err)?;
+    conn.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(sqlite_err)?;
+    Ok(conn)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_memory_database_is_shared_by_the_connections_of_one_target_only() {
+        let target = Target::memory();
+        let mut writer = Db::open(&target, true).unwrap();
+        writer.write_batch(&[StoreRow::default()], "w-1").unwrap();
+        let mut reader = Db::open(&target, false).unwrap();
+        assert!(reader.batch_committed("w-1").unwrap());
+        let mut other = Db::open(&Target::memory(), true).unwrap();
+        assert!(!other.batch_committed("w-1").unwrap());
+    }
 
     #[test]
     fn a_committed_batch_is_known_by_its_id() {

@@ -36,8 +36,13 @@ pub const MAX_KEY_BYTES: usize = 256;
 pub const ERROR_OUTCOMES: [&str; 1] = ["upstream_error_event"];
 
 /// Outcomes that mean "a stream ended early", as the request path names them.
-pub const INCOMPLETE_OUTCOMES: [&str; 4] =
-    ["client_gone", "upstream_cut", "idle_timeout", "shutdown"];
+pub const INCOMPLETE_OUTCOMES: [&str; 5] = [
+    "client_gone",
+    "client_stalled",
+    "upstream_cut",
+    "idle_timeout",
+    "shutdown",
+];
 
 /// One finished request. Text columns are `""` when absent. Never holds a secret, a body, a query
 /// string or a header value other than these.
@@ -182,14 +187,14 @@ pub fn resolve_path(path: &Path, state_directory: Option<&str>) -> PathBuf {
     }
 }
 
-pub(crate) fn unix_ms(time: SystemTime) -> i64 {
+pub fn unix_ms(time: SystemTime) -> i64 {
     match time.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
     }
 }
 
-pub(crate) fn rfc3339_ms(ms: i64) -> String {
+pub fn rfc3339_ms(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)
         .map(|t| t.to_string())
         .unwrap_or_default()
@@ -205,6 +210,7 @@ mod tests {
         for outcome in [
             Outcome::Completed,
             Outcome::ClientGone,
+            Outcome::ClientStalled,
             Outcome::UpstreamCut,
             Outcome::IdleTimeout,
             Outcome::Shutdown,

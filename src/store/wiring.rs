@@ -7,14 +7,22 @@ use super::{resolve_path, StoreError, StoreHandle, StoreOptions, StoreRow, Targe
 use crate::metrics::{Finished, Sink};
 use crate::settings::{StoreLocation, StoreSettings};
 
-/// The store's options from settings; `None` for `path = ""`. `env` looks up environment
-/// variables (`STATE_DIRECTORY`, `url_env`). The URL is a secret: it is never logged.
+/// How long an in-memory store (`path = ""`) keeps rows: as long as `?since=` windows reached
+/// before there was a store, so that memory stays bounded by the request rate.
+pub const MEMORY_RETENTION_DAYS: u32 = 8;
+
+/// The store's options from settings (`path = ""`: an in-memory database). `env` looks up
+/// environment variables (`STATE_DIRECTORY`, `url_env`). The URL is a secret: it is never logged.
 pub fn options_from_settings(
     settings: &StoreSettings,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<StoreOptions>, StoreError> {
     let target = match &settings.location {
-        StoreLocation::Memory => return Ok(None),
+        StoreLocation::Memory => {
+            let mut options = StoreOptions::new(Target::memory());
+            options.retention_days = settings.retention_days.min(MEMORY_RETENTION_DAYS);
+            return Ok(Some(options));
+        }
         StoreLocation::Sqlite(path) => {
             Target::Sqlite(resolve_path(path, env("STATE_DIRECTORY").as_deref()))
         }
@@ -145,9 +153,11 @@ mod tests {
             "STORE_URL" => Some(" postgresql://u:p@db/x \n".to_string()),
             _ => None,
         };
-        assert!(options_from_settings(&settings(StoreLocation::Memory), env)
+        let memory = options_from_settings(&settings(StoreLocation::Memory), env)
             .unwrap()
-            .is_none());
+            .unwrap();
+        assert!(matches!(memory.target, Target::Memory(_)));
+        assert_eq!(memory.retention_days, MEMORY_RETENTION_DAYS);
         let sqlite = options_from_settings(
             &settings(StoreLocation::Sqlite(PathBuf::from("sluice.db"))),
             env,

@@ -339,7 +339,7 @@ async fn reload_dropping_access_keys_on_the_same_public_listen_is_refused() {
 }
 
 #[actix_rt::test]
-async fn no_secret_appears_in_logs_stats_metrics_state_file_or_answers() {
+async fn no_secret_appears_in_logs_stats_metrics_store_or_answers() {
     let mock = MockUpstream::start();
     mock.reply(|req| match req.header("x-mock").as_deref() {
         Some("stream") => Reply::sse(&fixture("stream-text.sse")),
@@ -350,7 +350,7 @@ async fn no_secret_appears_in_logs_stats_metrics_state_file_or_answers() {
         _ => Reply::json(200, &fixture("message.json")),
     });
     let state = tempfile::tempdir().unwrap();
-    let state_file = state.path().join("stats.json");
+    let store_file = state.path().join("sluice.db");
     let sluice = sluice()
         .route("/anthropic", &mock.url(), &[])
         .route(
@@ -364,7 +364,7 @@ async fn no_secret_appears_in_logs_stats_metrics_state_file_or_answers() {
         .server_key(SERVER_KEY)
         .env("TEST_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "debug")
-        .state_file(&state_file)
+        .toml(&format!("[store]\npath = \"{}\"", store_file.display()))
         .start();
     const WRONG_KEY: &str = "sk-ant-api03-test-wrong-key-4242";
     const BEARER: &str = "sk-ant-api03-test-plain-bearer-1111";
@@ -476,20 +476,16 @@ async fn no_secret_appears_in_logs_stats_metrics_state_file_or_answers() {
         let body = metrics.body().await.unwrap();
         everything.push_str(&String::from_utf8_lossy(&body));
     }
-    // The state file after a flush, and the logs after shutdown.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(&state_file).unwrap_or_default();
-        if text.contains("\"requests\":11") || Instant::now() > deadline {
-            everything.push_str(&text);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The logs and every byte of the store after shutdown.
     let mut sluice = sluice;
     sluice.signal("TERM");
     sluice.wait_exit(Duration::from_secs(10));
     everything.push_str(&sluice.logs());
+    for entry in std::fs::read_dir(state.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        everything.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    assert!(store_file.exists(), "the store was written");
     assert!(
         everything.contains("\"requests\":11"),
         "all requests counted and flushed"

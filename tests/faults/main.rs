@@ -10,7 +10,6 @@ mod fake;
 mod access;
 mod chaos;
 mod client_faults;
-mod crash;
 mod shutdown;
 mod upstream_faults;
 

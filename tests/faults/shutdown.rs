@@ -1,5 +1,5 @@
 //! Graceful shutdown: the first SIGTERM stops new connections and lets streams finish (up to
-//! `shutdown_grace_s`, 5 s in tests), stats are flushed, exit 0; a second SIGTERM stops at once.
+//! `shutdown_grace_s`, 5 s in tests), what was counted is in the store, exit 0; a second SIGTERM stops at once.
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -19,11 +19,12 @@ fn wait_refusing(sluice: &Sluice, timeout: Duration) {
     }
 }
 
-/// The lifetime totals in the state file.
+/// The totals the store file holds, read as `sluice report --db` reads it.
 fn persisted_totals(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).expect("state file written");
-    let state: serde_json::Value = serde_json::from_str(&text).expect("state file is JSON");
-    state["book"]["lifetime"]["totals"].clone()
+    let query = sluice::store::UsageQuery::parse("").unwrap();
+    let report = sluice::store::usage_from_file(path, &query, std::time::SystemTime::now())
+        .expect("store written");
+    serde_json::to_value(&report.totals).unwrap()
 }
 
 #[test]
@@ -36,10 +37,10 @@ fn sigterm_during_a_stream_refuses_new_connections_finishes_the_stream_and_flush
         .collect();
     mock.always(Reply::GatedEvents(events.clone(), gate.clone()));
     let state = tempfile::tempdir().unwrap();
-    let state_file = state.path().join("stats.json");
+    let store_file = state.path().join("sluice.db");
     let mut sluice = sluice()
         .route("/anthropic", &mock.url(), &[])
-        .state_file(&state_file)
+        .toml(&format!("[store]\npath = \"{}\"", store_file.display()))
         .start();
     let (mut stream, mut seen) = stream_started(&sluice, "message_start");
 
@@ -65,7 +66,7 @@ fn sigterm_during_a_stream_refuses_new_connections_finishes_the_stream_and_flush
     assert!(seen.contains("message_stop"), "{seen}");
     assert!(seen.ends_with("0\r\n\r\n"), "the stream completed: {seen}");
     assert_eq!(sluice.wait_exit(Duration::from_secs(10)), Some(0));
-    let totals = persisted_totals(&state_file);
+    let totals = persisted_totals(&store_file);
     assert_eq!(totals["requests"], 1, "{totals}");
     assert_eq!(totals["streamed"], 1);
     assert_eq!(totals["incomplete"], 0);
@@ -90,10 +91,10 @@ fn endless_stream() -> FakeUpstream {
 fn second_sigterm_stops_at_once_and_still_flushes() {
     let fake = endless_stream();
     let state = tempfile::tempdir().unwrap();
-    let state_file = state.path().join("stats.json");
+    let store_file = state.path().join("sluice.db");
     let mut sluice = sluice()
         .route("/anthropic", &fake.url(), &[])
-        .state_file(&state_file)
+        .toml(&format!("[store]\npath = \"{}\"", store_file.display()))
         .start();
     let (_stream, _) = stream_started(&sluice, "message_start");
     sluice.signal("TERM");
@@ -110,7 +111,7 @@ fn second_sigterm_stops_at_once_and_still_flushes() {
     assert!(took < Duration::from_secs(1), "took {took:?}");
     assert_eq!(code, Some(0));
     // The cut stream is counted as incomplete.
-    let totals = persisted_totals(&state_file);
+    let totals = persisted_totals(&store_file);
     assert_eq!(totals["requests"], 1, "{totals}");
     assert_eq!(totals["incomplete"], 1, "{totals}");
 }
@@ -143,17 +144,17 @@ fn grace_period_ending_stops_the_stream_and_exits_0() {
 }
 
 #[test]
-fn stream_cut_by_the_grace_period_is_in_the_flushed_state_file() {
+fn stream_cut_by_the_grace_period_is_in_the_store() {
     let fake = endless_stream();
     let state = tempfile::tempdir().unwrap();
-    let state_file = state.path().join("stats.json");
+    let store_file = state.path().join("sluice.db");
     let mut sluice = sluice()
         .route("/anthropic", &fake.url(), &[])
-        .state_file(&state_file)
+        .toml(&format!("[store]\npath = \"{}\"", store_file.display()))
         .start();
     let (code, _, _) = stop_after_grace(&mut sluice);
     assert_eq!(code, Some(0));
-    let totals = persisted_totals(&state_file);
+    let totals = persisted_totals(&store_file);
     assert_eq!(totals["requests"], 1, "{totals}");
     assert_eq!(totals["incomplete"], 1, "{totals}");
 }

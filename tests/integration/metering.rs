@@ -459,10 +459,10 @@ async fn admin_token_protects_stats_and_metrics_and_secrets_never_show() {
 async fn counters_survive_sigterm_and_restart() {
     let (mock, _) = scripted_mock();
     let state = tempfile::tempdir().unwrap();
-    let state_file = state.path().join("state/stats.json");
+    let db = state.path().join("state/sluice.db");
     let builder = sluice()
         .route("/anthropic", &mock.url(), &[])
-        .state_file(&state_file);
+        .toml(&format!("[store]\npath = \"{}\"", db.display()));
     let mut first = builder.clone().start();
     for _ in 0..3 {
         send(
@@ -479,7 +479,7 @@ async fn counters_survive_sigterm_and_restart() {
     let before = stats_after(&first, 3, None).await;
     first.signal("TERM");
     assert_eq!(first.wait_exit(Duration::from_secs(10)), Some(0));
-    assert!(state_file.exists());
+    assert!(db.exists());
 
     let second = builder.start();
     let after = stats(&second, "", None).await;
@@ -490,7 +490,6 @@ async fn counters_survive_sigterm_and_restart() {
         "by_credential",
         "by_session",
         "by_status",
-        "rate_limits",
     ] {
         assert_eq!(after[group], before[group], "{group} after restart");
     }
@@ -504,7 +503,50 @@ async fn counters_survive_sigterm_and_restart() {
 }
 
 #[actix_rt::test]
-async fn unreadable_state_file_is_moved_aside_and_sluice_starts() {
+async fn a_state_file_is_imported_into_the_store_once_and_renamed() {
+    let (mock, _) = scripted_mock();
+    let state = tempfile::tempdir().unwrap();
+    let state_file = state.path().join("stats.json");
+    let db = state.path().join("sluice.db");
+    // Two requests an hour ago, as the state file of an earlier version kept them.
+    let minute = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60)
+        - 60;
+    let counters = serde_json::json!({"requests": 2, "input_tokens": 30, "cost_usd": 0.5});
+    let groups = serde_json::json!({
+        "totals": counters,
+        "by_model": {"claude-sonnet-4-5": counters},
+        "by_status": {"200": 2},
+    });
+    let file = serde_json::json!({
+        "version": 1,
+        "book": {"counting_since": "2026-01-01T00:00:00Z", "lifetime": groups,
+                 "minutes": {minute.to_string(): groups}},
+    });
+    std::fs::write(&state_file, file.to_string()).unwrap();
+    let builder = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .state_file(&state_file)
+        .toml(&format!("[store]\npath = \"{}\"", db.display()));
+    let first = builder.clone().start();
+    let stats_now = stats(&first, "", None).await;
+    assert_eq!(stats_now["totals"]["requests"], 2, "{stats_now}");
+    assert_eq!(stats_now["totals"]["input_tokens"], 30);
+    assert_eq!(stats_now["by_model"]["claude-sonnet-4-5"]["requests"], 2);
+    assert!(!state_file.exists());
+    assert!(state.path().join("stats.json.imported").exists());
+    drop(first);
+    // Started again, nothing more is imported and the file is never written again.
+    let second = builder.start();
+    assert_eq!(stats(&second, "", None).await["totals"]["requests"], 2);
+    assert!(!state_file.exists());
+}
+
+#[actix_rt::test]
+async fn an_unreadable_state_file_is_left_as_it_is_and_sluice_starts() {
     let (mock, _) = scripted_mock();
     let state = tempfile::tempdir().unwrap();
     let state_file = state.path().join("stats.json");
@@ -513,15 +555,9 @@ async fn unreadable_state_file_is_moved_aside_and_sluice_starts() {
         .route("/anthropic", &mock.url(), &[])
         .state_file(&state_file)
         .start();
-    sluice.wait_for_log("moved aside", Duration::from_secs(2));
-    let aside: Vec<_> = std::fs::read_dir(state.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with("stats.json.unreadable-"))
-        .collect();
-    assert_eq!(aside.len(), 1, "the unreadable file is kept");
+    sluice.wait_for_log("left as it is", Duration::from_secs(2));
     assert_eq!(
-        std::fs::read(state.path().join(&aside[0])).unwrap(),
+        std::fs::read(&state_file).unwrap(),
         b"{\"version\":1,\"book\":{\"lifetime\":tru"
     );
     assert_eq!(stats(&sluice, "", None).await["totals"]["requests"], 0);

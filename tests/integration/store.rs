@@ -96,7 +96,7 @@ async fn every_request_is_a_row_that_usage_reads_back() {
 }
 
 #[actix_rt::test]
-async fn usage_needs_the_admin_token_and_a_store() {
+async fn usage_needs_the_admin_token_and_answers_from_a_memory_store() {
     let mock = MockUpstream::start();
     let sluice = sluice()
         .route("/anthropic", &mock.url(), &[])
@@ -111,10 +111,14 @@ async fn usage_needs_the_admin_token_and_a_store() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 503);
-    let body = response.body().await.unwrap();
-    assert!(String::from_utf8_lossy(&body).contains("no store"));
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["totals"]["requests"], 0, "{body}");
     assert!(mock.received().is_empty(), "/usage is never forwarded");
+    assert!(
+        !sluice.dir.path().join("state").exists(),
+        "a memory store writes no file"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 
 use super::counters::{Amount, Counters};
@@ -55,8 +55,34 @@ impl CounterFamily {
     }
 }
 
+/// How many models without a price get a `model` label of their own; requests of further ones
+/// are labelled `model="other"`. Models in the price table always have their own.
+pub const MAX_UNPRICED_MODEL_LABELS: usize = 50;
+
+/// Which `model` label a request gets. A Prometheus series, once there, keeps counting, so the
+/// models without a price that get a label of their own are the first ones seen.
+#[derive(Default)]
+struct ModelLabels {
+    unpriced: HashSet<String>,
+}
+
+impl ModelLabels {
+    fn label(&mut self, model: Option<&str>, priced: bool) -> String {
+        let model = model.unwrap_or_default();
+        if priced || model.is_empty() || self.unpriced.contains(model) {
+            return model.to_string();
+        }
+        if self.unpriced.len() < MAX_UNPRICED_MODEL_LABELS {
+            self.unpriced.insert(model.to_string());
+            return model.to_string();
+        }
+        super::stats::OTHER.to_string()
+    }
+}
+
 pub struct Exposition {
     registry: Registry,
+    models: ModelLabels,
     /// In [`Counters::FIELDS`] order.
     counters: Vec<CounterFamily>,
     dropped: Counter,
@@ -121,6 +147,7 @@ impl Default for Exposition {
         );
         Self {
             registry,
+            models: ModelLabels::default(),
             counters,
             dropped,
             ttfb,
@@ -136,17 +163,20 @@ impl Default for Exposition {
 impl Sink for Exposition {
     fn accept(&mut self, batch: &[Finished]) {
         for finished in batch {
-            self.observe(&finished.record, finished.cost.unwrap_or(0.0));
+            let model = self
+                .models
+                .label(finished.record.model.as_deref(), finished.cost.is_some());
+            self.observe(&finished.record, model, finished.cost.unwrap_or(0.0));
             self.note_subscription(&finished.record);
         }
     }
 }
 
 impl Exposition {
-    fn observe(&self, record: &RequestRecord, cost: f64) {
+    fn observe(&self, record: &RequestRecord, model: String, cost: f64) {
         let labels = RequestLabels {
             route: record.route.clone(),
-            model: record.model.clone().unwrap_or_default(),
+            model,
             source: record
                 .source
                 .map(|s| s.as_str().to_string())
@@ -348,6 +378,27 @@ mod tests {
         let lines = utilization_lines(&exposition);
         let newest = format!("credential=\"{:012x}\",window=\"5h\"}} 0.75", 499);
         assert!(lines.iter().any(|l| l.ends_with(&newest)), "{lines:?}");
+    }
+
+    #[test]
+    fn unpriced_models_beyond_the_cap_are_labelled_other() {
+        let mut labels = ModelLabels::default();
+        for i in 0..MAX_UNPRICED_MODEL_LABELS + 10 {
+            let model = format!("made-up-{i}");
+            let expected = if i < MAX_UNPRICED_MODEL_LABELS {
+                model.as_str()
+            } else {
+                "other"
+            };
+            assert_eq!(labels.label(Some(&model), false), expected);
+        }
+        // A labelled one keeps its label; a priced one always has its own.
+        assert_eq!(labels.label(Some("made-up-0"), false), "made-up-0");
+        assert_eq!(
+            labels.label(Some("claude-sonnet-4-5"), true),
+            "claude-sonnet-4-5"
+        );
+        assert_eq!(labels.unpriced.len(), MAX_UNPRICED_MODEL_LABELS);
     }
 
     #[test]

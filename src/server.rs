@@ -71,15 +71,19 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         Ok(None) => None,
         Err(err) => return Err(io::Error::other(err)),
     };
+    let instance = store::instance_name(&settings.listen);
     let store_sink = store
         .clone()
-        .map(|handle| StoreSink::new(handle, store::instance_name(&settings.listen)));
+        .map(|handle| StoreSink::new(handle, instance.clone()));
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let arbiter = Arbiter::new();
     let queue = RecordQueue::new(tuning.record_queue_capacity.unwrap_or(QUEUE_CAPACITY));
     let aggregator_queue = queue.clone();
     let health = HealthSink::new(pool.clone().recipient());
     let quotas = Arc::new(Ledger::new(settings.quotas.clone()));
+    if let Some(handle) = &store {
+        charge_stored_spend(handle, &quotas, instance)?;
+    }
     let quota_metrics = QuotaCollector::new(quotas.clone());
     arbiter.spawn_fn(move || {
         let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(UsageLog), Box::new(health)];
@@ -162,6 +166,30 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         server: actix_rt::spawn(server),
         store,
     })
+}
+
+/// Spend the store holds counts against quotas: at start, every row of the open windows (a
+/// restart forgets nothing); with a shared store, other instances' rows as they arrive.
+fn charge_stored_spend(
+    store: &StoreHandle,
+    quotas: &Arc<Ledger>,
+    instance: String,
+) -> io::Result<()> {
+    let mut last_id = 0;
+    if !quotas.is_empty() {
+        let (rows, last) =
+            store::replay(store, quotas, std::time::SystemTime::now()).map_err(io::Error::other)?;
+        tracing::info!(rows, "stored spend charged to the quotas");
+        last_id = last;
+    }
+    if store.is_shared() {
+        if quotas.is_empty() {
+            // Nothing replayed: polling starts with the rows committed from now on.
+            last_id = store.max_id().map_err(io::Error::other)?;
+        }
+        store::poll_other_instances(store.clone(), quotas.clone(), instance, last_id)?;
+    }
+    Ok(())
 }
 
 /// Counters kept in a state file before there was a store go into the store once (the file is

@@ -13,6 +13,7 @@ use jiff::civil::{ISOWeekDate, Weekday};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde_json::Value;
+use sluice::quotas::{Ledger, QuotaFile};
 use sluice::store::{self, StoreError, StoreHandle, StoreOptions, StoreRow, Target, UsageQuery};
 
 const PG_IGNORED: &str = "needs PostgreSQL: set SLUICE_TEST_PG_URL (scripts/pg-test-server.sh)";
@@ -1028,6 +1029,104 @@ fn an_unreadable_state_file_is_reported_and_left_as_it_is() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Quotas fed from the store
+
+/// A ledger with one quota, `max_requests` and `max_usd` a day for each caller.
+fn daily_ledger() -> Arc<Ledger> {
+    let quota: QuotaFile = serde_json::from_value(serde_json::json!({
+        "name": "daily", "caller": "*", "window": "day", "max_requests": 1000, "max_usd": 1000.0,
+    }))
+    .unwrap();
+    Arc::new(Ledger::new(
+        sluice::quotas::validate(&[quota], &[]).unwrap(),
+    ))
+}
+
+/// What the ledger counts for `caller` today: (requests, tokens, dollars).
+fn used_by(ledger: &Ledger, caller: &str) -> (u64, u64, f64) {
+    let report = ledger.report(Timestamp::now(), 100);
+    report[0]
+        .subjects
+        .iter()
+        .find(|s| s.subject == caller)
+        .map_or((0, 0, 0.0), |s| {
+            (s.used.requests, s.used.tokens, s.used.usd)
+        })
+}
+
+/// Rows of `caller` finished just now (so they fall in today's window whatever the hour).
+fn spend_rows(caller: &str, n: usize, instance: &str) -> Vec<StoreRow> {
+    let now = store_now_ms();
+    (0..n)
+        .map(|i| StoreRow {
+            finished_ms: now - 1000 + i as i64,
+            instance: instance.into(),
+            route: "/anthropic".into(),
+            caller: caller.into(),
+            model: "claude-sonnet-4-5".into(),
+            input_tokens: 10,
+            output_tokens: 5,
+            cache_write_1h_tokens: 2,
+            cache_read_tokens: 3,
+            cost_usd: 0.25,
+            ..StoreRow::default()
+        })
+        .collect()
+}
+
+#[test]
+fn spend_in_the_store_is_charged_to_quotas_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::open(sqlite_options(dir.path())).unwrap();
+    let mut rows = spend_rows("alice", 7, "earlier");
+    rows.extend(spend_rows("bob", 2, "earlier"));
+    // Far outside every quota window: never read.
+    rows.push(StoreRow {
+        finished_ms: store_now_ms() - 90 * 86_400_000,
+        caller: "alice".into(),
+        cost_usd: 100.0,
+        ..StoreRow::default()
+    });
+    fill(&store, &rows);
+    let ledger = daily_ledger();
+    let (charged, last_id) = store::replay(&store, &ledger, SystemTime::now()).unwrap();
+    assert_eq!(charged, 9);
+    assert!(last_id >= 9);
+    let (requests, tokens, usd) = used_by(&ledger, "alice");
+    assert_eq!((requests, tokens), (7, 7 * (10 + 5 + 2 + 3)));
+    assert!((usd - 7.0 * 0.25).abs() < 1e-9, "{usd}");
+    assert_eq!(used_by(&ledger, "bob").0, 2);
+    store.close().unwrap();
+}
+
+/// Instance `b` charges what `a` writes within 2 s, and never its own rows.
+fn fleet_shares_spend(a: &StoreHandle, b: &StoreHandle) {
+    let ledger_b = daily_ledger();
+    let start = b.max_id().unwrap();
+    let poller =
+        store::poll_other_instances(b.clone(), ledger_b.clone(), "b".into(), start).unwrap();
+    fill(b, &spend_rows("alice", 3, "b"));
+    let written = Instant::now();
+    fill(a, &spend_rows("alice", 5, "a"));
+    assert!(
+        wait_until(Duration::from_secs(2), || used_by(&ledger_b, "alice").0
+            == 5),
+        "b counts {:?} of a's 5 requests after {:?}",
+        used_by(&ledger_b, "alice"),
+        written.elapsed()
+    );
+    eprintln!(
+        "other instance's spend counted after {:?}",
+        written.elapsed()
+    );
+    // Read again and again, each row is charged once.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(used_by(&ledger_b, "alice").0, 5);
+    b.close().unwrap();
+    poller.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
 // PostgreSQL
 
 /// A fresh database on the test server, or `None` (with a note) when there is none.
@@ -1118,6 +1217,16 @@ fn two_sluices_on_one_postgres_see_each_others_rows() {
     see_each_other(&a, &b);
     a.close().unwrap();
     b.close().unwrap();
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set SLUICE_TEST_PG_URL (scripts/pg-test-server.sh)"]
+fn two_sluices_on_one_postgres_share_quota_spend_within_two_seconds() {
+    let url = pg_database();
+    let a = store::open(pg_options(&url)).unwrap();
+    let b = store::open(pg_options(&url)).unwrap();
+    fleet_shares_spend(&a, &b);
+    a.close().unwrap();
 }
 
 #[test]

@@ -12,6 +12,7 @@
 mod db;
 mod import;
 mod query;
+mod replay;
 mod wiring;
 mod writer;
 
@@ -25,6 +26,7 @@ pub use import::{import_state_file, ImportSummary};
 pub use query::{
     Format, Group, KeyValue, SessionUsage, StatsWindow, UsageQuery, UsageReport, UsageRow,
 };
+pub use replay::{poll_other_instances, replay, Numbered};
 pub use wiring::{instance_name, options_from_settings, row_of, StoreSink};
 pub use writer::{open, StoreHandle, StoreOptions, StoreStatus};
 

@@ -116,9 +116,10 @@ impl Sink for StoreSink {
     }
 }
 
-/// This sluice's name in the rows it writes: host name and listening address.
+/// This sluice's name in the rows it writes: host name, listening address and process id (two
+/// processes on one host, even with the same address setting, never share it).
 pub fn instance_name(listen: &std::net::SocketAddr) -> String {
-    format!("{}/{listen}", host_name())
+    format!("{}/{listen}/{}", host_name(), std::process::id())
 }
 
 pub(crate) fn host_name() -> String {

@@ -295,6 +295,38 @@ impl StoreHandle {
         self.with_reader(|db| query::usage(db, usage, now))
     }
 
+    /// Whether [`close`](Self::close) was called (or the last handle is going).
+    pub fn is_closed(&self) -> bool {
+        lock(&self.inner.shared.queue).closing
+    }
+
+    /// Whether several sluices may write to this store (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.inner.target, Target::Postgres(_))
+    }
+
+    /// The highest row number stored (0 for none). Blocking.
+    pub fn max_id(&self) -> Result<i64, StoreError> {
+        self.with_reader(|db| {
+            let rows = db.select("SELECT MAX(id) FROM requests", &[], &[super::db::Col::Int])?;
+            Ok(rows.first().map_or(0, |r| r[0].int()))
+        })
+    }
+
+    /// Stored rows numbered above `after_id` that finished at or after `since_ms`, in id order
+    /// (at most `limit`), leaving out those `skip_instance` wrote. Blocking.
+    pub fn rows_after(
+        &self,
+        after_id: i64,
+        since_ms: i64,
+        skip_instance: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<super::replay::Numbered>, StoreError> {
+        self.with_reader(|db| {
+            super::replay::rows_after(db, after_id, since_ms, skip_instance, limit)
+        })
+    }
+
     /// Waits (at most `timeout`) until every row submitted so far is committed, asking the
     /// writer to commit at once. Returns whether they are. Blocking.
     pub fn settle(&self, timeout: Duration) -> bool {

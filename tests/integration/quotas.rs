@@ -340,3 +340,32 @@ async fn a_quota_on_a_model_refuses_as_the_body_shows_the_model() {
     assert_eq!(stats["quotas"][0]["subjects"][0]["used"]["requests"], 2);
     assert_eq!(stats["quotas"][1]["refused"], 1);
 }
+
+#[actix_rt::test]
+async fn spend_before_a_restart_still_counts() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(200, &fixture("message.json")));
+    let state = tempfile::tempdir().unwrap();
+    let builder = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .toml(&format!(
+            "[[quotas]]\nname = \"daily\"\nwindow = \"day\"\nmax_requests = 3\n\
+             [store]\npath = \"{}\"\n",
+            state.path().join("sluice.db").display()
+        ));
+    let mut first = builder.clone().start();
+    for _ in 0..2 {
+        let mut response = post(&first, &[]).await;
+        assert_eq!(response.status(), 200);
+        response.body().await.unwrap();
+    }
+    first.signal("TERM");
+    assert_eq!(first.wait_exit(Duration::from_secs(10)), Some(0));
+    let second = builder.start();
+    for expected in [200, 429] {
+        let mut response = post(&second, &[]).await;
+        assert_eq!(response.status(), expected);
+        response.body().await.unwrap();
+    }
+    assert_eq!(mock.received().len(), 3);
+}

@@ -122,23 +122,25 @@ pub async fn stats(
     let Some(handle) = store.0.clone() else {
         return Err(Error::StoreUnavailable("no store is open".into()));
     };
+    let prices = snapshot.prices.clone();
+    // Enough models that the priced ones are among them, then at most the bound of others.
+    let model_limit = stats::MAX_OTHER_MODELS + prices.len();
     // The database is read on a blocking thread, never on the HTTP workers.
     let mut groups = web::block(move || {
         if !handle.status().failing {
             handle.settle(STATS_SETTLE);
         }
-        handle.window(since, until, stats::MAX_RECENT_KEYS)
+        handle.window(since, until, stats::MAX_RECENT_KEYS, model_limit)
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))?
     .map_err(|e| Error::StoreUnavailable(e.to_string()))?;
-    let prices = snapshot.prices.clone();
     let folded = stats::fold_models(
         &mut groups.by_model,
         |model| prices.lookup(model).is_some(),
         stats::MAX_OTHER_MODELS,
     );
-    groups.folded.insert("by_model".into(), folded);
+    *groups.folded.entry("by_model".into()).or_default() += folded;
     groups.folded.extend(report.folded.clone());
     // Counting began with the oldest request the store holds (or now, when it holds none).
     let oldest = groups

@@ -406,6 +406,11 @@ impl PriceTable {
         Some(cost_usd(price, usage, batch))
     }
 
+    /// How many models (prefixes) have a price.
+    pub fn len(&self) -> usize {
+        self.prices.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.prices.is_empty()
     }

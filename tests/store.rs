@@ -170,6 +170,19 @@ struct Sums {
 }
 
 impl Sums {
+    fn merge(&mut self, other: &Sums) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.streamed += other.streamed;
+        self.incomplete += other.incomplete;
+        self.input += other.input;
+        self.output += other.output;
+        self.cache_creation += other.cache_creation;
+        self.cache_read += other.cache_read;
+        self.web_search += other.web_search;
+        self.cost += other.cost;
+    }
+
     fn add(&mut self, row: &StoreRow) {
         self.requests += 1;
         self.errors += (row.status >= 400 || row.outcome == "upstream_error_event") as u64;
@@ -478,7 +491,7 @@ fn check_usage_suite(store: &StoreHandle, rows: &[StoreRow]) {
 /// can grow holding only the `LIMIT` most recently active keys.
 fn check_window(store: &StoreHandle, rows: &[StoreRow], since: Option<i64>, until: Option<i64>) {
     const LIMIT: usize = 3;
-    let window = store.window(since, until, LIMIT).unwrap();
+    let window = store.window(since, until, LIMIT, LIMIT).unwrap();
     let window = serde_json::to_value(&window).unwrap();
     let selected: Vec<&StoreRow> = rows
         .iter()
@@ -523,6 +536,26 @@ fn check_window(store: &StoreHandle, rows: &[StoreRow], since: Option<i64>, unti
     }
     let what = format!("window {since:?}..{until:?}");
     totals.assert_matches(&window["totals"], &what);
+    // Models: the LIMIT with the most requests (then by name), the others under "other".
+    let mut models: Vec<(String, Sums)> = groups
+        .iter()
+        .filter(|((g, _), _)| *g == "by_model")
+        .map(|((_, k), s)| (k.clone(), s.clone()))
+        .collect();
+    models.sort_by(|a, b| b.1.requests.cmp(&a.1.requests).then(a.0.cmp(&b.0)));
+    let mut other: Option<Sums> = None;
+    for (model, sums) in models.iter().skip(LIMIT) {
+        groups.remove(&("by_model", model.clone()));
+        other.get_or_insert_with(Sums::default).merge(sums);
+    }
+    assert_eq!(
+        window["folded"]["by_model"],
+        other.as_ref().map_or(0, |o| o.requests),
+        "{what} models folded"
+    );
+    if let Some(other) = other {
+        groups.insert(("by_model", "other".into()), other);
+    }
     for ((group, key), sums) in &groups {
         sums.assert_matches(&window[group][key], &format!("{what} {group} {key}"));
     }
@@ -870,7 +903,7 @@ fn retention_deletes_old_rows_and_rollups_in_steps() {
     let recent_in_sessions = recent.iter().filter(|r| !r.session.is_empty()).count() as u64;
     assert!(
         wait_until(Duration::from_secs(20), || {
-            let window = store.window(None, None, 100).unwrap();
+            let window = store.window(None, None, 100, 100).unwrap();
             let in_sessions: u64 = window.by_session.iter().map(|s| s.counters.requests).sum();
             store.status().retention_deleted == 5000
                 && total_requests(&store) == 300
@@ -916,7 +949,7 @@ fn see_each_other(a: &StoreHandle, b: &StoreHandle) {
         ms("2026-11-27T00:00:00Z"),
     ));
     assert!(wait_until(Duration::from_secs(2), || total_requests(a) == 100));
-    assert_eq!(a.window(None, None, 10).unwrap().totals.requests, 100);
+    assert_eq!(a.window(None, None, 10, 10).unwrap().totals.requests, 100);
 }
 
 #[test]
@@ -1002,7 +1035,7 @@ fn a_state_file_is_imported_once_keeping_its_totals() {
     assert_eq!(find("2026-11-01", "alice"), Some(3));
     assert_eq!(find("2026-11-01", "bob"), Some(1));
     let window = store
-        .window(Some(ms("2026-11-26T00:00:00Z")), None, 10)
+        .window(Some(ms("2026-11-26T00:00:00Z")), None, 10, 10)
         .unwrap();
     assert_eq!(window.by_status["429"], 1);
     assert_eq!(window.totals.requests, 6);

@@ -172,7 +172,7 @@ pub fn fold_models(
 ) -> u64 {
     let mut unpriced: Vec<(&String, u64)> = models
         .iter()
-        .filter(|(name, _)| !priced(name))
+        .filter(|(name, _)| !priced(name) && *name != OTHER)
         .map(|(name, c)| (name, c.requests))
         .collect();
     if unpriced.len() <= others {

@@ -116,7 +116,7 @@ impl Marginals {
 }
 
 /// `a - b` field by field, never below zero.
-fn subtract(a: &Counters, b: &Counters) -> Counters {
+pub(crate) fn subtract(a: &Counters, b: &Counters) -> Counters {
     let mut theirs = b.amounts().into_iter();
     Counters::from_amounts(a.amounts().map(|mine| {
         let theirs = theirs.next().expect("same fields");

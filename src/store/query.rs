@@ -795,7 +795,8 @@ pub struct SessionUsage {
 pub struct StatsWindow {
     pub totals: Counters,
     pub by_route: BTreeMap<String, Counters>,
-    /// Every model of the window: the caller bounds it (it knows the price table).
+    /// The models with the most requests (at most the limit asked for), the rest under
+    /// `"other"`; the caller bounds it further (it knows the price table).
     pub by_model: BTreeMap<String, Counters>,
     pub by_source: BTreeMap<String, Counters>,
     pub by_credential: BTreeMap<String, Counters>,
@@ -827,12 +828,12 @@ pub fn window(
     since: Option<i64>,
     until: Option<i64>,
     recent_limit: usize,
+    model_limit: usize,
 ) -> Result<StatsWindow, String> {
     let mut stats = StatsWindow::default();
     // One key column at a time: each is answered from the marginal rollup.
     for (dim, map) in [
         (Dim::Route, &mut stats.by_route),
-        (Dim::Model, &mut stats.by_model),
         (Dim::Source, &mut stats.by_source),
         (Dim::Caller, &mut stats.by_caller),
     ] {
@@ -852,6 +853,9 @@ pub fn window(
             .or_default();
         *status = status.saturating_add(counters.requests);
     }
+    let (models, folded) = most_used_models(db, since, until, model_limit)?;
+    stats.by_model = models;
+    stats.folded.insert("by_model".into(), folded);
     for (group, dim) in [
         ("by_credential", Dim::Credential),
         ("by_project", Dim::Project),
@@ -874,6 +878,80 @@ pub fn window(
     stats.by_session = sessions;
     stats.oldest_ms = oldest(db)?;
     Ok(stats)
+}
+
+/// The `limit` models with the most requests in the window (ties by name), and the others'
+/// counters merged under `"other"`, from the marginal rollup and the raw rows at the window's
+/// edges; with how many requests went to `"other"`.
+fn most_used_models(
+    db: &mut Db,
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: usize,
+) -> Result<(BTreeMap<String, Counters>, u64), String> {
+    let mut parts = Vec::new();
+    let mut params = Vec::new();
+    for piece in pieces(since, until, &[MARGINAL_ROLLUP]) {
+        let (from, to) = match piece {
+            Source::Rollup { from, to, .. } => {
+                parts.push(format!(
+                    "SELECT value AS model, {} FROM {} WHERE bucket >= ? AND bucket < ? \
+                     AND dimension = 'model' AND value <> ''",
+                    COUNTER_COLUMNS.join(", "),
+                    MARGINAL_ROLLUP.0
+                ));
+                (from, to)
+            }
+            Source::Raw(from, to) => {
+                parts.push(format!(
+                    "SELECT model, {} FROM requests \
+                     WHERE finished_ms >= ? AND finished_ms < ? AND model <> ''",
+                    COUNTER_COLUMNS
+                        .map(|c| format!("{} AS {c}", raw_counter(c)))
+                        .join(", ")
+                ));
+                (from, to)
+            }
+        };
+        params.extend([Param::Int(from), Param::Int(to)]);
+    }
+    let union = parts.join(" UNION ALL ");
+    let sums: Vec<String> = COUNTER_COLUMNS
+        .iter()
+        .map(|c| format!("SUM(CAST({c} AS DOUBLE PRECISION))"))
+        .collect();
+    let mut cols = vec![Col::Text];
+    cols.extend([Col::Real; 10]);
+    let grouped = format!(
+        "SELECT model, {} FROM ({union}) AS window_models GROUP BY model",
+        sums.join(", ")
+    );
+    let top = format!("SELECT * FROM ({grouped}) AS counted ORDER BY 2 DESC, 1 LIMIT {limit}");
+    let mut models = BTreeMap::new();
+    let mut kept = Counters::default();
+    for mut cells in db.select(&top, &params, &cols)? {
+        let counters = counters_of(&cells[1..]);
+        kept.merge(&counters);
+        models.insert(
+            std::mem::replace(&mut cells[0], Cell::Int(0)).into_text(),
+            counters,
+        );
+    }
+    let all = format!("SELECT {} FROM ({union}) AS window_models", sums.join(", "));
+    let all = db
+        .select(&all, &params, &[Col::Real; 10])?
+        .first()
+        .map(|cells| counters_of(cells))
+        .unwrap_or_default();
+    let other = super::import::subtract(&all, &kept);
+    let folded = other.requests;
+    if folded > 0 {
+        models
+            .entry(crate::metrics::stats::OTHER.to_string())
+            .or_default()
+            .merge(&other);
+    }
+    Ok((models, folded))
 }
 
 /// When the oldest request held finished: the raw rows, or an older rollup bucket (imported

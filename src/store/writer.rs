@@ -347,14 +347,16 @@ impl StoreHandle {
     }
 
     /// Every `/stats` group over `[since_ms, until_ms)` (unbounded when `None`), with at most
-    /// `recent_limit` keys in each group clients can grow, the most recently active. Blocking.
+    /// `recent_limit` keys in each group clients can grow, the most recently active, and the
+    /// `model_limit` most used models (the rest under `"other"`). Blocking.
     pub fn window(
         &self,
         since_ms: Option<i64>,
         until_ms: Option<i64>,
         recent_limit: usize,
+        model_limit: usize,
     ) -> Result<StatsWindow, StoreError> {
-        self.with_reader(|db| query::window(db, since_ms, until_ms, recent_limit))
+        self.with_reader(|db| query::window(db, since_ms, until_ms, recent_limit, model_limit))
     }
 
     fn with_reader<T>(&self, run: impl Fn(&mut Db) -> Result<T, String>) -> Result<T, StoreError> {

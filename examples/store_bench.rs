@@ -199,11 +199,11 @@ fn main() {
     }
     let since_30d = Some(now_ms - 30 * 86_400_000 + 123);
     let window = time("/stats?since=30d (window, 1000 sessions)", 5, || {
-        store.window(since_30d, None, 1000).expect("window")
+        store.window(since_30d, None, 1000, 1000).expect("window")
     });
     assert_eq!(window.totals.requests, rows);
     time("/stats lifetime (window, 1000 sessions)", 5, || {
-        store.window(None, None, 1000).expect("window")
+        store.window(None, None, 1000, 1000).expect("window")
     });
     store.close().expect("close");
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::metrics::stats;
-use crate::metrics::{GetReport, RenderMetrics, UsageReport};
+use crate::metrics::{Flush, GetReport, RenderMetrics, UsageReport};
 use crate::state::{AppState, ReloadStatus};
 use crate::store::{StatsWindow, StoreHandle, StoreStatus, UsageQuery};
 
@@ -114,9 +114,9 @@ pub async fn stats(
     };
     let (since, until) = (time("since")?, time("until")?);
     // Counting first hands every finished request to the store.
-    let report = state
+    state
         .aggregator
-        .send(GetReport)
+        .send(Flush)
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
     let Some(handle) = store.0.clone() else {
@@ -135,6 +135,12 @@ pub async fn stats(
     .await
     .map_err(|e| Error::Internal(e.to_string()))?
     .map_err(|e| Error::StoreUnavailable(e.to_string()))?;
+    // The views after the store: whatever the store counted, they have seen too.
+    let report = state
+        .aggregator
+        .send(GetReport)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
     let folded = stats::fold_models(
         &mut groups.by_model,
         |model| prices.lookup(model).is_some(),

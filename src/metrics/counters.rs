@@ -71,7 +71,7 @@ impl Saturating for f64 {
 macro_rules! counters {
     ($($(#[$meta:meta])* $name:ident: $ty:ty => $help:literal,)*) => {
         /// One group's counters.
-        #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
         #[serde(default)]
         pub struct Counters {
             $($(#[$meta])* pub $name: $ty,)*
@@ -139,13 +139,17 @@ impl Counters {
         }
     }
 
-    /// Any tokens at all.
-    pub fn has_tokens(&self) -> bool {
+    /// Input, output, cache write and cache read tokens together.
+    pub fn total_tokens(&self) -> u64 {
         self.input_tokens
             .saturating_add(self.output_tokens)
             .saturating_add(self.cache_creation_input_tokens)
             .saturating_add(self.cache_read_input_tokens)
-            > 0
+    }
+
+    /// Any tokens at all.
+    pub fn has_tokens(&self) -> bool {
+        self.total_tokens() > 0
     }
 }
 

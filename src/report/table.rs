@@ -66,38 +66,7 @@ impl TableStyle {
 }
 
 /// The counters a table shows, as `/usage` names them.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Counters {
-    pub requests: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_creation_input_tokens: u64,
-    pub cache_read_input_tokens: u64,
-    pub cost_usd: f64,
-}
-
-impl Counters {
-    pub fn total_tokens(&self) -> u64 {
-        self.input_tokens
-            .saturating_add(self.output_tokens)
-            .saturating_add(self.cache_creation_input_tokens)
-            .saturating_add(self.cache_read_input_tokens)
-    }
-
-    fn add(&mut self, other: &Counters) {
-        self.requests = self.requests.saturating_add(other.requests);
-        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
-        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
-        self.cache_creation_input_tokens = self
-            .cache_creation_input_tokens
-            .saturating_add(other.cache_creation_input_tokens);
-        self.cache_read_input_tokens = self
-            .cache_read_input_tokens
-            .saturating_add(other.cache_read_input_tokens);
-        self.cost_usd += other.cost_usd;
-    }
-}
+pub use crate::metrics::Counters;
 
 /// A `/usage` JSON answer: the rows keep their dimension columns as they came.
 #[derive(Debug, Deserialize)]
@@ -183,11 +152,11 @@ fn groups(first: Dimension, second: Option<Dimension>, doc: &UsageDoc) -> Vec<Gr
             groups.len() - 1
         });
         let group = &mut groups[slot];
-        group.counters.add(&counters);
+        group.counters.merge(&counters);
         if let Some(second) = second {
             let part = key_text(row.get(second.key()));
             match group.parts.iter_mut().find(|(name, _)| *name == part) {
-                Some((_, sum)) => sum.add(&counters),
+                Some((_, sum)) => sum.merge(&counters),
                 None => group.parts.push((part, counters)),
             }
         }

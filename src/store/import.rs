@@ -60,11 +60,11 @@ impl Marginals {
     fn of(groups: &Groups) -> Marginals {
         let map = |m: &BTreeMap<String, Counters>| {
             m.iter()
-                .map(|(k, c)| (k.clone(), c.clone()))
+                .map(|(k, c)| (k.clone(), *c))
                 .collect::<BTreeMap<_, _>>()
         };
         Marginals {
-            totals: groups.totals.clone(),
+            totals: groups.totals,
             dims: [
                 map(&groups.by_route),
                 map(&groups.by_model),
@@ -172,7 +172,7 @@ fn allocate(bucket: i64, m: &Marginals, rollups: &mut Rollups) -> u64 {
     // Per-model counters, with whatever the models do not cover under "".
     let model_counters = |key: &str| -> Counters {
         if let Some(c) = m.dims[1].get(key) {
-            return c.clone();
+            return *c;
         }
         let covered = m.dims[1].values().fold(Counters::default(), |mut acc, c| {
             acc.merge(c);

@@ -24,7 +24,7 @@ fn persisted_totals(path: &Path) -> serde_json::Value {
     let query = sluice::store::UsageQuery::parse("").unwrap();
     let report = sluice::store::usage_from_file(path, &query, std::time::SystemTime::now())
         .expect("store written");
-    serde_json::to_value(&report.totals).unwrap()
+    serde_json::to_value(report.totals).unwrap()
 }
 
 #[test]

@@ -149,7 +149,8 @@ const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 const PG_MIGRATION_LOCK: i64 = 0x736c_7569_6365;
 
 /// Versioned migrations; `{id}` is the dialect's auto-numbered primary key.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE requests (
     id {id},
     finished_ms BIGINT NOT NULL,
@@ -208,7 +209,26 @@ CREATE TABLE store_imports (
     file TEXT NOT NULL,
     imported_ms BIGINT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE recent_15m (
+    bucket BIGINT NOT NULL,
+    dimension TEXT NOT NULL,
+    value TEXT NOT NULL,
+    last_ms BIGINT NOT NULL,
+    {counters},
+    PRIMARY KEY (bucket, dimension, value)
+){without_rowid};
+{recent_backfill}
+"#,
+];
+
+/// Per 15 minutes and key of a column clients can grow without limit (credential, project,
+/// agent): when it was last active, to the millisecond, and its counters. `/stats` keeps the
+/// most recently active keys of a window from it.
+pub const RECENT_ROLLUP: &str = "recent_15m";
+/// The columns [`RECENT_ROLLUP`] keeps keys of.
+pub const RECENT_DIMENSIONS: [&str; 3] = ["credential", "project", "agent"];
 
 /// The counter columns of the rollup tables, in [`Counters::FIELDS`] order.
 pub const COUNTER_COLUMNS: [&str; Counters::FIELDS.len()] = [
@@ -293,7 +313,26 @@ fn migration_sql(index: usize, postgres: bool) -> String {
             .join(",\n    "),
         ROLLUP_DIMENSIONS.join(", ")
     );
+    // Stores made before the recency rollup get it from their raw rows.
+    let recent_backfill = RECENT_DIMENSIONS
+        .iter()
+        .map(|dim| {
+            format!(
+                "INSERT INTO {RECENT_ROLLUP} (bucket, dimension, value, last_ms, {}) \
+                 SELECT finished_ms / {BUCKET_MS}, '{dim}', {dim}, MAX(finished_ms), {} \
+                 FROM requests WHERE {dim} <> '' GROUP BY finished_ms / {BUCKET_MS}, {dim};",
+                COUNTER_COLUMNS.join(", "),
+                COUNTER_COLUMNS
+                    .iter()
+                    .map(|c| format!("SUM({})", super::query::raw_counter(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     MIGRATIONS[index]
+        .replace("{recent_backfill}", &recent_backfill)
         .replace("{usage_columns}", &usage_columns)
         // SQLite: the primary key is the table (no second copy of the keys in an index).
         .replace(
@@ -380,6 +419,8 @@ pub struct Rollups {
     days: BTreeMap<RollupKey, Counters>,
     marginals: BTreeMap<(i64, &'static str, String), Counters>,
     sessions: BTreeMap<(i64, String), (i64, Counters)>,
+    /// (bucket, dimension, key) → (last finished, counters), for [`RECENT_ROLLUP`].
+    recent: BTreeMap<(i64, &'static str, String), (i64, Counters)>,
 }
 
 impl Rollups {
@@ -401,6 +442,13 @@ impl Rollups {
                 i64::from(row.status),
                 &counters,
             );
+            for (dimension, key) in
+                RECENT_DIMENSIONS
+                    .into_iter()
+                    .zip([&row.credential, &row.project, &row.agent])
+            {
+                rollups.add_recent(bucket, dimension, key, row.finished_ms, &counters);
+            }
             if !row.session.is_empty() {
                 let entry = rollups
                     .sessions
@@ -411,6 +459,26 @@ impl Rollups {
             }
         }
         rollups
+    }
+
+    /// Adds to the key's recency row of `bucket` (nothing for an empty key).
+    pub fn add_recent(
+        &mut self,
+        bucket: i64,
+        dimension: &'static str,
+        key: &str,
+        last_ms: i64,
+        counters: &Counters,
+    ) {
+        if key.is_empty() {
+            return;
+        }
+        let entry = self
+            .recent
+            .entry((bucket, dimension, key.to_string()))
+            .or_insert((last_ms, Counters::default()));
+        entry.0 = entry.0.max(last_ms);
+        entry.1.merge(counters);
     }
 
     /// Adds to the 15-minute `bucket` and to its day.
@@ -720,6 +788,30 @@ impl Db {
             );
             statements.push((sql, params));
         }
+        let recent: Vec<_> = rollups.recent.iter().collect();
+        for chunk in recent.chunks(UPSERT_CHUNK) {
+            let mut params = Vec::new();
+            for ((bucket, dimension, value), (last_ms, counters)) in chunk {
+                params.extend([
+                    Param::Int(*bucket),
+                    Param::Text(dimension.to_string()),
+                    Param::Text(value.clone()),
+                    Param::Int(*last_ms),
+                ]);
+                params.extend(counter_params(counters));
+            }
+            let sql = upsert_sql(
+                RECENT_ROLLUP,
+                &["bucket", "dimension", "value"],
+                &[(
+                    "last_ms",
+                    "CASE WHEN excluded.last_ms > {t}.last_ms THEN excluded.last_ms \
+                     ELSE {t}.last_ms END",
+                )],
+                chunk.len(),
+            );
+            statements.push((sql, params));
+        }
         let sessions: Vec<_> = rollups.sessions.iter().collect();
         for chunk in sessions.chunks(UPSERT_CHUNK) {
             let mut params = Vec::new();
@@ -801,6 +893,7 @@ impl Db {
             ("usage_1d", DAY_MS),
             MARGINAL_ROLLUP,
             ("sessions_15m", BUCKET_MS),
+            (RECENT_ROLLUP, BUCKET_MS),
         ] {
             let bucket = cutoff_ms.div_euclid(width);
             let sql = format!(

@@ -206,6 +206,14 @@ fn allocate(bucket: i64, m: &Marginals, rollups: &mut Rollups) -> u64 {
             dims[4][cursors[4]].0.clone(),
             String::new(),
         ];
+        // Imported credentials were last active somewhere in their bucket: its start.
+        rollups.add_recent(
+            bucket,
+            "credential",
+            &keys[3],
+            bucket * BUCKET_MS,
+            &counters,
+        );
         rollups.add_usage(bucket, keys, status[status_cursor].0, &counters);
         at = end;
         for (dim, cursor) in dims.iter().zip(cursors.iter_mut()) {

@@ -14,7 +14,9 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
 use serde::Serialize;
 
-use super::db::{Cell, Col, Db, Param, BUCKET_MS, COUNTER_COLUMNS, MARGINAL_ROLLUP, USAGE_ROLLUPS};
+use super::db::{
+    Cell, Col, Db, Param, BUCKET_MS, COUNTER_COLUMNS, MARGINAL_ROLLUP, RECENT_ROLLUP, USAGE_ROLLUPS,
+};
 use super::{round_cost, unix_ms, Counters, ERROR_OUTCOMES, INCOMPLETE_OUTCOMES};
 use crate::metrics::counters::Amount;
 
@@ -630,7 +632,7 @@ fn div_ceil(a: i64, b: i64) -> i64 {
 }
 
 /// The raw-row expression of each rollup counter column.
-fn raw_counter(column: &str) -> String {
+pub(crate) fn raw_counter(column: &str) -> String {
     match column {
         "requests" => "1".into(),
         "errors" => format!(
@@ -969,9 +971,8 @@ fn oldest(db: &mut Db) -> Result<Option<i64>, String> {
     Ok(row.iter().map(Cell::int).filter(|ms| *ms > 0).min())
 }
 
-/// The `limit` keys of `dim` most recently active in the window, with their counters, from the
-/// raw rows (exact to the millisecond: the newest key is never the one left out), and how many
-/// requests the keys left out made.
+/// The `limit` keys of `dim` most recently active in the window, with their counters, and how
+/// many requests the keys left out made. See [`most_recent`].
 fn recent_keys(
     db: &mut Db,
     dim: Dim,
@@ -980,93 +981,70 @@ fn recent_keys(
     limit: usize,
 ) -> Result<(Vec<(String, Counters)>, u64), String> {
     let column = dim.column();
-    let range = "finished_ms >= ? AND finished_ms < ?";
-    let params = [
-        Param::Int(since.unwrap_or(i64::MIN)),
-        Param::Int(until.unwrap_or(i64::MAX)),
-    ];
-    let sums: Vec<String> = COUNTER_COLUMNS
-        .iter()
-        .map(|c| format!("SUM(CAST({} AS DOUBLE PRECISION))", raw_counter(c)))
-        .collect();
-    let sql = format!(
-        "SELECT {column}, MAX(finished_ms), {} FROM requests WHERE {range} AND {column} <> '' \
-         GROUP BY {column} ORDER BY 2 DESC, 1 LIMIT {limit}",
-        sums.join(", ")
+    let rollup = format!(
+        "SELECT value AS k, last_ms, {} FROM {RECENT_ROLLUP} \
+         WHERE bucket >= ? AND bucket < ? AND dimension = '{column}'",
+        COUNTER_COLUMNS.join(", ")
     );
-    let mut cols = vec![Col::Text, Col::Int];
-    cols.extend([Col::Real; 10]);
-    let kept: Vec<(String, Counters)> = db
-        .select(&sql, &params, &cols)?
-        .into_iter()
-        .map(|mut cells| {
-            let counters = counters_of(&cells[2..]);
-            (
-                std::mem::replace(&mut cells[0], Cell::Int(0)).into_text(),
-                counters,
-            )
-        })
-        .collect();
-    let count = format!(
-        "SELECT CAST(COUNT(*) AS DOUBLE PRECISION) FROM requests WHERE {range} AND {column} <> ''"
-    );
-    let all = db
-        .select(&count, &params, &[Col::Real])?
-        .first()
-        .map_or(0, |c| c[0].real() as u64);
-    let in_kept: u64 = kept.iter().map(|(_, c)| c.requests).sum();
-    Ok((kept, all.saturating_sub(in_kept)))
+    let (kept, all) = most_recent(db, &rollup, column, since, until, limit)?;
+    let in_kept: u64 = kept.iter().map(|(_, _, c)| c.requests).sum();
+    Ok((
+        kept.into_iter().map(|(k, _, c)| (k, c)).collect(),
+        all.saturating_sub(in_kept),
+    ))
 }
 
-/// The `limit` most recently active sessions of the window, from the session rollup and the raw
-/// rows of the partial buckets at its edges, in one query.
-fn sessions(
+/// The `limit` keys most recently active in `[since, until)` (ties by key), each with when it
+/// was last active (unix ms) and its counters, newest first; and how many requests all keys of
+/// the window made. Whole 15-minute buckets are read with `rollup` (a select of `k`,
+/// `last_ms` and the counter columns, with two placeholders for the bucket range), the partial
+/// buckets at the edges from the raw rows' `column`. Exact to the millisecond: the newest key
+/// is never the one left out.
+fn most_recent(
     db: &mut Db,
+    rollup: &str,
+    column: &str,
     since: Option<i64>,
     until: Option<i64>,
     limit: usize,
-) -> Result<(Vec<SessionUsage>, u64), String> {
+) -> Result<(Vec<(String, i64, Counters)>, u64), String> {
     let mut parts = Vec::new();
     let mut params = Vec::new();
     for piece in pieces(since, until, &USAGE_ROLLUPS[1..]) {
-        match piece {
+        let (from, to) = match piece {
             Source::Rollup { from, to, .. } => {
-                parts.push(format!(
-                    "SELECT session, last_ms, {} FROM sessions_15m WHERE bucket >= ? AND bucket < ?",
-                    COUNTER_COLUMNS.join(", ")
-                ));
-                params.extend([Param::Int(from), Param::Int(to)]);
+                parts.push(rollup.to_string());
+                (from, to)
             }
             Source::Raw(from, to) => {
                 parts.push(format!(
-                    "SELECT session, finished_ms AS last_ms, {} FROM requests \
-                     WHERE finished_ms >= ? AND finished_ms < ? AND session <> ''",
+                    "SELECT {column} AS k, finished_ms AS last_ms, {} FROM requests \
+                     WHERE finished_ms >= ? AND finished_ms < ? AND {column} <> ''",
                     COUNTER_COLUMNS
                         .map(|c| format!("{} AS {c}", raw_counter(c)))
                         .join(", ")
                 ));
-                params.extend([Param::Int(from), Param::Int(to)]);
+                (from, to)
             }
-        }
+        };
+        params.extend([Param::Int(from), Param::Int(to)]);
     }
-    let sums: Vec<String> = COUNTER_COLUMNS
-        .iter()
-        .map(|c| format!("SUM(CAST({c} AS DOUBLE PRECISION))"))
-        .collect();
     let union = parts.join(" UNION ALL ");
     let all = db
         .select(
-            &format!(
-                "SELECT SUM(CAST(requests AS DOUBLE PRECISION)) FROM ({union}) AS all_sessions"
-            ),
+            &format!("SELECT SUM(CAST(requests AS DOUBLE PRECISION)) FROM ({union}) AS all_keys"),
             &params,
             &[Col::Real],
         )?
         .first()
         .map_or(0, |c| c[0].real() as u64);
+    let sums: Vec<String> = COUNTER_COLUMNS
+        .iter()
+        .map(|c| format!("SUM(CAST({c} AS DOUBLE PRECISION))"))
+        .collect();
     let sql = format!(
-        "SELECT session, MAX(last_ms), {} FROM ({union}) AS window_sessions \
-         GROUP BY session ORDER BY 2 DESC, 1 LIMIT {limit}",
+        "SELECT k, MAX(last_ms), {} FROM ({union}) AS window_keys \
+         GROUP BY k ORDER BY 2 DESC, 1 LIMIT {limit}",
         sums.join(", "),
     );
     let mut cols = vec![Col::Text, Col::Int];
@@ -1077,14 +1055,38 @@ fn sessions(
         .map(|mut cells| {
             let counters = counters_of(&cells[2..]);
             let last_ms = cells[1].int();
-            SessionUsage {
-                session: std::mem::replace(&mut cells[0], Cell::Int(0)).into_text(),
+            (
+                std::mem::replace(&mut cells[0], Cell::Int(0)).into_text(),
                 last_ms,
                 counters,
-            }
+            )
         })
         .collect();
     Ok((kept, all))
+}
+
+/// The `limit` most recently active sessions of the window, from the session rollup and the raw
+/// rows of the partial buckets at its edges; and how many requests all its sessions made.
+fn sessions(
+    db: &mut Db,
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: usize,
+) -> Result<(Vec<SessionUsage>, u64), String> {
+    let rollup = format!(
+        "SELECT session AS k, last_ms, {} FROM sessions_15m WHERE bucket >= ? AND bucket < ?",
+        COUNTER_COLUMNS.join(", ")
+    );
+    let (kept, all) = most_recent(db, &rollup, "session", since, until, limit)?;
+    let sessions = kept
+        .into_iter()
+        .map(|(session, last_ms, counters)| SessionUsage {
+            session,
+            last_ms,
+            counters,
+        })
+        .collect();
+    Ok((sessions, all))
 }
 
 #[cfg(test)]

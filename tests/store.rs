@@ -623,6 +623,28 @@ fn usage_matches_independent_sums_on_sqlite() {
 }
 
 #[test]
+fn a_store_from_before_the_recency_rollup_gets_it_from_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = sqlite_options(dir.path());
+    let Target::Sqlite(path) = options.target.clone() else {
+        unreachable!()
+    };
+    let rows = dst_rows();
+    let store = store::open(options).unwrap();
+    fill(&store, &rows);
+    store.close().unwrap();
+    drop(store);
+    // As the first schema version left it.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("DROP TABLE recent_15m; DELETE FROM store_schema WHERE version > 1;")
+        .unwrap();
+    drop(conn);
+    let store = store::open(sqlite_options(dir.path())).unwrap();
+    check_window_suite(&store, &rows);
+    store.close().unwrap();
+}
+
+#[test]
 fn usage_answers_csv_with_the_same_columns() {
     let dir = tempfile::tempdir().unwrap();
     let store = store::open(sqlite_options(dir.path())).unwrap();

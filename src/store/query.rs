@@ -781,7 +781,7 @@ fn read_grouped(
     Ok(out)
 }
 
-/// One session of a `/stats` window.
+/// One session (or other key) of a `/stats` window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionUsage {
     pub session: String,
@@ -987,15 +987,15 @@ fn recent_keys(
         COUNTER_COLUMNS.join(", ")
     );
     let (kept, all) = most_recent(db, &rollup, column, since, until, limit)?;
-    let in_kept: u64 = kept.iter().map(|(_, _, c)| c.requests).sum();
+    let in_kept: u64 = kept.iter().map(|k| k.counters.requests).sum();
     Ok((
-        kept.into_iter().map(|(k, _, c)| (k, c)).collect(),
+        kept.into_iter().map(|k| (k.session, k.counters)).collect(),
         all.saturating_sub(in_kept),
     ))
 }
 
 /// The `limit` keys most recently active in `[since, until)` (ties by key), each with when it
-/// was last active (unix ms) and its counters, newest first; and how many requests all keys of
+/// was last active (unix ms) and its counters (the key in `session`), newest first; and how many requests all keys of
 /// the window made. Whole 15-minute buckets are read with `rollup` (a select of `k`,
 /// `last_ms` and the counter columns, with two placeholders for the bucket range), the partial
 /// buckets at the edges from the raw rows' `column`. Exact to the millisecond: the newest key
@@ -1007,7 +1007,7 @@ fn most_recent(
     since: Option<i64>,
     until: Option<i64>,
     limit: usize,
-) -> Result<(Vec<(String, i64, Counters)>, u64), String> {
+) -> Result<(Vec<SessionUsage>, u64), String> {
     let mut parts = Vec::new();
     let mut params = Vec::new();
     for piece in pieces(since, until, &USAGE_ROLLUPS[1..]) {
@@ -1055,11 +1055,11 @@ fn most_recent(
         .map(|mut cells| {
             let counters = counters_of(&cells[2..]);
             let last_ms = cells[1].int();
-            (
-                std::mem::replace(&mut cells[0], Cell::Int(0)).into_text(),
+            SessionUsage {
+                session: std::mem::replace(&mut cells[0], Cell::Int(0)).into_text(),
                 last_ms,
                 counters,
-            )
+            }
         })
         .collect();
     Ok((kept, all))
@@ -1077,16 +1077,7 @@ fn sessions(
         "SELECT session AS k, last_ms, {} FROM sessions_15m WHERE bucket >= ? AND bucket < ?",
         COUNTER_COLUMNS.join(", ")
     );
-    let (kept, all) = most_recent(db, &rollup, "session", since, until, limit)?;
-    let sessions = kept
-        .into_iter()
-        .map(|(session, last_ms, counters)| SessionUsage {
-            session,
-            last_ms,
-            counters,
-        })
-        .collect();
-    Ok((sessions, all))
+    most_recent(db, &rollup, "session", since, until, limit)
 }
 
 #[cfg(test)]

@@ -788,52 +788,52 @@ impl Db {
             );
             statements.push((sql, params));
         }
-        let recent: Vec<_> = rollups.recent.iter().collect();
-        for chunk in recent.chunks(UPSERT_CHUNK) {
-            let mut params = Vec::new();
-            for ((bucket, dimension, value), (last_ms, counters)) in chunk {
-                params.extend([
+        // Keys with when they were last active: the later time wins.
+        let recent = rollups
+            .recent
+            .iter()
+            .map(|((bucket, dimension, value), entry)| {
+                let keys = vec![
                     Param::Int(*bucket),
                     Param::Text(dimension.to_string()),
                     Param::Text(value.clone()),
-                    Param::Int(*last_ms),
-                ]);
-                params.extend(counter_params(counters));
-            }
-            let sql = upsert_sql(
+                ];
+                (keys, entry)
+            });
+        let sessions = rollups.sessions.iter().map(|((bucket, session), entry)| {
+            (
+                vec![Param::Int(*bucket), Param::Text(session.clone())],
+                entry,
+            )
+        });
+        let tables: [(&str, &[&str], Vec<_>); 2] = [
+            (
                 RECENT_ROLLUP,
                 &["bucket", "dimension", "value"],
-                &[(
-                    "last_ms",
-                    "CASE WHEN excluded.last_ms > {t}.last_ms THEN excluded.last_ms \
-                     ELSE {t}.last_ms END",
-                )],
-                chunk.len(),
-            );
-            statements.push((sql, params));
-        }
-        let sessions: Vec<_> = rollups.sessions.iter().collect();
-        for chunk in sessions.chunks(UPSERT_CHUNK) {
-            let mut params = Vec::new();
-            for ((bucket, session), (last_ms, counters)) in chunk {
-                params.extend([
-                    Param::Int(*bucket),
-                    Param::Text(session.clone()),
-                    Param::Int(*last_ms),
-                ]);
-                params.extend(counter_params(counters));
+                recent.collect(),
+            ),
+            ("sessions_15m", &["bucket", "session"], sessions.collect()),
+        ];
+        for (table, keys, rows) in tables {
+            for chunk in rows.chunks(UPSERT_CHUNK) {
+                let mut params = Vec::new();
+                for (key_params, (last_ms, counters)) in chunk {
+                    params.extend(key_params.iter().cloned());
+                    params.push(Param::Int(*last_ms));
+                    params.extend(counter_params(counters));
+                }
+                let sql = upsert_sql(
+                    table,
+                    keys,
+                    &[(
+                        "last_ms",
+                        "CASE WHEN excluded.last_ms > {t}.last_ms THEN excluded.last_ms \
+                         ELSE {t}.last_ms END",
+                    )],
+                    chunk.len(),
+                );
+                statements.push((sql, params));
             }
-            let sql = upsert_sql(
-                "sessions_15m",
-                &["bucket", "session"],
-                &[(
-                    "last_ms",
-                    "CASE WHEN excluded.last_ms > {t}.last_ms THEN excluded.last_ms \
-                     ELSE {t}.last_ms END",
-                )],
-                chunk.len(),
-            );
-            statements.push((sql, params));
         }
         self.execute_in_transaction(&statements)
     }

@@ -882,6 +882,36 @@ pub fn window(
     Ok(stats)
 }
 
+/// A union of `rollup` (a select with two placeholders for its bucket range) over the window's
+/// whole buckets and `raw` (a select from `requests` with two placeholders for its time range)
+/// over the partial buckets at its edges; with the placeholders' values.
+fn window_union(
+    rollup: &str,
+    raw: &str,
+    since: Option<i64>,
+    until: Option<i64>,
+    level: (&'static str, i64),
+) -> (String, Vec<Param>) {
+    let mut parts = Vec::new();
+    let mut params = Vec::new();
+    for piece in pieces(since, until, &[level]) {
+        let (part, from, to) = match piece {
+            Source::Rollup { from, to, .. } => (rollup, from, to),
+            Source::Raw(from, to) => (raw, from, to),
+        };
+        parts.push(part);
+        params.extend([Param::Int(from), Param::Int(to)]);
+    }
+    (parts.join(" UNION ALL "), params)
+}
+
+/// The raw rows' counter columns, named as in the rollups.
+fn raw_counters() -> String {
+    COUNTER_COLUMNS
+        .map(|c| format!("{} AS {c}", raw_counter(c)))
+        .join(", ")
+}
+
 /// The `limit` models with the most requests in the window (ties by name), and the others'
 /// counters merged under `"other"`, from the marginal rollup and the raw rows at the window's
 /// edges; with how many requests went to `"other"`.
@@ -891,33 +921,18 @@ fn most_used_models(
     until: Option<i64>,
     limit: usize,
 ) -> Result<(BTreeMap<String, Counters>, u64), String> {
-    let mut parts = Vec::new();
-    let mut params = Vec::new();
-    for piece in pieces(since, until, &[MARGINAL_ROLLUP]) {
-        let (from, to) = match piece {
-            Source::Rollup { from, to, .. } => {
-                parts.push(format!(
-                    "SELECT value AS model, {} FROM {} WHERE bucket >= ? AND bucket < ? \
-                     AND dimension = 'model' AND value <> ''",
-                    COUNTER_COLUMNS.join(", "),
-                    MARGINAL_ROLLUP.0
-                ));
-                (from, to)
-            }
-            Source::Raw(from, to) => {
-                parts.push(format!(
-                    "SELECT model, {} FROM requests \
-                     WHERE finished_ms >= ? AND finished_ms < ? AND model <> ''",
-                    COUNTER_COLUMNS
-                        .map(|c| format!("{} AS {c}", raw_counter(c)))
-                        .join(", ")
-                ));
-                (from, to)
-            }
-        };
-        params.extend([Param::Int(from), Param::Int(to)]);
-    }
-    let union = parts.join(" UNION ALL ");
+    let rollup = format!(
+        "SELECT value AS model, {} FROM {} WHERE bucket >= ? AND bucket < ? \
+         AND dimension = 'model' AND value <> ''",
+        COUNTER_COLUMNS.join(", "),
+        MARGINAL_ROLLUP.0
+    );
+    let raw = format!(
+        "SELECT model, {} FROM requests \
+         WHERE finished_ms >= ? AND finished_ms < ? AND model <> ''",
+        raw_counters()
+    );
+    let (union, params) = window_union(&rollup, &raw, since, until, MARGINAL_ROLLUP);
     let sums: Vec<String> = COUNTER_COLUMNS
         .iter()
         .map(|c| format!("SUM(CAST({c} AS DOUBLE PRECISION))"))
@@ -1008,28 +1023,12 @@ fn most_recent(
     until: Option<i64>,
     limit: usize,
 ) -> Result<(Vec<SessionUsage>, u64), String> {
-    let mut parts = Vec::new();
-    let mut params = Vec::new();
-    for piece in pieces(since, until, &USAGE_ROLLUPS[1..]) {
-        let (from, to) = match piece {
-            Source::Rollup { from, to, .. } => {
-                parts.push(rollup.to_string());
-                (from, to)
-            }
-            Source::Raw(from, to) => {
-                parts.push(format!(
-                    "SELECT {column} AS k, finished_ms AS last_ms, {} FROM requests \
-                     WHERE finished_ms >= ? AND finished_ms < ? AND {column} <> ''",
-                    COUNTER_COLUMNS
-                        .map(|c| format!("{} AS {c}", raw_counter(c)))
-                        .join(", ")
-                ));
-                (from, to)
-            }
-        };
-        params.extend([Param::Int(from), Param::Int(to)]);
-    }
-    let union = parts.join(" UNION ALL ");
+    let raw = format!(
+        "SELECT {column} AS k, finished_ms AS last_ms, {} FROM requests \
+         WHERE finished_ms >= ? AND finished_ms < ? AND {column} <> ''",
+        raw_counters()
+    );
+    let (union, params) = window_union(rollup, &raw, since, until, USAGE_ROLLUPS[1]);
     let all = db
         .select(
             &format!("SELECT SUM(CAST(requests AS DOUBLE PRECISION)) FROM ({union}) AS all_keys"),

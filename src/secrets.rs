@@ -2,12 +2,11 @@
 //! var or a file), and their safe fingerprints. A secret's value never reaches `Debug`, a log
 //! line or JSON; only its fingerprint does.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-
-use crate::settings::EnvSource;
 
 /// A secret read from the environment. Its value never reaches `Debug`, logs or JSON.
 #[derive(Clone, PartialEq, Eq)]
@@ -150,6 +149,33 @@ pub fn read_keys_dir(dir: &Path) -> Result<(Vec<KeyFile>, Vec<String>), String> 
     }
     keys.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((keys, warnings))
+}
+
+/// Where to read the environment from: the process, or a fixed map in tests.
+pub enum EnvSource {
+    Process,
+    Fixed(HashMap<String, String>),
+}
+
+impl EnvSource {
+    /// The variable's value; unset and empty are the same.
+    pub fn var(&self, name: &str) -> Option<String> {
+        let value = match self {
+            EnvSource::Process => std::env::var(name).ok(),
+            EnvSource::Fixed(map) => map.get(name).cloned(),
+        };
+        value.filter(|v| !v.is_empty())
+    }
+
+    /// Every variable (names and values that are not UTF-8 are left out).
+    pub fn all(&self) -> Vec<(String, String)> {
+        match self {
+            EnvSource::Process => std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+            EnvSource::Fixed(map) => map.clone().into_iter().collect(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -139,7 +139,16 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     }
     let server = match &settings.tls {
         Some(_) => {
-            server.bind_rustls_0_23(settings.listen, crate::tls::server_config(state.clone()))?
+            let state = state.clone();
+            let current = move || {
+                state
+                    .snapshot()
+                    .credentials
+                    .tls
+                    .as_ref()
+                    .map(|t| t.0.clone())
+            };
+            server.bind_rustls_0_23(settings.listen, crate::tls::server_config(current))?
         }
         None => server.bind(settings.listen)?,
     };

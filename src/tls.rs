@@ -8,13 +8,10 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use actix_web::web;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-
-use crate::state::AppState;
 
 /// A certificate chain with its private key, checked to belong together.
 #[derive(Clone)]
@@ -61,34 +58,36 @@ pub fn load_identity(cert_file: &Path, key_file: &Path) -> Result<TlsIdentity, (
     Ok(TlsIdentity(Arc::new(certified)))
 }
 
-/// Hands every handshake the identity of the current settings snapshot.
-struct SnapshotCert(web::Data<AppState>);
+/// Hands every handshake the identity its source gives now (the current settings snapshot's).
+struct CurrentCert<F>(F);
 
-impl fmt::Debug for SnapshotCert {
+impl<F> fmt::Debug for CurrentCert<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SnapshotCert")
+        f.write_str("CurrentCert")
     }
 }
 
-impl ResolvesServerCert for SnapshotCert {
+impl<F> ResolvesServerCert for CurrentCert<F>
+where
+    F: Fn() -> Option<Arc<CertifiedKey>> + Send + Sync,
+{
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0
-            .snapshot()
-            .credentials
-            .tls
-            .as_ref()
-            .map(|t| t.0.clone())
+        (self.0)()
     }
 }
 
-/// The listener's TLS settings: the current snapshot's identity, h2 preferred over HTTP/1.1.
-pub fn server_config(state: web::Data<AppState>) -> rustls::ServerConfig {
+/// The listener's TLS settings: each handshake takes the identity `current` gives at that
+/// moment (so a reloaded certificate serves new handshakes at once), h2 preferred over HTTP/1.1.
+pub fn server_config<F>(current: F) -> rustls::ServerConfig
+where
+    F: Fn() -> Option<Arc<CertifiedKey>> + Send + Sync + 'static,
+{
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SnapshotCert(state)));
+        .with_cert_resolver(Arc::new(CurrentCert(current)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config
 }

@@ -122,6 +122,18 @@ counters! {
 }
 
 impl Counters {
+    /// `self - other` field by field, never below zero.
+    pub fn saturating_sub(&self, other: &Counters) -> Counters {
+        let mut theirs = other.amounts().into_iter();
+        Counters::from_amounts(self.amounts().map(|mine| {
+            let theirs = theirs.next().expect("the same fields");
+            match (mine, theirs) {
+                (Amount::Count(x), Amount::Count(y)) => Amount::Count(x.saturating_sub(y)),
+                _ => mine.with_value((mine.as_f64() - theirs.as_f64()).max(0.0)),
+            }
+        }))
+    }
+
     /// What one finished request adds to every group it belongs to.
     pub fn of_record(record: &RequestRecord, cost: f64) -> Self {
         let usage = &record.usage;

@@ -6,7 +6,7 @@ mod file;
 pub mod overrides;
 pub mod watcher;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +20,7 @@ pub use crate::protocol::Protocol;
 pub use file::{default_pricing, CredentialPolicy, SettingsFile};
 
 use crate::pricing::{Price, PricingDefaults};
+pub use crate::secrets::EnvSource;
 use crate::secrets::SecretSource;
 
 /// The shipped `settings/sluice.toml`; sluice runs on exactly this when no file is found.
@@ -189,33 +190,6 @@ pub struct Settings {
     /// HTTPS on `listen` with this certificate and key (read as secrets, relative to the same
     /// base directory); fixed at start, the files re-read at every reload.
     pub tls: Option<TlsFiles>,
-}
-
-/// Where to read the environment from: the process, or a fixed map in tests.
-pub enum EnvSource {
-    Process,
-    Fixed(HashMap<String, String>),
-}
-
-impl EnvSource {
-    /// The variable's value; unset and empty are the same.
-    pub fn var(&self, name: &str) -> Option<String> {
-        let value = match self {
-            EnvSource::Process => std::env::var(name).ok(),
-            EnvSource::Fixed(map) => map.get(name).cloned(),
-        };
-        value.filter(|v| !v.is_empty())
-    }
-
-    /// Every variable (names and values that are not UTF-8 are left out).
-    fn all(&self) -> Vec<(String, String)> {
-        match self {
-            EnvSource::Process => std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-                .collect(),
-            EnvSource::Fixed(map) => map.clone().into_iter().collect(),
-        }
-    }
 }
 
 impl Route {

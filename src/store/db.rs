@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Counters, StoreError, StoreRow};
+use super::{Counters, StoreError, StoreRow, ERROR_OUTCOMES, INCOMPLETE_OUTCOMES};
 use crate::metrics::counters::Amount;
 
 /// Width of a rollup bucket.
@@ -324,7 +324,7 @@ fn migration_sql(index: usize, postgres: bool) -> String {
                 COUNTER_COLUMNS.join(", "),
                 COUNTER_COLUMNS
                     .iter()
-                    .map(|c| format!("SUM({})", super::query::raw_counter(c)))
+                    .map(|c| format!("SUM({})", raw_counter(c)))
                     .collect::<Vec<_>>()
                     .join(", ")
             )
@@ -1092,6 +1092,24 @@ fn open_memory(name: &str) -> Result<rusqlite::Connection, String> {
     .map_err(sqlite_err)?;
     conn.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(sqlite_err)?;
     Ok(conn)
+}
+
+/// The raw-row expression of each rollup counter column.
+pub(crate) fn raw_counter(column: &str) -> String {
+    match column {
+        "requests" => "1".into(),
+        "errors" => format!(
+            "CASE WHEN status >= 400 OR outcome IN ({}) THEN 1 ELSE 0 END",
+            ERROR_OUTCOMES.map(|o| format!("'{o}'")).join(", ")
+        ),
+        "incomplete" => format!(
+            "CASE WHEN outcome IN ({}) THEN 1 ELSE 0 END",
+            INCOMPLETE_OUTCOMES.map(|o| format!("'{o}'")).join(", ")
+        ),
+        "cache_creation_tokens" => "cache_write_5m_tokens + cache_write_1h_tokens".into(),
+        "cache_read_tokens" => "cache_read_tokens".into(),
+        other => other.into(),
+    }
 }
 
 #[cfg(test)]

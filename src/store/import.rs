@@ -98,11 +98,11 @@ impl Marginals {
     /// What `self` has beyond `part` (saturating at zero).
     fn minus(&self, part: &Marginals) -> Marginals {
         let mut out = self.clone();
-        out.totals = subtract(&self.totals, &part.totals);
+        out.totals = Counters::saturating_sub(&self.totals, &part.totals);
         for (mine, theirs) in out.dims.iter_mut().zip(&part.dims) {
             for (k, c) in theirs {
                 if let Some(entry) = mine.get_mut(k) {
-                    *entry = subtract(entry, c);
+                    *entry = Counters::saturating_sub(entry, c);
                 }
             }
         }
@@ -113,18 +113,6 @@ impl Marginals {
         }
         out
     }
-}
-
-/// `a - b` field by field, never below zero.
-pub(crate) fn subtract(a: &Counters, b: &Counters) -> Counters {
-    let mut theirs = b.amounts().into_iter();
-    Counters::from_amounts(a.amounts().map(|mine| {
-        let theirs = theirs.next().expect("same fields");
-        match (mine, theirs) {
-            (Amount::Count(x), Amount::Count(y)) => Amount::Count(x.saturating_sub(y)),
-            _ => mine.with_value((mine.as_f64() - theirs.as_f64()).max(0.0)),
-        }
-    }))
 }
 
 /// `value`'s share for positions `[from, to)` of `n`, such that consecutive shares add up to
@@ -178,7 +166,7 @@ fn allocate(bucket: i64, m: &Marginals, rollups: &mut Rollups) -> u64 {
             acc.merge(c);
             acc
         });
-        subtract(&m.totals, &covered)
+        Counters::saturating_sub(&m.totals, &covered)
     };
     let mut cursors = vec![0usize; dims.len()];
     let mut status_cursor = 0usize;

@@ -15,9 +15,10 @@ use jiff::{Timestamp, Zoned};
 use serde::Serialize;
 
 use super::db::{
-    Cell, Col, Db, Param, BUCKET_MS, COUNTER_COLUMNS, MARGINAL_ROLLUP, RECENT_ROLLUP, USAGE_ROLLUPS,
+    raw_counter, Cell, Col, Db, Param, BUCKET_MS, COUNTER_COLUMNS, MARGINAL_ROLLUP, RECENT_ROLLUP,
+    USAGE_ROLLUPS,
 };
-use super::{round_cost, unix_ms, Counters, ERROR_OUTCOMES, INCOMPLETE_OUTCOMES};
+use super::{round_cost, unix_ms, Counters};
 use crate::metrics::counters::Amount;
 
 /// What `/usage` can group by.
@@ -631,24 +632,6 @@ fn div_ceil(a: i64, b: i64) -> i64 {
     -((-a).div_euclid(b))
 }
 
-/// The raw-row expression of each rollup counter column.
-pub(crate) fn raw_counter(column: &str) -> String {
-    match column {
-        "requests" => "1".into(),
-        "errors" => format!(
-            "CASE WHEN status >= 400 OR outcome IN ({}) THEN 1 ELSE 0 END",
-            ERROR_OUTCOMES.map(|o| format!("'{o}'")).join(", ")
-        ),
-        "incomplete" => format!(
-            "CASE WHEN outcome IN ({}) THEN 1 ELSE 0 END",
-            INCOMPLETE_OUTCOMES.map(|o| format!("'{o}'")).join(", ")
-        ),
-        "cache_creation_tokens" => "cache_write_5m_tokens + cache_write_1h_tokens".into(),
-        "cache_read_tokens" => "cache_read_tokens".into(),
-        other => other.into(),
-    }
-}
-
 /// Counters from their columns. Sums are read as floats (so that they cannot overflow); counts
 /// are clamped back into range.
 fn counters_of(cells: &[Cell]) -> Counters {
@@ -960,7 +943,7 @@ fn most_used_models(
         .first()
         .map(|cells| counters_of(cells))
         .unwrap_or_default();
-    let other = super::import::subtract(&all, &kept);
+    let other = all.saturating_sub(&kept);
     let folded = other.requests;
     if folded > 0 {
         models

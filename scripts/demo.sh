@@ -38,7 +38,10 @@ prefix = "/anthropic"
 upstream = "http://127.0.0.1:$mock_port"   # the mock, instead of https://api.anthropic.com
 
 [stats]
-state_file = ""                            # the demo keeps nothing once stopped
+state_file = ""
+
+[store]
+path = ""                                  # the demo keeps nothing once stopped
 TOML
 
 "target/$dir/examples/mock_upstream" --listen "127.0.0.1:$mock_port" >"$tmp/mock.log" 2>&1 &

@@ -24,7 +24,7 @@ stop_server() {
 trap 'stop_server; rm -rf "$work"' EXIT
 mkdir -p "$work/repo" "$work/install/bin" "$work/bin"
 # The checkout without its build output; `target` is shared so nothing is rebuilt twice.
-tar --exclude=./target --exclude=./.git -cf - . | tar -C "$work/repo" -xf -
+tar --exclude=./target --exclude=./.git --exclude=./state -cf - . | tar -C "$work/repo" -xf -
 ln -s "$repo/target" "$work/repo/target"
 export CARGO_INSTALL_ROOT="$work/install"
 # Until the README's own `cargo install` has run, `sluice` is this checkout's debug build.

@@ -56,7 +56,7 @@ fn env_override_replaces_listen() {
     )
     .unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command.arg("--settings").arg(&path);
+    command.arg("--settings").arg(&path).current_dir(dir.path());
     let sluice = Sluice::spawn(
         command,
         &[("SLUICE__LISTEN".into(), format!("127.0.0.1:{port}"))],

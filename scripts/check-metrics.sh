@@ -51,6 +51,8 @@ prefix = "/anthropic"
 upstream = "http://127.0.0.1:$mock_port"
 [stats]
 state_file = ""
+[store]
+path = ""
 TOML
 "$SLUICE_BIN" --settings "$work/sluice.toml" 2> "$work/sluice.log" &
 pids+=($!)

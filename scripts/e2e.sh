@@ -116,6 +116,8 @@ upstream = "$mock"
 server_key_env = "E2E_SERVER_KEY"
 [stats]
 state_file = ""
+[store]
+path = "$work/$name.db"   # each instance its own store, fresh every run
 $extra
 TOML
   # A clean environment: no SLUICE__* overrides or admin token from this shell.

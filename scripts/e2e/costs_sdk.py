@@ -90,10 +90,12 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         settings = pathlib.Path(scratch) / "sluice.toml"
         settings.write_text(
-            f'listen = "127.0.0.1:{port}"\n[stats]\nstate_file = ""\n'
+            f'listen = "127.0.0.1:{port}"\n[stats]\nstate_file = ""\n[store]\npath = ""\n'
             f'[[routes]]\nprefix = "/anthropic"\nupstream = "http://127.0.0.1:{mock.server_port}"\n'
         )
-        sluice = subprocess.Popen([BIN, "--settings", str(settings)], stderr=subprocess.DEVNULL)
+        sluice = subprocess.Popen(
+            [BIN, "--settings", str(settings)], stderr=subprocess.DEVNULL, cwd=scratch
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             for _ in range(100):

@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::header::{self, HeaderMap};
@@ -558,15 +558,8 @@ fn new_record(req: &HttpRequest) -> RequestRecord {
             .get::<tracing_actix_web::RequestId>()
             .map(|id| id.to_string())
             .unwrap_or_default(),
-        finished_at: SystemTime::now(),
-        route: String::new(),
         method: req.method().to_string(),
         path: req.path().to_string(),
-        status: 0,
-        model: None,
-        source: None,
-        credential: None,
-        caller: None,
         session: req
             .headers()
             .get(SESSION_HEADER)
@@ -574,15 +567,6 @@ fn new_record(req: &HttpRequest) -> RequestRecord {
             .map(str::to_string),
         agent: attribution_of(req, attribution::AGENT_HEADER),
         parent_agent: attribution_of(req, attribution::PARENT_AGENT_HEADER),
-        project: None,
-        usage: Default::default(),
-        priced_usd: None,
-        streamed: false,
-        outcome: Outcome::Completed,
-        ttfb: None,
-        total: Duration::ZERO,
-        overhead: None,
-        upstream_failure: None,
-        rate_limits: Vec::new(),
+        ..RequestRecord::default()
     }
 }

@@ -308,34 +308,17 @@ pub fn to_classic_text(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::record::Outcome;
-    use std::time::{Duration, SystemTime};
+    use std::time::SystemTime;
 
     fn subscription_answer(credential: usize, five_hours: &str) -> Finished {
         Finished {
             record: RequestRecord {
-                request_id: String::new(),
                 finished_at: SystemTime::now(),
                 route: "/anthropic".into(),
                 method: "POST".into(),
                 path: "/anthropic/v1/messages".into(),
                 status: 200,
-                model: None,
-                source: None,
                 credential: Some(format!("client_oauth:{credential:012x}")),
-                caller: None,
-                session: None,
-                agent: None,
-                parent_agent: None,
-                project: None,
-                usage: Default::default(),
-                priced_usd: None,
-                streamed: false,
-                outcome: Outcome::Completed,
-                ttfb: None,
-                total: Duration::ZERO,
-                overhead: None,
-                upstream_failure: None,
                 rate_limits: vec![
                     (
                         "anthropic-ratelimit-unified-5h-utilization".into(),
@@ -346,6 +329,7 @@ mod tests {
                         "0.5".into(),
                     ),
                 ],
+                ..RequestRecord::default()
             },
             cost: None,
         }

@@ -227,33 +227,20 @@ mod tests {
 
     fn record(model: &str, input: u64, output: u64) -> RequestRecord {
         RequestRecord {
-            request_id: String::new(),
             finished_at: SystemTime::now(),
             route: "/anthropic".into(),
             method: "POST".into(),
             path: "/anthropic/v1/messages".into(),
             status: 200,
             model: Some(model.into()),
-            source: None,
-            credential: None,
-            caller: None,
-            session: None,
-            agent: None,
-            parent_agent: None,
-            project: None,
             usage: Usage {
                 input_tokens: input,
                 output_tokens: output,
                 ..Usage::default()
             },
-            priced_usd: None,
             streamed: false,
             outcome: Outcome::Completed,
-            ttfb: None,
-            total: Duration::ZERO,
-            overhead: None,
-            upstream_failure: None,
-            rate_limits: Vec::new(),
+            ..RequestRecord::default()
         }
     }
 

@@ -97,3 +97,34 @@ pub struct RequestRecord {
     /// `anthropic-ratelimit-*` and `retry-after` response headers.
     pub rate_limits: Vec<(String, String)>,
 }
+
+impl Default for RequestRecord {
+    /// A request as known when it arrives: nothing decided and nothing answered yet.
+    fn default() -> Self {
+        Self {
+            request_id: String::new(),
+            finished_at: SystemTime::now(),
+            route: String::new(),
+            method: String::new(),
+            path: String::new(),
+            status: 0,
+            model: None,
+            source: None,
+            credential: None,
+            caller: None,
+            session: None,
+            agent: None,
+            parent_agent: None,
+            project: None,
+            usage: Usage::default(),
+            priced_usd: None,
+            streamed: false,
+            outcome: Outcome::Completed,
+            ttfb: None,
+            total: Duration::ZERO,
+            overhead: None,
+            upstream_failure: None,
+            rate_limits: Vec::new(),
+        }
+    }
+}

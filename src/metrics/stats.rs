@@ -237,13 +237,11 @@ pub fn parse_since(text: &str, now: std::time::SystemTime) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::credentials::CredentialSource;
-    use crate::metrics::record::Outcome;
     use crate::usage::Usage;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     fn record(model: &str, rate_limits: Vec<(String, String)>) -> RequestRecord {
         RequestRecord {
-            request_id: String::new(),
             finished_at: UNIX_EPOCH + Duration::from_secs(6000),
             route: "/anthropic".into(),
             method: "POST".into(),
@@ -252,24 +250,14 @@ mod tests {
             model: Some(model.into()),
             source: Some(CredentialSource::ClientOauth),
             credential: Some("client_oauth:3fa29c1b4d5e".into()),
-            caller: None,
-            session: None,
-            agent: None,
-            parent_agent: None,
-            project: None,
-            priced_usd: None,
             usage: Usage {
                 input_tokens: 10,
                 output_tokens: 5,
                 ..Usage::default()
             },
             streamed: true,
-            outcome: Outcome::Completed,
-            ttfb: None,
-            total: Duration::ZERO,
-            overhead: None,
-            upstream_failure: None,
             rate_limits,
+            ..RequestRecord::default()
         }
     }
 

@@ -235,7 +235,6 @@ mod tests {
                 model: Some("claude-sonnet-4-5".into()),
                 source: Some(CredentialSource::ClientOauth),
                 credential: Some("client_oauth:3fa29c1b4d5e".into()),
-                caller: None,
                 session: Some("s-1".into()),
                 agent: Some("agent-7".into()),
                 parent_agent: Some("agent-1".into()),
@@ -250,14 +249,12 @@ mod tests {
                     web_search_requests: 2,
                     ..Usage::default()
                 },
-                priced_usd: None,
                 streamed: true,
                 outcome: Outcome::ClientGone,
                 ttfb: Some(Duration::from_millis(250)),
                 total: Duration::from_millis(1500),
-                overhead: None,
-                upstream_failure: None,
                 rate_limits: vec![("retry-after".into(), "7".into())],
+                ..RequestRecord::default()
             },
             cost: Some(0.25),
         };

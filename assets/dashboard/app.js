@@ -496,20 +496,19 @@
 
   // ---- quotas -----------------------------------------------------------------------------
 
-  // Accepts a list of entries, or {name: entry}, {name: {subject: entry}} or
-  // {name: {subjects: {subject: entry}}}.
+  // /stats lists each quota with its limits and, per subject (a caller, or "*" when one
+  // budget is shared), what was used: one meter block per quota and subject. A quota nobody has
+  // spent against yet still shows, at zero.
   function quotaEntries(quotas) {
-    if (!quotas) return [];
-    if (Array.isArray(quotas)) return quotas;
     var out = [];
-    Object.keys(quotas).forEach(function (name) {
-      var q = quotas[name] || {};
-      var isEntry = function (v) { return v && typeof v === "object" && ("used" in v || "limits" in v); };
-      if (isEntry(q)) { out.push(Object.assign({ name: name }, q)); return; }
-      var subjects = q.subjects || q;
-      Object.keys(subjects).forEach(function (subject) {
-        var e = subjects[subject];
-        if (isEntry(e)) out.push(Object.assign({ name: name, subject: subject, mode: q.mode, window: q.window }, e));
+    (quotas || []).forEach(function (q) {
+      var subjects = q.subjects && q.subjects.length ? q.subjects : [{}];
+      subjects.forEach(function (s) {
+        out.push({
+          name: q.name, mode: q.mode, window: q.window, limits: q.limits, subject: s.subject,
+          used: s.used, remaining: s.remaining, resets_at: s.resets_at,
+          refused: s.refused, would_refuse: s.would_refuse,
+        });
       });
     });
     return out;
@@ -523,7 +522,6 @@
   function limitOf(limits, key) {
     if (!limits) return null;
     var v = limits[key];
-    if (v == null) v = limits["max_" + key];
     return typeof v === "number" ? v : null;
   }
   function renderQuotas(quotas) {
@@ -544,7 +542,7 @@
         if (limit == null) return;
         var u = used[k.used] || 0;
         var share = limit > 0 ? u / limit : 1;
-        var rem = q.remaining ? (q.remaining[k.key] != null ? q.remaining[k.key] : q.remaining[k.used]) : null;
+        var rem = q.remaining ? q.remaining[k.key] : null;
         rows.push(el("div", { class: "meter quota" }, [
           el("span", { class: "what", text: k.label }),
           el("div", { class: "track" }, [el("div", { class: "fill " + level(share, null), style: "width:" + Math.min(100, share * 100).toFixed(1) + "%" })]),

@@ -217,23 +217,21 @@ class FakeSluice:
                 },
             },
         }
-        doc["quotas"] = {} if not self.records else {
-            "daily-per-person": {
-                "mode": "enforce", "window": "day",
-                "subjects": {
-                    "bob": {"used": {"usd": 14.2871, "tokens": 3120400, "requests": 212, "in_flight": 1},
-                            "limits": {"usd": 20.0, "requests": 2000},
-                            "remaining": {"usd": 5.7129, "requests": 1788},
-                            "resets_at": (now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)).isoformat(),
-                            "refused": 0, "would_refuse": 0},
-                    "ci-bot": {"used": {"usd": 19.9512, "tokens": 4870000, "requests": 1510, "in_flight": 0},
-                               "limits": {"usd": 20.0, "requests": 2000},
-                               "remaining": {"usd": 0.0488, "requests": 490},
-                               "resets_at": (now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)).isoformat(),
-                               "refused": 3, "would_refuse": 0},
-                },
-            },
-        }
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        # The shape of sluice's /stats: each quota with its limits, and what each subject used.
+        doc["quotas"] = [] if not self.records else [{
+            "name": "daily-per-person", "mode": "enforce", "window": "day", "timezone": "UTC",
+            "limits": {"usd": 20.0, "tokens": None, "requests": 2000, "concurrent": None},
+            "refused": 3, "would_refuse": 0, "folded": 0, "subjects_total": 2,
+            "subjects": [
+                {"subject": "bob", "used": {"usd": 14.2871, "tokens": 3120400, "requests": 212, "in_flight": 1},
+                 "remaining": {"usd": 5.7129, "tokens": None, "requests": 1788, "concurrent": None},
+                 "resets_at": midnight.isoformat(), "refused": 0, "would_refuse": 0},
+                {"subject": "ci-bot", "used": {"usd": 19.9512, "tokens": 4870000, "requests": 1510, "in_flight": 0},
+                 "remaining": {"usd": 0.0488, "tokens": None, "requests": 490, "concurrent": None},
+                 "resets_at": midnight.isoformat(), "refused": 3, "would_refuse": 0},
+            ],
+        }]
         return doc
 
 

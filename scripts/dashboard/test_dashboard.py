@@ -198,6 +198,19 @@ def main():
                 check("31%" in subs and "68%" in subs, "the 7-day windows of both subscriptions")
                 stats = json.load(urllib.request.urlopen(urllib.request.Request(
                     base + "/stats", headers={"Authorization": "Bearer " + token})))
+                # The quota is "team-daily", caller "*", per UTC day: each caller's spend since
+                # midnight, summed here from the known rows.
+                midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+                spent = {}
+                for r in rows:
+                    if r["caller"] and r["finished_ms"] >= midnight.timestamp() * 1000:
+                        spent[r["caller"]] = spent.get(r["caller"], 0.0) + r["cost_usd"]
+                blocks = page.locator("#quotas .cred").all_inner_texts()
+                for caller, usd_spent in sorted(spent.items()):
+                    block = next((b for b in blocks if ("team-daily · " + caller) in b), "")
+                    check(usd(usd_spent) + " of $250.0000" in block,
+                          "quota meter of %s shows today's %s: %r" % (caller, usd(usd_spent), block))
+                check(len(spent) > 0, "the known rows have spend today to check the quota against")
                 if "alice" in json.dumps(stats.get("by_caller")):
                     callers = page.inner_text("#top-callers")
                     check(all(c in callers for c in ("alice", "bob", "carol", "ci-bot")), "the busiest callers are listed: %r" % callers)
@@ -207,7 +220,9 @@ def main():
                 check("Limit reached, resets at" in subs, "a refused credential says when its limit resets")
                 check("42%" in subs and "resets in 2 h" in subs, "utilisation and countdown of the 5-hour window")
                 check("18%" in subs and "27%" in subs and "resets in 3 h" in subs, "a credential with only the raw unified headers is read too")
-                check("ci-bot" in page.inner_text("#quotas"), "quotas panel lists its subjects")
+                quotas = page.inner_text("#quotas")
+                check("daily-per-person · ci-bot" in quotas and "$19.9512 of $20.0000" in quotas,
+                      "quotas panel shows each subject's use against the limit: %r" % quotas)
 
             n = page.evaluate("window.__sluice.refreshes")
             page.click("[data-stack=caller]")

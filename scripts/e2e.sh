@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end: real clients through sluice. Installs the official Python SDK, the TypeScript SDK
 # and Claude Code (into scripts/e2e/.deps and scripts/e2e/node_modules, both git-ignored), starts
-# a mock Anthropic upstream (scripts/e2e/mock_anthropic.py) and two sluice instances in front of
-# it — "open" (a server key, no access keys) and "team" (the same server key plus access key
-# "alice") — then runs scripts/e2e/checks.py, which prints PASS/FAIL per check and ends with
+# a mock Anthropic upstream (scripts/e2e/mock_anthropic.py) and three sluice instances in front of
+# it — "open" (a server key, no access keys), "team" (the same server key plus access key
+# "alice") and "tls" (like "open", serving HTTPS with a certificate from a CA made for the run),
+# then runs scripts/e2e/checks.py, which prints PASS/FAIL per check and ends with
 # "N passed, M failed". Everything listens on 127.0.0.1 only; no request leaves the machine.
 #
 # Idempotent: re-running reuses the installed clients and starts from a clean scratch folder.
@@ -105,8 +106,8 @@ echo "mock upstream: $mock"
 server_key=sk-ant-api03-test-e2e-server-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 alice_key=sluice-e2e-alice-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 
-start_sluice() { # NAME EXTRA_TOML: starts sluice, sets $addr
-  local name=$1 extra=$2
+start_sluice() { # NAME EXTRA_TOML [https]: starts sluice, sets $addr
+  local name=$1 extra=$2 scheme=${3:-http}
   cat >"$work/$name.toml" <<TOML
 listen = "127.0.0.1:0"
 shutdown_grace_s = 5
@@ -128,8 +129,10 @@ TOML
     cat "$work/sluice-$name.log" >&2
     die "sluice ($name) did not start"
   fi
-  addr=http://$(grep -o 'listening addr=127.0.0.1:[0-9]*' "$work/sluice-$name.log" | head -1 | cut -d= -f2)
-  [ "$(python3 -c 'import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$addr/healthz")" = ok ] \
+  addr=$scheme://$(grep -o 'listening addr=127.0.0.1:[0-9]*' "$work/sluice-$name.log" | head -1 | cut -d= -f2)
+  [ "$(python3 -c 'import ssl,sys,urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[2]) if sys.argv[2] else None
+print(urllib.request.urlopen(sys.argv[1], timeout=5, context=ctx).read().decode())' "$addr/healthz" "${tls_ca:-}")" = ok ] \
     || die "sluice ($name) /healthz did not answer ok"
   echo "sluice ($name): $addr"
 }
@@ -142,12 +145,26 @@ name = "alice"
 key_env = "E2E_ACCESS_ALICE"'
 team=$addr
 
+# "tls": the open sluice again, serving HTTPS with a certificate from a CA made for this run.
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=sluice e2e test CA" \
+  -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+  -keyout "$work/tls.key" -out "$work/tls.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$work/tls.ext"
+openssl x509 -req -days 2 -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
+  -CAcreateserial -extfile "$work/tls.ext" -out "$work/tls.crt" 2>/dev/null
+tls_ca=$work/ca.crt
+start_sluice tls "[tls]
+cert_file = \"$work/tls.crt\"
+key_file = \"$work/tls.key\"" https
+tls=$addr
+
 log "checks"
 status=0
-E2E_MOCK=$mock E2E_SLUICE_OPEN=$open E2E_SLUICE_TEAM=$team \
+E2E_MOCK=$mock E2E_SLUICE_OPEN=$open E2E_SLUICE_TEAM=$team E2E_SLUICE_TLS=$tls E2E_TLS_CA=$tls_ca \
   E2E_SERVER_KEY=$server_key E2E_ACCESS_ALICE=$alice_key \
   E2E_PYTHON=$deps/venv/bin/python E2E_NODE=$(command -v node) E2E_CLAUDE=$claude_bin \
-  E2E_DIR=$e2e E2E_WORK=$work E2E_LOGS=$work/sluice-open.log:$work/sluice-team.log \
+  E2E_DIR=$e2e E2E_WORK=$work E2E_LOGS=$work/sluice-open.log:$work/sluice-team.log:$work/sluice-tls.log \
   timeout 600 python3 "$e2e/checks.py" || status=$?
 if [ "$status" -ne 0 ]; then
   echo "logs: $work (mock-requests.jsonl, sluice-open.log, sluice-team.log)" >&2

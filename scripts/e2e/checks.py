@@ -20,6 +20,7 @@ import base64
 import hashlib
 import json
 import os
+import ssl
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,8 @@ E = os.environ
 MOCK = E["E2E_MOCK"]
 OPEN = E["E2E_SLUICE_OPEN"]
 TEAM = E["E2E_SLUICE_TEAM"]
+TLS = E["E2E_SLUICE_TLS"]  # the open sluice's settings, serving HTTPS
+TLS_CA = E["E2E_TLS_CA"]   # the CA that signed its certificate
 SERVER_KEY = E["E2E_SERVER_KEY"]
 ALICE = E["E2E_ACCESS_ALICE"]
 WORK = E["E2E_WORK"]
@@ -60,7 +63,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authorization", "proxy-connecti
 
 passed = failed = 0
 # Every mock request that came through each sluice, in order: the basis of the /stats expectations.
-VIA = {OPEN: [], TEAM: []}
+VIA = {OPEN: [], TEAM: [], TLS: []}
 DATE_ADDED = []  # transparency comparisons where sluice's client added a `date` header
 
 
@@ -80,7 +83,8 @@ def check(name, ok, detail=""):
 # --- talking to the mock and to sluice ---------------------------------------------------------
 
 def get_json(url, timeout=10):
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
+    context = ssl.create_default_context(cafile=TLS_CA) if url.startswith("https:") else None
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
         return json.loads(resp.read())
 
 
@@ -522,6 +526,44 @@ def transparency():
               " (README: known transport detail); allowed" % len(DATE_ADDED))
 
 
+def tls_checks():
+    """Clients against sluice's own HTTPS listener, trusting the team's CA the way their users
+    do: SSL_CERT_FILE for the Python SDK, NODE_EXTRA_CA_CERTS for Claude Code."""
+    key = KEYS["python"]
+    base = TLS + "/anthropic"
+    trusted = {"ANTHROPIC_API_KEY": key, "SSL_CERT_FILE": TLS_CA}
+    plain = sdk("python", "plain", base, trusted, TLS)
+    stream = sdk("python", "stream", base, trusted, TLS)
+    check("Python SDK over HTTPS (SSL_CERT_FILE): plain call returns the answer text and usage",
+          (plain.out or {}).get("text") == TEXT and (plain.out or {}).get("usage") == USAGE_PLAIN,
+          plain.out or plain.why())
+    check("Python SDK over HTTPS: streamed call delivers the text and the final usage",
+          (stream.out or {}).get("text") == TEXT and (stream.out or {}).get("usage") == USAGE_STREAM,
+          stream.out or stream.why())
+    sent = [header(q, "authorization") for q in plain.reqs + stream.reqs]
+    check("Python SDK over HTTPS: the mock got the client's own credential on both requests",
+          sent == ["Bearer " + key] * 2, sent)
+    untrusted = sdk("python", "plain", base, {"ANTHROPIC_API_KEY": key}, TLS)
+    refused = untrusted.proc is not None and untrusted.proc.returncode != 0 \
+        and "APIConnectionError" in untrusted.proc.stderr and not untrusted.reqs
+    check("Python SDK over HTTPS without the team's CA: refuses the certificate, nothing sent",
+          refused, untrusted.why())
+
+    sid = session_id()
+    r = claude(base, {"ANTHROPIC_AUTH_TOKEN": CC_OAUTH, "NODE_EXTRA_CA_CERTS": TLS_CA}, sid, TLS)
+    check("Claude Code over HTTPS (NODE_EXTRA_CA_CERTS): `claude -p` prints the mock's answer",
+          (r.out or {}).get("result") == TEXT and not (r.out or {}).get("is_error"), r.why())
+
+    want = len(VIA[TLS])
+    s = stats_until(TLS, lambda s: s["totals"]["requests"] == want)
+    check("sluice (tls): /stats counted all %d requests the mock received through it" % want,
+          want > 0 and s["totals"]["requests"] == want, s["totals"])
+    got = {f: s["totals"][f] for f in TOKEN_FIELDS}
+    summed = counters(VIA[TLS])
+    check("sluice (tls): /stats tokens equal the sum of what the mock answered",
+          all(got[f] == summed[f] for f in TOKEN_FIELDS), (got, summed))
+
+
 def global_checks():
     # The open sluice refuses nothing, so it must have counted exactly what the mock received.
     want = len(VIA[OPEN])
@@ -552,6 +594,7 @@ def main():
         ("Python SDK through sluice", lambda: sdk_checks("python")),
         ("TypeScript SDK through sluice", lambda: sdk_checks("typescript")),
         ("Claude Code through sluice", claude_code_checks),
+        ("Python SDK over HTTPS (sluice's TLS listener)", tls_checks),
         ("Transparency: the same call direct to the mock and through sluice", transparency),
         ("Totals and logs", global_checks),
     ]

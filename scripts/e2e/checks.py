@@ -528,7 +528,8 @@ def transparency():
 
 def tls_checks():
     """Clients against sluice's own HTTPS listener, trusting the team's CA the way their users
-    do: SSL_CERT_FILE for the Python SDK, NODE_EXTRA_CA_CERTS for Claude Code."""
+    do: SSL_CERT_FILE for the Python SDK, NODE_EXTRA_CA_CERTS for the TypeScript SDK and
+    Claude Code."""
     key = KEYS["python"]
     base = TLS + "/anthropic"
     trusted = {"ANTHROPIC_API_KEY": key, "SSL_CERT_FILE": TLS_CA}
@@ -548,6 +549,12 @@ def tls_checks():
         and "APIConnectionError" in untrusted.proc.stderr and not untrusted.reqs
     check("Python SDK over HTTPS without the team's CA: refuses the certificate, nothing sent",
           refused, untrusted.why())
+
+    ts_key = KEYS["typescript"]
+    ts = sdk("typescript", "stream", base, {"ANTHROPIC_API_KEY": ts_key, "NODE_EXTRA_CA_CERTS": TLS_CA}, TLS)
+    check("TypeScript SDK over HTTPS (NODE_EXTRA_CA_CERTS): streamed call delivers the text and usage",
+          (ts.out or {}).get("text") == TEXT and (ts.out or {}).get("usage") == USAGE_STREAM,
+          ts.out or ts.why())
 
     sid = session_id()
     r = claude(base, {"ANTHROPIC_AUTH_TOKEN": CC_OAUTH, "NODE_EXTRA_CA_CERTS": TLS_CA}, sid, TLS)
@@ -594,7 +601,7 @@ def main():
         ("Python SDK through sluice", lambda: sdk_checks("python")),
         ("TypeScript SDK through sluice", lambda: sdk_checks("typescript")),
         ("Claude Code through sluice", claude_code_checks),
-        ("Python SDK over HTTPS (sluice's TLS listener)", tls_checks),
+        ("The SDKs and Claude Code over HTTPS (sluice's TLS listener)", tls_checks),
         ("Transparency: the same call direct to the mock and through sluice", transparency),
         ("Totals and logs", global_checks),
     ]

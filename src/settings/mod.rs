@@ -692,6 +692,23 @@ mod tests {
         assert_eq!(settings.pricing, default_pricing());
     }
 
+    /// The container image's settings differ from the built-in defaults in where it listens
+    /// and where callers' key files are, nothing else: prices, the store and every other
+    /// setting are the built-in ones, so they cannot go stale in the image.
+    #[test]
+    fn container_settings_are_the_built_in_defaults_but_listen_and_keys_dir() {
+        let container = load(include_str!("../../packaging/container.toml"), &[]).unwrap();
+        let mut expected = load(DEFAULT_SETTINGS_TOML, &[]).unwrap();
+        assert_eq!(container.listen, "0.0.0.0:4080".parse().unwrap());
+        assert_eq!(
+            container.access.keys_dir,
+            Some(PathBuf::from("/etc/sluice/keys"))
+        );
+        expected.listen = container.listen;
+        expected.access.keys_dir = container.access.keys_dir.clone();
+        assert_eq!(format!("{container:#?}"), format!("{expected:#?}"));
+    }
+
     #[test]
     fn omitted_sections_take_defaults_and_pricing_defaults_to_built_in() {
         let settings = load(ONE_ROUTE, &[]).unwrap();

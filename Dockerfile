@@ -5,13 +5,16 @@
 #     -v ./keys:/etc/sluice/keys:ro sluice
 # Mount your own settings over /etc/sluice/sluice.toml, and secrets as files (server_key_file,
 # [access] keys_dir, [admin] token_file) rather than environment variables where you can.
-ARG RUST_VERSION=1
-FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
+# The base images can be swapped for local copies (scripts/container-smoke.sh does, on a machine
+# without registry access): --build-arg BUILD_IMAGE=… --build-arg RUNTIME_IMAGE=…
+ARG BUILD_IMAGE=docker.io/library/rust:1-bookworm
+ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
+FROM ${BUILD_IMAGE} AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin sluice
 
-FROM docker.io/library/debian:bookworm-slim
+FROM ${RUNTIME_IMAGE}
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/sluice --no-create-home sluice \
     && mkdir -p /var/lib/sluice /etc/sluice/keys \
     && chown sluice:sluice /var/lib/sluice && chmod 0700 /var/lib/sluice

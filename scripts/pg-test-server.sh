@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL for the store's tests: its own data directory and unix socket in a temp
-# directory, no TCP, trust authentication, nothing system-wide touched.
+# directory, trust authentication, nothing system-wide touched. It also listens on 127.0.0.1 (same
+# port) with TLS on, its certificate (for DNS name `localhost` only) issued by a test CA made
+# here: `$dir/tls/ca.crt`, where `$dir` is the URL's `host=`.
 #
 #   scripts/pg-test-server.sh start          # prints the URL, e.g. for
 #   export SLUICE_TEST_PG_URL="$(scripts/pg-test-server.sh start)"
@@ -39,6 +41,24 @@ dir_of() {
     echo "$host"
 }
 
+# A test CA and a server certificate it signed, for `localhost`; the key readable by the server only.
+make_certs() {
+    local tls="$1"
+    mkdir -p "$tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+        -subj "/CN=sluice test CA" -keyout "$tls/ca.key" -out "$tls/ca.crt" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr"
+    printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' \
+        >"$tls/server.ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+        -days 7 -extfile "$tls/server.ext" -out "$tls/server.crt"
+    chmod 600 "$tls/server.key"
+    chmod 755 "$tls"
+    if [ "$(id -u)" = 0 ]; then chown -R postgres "$tls"; fi
+}
+
 case "${1:-start}" in
 start)
     dir="$(mktemp -d /tmp/sluice-pg-XXXXXX)"
@@ -47,8 +67,12 @@ start)
     port=$(( 20000 + RANDOM % 20000 ))
     as_owner "$BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
+    make_certs "$dir/tls" >"$dir/openssl.log" 2>&1 || { cat "$dir/openssl.log" >&2; exit 1; }
     cat >>"$dir/data/postgresql.conf" <<EOF
-listen_addresses = ''
+listen_addresses = '127.0.0.1'
+ssl = on
+ssl_cert_file = '$dir/tls/server.crt'
+ssl_key_file = '$dir/tls/server.key'
 unix_socket_directories = '$dir'
 port = $port
 fsync = off

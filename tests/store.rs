@@ -1336,6 +1336,131 @@ fn a_postgres_restart_mid_run_loses_nothing_committed() {
     store.close().unwrap();
 }
 
+/// The TLS side of a server `pg-test-server.sh` started: its port (the socket's) and the
+/// directory holding `tls/ca.crt`, both read from the URL it printed.
+fn pg_tls_side(url: &str) -> (String, std::path::PathBuf) {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {url}"))
+            .to_string()
+    };
+    (param("port"), std::path::PathBuf::from(param("host")))
+}
+
+/// Whether the connection named `application_name` is encrypted, as the server sees it.
+fn pg_connection_encrypted(socket_url: &str, application_name: &str) -> bool {
+    let mut admin = postgres::Client::connect(socket_url, postgres::NoTls).unwrap();
+    let rows = admin
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = $1",
+            &[&application_name],
+        )
+        .unwrap();
+    assert!(!rows.is_empty(), "no connection named {application_name}");
+    rows.iter().all(|r| r.get::<_, bool>(0))
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set SLUICE_TEST_PG_URL (scripts/pg-test-server.sh)"]
+fn postgres_over_tls_honours_sslmode_and_the_trusted_ca() {
+    std::env::var("SLUICE_TEST_PG_URL").expect(PG_IGNORED);
+    // A server of its own: TLS is switched off on it at the end.
+    let server = PgServer::start();
+    let (port, dir) = pg_tls_side(&server.url);
+    let ca = dir.join("tls/ca.crt");
+    let scratch = tempfile::tempdir().unwrap();
+    let wrong_ca = scratch.path().join("other-ca.crt");
+    let other = {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap()
+    };
+    std::fs::write(&wrong_ca, other.pem()).unwrap();
+    let mut case = 0;
+    let mut url = |host: &str, tls: &str| {
+        case += 1;
+        let name = format!("tls_case_{case}");
+        let url = format!(
+            "postgresql://postgres:hunter2@{host}:{port}/postgres?application_name={name}{tls}"
+        );
+        (url, name)
+    };
+    let connects = |(url, name): (String, String)| -> bool {
+        let store = store::open(pg_options(&url)).unwrap_or_else(|e| panic!("{url}: {e}"));
+        let encrypted = pg_connection_encrypted(&server.url, &name);
+        store.close().unwrap();
+        encrypted
+    };
+    let refused = |(url, _): (String, String)| -> String {
+        let err = store::open(pg_options(&url))
+            .err()
+            .unwrap_or_else(|| panic!("{url} was accepted"))
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        err
+    };
+    let ca_arg = |path: &Path| format!("&sslrootcert={}", path.display());
+
+    // The certificate names `localhost`: verify-full accepts it there with the test CA.
+    assert!(connects(url(
+        "localhost",
+        &format!("&sslmode=verify-full{}", ca_arg(&ca))
+    )));
+    // At 127.0.0.1 the name does not match: verify-full refuses, verify-ca accepts.
+    let err = refused(url(
+        "127.0.0.1",
+        &format!("&sslmode=verify-full{}", ca_arg(&ca)),
+    ));
+    assert!(err.contains("certificate"), "{err}");
+    assert!(connects(url(
+        "127.0.0.1",
+        &format!("&sslmode=verify-ca{}", ca_arg(&ca))
+    )));
+    // Another CA: refused, by require too once a CA is named (as libpq does).
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let err = refused(url(
+            "localhost",
+            &format!("&sslmode={mode}{}", ca_arg(&wrong_ca)),
+        ));
+        assert!(err.contains("certificate"), "{mode}: {err}");
+    }
+    // The built-in roots do not know the test CA.
+    let err = refused(url("localhost", "&sslmode=verify-full"));
+    assert!(err.contains("certificate"), "{err}");
+    // require and prefer (the default) encrypt without checking; disable does not encrypt.
+    assert!(connects(url("127.0.0.1", "&sslmode=require")));
+    assert!(connects(url("127.0.0.1", "")));
+    assert!(!connects(url("127.0.0.1", "&sslmode=disable")));
+
+    // A server without TLS: prefer goes on in the clear, require and verify-* refuse.
+    let mut admin = postgres::Client::connect(&server.url, postgres::NoTls).unwrap();
+    admin.batch_execute("ALTER SYSTEM SET ssl = off").unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let err = loop {
+        match store::open(pg_options(&url("127.0.0.1", "&sslmode=require").0)) {
+            Err(err) => break err.to_string(),
+            Ok(store) => {
+                store.close().unwrap();
+                assert!(Instant::now() < deadline, "TLS stayed on");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    assert!(err.contains("does not support TLS"), "{err}");
+    assert!(!connects(url("127.0.0.1", "&sslmode=prefer")));
+    let err = refused(url(
+        "localhost",
+        &format!("&sslmode=verify-full{}", ca_arg(&ca)),
+    ));
+    assert!(err.contains("does not support TLS"), "{err}");
+}
+
 #[test]
 fn an_unreachable_postgres_is_refused_with_the_reason_and_no_password() {
     let err = store::open(pg_options(

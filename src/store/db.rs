@@ -574,7 +574,7 @@ fn sqlite_err(err: rusqlite::Error) -> String {
     err.to_string()
 }
 
-fn pg_err(err: postgres::Error) -> String {
+pub(super) fn pg_err(err: postgres::Error) -> String {
     // `Display` of a server error is only its severity; the details say what happened.
     match err.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
@@ -603,15 +603,7 @@ impl Db {
             Target::Sqlite(path) => Db::Sqlite(open_sqlite(path).map_err(open_error)?),
             Target::Memory(name) => Db::Sqlite(open_memory(name).map_err(open_error)?),
             Target::Postgres(url) => {
-                let mut config: postgres::Config = url
-                    .parse()
-                    .map_err(|e: postgres::Error| open_error(pg_err(e)))?;
-                config.connect_timeout(Duration::from_secs(5));
-                config.keepalives_idle(Duration::from_secs(30));
-                let client = config
-                    .connect(postgres::NoTls)
-                    .map_err(|e| open_error(pg_err(e)))?;
-                Db::Postgres(Box::new(client))
+                Db::Postgres(Box::new(super::pg_tls::connect(url).map_err(open_error)?))
             }
         };
         if migrate {

@@ -11,6 +11,7 @@
 
 mod db;
 mod import;
+mod pg_tls;
 mod query;
 mod replay;
 mod wiring;

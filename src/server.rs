@@ -63,9 +63,9 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         Ok(Some(options)) => {
             let described = options.target.describe();
             let target = options.target.clone();
-            let handle = store::open(options).map_err(io::Error::other)?;
+            let handle = off_runtime(|| store::open(options)).map_err(io::Error::other)?;
             tracing::info!(store = %described, "store open");
-            import_state_file(&target, settings.stats.state_file.as_deref());
+            off_runtime(|| import_state_file(&target, settings.stats.state_file.as_deref()));
             Some(handle)
         }
         Ok(None) => None,
@@ -82,7 +82,7 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let health = HealthSink::new(pool.clone().recipient());
     let quotas = Arc::new(Ledger::new(settings.quotas.clone()));
     if let Some(handle) = &store {
-        charge_stored_spend(handle, &quotas, instance)?;
+        off_runtime(|| charge_stored_spend(handle, &quotas, instance))?;
     }
     let quota_metrics = QuotaCollector::new(quotas.clone());
     arbiter.spawn_fn(move || {
@@ -174,6 +174,15 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         watcher,
         server: actix_rt::spawn(server),
         store,
+    })
+}
+
+/// Runs `work` on a thread of its own and waits for it. The PostgreSQL client blocks on a
+/// runtime of its own, which cannot start on a thread that is driving this async one.
+fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| match scope.spawn(work).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
     })
 }
 

@@ -147,6 +147,8 @@ pub struct CredentialRules {
     pub routes: Vec<RouteCredentials>,
     /// The HTTPS listener's certificate and key, when `[tls]` is set.
     pub tls: Option<crate::tls::TlsIdentity>,
+    /// The store URL differs from the one the store opened at start (a restart applies it).
+    pub store_url_changed: bool,
 }
 
 /// The request headers to send upstream, and who the request is on behalf of.
@@ -168,6 +170,10 @@ pub struct SecretMaterial {
     pub admin_token: Option<Secret>,
     /// The listener's certificate and key, when `[tls]` is set.
     pub tls: Option<crate::tls::TlsIdentity>,
+    /// The store's PostgreSQL URL, when `[store] url_env`/`url_file` names one. The store opens
+    /// it at start only; it is read here so that a broken or exposed file is reported with the
+    /// other secrets, and a changed one is noticed.
+    pub store_url: Option<Secret>,
     /// What does not stop a start but should be fixed: secret files others can read, skipped
     /// files in the keys directory.
     pub warnings: Vec<String>,
@@ -188,7 +194,8 @@ impl SecretPaths {
             .iter()
             .map(|r| r.server_key_source())
             .chain(settings.access.keys.iter().map(|k| k.source()))
-            .chain(std::iter::once(settings.admin_token_source()));
+            .chain(std::iter::once(settings.admin_token_source()))
+            .chain(settings.store.url_source());
         let tls = settings
             .tls
             .iter()
@@ -330,12 +337,21 @@ impl SecretMaterial {
                 })
                 .ok()
         });
+        let store_url = settings.store.url_source().and_then(|source| {
+            let key = if source.file.is_some() {
+                "store.url_file"
+            } else {
+                "store.url_env"
+            };
+            read_one(&source, key.into(), from, &mut errors, &mut warnings)
+        });
         SettingsError::all_or(errors)?;
         Ok(Self {
             server_keys,
             access_keys,
             admin_token,
             tls,
+            store_url,
             warnings,
         })
     }
@@ -463,6 +479,9 @@ impl SecretMaterial {
         if before.tls != self.tls {
             changes.push("TLS certificate replaced (new connections use it)".into());
         }
+        if before.store_url != self.store_url {
+            changes.push(format!("store URL changed ({STORE_URL_RESTART})"));
+        }
         changes
     }
 }
@@ -485,6 +504,7 @@ impl CredentialRules {
                 })
                 .collect(),
             tls: material.tls.clone(),
+            store_url_changed: false,
         }
     }
 
@@ -615,11 +635,17 @@ struct Copied<'h> {
     client_credentials: Vec<(&'h HeaderName, &'h HeaderValue)>,
 }
 
+/// What a changed store URL does to a running sluice.
+pub const STORE_URL_RESTART: &str =
+    "the store stays on the database it opened at start; restart sluice to use the new URL";
+
 /// Owns the secret material: reads it for every settings generation, notices what changed,
 /// and publishes the rules built from it.
 pub struct CredentialResolver {
     env: EnvSource,
     material: Option<SecretMaterial>,
+    /// The store URL of the first generation: the one the store opened.
+    started_with_store_url: Option<Option<Secret>>,
 }
 
 impl CredentialResolver {
@@ -627,6 +653,7 @@ impl CredentialResolver {
         Self {
             env,
             material: None,
+            started_with_store_url: None,
         }
     }
 }
@@ -660,7 +687,12 @@ impl Handler<ApplyCredentials> for CredentialResolver {
                 tracing::info!("credentials: {change}");
             }
         }
-        let rules = Arc::new(CredentialRules::new(settings, &material));
+        let started_with = self
+            .started_with_store_url
+            .get_or_insert_with(|| material.store_url.clone());
+        let mut rules = CredentialRules::new(settings, &material);
+        rules.store_url_changed = *started_with != material.store_url;
+        let rules = Arc::new(rules);
         self.material = Some(material);
         Ok(rules)
     }

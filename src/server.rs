@@ -59,7 +59,12 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     // runs the other actors, nor with the HTTP workers.
     let prices = PriceTable::new(settings.pricing.clone());
     // A store that cannot be opened stops the start: never run without the rows it would lose.
-    let store = match store::options_from_settings(&settings.store, |k| std::env::var(k).ok()) {
+    let secrets_dir = crate::secrets::base_dir(settings.source.as_deref(), &EnvSource::Process);
+    let store = match store::options_from_settings(
+        &settings.store,
+        |k| std::env::var(k).ok(),
+        &secrets_dir,
+    ) {
         Ok(Some(options)) => {
             let described = options.target.describe();
             let target = options.target.clone();

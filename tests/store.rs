@@ -16,7 +16,10 @@ use serde_json::Value;
 use sluice::quotas::{Ledger, QuotaFile};
 use sluice::store::{self, StoreError, StoreHandle, StoreOptions, StoreRow, Target, UsageQuery};
 
-const PG_IGNORED: &str = "needs PostgreSQL: set SLUICE_TEST_PG_URL (scripts/pg-test-server.sh)";
+#[path = "support/pg.rs"]
+mod pg;
+
+use pg::{pg_database, PG_IGNORED};
 
 /// A small deterministic generator, so that failures reproduce.
 struct Rng(u64);
@@ -1190,28 +1193,6 @@ fn fleet_shares_spend(a: &StoreHandle, b: &StoreHandle) {
 
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
-
-/// A fresh database on the test server, or `None` (with a note) when there is none.
-fn pg_database() -> String {
-    let base = std::env::var("SLUICE_TEST_PG_URL").expect(PG_IGNORED);
-    let name = format!(
-        "sluice_test_{}_{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            % 1_000_000_000
-    );
-    let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    // The URL's path names the database (the host may be empty: a unix socket in `?host=`).
-    let (head, query) = base.split_once('?').unwrap_or((&base, ""));
-    let (server, _) = head.rsplit_once('/').expect("a URL with a database path");
-    format!("{server}/{name}?{query}")
-}
 
 const PG_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-test-server.sh");
 

@@ -162,6 +162,24 @@ pub struct StoreSettings {
     pub retention_days: u32,
 }
 
+impl StoreSettings {
+    /// Where the PostgreSQL URL is read from (a secret: it may hold a password), when the store
+    /// is on PostgreSQL.
+    pub fn url_source(&self) -> Option<SecretSource> {
+        match &self.location {
+            StoreLocation::PostgresEnv(env) => Some(SecretSource {
+                env: env.clone(),
+                file: None,
+            }),
+            StoreLocation::PostgresFile(file) => Some(SecretSource {
+                env: String::new(),
+                file: Some(file.clone()),
+            }),
+            StoreLocation::Memory | StoreLocation::Sqlite(_) => None,
+        }
+    }
+}
+
 /// Validated settings (secrets are named here, never held). Built only by [`Settings::load`] / [`Settings::from_toml`].
 #[derive(Debug, Clone)]
 pub struct Settings {

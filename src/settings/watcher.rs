@@ -12,7 +12,7 @@ use actix_web::web;
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::{EnvSource, Settings, SettingsError};
-use crate::credentials::SecretPaths;
+use crate::credentials::{SecretPaths, STORE_URL_RESTART};
 use crate::metrics::stats::rfc3339;
 use crate::state::{AppState, ApplyError, ReloadStatus};
 
@@ -254,7 +254,7 @@ async fn reload(state: &AppState, path: Option<&Path>, reason: &str, settled: Op
             return;
         }
     };
-    let restart_needed = keep_startup_only(&current.settings, &mut next);
+    let mut restart_needed = keep_startup_only(&current.settings, &mut next);
     if !restart_needed.is_empty() {
         tracing::warn!(
             settings = %restart_needed.join(", "),
@@ -264,6 +264,10 @@ async fn reload(state: &AppState, path: Option<&Path>, reason: &str, settled: Op
     match state.apply(Arc::new(next)).await {
         Ok(generation) => {
             tracing::info!(reason, generation, "settings reloaded");
+            if state.snapshot().credentials.store_url_changed {
+                tracing::warn!("store URL changed: {STORE_URL_RESTART}");
+                restart_needed.push("store URL".into());
+            }
             state.set_last_reload(ReloadStatus {
                 ok: true,
                 at,
@@ -307,6 +311,11 @@ fn keep_startup_only(running: &Settings, next: &mut Settings) -> Vec<String> {
         // The listener keeps speaking what it started with; with TLS on, the running files
         // still give its certificate.
         next.tls = running.tls.clone();
+    }
+    if next.store != running.store {
+        // The store's database is opened once; its writer and readers keep it.
+        changed.push("store".into());
+        next.store = running.store.clone();
     }
     if next.shutdown_grace != running.shutdown_grace {
         changed.push(format!(
@@ -385,5 +394,14 @@ mod tests {
             vec!["tls (on → off)".to_string()]
         );
         assert_eq!(without.tls, running_tls.tls);
+
+        // The store's database is opened once: another one is named, and the running one kept.
+        let on_file = settings(&format!("{route}[store]\npath = \"a.db\"\n"));
+        let mut on_postgres = settings(&format!("{route}[store]\nurl_file = \"store-url\"\n"));
+        assert_eq!(
+            keep_startup_only(&on_file, &mut on_postgres),
+            vec!["store".to_string()]
+        );
+        assert_eq!(on_postgres.store, on_file.store);
     }
 }

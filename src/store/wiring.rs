@@ -12,10 +12,13 @@ use crate::settings::{StoreLocation, StoreSettings};
 pub const MEMORY_RETENTION_DAYS: u32 = 8;
 
 /// The store's options from settings (`path = ""`: an in-memory database). `env` looks up
-/// environment variables (`STATE_DIRECTORY`, `url_env`). The URL is a secret: it is never logged.
+/// environment variables (`STATE_DIRECTORY`, `url_env`); a relative `url_file` is read under
+/// `secrets_dir`, as every secret file is (see [`crate::secrets::base_dir`]). The URL is a
+/// secret: it is never logged.
 pub fn options_from_settings(
     settings: &StoreSettings,
     env: impl Fn(&str) -> Option<String>,
+    secrets_dir: &Path,
 ) -> Result<Option<StoreOptions>, StoreError> {
     let target = match &settings.location {
         StoreLocation::Memory => {
@@ -36,7 +39,9 @@ pub fn options_from_settings(
                     })?;
             Target::Postgres(url.trim().to_string())
         }
-        StoreLocation::PostgresFile(path) => Target::Postgres(read_url_file(path)?),
+        StoreLocation::PostgresFile(path) => {
+            Target::Postgres(read_url_file(&crate::secrets::resolve(secrets_dir, path))?)
+        }
     };
     let mut options = StoreOptions::new(target);
     options.retention_days = settings.retention_days;
@@ -48,12 +53,10 @@ fn read_url_file(path: &Path) -> Result<String, StoreError> {
         what: format!("the PostgreSQL URL in {}", path.display()),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| open_error(e.to_string()))?;
-    let url = text.trim();
-    if url.is_empty() {
-        return Err(open_error("the file is empty".into()));
+    match crate::secrets::read_secret_file(path).map_err(open_error)? {
+        Some(url) if !url.expose().trim().is_empty() => Ok(url.expose().trim().to_string()),
+        _ => Err(open_error("the file is empty".into())),
     }
-    Ok(url.to_string())
 }
 
 /// The row of one finished request. `instance` names this sluice.
@@ -154,7 +157,7 @@ mod tests {
             "STORE_URL" => Some(" postgresql://u:p@db/x \n".to_string()),
             _ => None,
         };
-        let memory = options_from_settings(&settings(StoreLocation::Memory), env)
+        let memory = options_from_settings(&settings(StoreLocation::Memory), env, Path::new("/"))
             .unwrap()
             .unwrap();
         assert!(matches!(memory.target, Target::Memory(_)));
@@ -162,6 +165,7 @@ mod tests {
         let sqlite = options_from_settings(
             &settings(StoreLocation::Sqlite(PathBuf::from("sluice.db"))),
             env,
+            Path::new("/"),
         )
         .unwrap()
         .unwrap();
@@ -173,14 +177,46 @@ mod tests {
         let pg = options_from_settings(
             &settings(StoreLocation::PostgresEnv("STORE_URL".into())),
             env,
+            Path::new("/"),
         )
         .unwrap()
         .unwrap();
         assert_eq!(pg.target, Target::Postgres("postgresql://u:p@db/x".into()));
-        let missing =
-            options_from_settings(&settings(StoreLocation::PostgresEnv("NOPE".into())), env)
-                .unwrap_err();
+        let missing = options_from_settings(
+            &settings(StoreLocation::PostgresEnv("NOPE".into())),
+            env,
+            Path::new("/"),
+        )
+        .unwrap_err();
         assert!(missing.to_string().contains("$NOPE"), "{missing}");
+    }
+
+    #[test]
+    fn the_url_file_is_read_like_every_secret_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let secrets = tempfile::tempdir().unwrap();
+        let file = secrets.path().join("store-url");
+        std::fs::write(&file, "postgresql://u:hunter2@db/x\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let from_file = settings(StoreLocation::PostgresFile(PathBuf::from("store-url")));
+        // Relative to the secrets directory, not the working directory; the newline dropped.
+        let pg = options_from_settings(&from_file, |_| None, secrets.path())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            pg.target,
+            Target::Postgres("postgresql://u:hunter2@db/x".into())
+        );
+        let elsewhere = tempfile::tempdir().unwrap();
+        let err = options_from_settings(&from_file, |_| None, elsewhere.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("store-url") && !text.contains("hunter2"),
+            "{text}"
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let err = options_from_settings(&from_file, |_| None, secrets.path()).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `sluice check` on broken and risky files: the whole list of errors and warnings, and
 //! overrides named in the errors they cause.
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::support::*;
@@ -115,6 +116,55 @@ fn a_risky_file_starts_but_is_warned_about() {
     }
     assert!(out.ends_with("0 errors, 6 warnings\n"), "{out}");
     assert!(!out.contains("bob-key-2") && !out.contains("alice-key-1"));
+}
+
+#[test]
+fn the_store_url_file_is_read_and_checked_like_every_secret_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    let url_file = credentials.join("store-url");
+    write_secret(&url_file, "postgresql://sluice:hunter2@db.internal/usage\n");
+    std::fs::set_permissions(&url_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(&path, format!("{ROUTE}[store]\nurl_file = \"store-url\"\n")).unwrap();
+    let run = |credentials_directory: Option<&Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .args(["check", "--settings"])
+            .arg(&path)
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("CREDENTIALS_DIRECTORY");
+        if let Some(dir) = credentials_directory {
+            command.env("CREDENTIALS_DIRECTORY", dir);
+        }
+        let output = command.output().unwrap();
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!out.contains("hunter2"), "{out}");
+        (output.status.code(), out)
+    };
+    // Under $CREDENTIALS_DIRECTORY: found, and its mode is warned about.
+    let (code, out) = run(Some(&credentials));
+    assert_eq!(code, Some(0), "{out}");
+    let warnings = lines(&out, "warning: ");
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(
+        warnings[0].contains("credentials/store-url is readable by group or others (mode 640)"),
+        "{out}"
+    );
+    // Without it, relative to the settings file's directory, where there is no such file.
+    let (code, out) = run(None);
+    assert_eq!(code, Some(1), "{out}");
+    let errors = lines(&out, "error: ");
+    assert_eq!(errors.len(), 1, "{out}");
+    assert!(
+        errors[0].contains("store.url_file") && errors[0].contains("store-url"),
+        "{out}"
+    );
 }
 
 #[test]

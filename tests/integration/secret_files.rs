@@ -160,3 +160,51 @@ async fn an_unreadable_key_file_keeps_the_current_keys() {
         sluice.logs()
     );
 }
+
+#[actix_rt::test]
+#[ignore = "needs PostgreSQL: set SLUICE_TEST_PG_URL (scripts/pg-test-server.sh)"]
+async fn postgres_store_url_file_is_a_secret_file_and_a_change_waits_for_a_restart() {
+    // The test server trusts every local connection: the password only has to stay unseen.
+    // (The blocking PostgreSQL client runs a runtime of its own: not inside this test's.)
+    let url = std::thread::spawn(crate::support::pg::pg_database)
+        .join()
+        .unwrap()
+        .replacen("postgres@", "postgres:hunter2@", 1);
+    let credentials = tempfile::tempdir().unwrap();
+    let url_file = credentials.path().join("store-url");
+    write_secret(&url_file, &format!("{url}\n"));
+    let mock = MockUpstream::start();
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .toml("[store]\nurl_file = \"store-url\"")
+        .env(
+            "CREDENTIALS_DIRECTORY",
+            credentials.path().to_str().unwrap(),
+        )
+        .start();
+    sluice.wait_for_log("store open", Duration::from_secs(5));
+    assert!(
+        sluice.logs().contains("postgresql database"),
+        "{}",
+        sluice.logs()
+    );
+    assert_eq!(status_with(&sluice, "").await, 200);
+    let body = stats_after(&sluice, 1, None).await;
+    assert_eq!(body["totals"]["requests"], 1, "{body}");
+
+    // Another URL in the file: noticed, said to need a restart, and the store stays where it is.
+    replace(&url_file, &format!("{url}&application_name=elsewhere\n"));
+    sluice.wait_for_log("store URL changed", Duration::from_secs(3));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let reload = loop {
+        let reload = stats(&sluice, "", None).await["settings"]["last_reload"].clone();
+        if reload["restart_needed"].is_array() || Instant::now() > deadline {
+            break reload;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(reload["restart_needed"][0], "store URL", "{reload}");
+    assert_eq!(status_with(&sluice, "").await, 200);
+    assert_eq!(stats_after(&sluice, 2, None).await["totals"]["requests"], 2);
+    assert!(!sluice.logs().contains("hunter2"), "{}", sluice.logs());
+}

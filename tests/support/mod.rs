@@ -592,3 +592,4 @@ pub fn fingerprint(secret: &str) -> String {
 }
 
 pub mod known_rows;
+pub mod pg;

@@ -22,7 +22,7 @@ use crate::reserved;
 use crate::settings::watcher::{Reload, SettingsWatcher};
 use crate::settings::{EnvSource, Settings};
 use crate::state::{build_snapshot, AppState, Tuning};
-use crate::store::{self, StoreHandle, StoreSink};
+use crate::store::{self, RateLimitLog, StoreHandle, StoreSink};
 use crate::upstream::{HealthSink, UpstreamPool, WorkerClients};
 
 /// A running sluice: where it listens and how to stop it.
@@ -34,6 +34,7 @@ pub struct Running {
     /// The running server (spawned at start, so it serves even if nobody waits on it).
     server: tokio::task::JoinHandle<io::Result<()>>,
     store: Option<StoreHandle>,
+    rate_limits: Option<RateLimitLog>,
 }
 
 impl Running {
@@ -44,7 +45,7 @@ impl Running {
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)));
         self.state.flush_for_exit().await;
-        let closed = close_store(self.store);
+        let closed = close_store(self.store, self.rate_limits.as_ref());
         tracing::info!("stopped");
         result.and(closed)
     }
@@ -76,10 +77,24 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         Ok(None) => None,
         Err(err) => return Err(io::Error::other(err)),
     };
+    // The latest rate-limit state per credential lives in the store too: a restart starts with
+    // what was last seen.
+    let (rate_limits, seen_rate_limits) = match &store {
+        Some(handle) => {
+            let target = handle.target().clone();
+            let log = off_runtime(|| RateLimitLog::start(&target)).map_err(io::Error::other)?;
+            let seen = off_runtime(|| store::load_rate_limits(&target)).unwrap_or_else(|err| {
+                tracing::warn!("rate-limit states not restored: {err}");
+                Vec::new()
+            });
+            (Some(log), seen)
+        }
+        None => (None, Vec::new()),
+    };
     let instance = store::instance_name(&settings.listen);
-    let store_sink = store
-        .clone()
-        .map(|handle| StoreSink::new(handle, instance.clone()));
+    let store_sink = store.clone().map(|handle| {
+        StoreSink::new(handle, instance.clone()).with_rate_limits(rate_limits.clone())
+    });
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let arbiter = Arbiter::new();
     let queue = RecordQueue::new(tuning.record_queue_capacity.unwrap_or(QUEUE_CAPACITY));
@@ -96,7 +111,8 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
             sinks.push(Box::new(sink));
         }
         let aggregator = MetricsAggregator::new(prices, aggregator_queue, sinks)
-            .with_collector(Box::new(quota_metrics));
+            .with_collector(Box::new(quota_metrics))
+            .with_rate_limits(seen_rate_limits);
         #[cfg(feature = "test-hooks")]
         let aggregator = aggregator.with_delay_per_record(tuning.aggregator_delay_per_record);
         let _ = addr_tx.send(aggregator.start());
@@ -165,7 +181,7 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         server.handle(),
         state.clone(),
         watcher.clone(),
-        store.clone(),
+        (store.clone(), rate_limits.clone()),
     )?;
     for addr in &addrs {
         tracing::info!(%addr, "listening");
@@ -179,6 +195,7 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         watcher,
         server: actix_rt::spawn(server),
         store,
+        rate_limits,
     })
 }
 
@@ -237,7 +254,10 @@ fn import_state_file(target: &store::Target, state_file: Option<&std::path::Path
 }
 
 /// Writes what the store still holds. A final write that failed fails the exit status.
-fn close_store(store: Option<StoreHandle>) -> io::Result<()> {
+fn close_store(store: Option<StoreHandle>, rate_limits: Option<&RateLimitLog>) -> io::Result<()> {
+    if let Some(log) = rate_limits {
+        log.close();
+    }
     match store.map(|s| s.close()) {
         Some(Err(err)) => {
             tracing::error!("{err}");
@@ -260,7 +280,7 @@ fn install_signal_handlers(
     handle: ServerHandle,
     state: web::Data<AppState>,
     watcher: Addr<SettingsWatcher>,
-    store: Option<StoreHandle>,
+    (store, rate_limits): (Option<StoreHandle>, Option<RateLimitLog>),
 ) -> io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -283,7 +303,7 @@ fn install_signal_handlers(
                 tracing::warn!("second stop signal: stopping now");
                 state.shutdown.cancel();
                 state.flush_for_exit().await;
-                let closed = close_store(store.clone());
+                let closed = close_store(store.clone(), rate_limits.as_ref());
                 tracing::info!("stopped");
                 std::process::exit(if closed.is_ok() { 0 } else { 1 });
             }

@@ -639,7 +639,7 @@ fn a_store_from_before_the_recency_rollup_gets_it_from_its_rows() {
     drop(store);
     // As the first schema version left it.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("DROP TABLE recent_15m; DELETE FROM store_schema WHERE version > 1;")
+    conn.execute_batch("DROP TABLE recent_15m; DROP TABLE rate_limits; DELETE FROM store_schema WHERE version > 1;")
         .unwrap();
     drop(conn);
     let store = store::open(sqlite_options(dir.path())).unwrap();
@@ -1189,6 +1189,60 @@ fn fleet_shares_spend(a: &StoreHandle, b: &StoreHandle) {
     assert_eq!(used_by(&ledger_b, "alice").0, 5);
     b.close().unwrap();
     poller.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rate-limit states kept across restarts
+
+/// Two sluices' logs on one store: the newest state per credential is kept (an older one
+/// arriving late never replaces it), at most the newest `MAX_RATE_LIMITS` credentials, and the
+/// next start reads them back oldest first.
+fn rate_limit_states_are_kept_bounded(options: StoreOptions) {
+    let store = store::open(options.clone()).unwrap();
+    let a = store::RateLimitLog::start(&options.target).unwrap();
+    let b = store::RateLimitLog::start(&options.target).unwrap();
+    let extra = 25;
+    let n = store::MAX_RATE_LIMITS + extra;
+    for i in 0..n {
+        a.set(
+            &format!("client_oauth:{i:012}"),
+            1_000 + i as i64,
+            format!("{{\"v\":{i}}}"),
+        );
+    }
+    a.close();
+    // A later state for one credential, then an older one from the other sluice.
+    let last = format!("client_oauth:{:012}", n - 1);
+    b.set(&last, 5_000_000, "{\"v\":\"newest\"}".into());
+    b.close();
+    let c = store::RateLimitLog::start(&options.target).unwrap();
+    c.set(&last, 2, "{\"v\":\"stale\"}".into());
+    c.close();
+    let loaded = store::load_rate_limits(&options.target).unwrap();
+    assert_eq!(loaded.len(), store::MAX_RATE_LIMITS);
+    // The oldest `extra` credentials were let go; the rest come oldest first.
+    assert_eq!(loaded[0].0, format!("client_oauth:{extra:012}"));
+    assert_eq!(
+        loaded[0].1,
+        (1_000 + extra as i64, format!("{{\"v\":{extra}}}"))
+    );
+    let newest = loaded.last().unwrap();
+    assert_eq!(newest.0, last);
+    assert_eq!(newest.1, (5_000_000, "{\"v\":\"newest\"}".to_string()));
+    assert!(loaded.windows(2).all(|w| w[0].1 .0 <= w[1].1 .0));
+    store.close().unwrap();
+}
+
+#[test]
+fn rate_limit_states_are_kept_bounded_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    rate_limit_states_are_kept_bounded(sqlite_options(dir.path()));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set SLUICE_TEST_PG_URL (scripts/pg-test-server.sh)"]
+fn rate_limit_states_are_kept_bounded_on_postgres() {
+    rate_limit_states_are_kept_bounded(pg_options(&pg_database()));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -86,6 +86,16 @@ impl MetricsAggregator {
         self
     }
 
+    /// Starts `rate_limits` with states seen before this process (oldest first), as the store
+    /// kept them; states that do not parse are skipped.
+    pub fn with_rate_limits(mut self, states: Vec<(String, (i64, String))>) -> Self {
+        self.views
+            .restore_rate_limits(states.into_iter().filter_map(|(credential, (_, json))| {
+                Some((credential, serde_json::from_str(&json).ok()?))
+            }));
+        self
+    }
+
     /// Test hook: take this long per record (to show the request path never waits for it).
     #[cfg(feature = "test-hooks")]
     pub fn with_delay_per_record(mut self, delay: Duration) -> Self {

@@ -1,6 +1,7 @@
-//! What `/stats` shows that the store does not hold: latency percentiles, the latest rate-limit
-//! state per credential and the models seen without a price. Bounded, kept in memory only (the
-//! counters come from the store).
+//! What `/stats` shows beside the store's counters: latency percentiles, the latest rate-limit
+//! state per credential and the models seen without a price. Bounded and kept in memory; the
+//! rate-limit states are also kept in the store (and restored at start), latency and unpriced
+//! models count since this process started.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,9 @@ pub struct UsageReport {
     pub latency_ms: LatencyReport,
     pub rate_limits: BTreeMap<String, RateLimitState>,
     pub unpriced_models: BTreeMap<String, u64>,
+    /// The groups above that count only since this process started (the rest come from the
+    /// store, or, for `rate_limits`, are restored from it at start).
+    pub since_start: [&'static str; 2],
     /// `rate_limits`: credentials let go; `unpriced_models`: requests counted under "other".
     #[serde(skip)]
     pub folded: BTreeMap<String, u64>,
@@ -37,12 +41,27 @@ impl Default for Views {
     }
 }
 
+/// The parts of the views that count only what this process saw (a restart starts them
+/// afresh): named in `/stats` `since_start`.
+pub const SINCE_START: [&str; 2] = ["latency_ms", "unpriced_models"];
+
 impl Views {
+    /// Rate-limit states seen before this process, oldest first.
+    pub fn restore_rate_limits(
+        &mut self,
+        states: impl IntoIterator<Item = (String, RateLimitState)>,
+    ) {
+        for (credential, state) in states {
+            self.rate_limits.set(&credential, state);
+        }
+    }
+
     pub fn report(&self) -> UsageReport {
         UsageReport {
             latency_ms: self.latencies.report(),
             rate_limits: self.rate_limits.to_map(),
             unpriced_models: self.unpriced_models.counts().clone(),
+            since_start: SINCE_START,
             folded: BTreeMap::from([
                 ("rate_limits".to_string(), self.rate_limits.evicted()),
                 ("unpriced_models".to_string(), self.unpriced_models.folded()),

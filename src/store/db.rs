@@ -221,6 +221,15 @@ CREATE TABLE recent_15m (
 ){without_rowid};
 {recent_backfill}
 "#,
+    // The latest rate-limit state per credential (see `rate_limits.rs`).
+    r#"
+CREATE TABLE rate_limits (
+    credential TEXT PRIMARY KEY,
+    seen_ms BIGINT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX rate_limits_by_time ON rate_limits (seen_ms);
+"#,
 ];
 
 /// Per 15 minutes and key of a column clients can grow without limit (credential, project,

@@ -13,6 +13,7 @@ mod db;
 mod import;
 mod pg_tls;
 mod query;
+mod rate_limits;
 mod replay;
 mod wiring;
 mod writer;
@@ -27,6 +28,7 @@ pub use import::{import_state_file, ImportSummary};
 pub use query::{
     Format, Group, KeyValue, SessionUsage, StatsWindow, UsageQuery, UsageReport, UsageRow,
 };
+pub use rate_limits::{load as load_rate_limits, RateLimitLog, MAX_RATE_LIMITS};
 pub use replay::{poll_other_instances, replay, Numbered};
 pub use wiring::{instance_name, options_from_settings, row_of, StoreSink};
 pub use writer::{open, StoreHandle, StoreOptions, StoreStatus};

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use super::{resolve_path, StoreError, StoreHandle, StoreOptions, StoreRow, Target};
+use super::{resolve_path, RateLimitLog, StoreError, StoreHandle, StoreOptions, StoreRow, Target};
+use crate::metrics::stats::RateLimitState;
 use crate::metrics::{Finished, Sink};
 use crate::settings::{StoreLocation, StoreSettings};
 
@@ -104,11 +105,22 @@ pub fn row_of(finished: &Finished, instance: &str) -> StoreRow {
 pub struct StoreSink {
     store: StoreHandle,
     instance: String,
+    rate_limits: Option<RateLimitLog>,
 }
 
 impl StoreSink {
     pub fn new(store: StoreHandle, instance: String) -> Self {
-        Self { store, instance }
+        Self {
+            store,
+            instance,
+            rate_limits: None,
+        }
+    }
+
+    /// Also hands each answer's rate-limit state to `log`.
+    pub fn with_rate_limits(mut self, log: Option<RateLimitLog>) -> Self {
+        self.rate_limits = log;
+        self
     }
 }
 
@@ -116,6 +128,18 @@ impl Sink for StoreSink {
     fn accept(&mut self, batch: &[Finished]) {
         self.store
             .submit(batch.iter().map(|f| row_of(f, &self.instance)).collect());
+        if let Some(log) = &self.rate_limits {
+            for finished in batch {
+                let record = &finished.record;
+                let Some(state) = RateLimitState::of_record(record) else {
+                    continue;
+                };
+                if let Ok(json) = serde_json::to_string(&state) {
+                    let credential = record.credential.as_deref().unwrap_or("none");
+                    log.set(credential, super::unix_ms(record.finished_at), json);
+                }
+            }
+        }
     }
 }
 

@@ -300,6 +300,11 @@ impl StoreHandle {
         lock(&self.inner.shared.queue).closing
     }
 
+    /// The database this store writes to.
+    pub fn target(&self) -> &Target {
+        &self.inner.target
+    }
+
     /// Whether several sluices may write to this store (PostgreSQL).
     pub fn is_shared(&self) -> bool {
         matches!(self.inner.target, Target::Postgres(_))

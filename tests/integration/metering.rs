@@ -503,6 +503,42 @@ async fn counters_survive_sigterm_and_restart() {
 }
 
 #[actix_rt::test]
+async fn rate_limit_state_survives_a_restart_and_the_rest_is_marked_since_start() {
+    let (mock, _) = scripted_mock();
+    let state = tempfile::tempdir().unwrap();
+    let db = state.path().join("sluice.db");
+    let builder = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .toml(&format!("[store]\npath = \"{}\"", db.display()));
+    let oauth = format!("client_oauth:{}", fingerprint(CLIENT_OAUTH));
+    let bearer = format!("Bearer {CLIENT_OAUTH}");
+    let mut first = builder.clone().start();
+    send(&first, "429", Some(("authorization", &bearer)), None)
+        .await
+        .body()
+        .await
+        .unwrap();
+    let before = stats_after(&first, 1, None).await;
+    assert_eq!(
+        before["rate_limits"][&oauth]["status"], "rejected",
+        "{before}"
+    );
+    assert_eq!(before["latency_ms"]["total"]["count"], 1);
+    let since_start = serde_json::json!(["latency_ms", "unpriced_models"]);
+    assert_eq!(before["since_start"], since_start);
+    first.signal("TERM");
+    assert_eq!(first.wait_exit(Duration::from_secs(10)), Some(0));
+
+    let second = builder.start();
+    let after = stats(&second, "", None).await;
+    assert_eq!(after["rate_limits"], before["rate_limits"], "{after}");
+    assert_eq!(after["totals"], before["totals"]);
+    // Latency is this process's own: it starts afresh, and says so.
+    assert_eq!(after["latency_ms"]["total"]["count"], 0);
+    assert_eq!(after["since_start"], since_start);
+}
+
+#[actix_rt::test]
 async fn a_state_file_is_imported_into_the_store_once_and_renamed() {
     let (mock, _) = scripted_mock();
     let state = tempfile::tempdir().unwrap();

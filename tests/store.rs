@@ -1082,6 +1082,234 @@ fn a_state_file_is_imported_once_keeping_its_totals() {
     store.close().unwrap();
 }
 
+/// Counters for comparing: costs to 1e-9, everything else exactly.
+fn assert_same(what: &str, got: &store::Counters, want: &store::Counters) {
+    let (mut got, mut want) = (*got, *want);
+    assert!(
+        (got.cost_usd - want.cost_usd).abs() < 1e-9,
+        "{what}: {got:?} != {want:?}"
+    );
+    got.cost_usd = 0.0;
+    want.cost_usd = 0.0;
+    assert_eq!(got, want, "{what}");
+}
+
+#[test]
+fn a_state_file_import_keeps_every_group_exactly_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    state_file_import_keeps_every_group_exactly(sqlite_options(dir.path()));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set SLUICE_TEST_PG_URL (scripts/pg-test-server.sh)"]
+fn a_state_file_import_keeps_every_group_exactly_on_postgres() {
+    state_file_import_keeps_every_group_exactly(pg_options(&pg_database()));
+}
+
+fn state_file_import_keeps_every_group_exactly(options: StoreOptions) {
+    // The groups an earlier sluice kept, made here from known requests: per minute for the
+    // last three days, and lifetime (some requests older than any minute kept).
+    const GROUPS: [&str; 8] = [
+        "by_route",
+        "by_model",
+        "by_source",
+        "by_credential",
+        "by_caller",
+        "by_project",
+        "by_session",
+        "by_agent",
+    ];
+    let choices: [&[&str]; 8] = [
+        &["/anthropic", "/other"],
+        &["claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"],
+        &["client_oauth", "client_api_key", "server_key"],
+        &[
+            "client_oauth:aaaaaaaaaaaa",
+            "client_api_key:bbbbbbbbbbbb",
+            "server_key:cccccccccccc",
+            "",
+        ],
+        &["alice", "bob", "carol", ""],
+        &["sluice", "web", ""],
+        &["s-1", "s-2", "s-3", "s-4", ""],
+        &["agent-1", "agent-2", ""],
+    ];
+    let mut rng = Rng(1234);
+    let first_minute = ms("2026-11-24T09:00:00Z") / 60_000;
+    type Request = (Option<i64>, [String; 8], u16, store::Counters);
+    let requests: Vec<Request> = (0..500)
+        .map(|i| {
+            let minute = (i % 7 != 0).then(|| first_minute + rng.below(3 * 24 * 60) as i64);
+            let keys = choices.map(|c| rng.pick(c).to_string());
+            let status = [200, 200, 200, 429, 500][rng.below(5) as usize];
+            let input = rng.below(20_000);
+            let output = rng.below(4_000);
+            let counters = store::Counters {
+                requests: 1,
+                errors: u64::from(status >= 400),
+                streamed: rng.below(2),
+                incomplete: u64::from(rng.below(10) == 0),
+                input_tokens: input,
+                output_tokens: output,
+                cache_creation_input_tokens: rng.below(3) * 1000,
+                cache_read_input_tokens: rng.below(50_000),
+                web_search_requests: rng.below(3),
+                // Per caller, tokens and cost are not proportional to anything else.
+                cost_usd: (input * 3 + output * 15) as f64 / 1e6 * (1 + rng.below(4)) as f64,
+            };
+            (minute, keys, status, counters)
+        })
+        .collect();
+    let groups_of = |of: &[&Request]| {
+        let mut totals = store::Counters::default();
+        let mut groups: BTreeMap<&str, BTreeMap<String, store::Counters>> = BTreeMap::new();
+        let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+        for (_, keys, status, counters) in of {
+            totals.merge(counters);
+            for (group, key) in GROUPS.iter().zip(keys) {
+                let entry = groups.entry(group).or_default();
+                if !key.is_empty() {
+                    entry.entry(key.clone()).or_default().merge(counters);
+                }
+            }
+            *statuses.entry(status.to_string()).or_default() += 1;
+        }
+        let mut json = serde_json::json!({"totals": totals, "by_status": statuses});
+        for (group, map) in groups {
+            json[group] = serde_json::to_value(map).unwrap();
+        }
+        (json, totals)
+    };
+    let all: Vec<&Request> = requests.iter().collect();
+    let (lifetime, totals) = groups_of(&all);
+    let mut minutes: BTreeMap<i64, Vec<&Request>> = BTreeMap::new();
+    for request in &requests {
+        if let Some(minute) = request.0 {
+            minutes.entry(minute).or_default().push(request);
+        }
+    }
+    let minutes: serde_json::Map<String, Value> = minutes
+        .iter()
+        .map(|(minute, of)| (minute.to_string(), groups_of(of).0))
+        .collect();
+    let limited = "client_oauth:aaaaaaaaaaaa";
+    let file = serde_json::json!({"version": 1, "book": {
+        "counting_since": "2026-11-01T00:00:00Z",
+        "lifetime": lifetime,
+        "minutes": minutes,
+        "rate_limits": {limited: {"seen_at": "2026-11-27T08:00:00Z",
+            "headers": {"anthropic-ratelimit-unified-status": "allowed"}, "status": "allowed"}},
+        "session_seen": {"s-1": 4, "s-2": 3, "s-3": 2, "s-4": 1},
+    }});
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("stats.json");
+    std::fs::write(&state, serde_json::to_vec(&file).unwrap()).unwrap();
+    let store = store::open(options.clone()).unwrap();
+    let summary = store::import_state_file(&options.target, &state)
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.requests, requests.len() as u64);
+
+    // What each key of each group adds up to, from the requests themselves.
+    let expected = |group: usize| {
+        let mut sums: BTreeMap<String, store::Counters> = BTreeMap::new();
+        for (_, keys, _, counters) in &requests {
+            if !keys[group].is_empty() {
+                sums.entry(keys[group].clone()).or_default().merge(counters);
+            }
+        }
+        sums
+    };
+    let report = |query: &str| {
+        let q = UsageQuery::parse(query).unwrap();
+        store.usage(&q, now()).unwrap()
+    };
+    assert_same("totals", &report("").totals, &totals);
+    for (group, name) in [
+        "route",
+        "model",
+        "source",
+        "credential",
+        "caller",
+        "project",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let got: BTreeMap<String, store::Counters> = report(&format!("group_by={name}"))
+            .rows
+            .into_iter()
+            .filter_map(|row| match &row.keys[0] {
+                store::KeyValue::Text(key) if !key.is_empty() => Some((key.clone(), row.counters)),
+                _ => None,
+            })
+            .collect();
+        let want = expected(group);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{name}"
+        );
+        for (key, counters) in &want {
+            assert_same(&format!("{name} {key}"), &got[key], counters);
+        }
+    }
+    let statuses: BTreeMap<i64, u64> = report("group_by=status")
+        .rows
+        .iter()
+        .filter_map(|row| match row.keys[0] {
+            store::KeyValue::Status(status) if row.counters.requests > 0 => {
+                Some((status, row.counters.requests))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut want_statuses: BTreeMap<i64, u64> = BTreeMap::new();
+    for (_, _, status, _) in &requests {
+        *want_statuses.entry(i64::from(*status)).or_default() += 1;
+    }
+    assert_eq!(statuses, want_statuses);
+
+    // `/stats` groups, including sessions, agents and projects, which `/usage` reads raw.
+    let window = store.window(None, None, 1000, 1000).unwrap();
+    assert_same("window totals", &window.totals, &totals);
+    for (group, got) in [
+        (0, &window.by_route),
+        (1, &window.by_model),
+        (2, &window.by_source),
+        (3, &window.by_credential),
+        (4, &window.by_caller),
+        (5, &window.by_project),
+        (7, &window.by_agent),
+    ] {
+        let want = expected(group);
+        assert_eq!(got.len(), want.len(), "{}", GROUPS[group]);
+        for (key, counters) in &want {
+            assert_same(&format!("{} {key}", GROUPS[group]), &got[key], counters);
+        }
+    }
+    let sessions = expected(6);
+    assert_eq!(window.by_session.len(), sessions.len());
+    for session in &window.by_session {
+        assert_same(
+            &session.session,
+            &session.counters,
+            &sessions[&session.session],
+        );
+    }
+    assert_eq!(
+        window.folded.values().sum::<u64>(),
+        0,
+        "{:?}",
+        window.folded
+    );
+    let loaded = store::load_rate_limits(&options.target).unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].0, limited);
+    assert_eq!(loaded[0].1 .0, ms("2026-11-27T08:00:00Z"));
+    store.close().unwrap();
+}
+
 #[test]
 fn an_unreadable_state_file_is_reported_and_left_as_it_is() {
     let dir = tempfile::tempdir().unwrap();

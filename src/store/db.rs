@@ -490,6 +490,20 @@ impl Rollups {
         entry.1.merge(counters);
     }
 
+    /// Adds to a session's row of `bucket` (nothing for an empty session); the later `last_ms`
+    /// is kept.
+    pub fn add_session(&mut self, bucket: i64, session: &str, last_ms: i64, counters: &Counters) {
+        if session.is_empty() {
+            return;
+        }
+        let entry = self
+            .sessions
+            .entry((bucket, session.to_string()))
+            .or_insert((last_ms, Counters::default()));
+        entry.0 = entry.0.max(last_ms);
+        entry.1.merge(counters);
+    }
+
     /// Adds to the 15-minute `bucket` and to its day.
     pub fn add_usage(&mut self, bucket: i64, keys: [String; 6], status: i64, counters: &Counters) {
         let day = (bucket * BUCKET_MS).div_euclid(DAY_MS);

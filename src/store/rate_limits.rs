@@ -147,6 +147,11 @@ fn run(shared: &Shared, target: &Target, db: &mut Db) {
 /// Upserts `states` (a later `seen_ms` wins, so that two sluices never step back in time) and
 /// keeps the newest [`MAX_RATE_LIMITS`], in one transaction.
 fn write(db: &mut Db, states: &[(String, StoredState)]) -> Result<(), String> {
+    db.write_with(&[], &Rollups::default(), statements(states))
+}
+
+/// The statements of [`write`], for a transaction that does more.
+pub(super) fn statements(states: &[(String, StoredState)]) -> Vec<(String, Vec<Param>)> {
     let mut statements = Vec::new();
     for chunk in states.chunks(100) {
         let values = vec!["(?, ?, ?)"; chunk.len()].join(", ");
@@ -177,7 +182,7 @@ fn write(db: &mut Db, states: &[(String, StoredState)]) -> Result<(), String> {
         ),
         Vec::new(),
     ));
-    db.write_with(&[], &Rollups::default(), statements)
+    statements
 }
 
 /// The stored states, oldest first (at most [`MAX_RATE_LIMITS`]): `(credential, seen_ms, JSON)`.

@@ -140,16 +140,32 @@ impl TlsPlan {
 
 /// Opens a connection as the connection string says. The error names no secret.
 pub fn connect(conn: &str) -> Result<postgres::Client, String> {
+    let (config, plan) = config(conn)?;
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(plan.client_config()?);
+    config.connect(tls).map_err(super::db::pg_err)
+}
+
+/// The `postgres` crate's configuration and the TLS plan of a connection string.
+fn config(conn: &str) -> Result<(postgres::Config, TlsPlan), String> {
     let plan = TlsPlan::parse(conn)?;
     let mut config: postgres::Config = plan
         .rest
         .parse()
         .map_err(|e: postgres::Error| super::db::pg_err(e))?;
-    config.ssl_mode(plan.ssl_mode());
+    let hosts = config.get_hosts();
+    let local = !hosts.is_empty()
+        && hosts
+            .iter()
+            .all(|h| matches!(h, postgres::config::Host::Unix(_)));
+    // As with libpq, a unix socket is local: TLS is neither tried nor required there.
+    config.ssl_mode(if local {
+        SslMode::Disable
+    } else {
+        plan.ssl_mode()
+    });
     config.connect_timeout(Duration::from_secs(5));
     config.keepalives_idle(Duration::from_secs(30));
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(plan.client_config()?);
-    config.connect(tls).map_err(super::db::pg_err)
+    Ok((config, plan))
 }
 
 fn root_store(roots: &Roots) -> Result<RootCertStore, String> {
@@ -413,6 +429,15 @@ mod tests {
         let config: postgres::Config = quoted.rest.parse().unwrap();
         assert_eq!(config.get_password(), Some(&b"a'b c"[..]));
         assert!(TlsPlan::parse("host=x password='open").is_err());
+    }
+
+    #[test]
+    fn a_unix_socket_never_asks_for_tls() {
+        let (socket, _) =
+            config("postgresql://postgres@/usage?host=/run/postgresql&sslmode=require").unwrap();
+        assert_eq!(socket.get_ssl_mode(), SslMode::Disable);
+        let (tcp, _) = config("postgresql://postgres@db.internal/usage?sslmode=verify-ca").unwrap();
+        assert_eq!(tcp.get_ssl_mode(), SslMode::Require);
     }
 
     #[test]

@@ -343,7 +343,21 @@ impl SecretMaterial {
             } else {
                 "store.url_env"
             };
-            read_one(&source, key.into(), from, &mut errors, &mut warnings)
+            let reported = errors.len();
+            let url = read_one(&source, key.into(), from, &mut errors, &mut warnings);
+            if url.is_none() && errors.len() == reported {
+                // The store cannot open without it: a start would refuse.
+                let missing = if source.file.is_some() {
+                    "is empty"
+                } else {
+                    "is unset or empty"
+                };
+                errors.push(SettingsError::invalid(
+                    key,
+                    format!("{} {missing}", source.describe(&base)),
+                ));
+            }
+            url
         });
         SettingsError::all_or(errors)?;
         Ok(Self {

@@ -165,6 +165,25 @@ fn the_store_url_file_is_read_and_checked_like_every_secret_file() {
         errors[0].contains("store.url_file") && errors[0].contains("store-url"),
         "{out}"
     );
+    // An empty file, or an unset variable, would stop a start: an error too.
+    write_secret(&url_file, "\n");
+    let (code, out) = run(Some(&credentials));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("`store.url_file`") && out.contains("store-url is empty"),
+        "{out}"
+    );
+    std::fs::write(
+        &path,
+        format!("{ROUTE}[store]\nurl_env = \"NO_SUCH_STORE_URL\"\n"),
+    )
+    .unwrap();
+    let (code, out) = run(None);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("$NO_SUCH_STORE_URL is unset or empty"),
+        "{out}"
+    );
 }
 
 #[test]

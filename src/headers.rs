@@ -35,6 +35,14 @@ pub fn is_end_to_end(name: &HeaderName, connection_listed: &[HeaderName]) -> boo
     !is_hop_by_hop(name) && *name != header::CONTENT_LENGTH && !connection_listed.contains(name)
 }
 
+/// A message's declared `content-length`, if it declares a valid one.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The upstream's response headers that go back to the client, in order, repeats kept.
 pub fn response_headers(
     upstream: &HeaderMap,

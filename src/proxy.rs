@@ -11,8 +11,6 @@ use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use awc::error::{ConnectError, SendRequestError};
-use awc::ClientResponse;
 use futures_util::StreamExt;
 
 use crate::attribution;
@@ -29,7 +27,7 @@ use crate::routing;
 use crate::settings::Route;
 use crate::state::{AppState, Snapshot};
 use crate::upload::{self, Upload};
-use crate::upstream::WorkerClients;
+use crate::upstream::{Answer, RequestBody, UpstreamRequest, WorkerClients};
 use crate::usage::AnswerFormat;
 
 const SESSION_HEADER: &str = "x-claude-code-session-id";
@@ -116,7 +114,7 @@ struct Target<'s> {
 
 /// What came back from upstream, and what the request side saw on its way out.
 struct Sent {
-    response: ClientResponse,
+    response: Answer,
     /// The model the client asked for (the answer's own `model` replaces it when it has one).
     requested_model: Option<String>,
     overhead_before: Duration,
@@ -199,17 +197,15 @@ impl<'a> Exchange<'a> {
         target: &Target,
         clients: &WorkerClients,
         headers: HeaderMap,
-    ) -> awc::ClientRequest {
+    ) -> UpstreamRequest {
         let plan = &self.snapshot.upstream;
         let base = &plan.routes[target.index].base;
-        let url = routing::upstream_url(base, &target.rest, self.req.uri().query());
-        let mut request = clients
-            .client(plan, target.index)
-            .request(self.req.method().clone(), url)
-            // Bytes pass as they are: no `accept-encoding` of our own, no decompression.
-            .no_decompress();
-        *request.headers_mut() = headers;
-        request
+        UpstreamRequest {
+            client: clients.client(plan, target.index),
+            method: self.req.method().clone(),
+            url: routing::upstream_url(base, &target.rest, self.req.uri().query()),
+            headers,
+        }
     }
 
     /// Streams the request body upstream untouched and waits (up to `first_byte_ms`) for the
@@ -218,7 +214,7 @@ impl<'a> Exchange<'a> {
     async fn send_upstream(
         &self,
         target: &Target<'_>,
-        request: awc::ClientRequest,
+        request: UpstreamRequest,
         payload: Upload,
         body: RequestBody,
         quota: Option<QuotaHold>,
@@ -242,12 +238,7 @@ impl<'a> Exchange<'a> {
         let upload = payload.progress();
         let limited = tap_request_body(payload, limit, request_side.clone());
         let overhead_before = self.received.elapsed();
-        let sending = match body {
-            RequestBody::Sized(length) => request.send_body(SizedStream::new(length, limited)),
-            RequestBody::Chunked => request.send_body(BodyStream::new(limited)),
-            // `send()` would declare `content-length: 0`; a request without a body has none.
-            RequestBody::None => request.send_body(actix_web::body::None::new()),
-        };
+        let sending = request.send(body, limited);
         let timeouts = self.snapshot.upstream.timeouts;
         let sent = tokio::select! {
             sent = tokio::time::timeout(timeouts.first_byte, sending) => sent,
@@ -261,8 +252,8 @@ impl<'a> Exchange<'a> {
                 Err(Error::ClientTimeout(timeouts.first_byte.as_millis()))
             }
             Err(_) => Err(Error::UpstreamTimeout(timeouts.first_byte.as_millis())),
-            Ok(Err(err)) => Err(upstream_error(err, over_limit, limit, timeouts.connect)),
-            Ok(Ok(response)) => Ok(response),
+            Ok(Err(_)) if over_limit => Err(Error::BodyTooLarge(limit)),
+            Ok(result) => result,
         };
         if let Err(err) = &response {
             // The UpstreamPool learns of it from the record, with every other exchange.
@@ -296,7 +287,7 @@ impl<'a> Exchange<'a> {
         for (name, value) in headers::response_headers(upstream.headers()) {
             response.append_header((name.clone(), value.clone()));
         }
-        let length = content_length(upstream.headers());
+        let length = headers::content_length(upstream.headers());
         let reader = target.route.protocol.answer_reader_for(
             self.req.method(),
             self.req.path(),
@@ -305,7 +296,7 @@ impl<'a> Exchange<'a> {
             || PriceTable::clone(&self.snapshot.prices),
         );
         let mut tap = UsageTap::new(
-            upstream,
+            upstream.into_body(),
             reader,
             pending.hand_over(),
             self.state.recorder.clone(),
@@ -381,26 +372,6 @@ fn record_refusal(err: Error, pending: &mut PendingRecord, received: Instant) ->
     }
 }
 
-/// How the client framed its request body, which is how it goes upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RequestBody {
-    Sized(u64),
-    Chunked,
-    None,
-}
-
-impl RequestBody {
-    fn of(headers: &HeaderMap) -> Self {
-        if let Some(length) = content_length(headers) {
-            RequestBody::Sized(length)
-        } else if headers.contains_key(header::TRANSFER_ENCODING) {
-            RequestBody::Chunked
-        } else {
-            RequestBody::None
-        }
-    }
-}
-
 /// How a body is read for usage, from its `content-type`.
 pub fn answer_format(headers: &HeaderMap) -> AnswerFormat {
     AnswerFormat::from_content_type(
@@ -408,13 +379,6 @@ pub fn answer_format(headers: &HeaderMap) -> AnswerFormat {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
     )
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// What the request body showed while it streamed through.
@@ -515,23 +479,6 @@ fn tap_request_body(
         }
         Ok(chunk)
     })
-}
-
-fn upstream_error(err: SendRequestError, over_limit: bool, limit: u64, connect: Duration) -> Error {
-    match err {
-        _ if over_limit => Error::BodyTooLarge(limit),
-        SendRequestError::Connect(ConnectError::Timeout) => {
-            Error::ConnectTimeout(connect.as_millis())
-        }
-        SendRequestError::Connect(err) => Error::UpstreamUnreachable(err.to_string()),
-        SendRequestError::Timeout => Error::UpstreamTimeout(0),
-        // The body stream's own error (ours, from `tap_request_body`) comes back boxed.
-        SendRequestError::Body(err) => match err.downcast::<Error>() {
-            Ok(err) => *err,
-            Err(err) => Error::ClientBody(err.to_string()),
-        },
-        other => Error::UpstreamBroken(other.to_string()),
-    }
 }
 
 /// `anthropic-ratelimit-*` and `retry-after`, the subscription's rate-limit state.

@@ -111,6 +111,9 @@ pub struct RouteFile {
     pub server_key_file: Option<String>,
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// Offer HTTP/2 to an `https://` upstream (by ALPN); HTTP/1.1 when it declines.
+    #[serde(default = "default_http2")]
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -249,6 +252,10 @@ fn default_protocol() -> Protocol {
 
 fn default_credential_policy() -> CredentialPolicy {
     built_in_route().credential_policy
+}
+
+fn default_http2() -> bool {
+    built_in_route().http2
 }
 
 fn default_server_key_env() -> String {

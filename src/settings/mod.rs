@@ -89,6 +89,9 @@ pub struct Route {
     pub ca_file: Option<PathBuf>,
     /// Certificates from `ca_file`, read and checked at validation.
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// Offer HTTP/2 by ALPN to an `https://` upstream, whose concurrent requests then share a
+    /// connection as streams.
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -577,6 +580,7 @@ fn validate_route(i: usize, raw: &file::RouteFile) -> Result<Route, SettingsErro
         server_key_file: raw.server_key_file.as_ref().map(PathBuf::from),
         ca_file,
         extra_roots,
+        http2: raw.http2,
     })
 }
 

@@ -1,7 +1,13 @@
 //! Where bytes go upstream. The UpstreamPool actor owns the upstream plan (base URLs, TLS trust,
-//! timeouts, pool limits) and each route's health. The connections live in one awc `Client` per
-//! worker and route (awc's client is `!Send`), built from the plan and rebuilt only when the
-//! plan changes: a reload that leaves the upstream side alone keeps every pooled connection.
+//! timeouts, pool limits) and each route's health. The connections live in clients per worker
+//! and route (awc's client is `!Send`; an `https://` route offering HTTP/2 also has a hyper
+//! client, see `h2`), built from the plan and rebuilt only when the plan changes: a reload that
+//! leaves the upstream side alone keeps every pooled connection. `send` is one exchange.
+
+mod h2;
+mod send;
+
+pub use send::{Answer, AnswerBody, RequestBody, RouteClient, UpstreamRequest};
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -33,6 +39,8 @@ pub struct UpstreamRoute {
     pub tls: Arc<ClientConfig>,
     /// The route's extra CA certificates, to tell whether a new plan differs.
     extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// Offer HTTP/2 (an `https://` base only).
+    pub http2: bool,
 }
 
 impl UpstreamPlan {
@@ -44,6 +52,7 @@ impl UpstreamPlan {
                 base: route.upstream.as_str().trim_end_matches('/').to_string(),
                 tls: tls_config(&route.extra_roots),
                 extra_roots: route.extra_roots.clone(),
+                http2: route.http2,
             })
             .collect();
         Self {
@@ -59,16 +68,15 @@ impl UpstreamPlan {
         self.timeouts == other.timeouts
             && self.pool == other.pool
             && self.routes.len() == other.routes.len()
-            && self
-                .routes
-                .iter()
-                .zip(&other.routes)
-                .all(|(a, b)| a.base == b.base && a.extra_roots == b.extra_roots)
+            && self.routes.iter().zip(&other.routes).all(|(a, b)| {
+                a.base == b.base && a.extra_roots == b.extra_roots && a.http2 == b.http2
+            })
     }
 }
 
 /// rustls with the Mozilla root store (webpki-roots: no dependence on the host's CA files)
-/// plus any extra CA certificates. HTTP/1.1 only: the same framing rules on both sides.
+/// plus any extra CA certificates. HTTP/1.1 only for awc: it gives each request in flight a
+/// connection of its own even over h2, so HTTP/2 goes through `h2` instead.
 fn tls_config(extra_roots: &[rustls_pki_types::CertificateDer<'static>]) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -84,7 +92,21 @@ fn tls_config(extra_roots: &[rustls_pki_types::CertificateDer<'static>]) -> Arc<
     Arc::new(config)
 }
 
-fn build_client(route: &UpstreamRoute, timeouts: Timeouts, pool: Pool) -> awc::Client {
+fn build_client(route: &UpstreamRoute, timeouts: Timeouts, pool: Pool) -> RouteClient {
+    RouteClient {
+        awc: build_awc(route, timeouts, pool),
+        h2: h2::H2Route::build(
+            &route.base,
+            route.http2,
+            &route.tls,
+            timeouts.connect,
+            pool.idle_keepalive,
+        ),
+        connect: timeouts.connect,
+    }
+}
+
+fn build_awc(route: &UpstreamRoute, timeouts: Timeouts, pool: Pool) -> awc::Client {
     let connector = awc::Connector::new()
         .rustls_0_23(route.tls.clone())
         .timeout(timeouts.connect)
@@ -110,11 +132,11 @@ fn build_client(route: &UpstreamRoute, timeouts: Timeouts, pool: Pool) -> awc::C
 /// This worker's clients, one per route, for the generation they were built for.
 #[derive(Default)]
 pub struct WorkerClients {
-    built: RefCell<Option<(u64, Vec<awc::Client>)>>,
+    built: RefCell<Option<(u64, Vec<RouteClient>)>>,
 }
 
 impl WorkerClients {
-    pub fn client(&self, plan: &UpstreamPlan, route: usize) -> awc::Client {
+    pub fn client(&self, plan: &UpstreamPlan, route: usize) -> RouteClient {
         let mut built = self.built.borrow_mut();
         match &*built {
             Some((generation, clients)) if *generation == plan.generation => clients[route].clone(),

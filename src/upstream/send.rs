@@ -1,0 +1,179 @@
+//! One exchange with the upstream, whichever client carries it: the request (method, URL,
+//! headers, the client's body streamed as it arrives) goes out; the answer's status, headers and
+//! byte stream come back. HTTP/1.1 goes through the worker's awc client; an `https://` route
+//! that offers HTTP/2 goes through hyper once the upstream has picked it (see `h2`).
+
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use actix_web::body::{BodyStream, SizedStream};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::{Method, StatusCode};
+use actix_web::web::Bytes;
+use awc::error::{ConnectError, PayloadError, SendRequestError};
+use futures_util::Stream;
+use hyper::body::Body as _;
+
+use super::h2::H2Route;
+use crate::error::Error;
+
+/// How the client framed its request body, which is how it goes upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    Sized(u64),
+    Chunked,
+    None,
+}
+
+impl RequestBody {
+    pub fn of(headers: &HeaderMap) -> Self {
+        if let Some(length) = crate::headers::content_length(headers) {
+            RequestBody::Sized(length)
+        } else if headers.contains_key(header::TRANSFER_ENCODING) {
+            RequestBody::Chunked
+        } else {
+            RequestBody::None
+        }
+    }
+}
+
+/// A worker's way to one route's upstream: its awc client, and for an `https://` route that
+/// offers HTTP/2 the hyper client that multiplexes requests once the upstream picks h2.
+#[derive(Clone)]
+pub struct RouteClient {
+    pub(super) awc: awc::Client,
+    pub(super) h2: Option<Rc<H2Route>>,
+    pub(super) connect: Duration,
+}
+
+/// A request ready to go upstream, body still to come.
+pub struct UpstreamRequest {
+    pub client: RouteClient,
+    pub method: Method,
+    pub url: String,
+    /// Already rewritten: no hop-by-hop headers, no `host`, credentials decided.
+    pub headers: HeaderMap,
+}
+
+impl UpstreamRequest {
+    /// Sends the request, streaming `body` (framed as the client framed it), and resolves with
+    /// the answer's head. A failure is the error the client is told.
+    pub async fn send<S>(self, framing: RequestBody, body: S) -> Result<Answer, Error>
+    where
+        S: Stream<Item = Result<Bytes, Error>> + 'static,
+    {
+        let UpstreamRequest {
+            client,
+            method,
+            url,
+            headers,
+        } = self;
+        if let Some(h2) = &client.h2 {
+            if h2.speaks_h2().await? {
+                return h2.send(method, &url, &headers, framing, body).await;
+            }
+        }
+        let mut request = client
+            .awc
+            .request(method, url)
+            // Bytes pass as they are: no `accept-encoding` of our own, no decompression.
+            .no_decompress();
+        *request.headers_mut() = headers;
+        let sent = match framing {
+            RequestBody::Sized(length) => request.send_body(SizedStream::new(length, body)).await,
+            RequestBody::Chunked => request.send_body(BodyStream::new(body)).await,
+            // `send()` would declare `content-length: 0`; a request without a body has none.
+            RequestBody::None => request.send_body(actix_web::body::None::new()).await,
+        };
+        sent.map(Answer::Awc)
+            .map_err(|err| awc_failure(err, client.connect))
+    }
+}
+
+/// The upstream's answer: its head, and its body to stream back.
+pub enum Answer {
+    Awc(awc::ClientResponse),
+    H2 {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: hyper::body::Incoming,
+    },
+}
+
+impl Answer {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Answer::Awc(response) => response.status(),
+            Answer::H2 { status, .. } => *status,
+        }
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        match self {
+            Answer::Awc(response) => response.headers(),
+            Answer::H2 { headers, .. } => headers,
+        }
+    }
+
+    pub fn into_body(self) -> AnswerBody {
+        match self {
+            Answer::Awc(response) => AnswerBody::Awc(response),
+            Answer::H2 { body, .. } => AnswerBody::H2(body),
+        }
+    }
+}
+
+/// The answer's bytes as they arrive, untouched.
+pub enum AnswerBody {
+    Awc(awc::ClientResponse),
+    H2(hyper::body::Incoming),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerBodyError {
+    #[error(transparent)]
+    Awc(#[from] PayloadError),
+    #[error(transparent)]
+    H2(#[from] hyper::Error),
+}
+
+impl Stream for AnswerBody {
+    type Item = Result<Bytes, AnswerBodyError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            AnswerBody::Awc(response) => Pin::new(response)
+                .poll_next(cx)
+                .map(|item| item.map(|chunk| chunk.map_err(AnswerBodyError::from))),
+            AnswerBody::H2(body) => loop {
+                match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                    None => return Poll::Ready(None),
+                    Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+                    // Trailers are not part of the answer's bytes; empty frames carry none.
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
+                        _ => continue,
+                    },
+                }
+            },
+        }
+    }
+}
+
+fn awc_failure(err: SendRequestError, connect: Duration) -> Error {
+    match err {
+        SendRequestError::Connect(ConnectError::Timeout) => {
+            Error::ConnectTimeout(connect.as_millis())
+        }
+        SendRequestError::Connect(err) => Error::UpstreamUnreachable(err.to_string()),
+        SendRequestError::Timeout => Error::UpstreamTimeout(0),
+        // The body stream's own error (from the request body tap) comes back boxed.
+        SendRequestError::Body(err) => match err.downcast::<Error>() {
+            Ok(err) => *err,
+            Err(err) => Error::ClientBody(err.to_string()),
+        },
+        other => Error::UpstreamBroken(other.to_string()),
+    }
+}

@@ -8,6 +8,7 @@ mod check;
 mod credentials;
 mod errors;
 mod forwarding;
+mod h2_upstream;
 mod https;
 mod metering;
 mod quotas;

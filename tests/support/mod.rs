@@ -593,3 +593,4 @@ pub fn fingerprint(secret: &str) -> String {
 
 pub mod known_rows;
 pub mod pg;
+pub mod tls_upstream;

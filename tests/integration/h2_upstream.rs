@@ -210,7 +210,7 @@ async fn failures_look_the_same_to_the_client_over_h2_and_http11() {
                 &["ca_file = \"ca.pem\"", &format!("http2 = {http2}")],
             )
             .file("ca.pem", &upstream.ca_pem)
-            .toml("[timeouts]\nfirst_byte_ms = 500")
+            .toml("[timeouts]\nfirst_byte_ms = 500\n[limits]\nmax_request_body_bytes = 1000")
             .start();
         let mut told_here = Vec::new();
         for path in [
@@ -221,6 +221,19 @@ async fn failures_look_the_same_to_the_client_over_h2_and_http11() {
         ] {
             told_here.push(told(&sluice, path).await);
         }
+        // A chunked body is cut where it passes the limit, on its way upstream.
+        let chunk = "x".repeat(600);
+        let request = format!(
+            "POST /anthropic/v1/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n\
+             258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+        );
+        let answer = raw_exchange(sluice.addr, request.as_bytes(), Duration::from_secs(5));
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(
+            answer.contains("x-sluice-error: body_too_large"),
+            "{answer}"
+        );
+        assert!(upstream.seen().iter().all(|seen| seen.body.len() <= 1000));
         let version = if http2 { "HTTP/2.0" } else { "HTTP/1.1" };
         assert_eq!(versions(&upstream.seen()), [version]);
         // The upstream goes away after it has answered: the next request cannot connect.

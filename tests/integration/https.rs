@@ -6,42 +6,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-
+use crate::support::test_ca::TestCa;
 use crate::support::*;
-
-struct TestCa {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl TestCa {
-    fn new() -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "sluice test CA");
-        let cert = params.self_signed(&key).unwrap();
-        Self { cert, key }
-    }
-
-    /// A certificate for localhost whose organisation is `org`, and its key, as PEM.
-    fn leaf(&self, org: &str) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, org);
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 /// curl against sluice over HTTPS, trusting the test CA: (exit ok, stdout, stderr).
 fn curl(sluice: &Sluice, ca: &Path, args: &[&str]) -> (bool, String, String) {
@@ -96,7 +62,7 @@ fn https_speaks_h2_and_http11_and_a_replaced_certificate_serves_new_handshakes()
         .toml("[tls]\ncert_file = \"tls.crt\"\nkey_file = \"tls.key\"")
         .file("tls.crt", &cert)
         .file("tls.key", &key)
-        .file("ca.pem", &ca.cert.pem())
+        .file("ca.pem", &ca.pem)
         .start();
     let ca_path = sluice.dir.path().join("ca.pem");
 

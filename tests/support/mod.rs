@@ -593,4 +593,5 @@ pub fn fingerprint(secret: &str) -> String {
 
 pub mod known_rows;
 pub mod pg;
+pub mod test_ca;
 pub mod tls_upstream;

@@ -20,11 +20,10 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::sync::watch;
 
 use super::fixture;
+use super::test_ca::TestCa;
 
 /// What the upstream saw of one request.
 #[derive(Debug, Clone)]
@@ -59,7 +58,8 @@ pub const HTTP11_ONLY: &[&[u8]] = &[b"http/1.1"];
 
 impl TlsUpstream {
     pub fn start(alpn: &[&[u8]], pause: Duration) -> Self {
-        let (ca_pem, mut config) = certified();
+        let ca = TestCa::new();
+        let mut config = ca.server_config();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let shared = Arc::new(Shared::default());
@@ -102,7 +102,7 @@ impl TlsUpstream {
         });
         Self {
             addr: rx.recv().unwrap(),
-            ca_pem,
+            ca_pem: ca.pem,
             shared,
             go_away,
             reset,
@@ -230,30 +230,4 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
-}
-
-/// A fresh CA and a server config with a certificate for 127.0.0.1 it signed.
-fn certified() -> (String, rustls::ServerConfig) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "sluice test upstream CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap();
-    (ca.pem(), config)
 }

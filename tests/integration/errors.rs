@@ -156,12 +156,7 @@ fn chunked_body_over_limit_is_413() {
         .route("/anthropic", &mock.url(), &[])
         .toml("[limits]\nmax_request_body_bytes = 1000")
         .start();
-    let chunk = "x".repeat(600);
-    let request = format!(
-        "POST /anthropic/v1/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n\
-         258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
-    );
-    let answer = raw_exchange(sluice.addr, request.as_bytes(), Duration::from_secs(5));
+    let answer = post_1200_bytes_chunked(sluice.addr);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(
         answer.contains("x-sluice-error: body_too_large"),

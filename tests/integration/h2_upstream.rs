@@ -222,12 +222,7 @@ async fn failures_look_the_same_to_the_client_over_h2_and_http11() {
             told_here.push(told(&sluice, path).await);
         }
         // A chunked body is cut where it passes the limit, on its way upstream.
-        let chunk = "x".repeat(600);
-        let request = format!(
-            "POST /anthropic/v1/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n\
-             258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
-        );
-        let answer = raw_exchange(sluice.addr, request.as_bytes(), Duration::from_secs(5));
+        let answer = post_1200_bytes_chunked(sluice.addr);
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
         assert!(
             answer.contains("x-sluice-error: body_too_large"),

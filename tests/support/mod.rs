@@ -527,6 +527,17 @@ pub fn raw_exchange(addr: SocketAddr, request: &[u8], timeout: Duration) -> Stri
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// POSTs two chunks of 600 bytes, chunked, to `/anthropic/v1/messages` (raw: awc would not
+/// send them this way) and returns the answer.
+pub fn post_1200_bytes_chunked(addr: SocketAddr) -> String {
+    let chunk = "x".repeat(600);
+    let request = format!(
+        "POST /anthropic/v1/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n\
+         258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    raw_exchange(addr, request.as_bytes(), Duration::from_secs(5))
+}
+
 /// Runs `sluice check --settings <file with text>` and returns (exit code, stdout+stderr).
 pub fn check(text: &str, env: &[(&str, &str)]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();

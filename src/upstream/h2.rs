@@ -16,6 +16,7 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::web::Bytes;
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
+
 use futures_util::{Stream, StreamExt};
 use hyper::body::{Frame, SizeHint};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
@@ -29,6 +30,13 @@ use super::send::{Answer, RequestBody};
 use crate::error::Error;
 
 type Stream_ = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+
+/// Feeds the client's body to hyper; polled on the request's own task (see `OutgoingBody`).
+pub type Pump = LocalBoxFuture<'static, ()>;
+
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 16 << 20;
+const KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// One worker's HTTP/2 client for one route, and what it has learnt of the upstream.
 pub struct H2Route {
@@ -81,6 +89,15 @@ impl H2Route {
             // One connection being opened at a time per upstream; requests meanwhile wait for
             // it and then share it.
             .http2_only(true)
+            // An answer its client does not read holds at most a stream window upstream; the
+            // connection's window, shared by all of the worker's streams, is larger so that a
+            // few such clients cannot stall the rest, and bounds what one connection buffers.
+            .http2_initial_stream_window_size(STREAM_WINDOW)
+            .http2_initial_connection_window_size(CONNECTION_WINDOW)
+            // A connection that died silently fails its streams within this, not at their
+            // first-byte timeout.
+            .http2_keep_alive_interval(KEEP_ALIVE)
+            .http2_keep_alive_timeout(KEEP_ALIVE)
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(idle_keepalive)
@@ -134,7 +151,7 @@ impl H2Route {
     where
         S: Stream<Item = Result<Bytes, Error>> + 'static,
     {
-        let (body, body_failure) = OutgoingBody::pump(framing, body);
+        let (body, mut pump, body_failure) = OutgoingBody::pump(framing, body);
         let mut request = http::Request::new(body);
         *request.method_mut() = http::Method::from_bytes(method.as_str().as_bytes())
             .map_err(|err| Error::Internal(err.to_string()))?;
@@ -151,7 +168,13 @@ impl H2Route {
                 outgoing.append(name, value);
             }
         }
-        let response = match self.client.request(request).await {
+        let mut responding = self.client.request(request);
+        let responded = std::future::poll_fn(|cx| {
+            feed(&mut pump, cx);
+            Pin::new(&mut responding).poll(cx)
+        })
+        .await;
+        let response = match responded {
             Ok(response) => response,
             // The request body's own failure (too large, refused by a quota, cut by the client)
             // is what the client is told.
@@ -182,7 +205,17 @@ impl H2Route {
             status,
             headers,
             body,
+            pump,
         })
+    }
+}
+
+/// Lets the pump move the request body on; forgets it once it is done.
+pub(super) fn feed(pump: &mut Option<Pump>, cx: &mut Context<'_>) {
+    if let Some(feeding) = pump.as_mut() {
+        if feeding.as_mut().poll(cx).is_ready() {
+            *pump = None;
+        }
     }
 }
 
@@ -287,8 +320,10 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The request body as hyper takes it (its connection tasks need it `Send`): the client's
-/// chunks handed over one at a time by a task on the worker that reads them, so no more than
-/// one chunk waits between the client and the upstream.
+/// chunks handed over one at a time by the pump, so no more than one chunk waits between the
+/// client and the upstream. The pump reads the client's upload, so it runs where the request
+/// handler runs (the upload wakes one task only): beside the wait for the answer's head, then
+/// inside the answer's body.
 struct OutgoingBody {
     chunks: Option<mpsc::Receiver<Result<Bytes, BodyCut>>>,
     length: Option<u64>,
@@ -299,9 +334,9 @@ struct OutgoingBody {
 struct BodyCut;
 
 impl OutgoingBody {
-    /// Starts the task that feeds the body; the failure the body ended with, if any, is left
-    /// in the returned cell for the request path.
-    fn pump<S>(framing: RequestBody, body: S) -> (Self, Rc<RefCell<Option<Error>>>)
+    /// The body and its pump (none without a body); the failure the body ended with, if any,
+    /// is left in the returned cell for the request path.
+    fn pump<S>(framing: RequestBody, body: S) -> (Self, Option<Pump>, Rc<RefCell<Option<Error>>>)
     where
         S: Stream<Item = Result<Bytes, Error>> + 'static,
     {
@@ -313,6 +348,7 @@ impl OutgoingBody {
                         chunks: None,
                         length: None,
                     },
+                    None,
                     failure,
                 )
             }
@@ -321,7 +357,7 @@ impl OutgoingBody {
         };
         let (tx, rx) = mpsc::channel(1);
         let failed = failure.clone();
-        actix_rt::spawn(async move {
+        let pump = async move {
             let mut body = std::pin::pin!(body);
             loop {
                 let next = tokio::select! {
@@ -342,12 +378,13 @@ impl OutgoingBody {
                     return;
                 }
             }
-        });
+        };
         (
             Self {
                 chunks: Some(rx),
                 length,
             },
+            Some(pump.boxed_local()),
             failure,
         )
     }

@@ -16,7 +16,7 @@ use awc::error::{ConnectError, PayloadError, SendRequestError};
 use futures_util::Stream;
 use hyper::body::Body as _;
 
-use super::h2::H2Route;
+use super::h2::{feed, H2Route, Pump};
 use crate::error::Error;
 
 /// How the client framed its request body, which is how it goes upstream.
@@ -99,6 +99,8 @@ pub enum Answer {
         status: StatusCode,
         headers: HeaderMap,
         body: hyper::body::Incoming,
+        /// What is left of the request body to send.
+        pump: Option<Pump>,
     },
 }
 
@@ -120,7 +122,7 @@ impl Answer {
     pub fn into_body(self) -> AnswerBody {
         match self {
             Answer::Awc(response) => AnswerBody::Awc(response),
-            Answer::H2 { body, .. } => AnswerBody::H2(body),
+            Answer::H2 { body, pump, .. } => AnswerBody::H2 { body, pump },
         }
     }
 }
@@ -128,7 +130,10 @@ impl Answer {
 /// The answer's bytes as they arrive, untouched.
 pub enum AnswerBody {
     Awc(awc::ClientResponse),
-    H2(hyper::body::Incoming),
+    H2 {
+        body: hyper::body::Incoming,
+        pump: Option<Pump>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,17 +152,21 @@ impl Stream for AnswerBody {
             AnswerBody::Awc(response) => Pin::new(response)
                 .poll_next(cx)
                 .map(|item| item.map(|chunk| chunk.map_err(AnswerBodyError::from))),
-            AnswerBody::H2(body) => loop {
-                match ready!(Pin::new(&mut *body).poll_frame(cx)) {
-                    None => return Poll::Ready(None),
-                    Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
-                    // Trailers are not part of the answer's bytes; empty frames carry none.
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
-                        _ => continue,
-                    },
+            AnswerBody::H2 { body, pump } => {
+                // The request body may still be on its way while the answer comes.
+                feed(pump, cx);
+                loop {
+                    match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                        None => return Poll::Ready(None),
+                        Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+                        // Trailers are not part of the answer's bytes; empty frames carry none.
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
+                            _ => continue,
+                        },
+                    }
                 }
-            },
+            }
         }
     }
 }

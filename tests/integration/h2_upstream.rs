@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
+use futures_util::StreamExt;
 
 use crate::support::tls_upstream::{TlsUpstream, H2_AND_HTTP11, HTTP11_ONLY};
 use crate::support::*;
@@ -252,4 +253,37 @@ async fn failures_look_the_same_to_the_client_over_h2_and_http11() {
             (502, Some("upstream_unreachable")),
         ]
     );
+}
+
+#[actix_rt::test]
+async fn a_request_body_that_arrives_slowly_streams_upstream_over_h2() {
+    let upstream = TlsUpstream::start(H2_AND_HTTP11, Duration::ZERO);
+    // The idle timer wakes the request while its body streams.
+    let sluice = sluice()
+        .route(
+            "/anthropic",
+            &upstream.url(),
+            &["ca_file = \"ca.pem\"", "http2 = true"],
+        )
+        .file("ca.pem", &upstream.ca_pem)
+        .toml("[timeouts]\nidle_ms = 400")
+        .start();
+    // The protocol is known before the slow body comes.
+    assert_all_complete(&streams(&sluice, "/anthropic", 1).await, &sluice);
+    let parts: Vec<String> = (0..5).map(|i| format!("{{\"part\":{i}}}\n")).collect();
+    let chunks = futures_util::stream::iter(parts.clone()).then(|part| async move {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        Ok::<_, std::io::Error>(Bytes::from(part))
+    });
+    let mut response = client()
+        .post(sluice.url("/anthropic/v1/messages"))
+        .insert_header(("x-api-key", CLIENT_API_KEY))
+        .send_stream(Box::pin(chunks))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", sluice.logs());
+    response.body().await.unwrap();
+    let seen = upstream.seen().pop().unwrap();
+    assert_eq!(seen.version, "HTTP/2.0");
+    assert_eq!(seen.body, parts.concat().as_bytes());
 }

@@ -8,6 +8,9 @@
 //! `"sent_us":<unix micros>`, stamped as the event is handed to the socket, so a client can
 //! measure how long each event took to reach it (see `stream_load`).
 //!
+//! With `--tls-cert` and `--tls-key` (PEM files) it serves HTTPS instead, offering HTTP/2 and
+//! HTTP/1.1 by ALPN, as the real API does.
+//!
 //! Run: `cargo run --release --example mock_upstream -- --listen 127.0.0.1:9001 --workers 1`
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +29,34 @@ struct Args {
     /// actix worker threads (the benchmarks use 1).
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Serve HTTPS with this certificate chain (PEM); needs `--tls-key`.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+/// TLS settings from PEM files; actix adds h2 and http/1.1 to ALPN.
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::io::Result<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |e: rustls_pki_types::pem::Error| std::io::Error::other(e.to_string());
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(invalid)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(invalid)?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(std::io::Error::other)
 }
 
 /// The non-streaming answer: the shape of a real `POST /v1/messages` reply, built once.
@@ -162,10 +193,16 @@ async fn messages(req: HttpRequest, body: web::Bytes) -> HttpResponse {
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     eprintln!(
-        "mock_upstream listening on {} ({} worker(s))",
-        args.listen, args.workers
+        "mock_upstream listening on {} ({} worker(s), {})",
+        args.listen,
+        args.workers,
+        if args.tls_cert.is_some() {
+            "HTTPS"
+        } else {
+            "HTTP"
+        }
     );
-    HttpServer::new(|| {
+    let server = HttpServer::new(|| {
         App::new()
             .app_data(web::PayloadConfig::new(32 * 1024 * 1024))
             .default_service(web::to(messages))
@@ -175,8 +212,11 @@ async fn main() -> std::io::Result<()> {
     .backlog(16_384)
     .max_connections(100_000)
     .max_connection_rate(100_000)
-    .disable_signals()
-    .bind(&args.listen)?
+    .disable_signals();
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => server.bind_rustls_0_23(&args.listen, tls_config(cert, key)?)?,
+        _ => server.bind(&args.listen)?,
+    }
     .run()
     .await
 }

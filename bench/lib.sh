@@ -144,6 +144,20 @@ pass_if() { awk "BEGIN { exit !($1) }" && echo pass || echo "**FAIL**"; }
 # Shared steps
 # ---------------------------------------------------------------------------------------------
 
+# parse_options ARGS...: --quick, --out FILE, --keep, --help (the calling script's header).
+parse_options() {
+    while (($#)); do
+        case $1 in
+            --quick) QUICK=1 ;;
+            --out) OUT=$2; shift ;;
+            --keep) KEEP=1 ;;
+            -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+            *) die "unknown option $1 (try --help)" ;;
+        esac
+        shift
+    done
+}
+
 install_tools() {
     local missing=()
     command -v wrk >/dev/null || missing+=(wrk)
@@ -218,6 +232,38 @@ check_quiet() {
     if ((busy > 10)); then
         log "WARNING: the machine was ${busy}% busy before the run: results will be noisy"
     fi
+}
+
+# launch_sluice NAME DIR PORT ROUTE-LINES: sluice with one worker and one /anthropic route (plus
+# ROUTE-LINES, e.g. its upstream) listening on PORT, its settings, store and log in DIR; its pid
+# in LAUNCHED_PID.
+launch_sluice() {
+    local name=$1 dir=$2 port=$3 route=$4 var
+    cat >"$dir/sluice.toml" <<EOF
+listen = "127.0.0.1:$port"
+workers = 1
+shutdown_grace_s = 2
+
+[[routes]]
+prefix = "/anthropic"
+protocol = "anthropic"
+credential_policy = "client_first"
+$route
+
+[stats]
+state_file = ""
+${BENCH_SLUICE_EXTRA:-}
+EOF
+    # No server key (the benchmark must never touch a real credential), and none of the
+    # caller's SLUICE_* variables (overrides, admin token) may change what is measured.
+    local unset=(-u ANTHROPIC_API_KEY)
+    for var in $(compgen -e | grep '^SLUICE' || true); do unset+=(-u "$var"); done
+    (cd "$dir" && exec env "${unset[@]}" "$SLUICE_BIN" --settings "$dir/sluice.toml") \
+        >"$dir/sluice.log" 2>&1 &
+    LAUNCHED_PID=$!
+    PIDS+=("$LAUNCHED_PID")
+    wait_up "$name" "$LAUNCHED_PID" "$dir/sluice.log" "http://127.0.0.1:$port/healthz"
+    log "$name on 127.0.0.1:$port (pid $LAUNCHED_PID)"
 }
 
 # The mock serves HTTPS when UPSTREAM_TLS=1 (certificates from make_test_ca).

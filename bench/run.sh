@@ -57,16 +57,7 @@ source "$ROOT/bench/lib.sh"
 # ---------------------------------------------------------------------------------------------
 
 parse_args() {
-    while (($#)); do
-        case $1 in
-            --quick) QUICK=1 ;;
-            --out) OUT=$2; shift ;;
-            --keep) KEEP=1 ;;
-            -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-            *) die "unknown option $1 (try --help)" ;;
-        esac
-        shift
-    done
+    parse_options "$@"
     if ((QUICK)); then
         ROUNDS=2 DURATION=3 WARMUP=1
         # streams: count events interval_ms ramp_ms
@@ -93,31 +84,8 @@ size_large_streams() {
 
 start_sluice() {
     SLUICE_PORT=$(free_port)
-    cat >"$WORK/sluice.toml" <<EOF
-listen = "127.0.0.1:$SLUICE_PORT"
-workers = 1
-shutdown_grace_s = 2
-
-[[routes]]
-prefix = "/anthropic"
-upstream = "http://127.0.0.1:$MOCK_PORT"
-protocol = "anthropic"
-credential_policy = "client_first"
-
-[stats]
-state_file = ""
-${BENCH_SLUICE_EXTRA:-}
-EOF
-    # No server key (the benchmark must never touch a real credential), and none of the
-    # caller's SLUICE_* variables (overrides, admin token) may change what is measured.
-    local unset=(-u ANTHROPIC_API_KEY) var
-    for var in $(compgen -e | grep '^SLUICE' || true); do unset+=(-u "$var"); done
-    (cd "$WORK" && exec env "${unset[@]}" "$SLUICE_BIN" --settings "$WORK/sluice.toml") \
-        >"$WORK/sluice.log" 2>&1 &
-    SLUICE_PID=$!
-    PIDS+=("$SLUICE_PID")
-    wait_up sluice "$SLUICE_PID" "$WORK/sluice.log" "http://127.0.0.1:$SLUICE_PORT/healthz"
-    log "sluice on 127.0.0.1:$SLUICE_PORT (pid $SLUICE_PID)"
+    launch_sluice sluice "$WORK" "$SLUICE_PORT" "upstream = \"http://127.0.0.1:$MOCK_PORT\""
+    SLUICE_PID=$LAUNCHED_PID
 }
 
 pid_of() {

@@ -43,16 +43,7 @@ declare -A PID_OF PORT_OF RSS_IDLE
 source "$ROOT/bench/lib.sh"
 
 parse_args() {
-    while (($#)); do
-        case $1 in
-            --quick) QUICK=1 ;;
-            --out) OUT=$2; shift ;;
-            --keep) KEEP=1 ;;
-            -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-            *) die "unknown option $1 (try --help)" ;;
-        esac
-        shift
-    done
+    parse_options "$@"
     # streams: count events interval_ms ramp_ms
     if ((QUICK)); then
         ROUNDS=2 DURATION=3 WARMUP=1
@@ -65,34 +56,14 @@ parse_args() {
 
 # start_sluice NAME HTTP2: a sluice of its own (settings, store and log in $WORK/NAME).
 start_sluice() {
-    local name=$1 http2=$2 dir=$WORK/$1 port var
-    port=$(free_port)
-    mkdir -p "$dir"
-    cat >"$dir/sluice.toml" <<EOF
-listen = "127.0.0.1:$port"
-workers = 1
-shutdown_grace_s = 2
-
-[[routes]]
-prefix = "/anthropic"
-upstream = "$MOCK_URL"
-protocol = "anthropic"
-credential_policy = "client_first"
-ca_file = "$WORK/ca/ca.pem"
-http2 = $http2
-
-[stats]
-state_file = ""
-EOF
-    # No server key, and none of the caller's SLUICE_* variables (see bench/run.sh).
-    local unset=(-u ANTHROPIC_API_KEY)
-    for var in $(compgen -e | grep '^SLUICE' || true); do unset+=(-u "$var"); done
-    (cd "$dir" && exec env "${unset[@]}" "$SLUICE_BIN" --settings "$dir/sluice.toml") >"$dir/sluice.log" 2>&1 &
-    PID_OF[$name]=$!
-    PORT_OF[$name]=$port
-    PIDS+=("$!")
-    wait_up "$name" "${PID_OF[$name]}" "$dir/sluice.log" "http://127.0.0.1:$port/healthz"
-    log "$name on 127.0.0.1:$port (pid ${PID_OF[$name]})"
+    local name=$1 http2=$2
+    mkdir -p "$WORK/$name"
+    PORT_OF[$name]=$(free_port)
+    launch_sluice "$name" "$WORK/$name" "${PORT_OF[$name]}" \
+        "upstream = \"$MOCK_URL\"
+ca_file = \"$WORK/ca/ca.pem\"
+http2 = $http2"
+    PID_OF[$name]=$LAUNCHED_PID
 }
 
 pid_of() { echo "${PID_OF[$1]}"; }

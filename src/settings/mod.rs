@@ -288,8 +288,13 @@ impl Settings {
             ));
         }
         for route in &self.routes {
+            let http = if route.http2 && route.upstream.scheme() == "https" {
+                "HTTP/2 or HTTP/1.1 by ALPN"
+            } else {
+                "HTTP/1.1"
+            };
             out.push_str(&format!(
-                "route {} -> {} [{}, {}]\n",
+                "route {} -> {} [{}, {}, {http}]\n",
                 route.prefix,
                 route.upstream,
                 route.credential_policy.as_str(),
@@ -773,6 +778,15 @@ mod tests {
         assert_eq!(x.speed["fast"], 2.0);
         assert_eq!(x.long_context.as_ref().unwrap().threshold, 200_000);
         assert_eq!(settings.pricing["claude-y"].batch, Some(0.25));
+    }
+
+    #[test]
+    fn routes_offer_http2_unless_told_not_to() {
+        assert!(load(ONE_ROUTE, &[]).unwrap().routes[0].http2);
+        let text = format!("{ONE_ROUTE}http2 = false\n");
+        assert!(!load(&text, &[]).unwrap().routes[0].http2);
+        let text = format!("{ONE_ROUTE}http2 = \"maybe\"\n");
+        assert_eq!(error_key(load(&text, &[])), "routes[0].http2");
     }
 
     #[test]

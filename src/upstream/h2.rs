@@ -118,9 +118,16 @@ impl H2Route {
             Offer::Asking(asking) => asking.clone(),
             offer @ Offer::Unknown => {
                 let (connector, origin) = (self.connector.clone(), self.origin.clone());
-                let asking = async move {
+                // On a task of its own: it finishes even if every request waiting for it
+                // is dropped meanwhile (the next one then reads the answer).
+                let handshake = actix_rt::spawn(async move {
                     let io = connector.connect(origin).await?;
                     Ok(io.connected().is_negotiated_h2())
+                });
+                let asking = async move {
+                    handshake.await.unwrap_or_else(|_| {
+                        Err(ConnectFailure::Failed("the handshake was cancelled".into()))
+                    })
                 }
                 .boxed_local()
                 .shared();

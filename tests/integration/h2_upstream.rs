@@ -287,3 +287,30 @@ async fn a_request_body_that_arrives_slowly_streams_upstream_over_h2() {
     assert_eq!(seen.version, "HTTP/2.0");
     assert_eq!(seen.body, parts.concat().as_bytes());
 }
+
+#[actix_rt::test]
+async fn silence_inside_an_h2_stream_closes_it_after_idle_timeout() {
+    let upstream = TlsUpstream::start(H2_AND_HTTP11, Duration::from_secs(3));
+    let sluice = sluice()
+        .route(
+            "/anthropic",
+            &upstream.url(),
+            &["ca_file = \"ca.pem\"", "http2 = true"],
+        )
+        .file("ca.pem", &upstream.ca_pem)
+        .toml("[timeouts]\nidle_ms = 400")
+        .start();
+    let mut response = client()
+        .post(sluice.url("/anthropic/v1/messages"))
+        .insert_header(("x-api-key", CLIENT_API_KEY))
+        .send_body("{}")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let end = tokio::time::timeout(Duration::from_secs(2), response.next())
+        .await
+        .expect("stream closed by sluice before the upstream's first event");
+    assert!(!matches!(end, Some(Ok(_))), "{end:?}");
+    sluice.wait_for_log("outcome=idle_timeout", Duration::from_secs(2));
+    assert_eq!(versions(&upstream.seen()), ["HTTP/2.0"]);
+}

@@ -32,6 +32,19 @@ fn through(upstreams: &[(&str, &TlsUpstream)], http2: Option<bool>) -> Sluice {
     builder.start()
 }
 
+/// sluice with one `/anthropic` route to `upstream` over HTTP/2, and `toml` added.
+fn over_h2(upstream: &TlsUpstream, toml: &str) -> Sluice {
+    sluice()
+        .route(
+            "/anthropic",
+            &upstream.url(),
+            &["ca_file = \"ca.pem\"", "http2 = true"],
+        )
+        .file("ca.pem", &upstream.ca_pem)
+        .toml(toml)
+        .start()
+}
+
 /// `n` streamed requests at once under `prefix`, each with a body of its own: every answer's
 /// status and bytes, in request order.
 async fn streams(sluice: &Sluice, prefix: &str, n: usize) -> Vec<(u16, Bytes)> {
@@ -259,15 +272,7 @@ async fn failures_look_the_same_to_the_client_over_h2_and_http11() {
 async fn a_request_body_that_arrives_slowly_streams_upstream_over_h2() {
     let upstream = TlsUpstream::start(H2_AND_HTTP11, Duration::ZERO);
     // The idle timer wakes the request while its body streams.
-    let sluice = sluice()
-        .route(
-            "/anthropic",
-            &upstream.url(),
-            &["ca_file = \"ca.pem\"", "http2 = true"],
-        )
-        .file("ca.pem", &upstream.ca_pem)
-        .toml("[timeouts]\nidle_ms = 400")
-        .start();
+    let sluice = over_h2(&upstream, "[timeouts]\nidle_ms = 400");
     // The protocol is known before the slow body comes.
     assert_all_complete(&streams(&sluice, "/anthropic", 1).await, &sluice);
     let parts: Vec<String> = (0..5).map(|i| format!("{{\"part\":{i}}}\n")).collect();
@@ -291,15 +296,7 @@ async fn a_request_body_that_arrives_slowly_streams_upstream_over_h2() {
 #[actix_rt::test]
 async fn silence_inside_an_h2_stream_closes_it_after_idle_timeout() {
     let upstream = TlsUpstream::start(H2_AND_HTTP11, Duration::from_secs(3));
-    let sluice = sluice()
-        .route(
-            "/anthropic",
-            &upstream.url(),
-            &["ca_file = \"ca.pem\"", "http2 = true"],
-        )
-        .file("ca.pem", &upstream.ca_pem)
-        .toml("[timeouts]\nidle_ms = 400")
-        .start();
+    let sluice = over_h2(&upstream, "[timeouts]\nidle_ms = 400");
     let mut response = client()
         .post(sluice.url("/anthropic/v1/messages"))
         .insert_header(("x-api-key", CLIENT_API_KEY))

@@ -16,7 +16,6 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::web::Bytes;
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
-
 use futures_util::{Stream, StreamExt};
 use hyper::body::{Frame, SizeHint};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
@@ -29,7 +28,8 @@ use tokio::sync::mpsc;
 use super::send::{Answer, RequestBody};
 use crate::error::Error;
 
-type Stream_ = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+/// A connection to the upstream, TLS on TCP.
+type UpstreamIo = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
 
 /// Feeds the client's body to hyper; polled on the request's own task (see `OutgoingBody`).
 pub type Pump = LocalBoxFuture<'static, ()>;
@@ -234,7 +234,7 @@ struct UpstreamConnector {
 }
 
 impl UpstreamConnector {
-    async fn connect(mut self, to: http::Uri) -> Result<Stream_, ConnectFailure> {
+    async fn connect(mut self, to: http::Uri) -> Result<UpstreamIo, ConnectFailure> {
         use tower_service::Service;
         match tokio::time::timeout(self.timeout, self.https.call(to)).await {
             Err(_) => Err(ConnectFailure::Timeout),
@@ -247,9 +247,9 @@ impl UpstreamConnector {
 /// hyper's client opens its connections through this. One the upstream did not take as h2
 /// is refused: this client speaks nothing else.
 impl tower_service::Service<http::Uri> for UpstreamConnector {
-    type Response = Stream_;
+    type Response = UpstreamIo;
     type Error = ConnectFailure;
-    type Future = Pin<Box<dyn Future<Output = Result<Stream_, ConnectFailure>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<UpstreamIo, ConnectFailure>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectFailure>> {
         Poll::Ready(Ok(()))

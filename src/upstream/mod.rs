@@ -302,3 +302,36 @@ impl Handler<GetHealth> for UpstreamPool {
         MessageResult(self.health.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(upstream: &str, http2: bool) -> UpstreamPlan {
+        let text =
+            format!("[[routes]]\nprefix = \"/a\"\nupstream = \"{upstream}\"\nhttp2 = {http2}\n");
+        let env = crate::secrets::EnvSource::Fixed(Default::default());
+        let settings = Settings::from_toml(&text, "test.toml", &env).unwrap();
+        UpstreamPlan::from_settings(&settings, 1)
+    }
+
+    #[test]
+    fn turning_http2_on_or_off_builds_new_clients() {
+        let on = plan("https://example.com", true);
+        assert!(on.same_clients_as(&plan("https://example.com", true)));
+        assert!(!on.same_clients_as(&plan("https://example.com", false)));
+    }
+
+    #[test]
+    fn only_https_routes_that_offer_http2_get_an_h2_client() {
+        let build = |upstream: &str, http2: bool| {
+            let plan = plan(upstream, http2);
+            build_client(&plan.routes[0], plan.timeouts, plan.pool)
+                .h2
+                .is_some()
+        };
+        assert!(build("https://example.com", true));
+        assert!(!build("https://example.com", false));
+        assert!(!build("http://example.com", true));
+    }
+}

@@ -153,6 +153,10 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     // A client that closes its side has gone: end its stream at once (dropping the upstream
     // request with it) instead of streaming on until a write fails.
     .h1_allow_half_closed(false)
+    // An answer's head and its first bytes often leave in separate writes (an HTTP/2 upstream
+    // delivers them apart, SSE events come one by one): without TCP_NODELAY, Nagle's algorithm
+    // holds each small write until the client's delayed ACK, up to 40 ms.
+    .tcp_nodelay(true)
     .shutdown_timeout(settings.shutdown_grace.as_secs())
     .backlog(4096);
     if settings.workers > 0 {

@@ -214,7 +214,11 @@ async fn main() -> std::io::Result<()> {
     .max_connection_rate(100_000)
     .disable_signals();
     match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => server.bind_rustls_0_23(&args.listen, tls_config(cert, key)?)?,
+        // HTTP/2 puts many answers' small frames on one connection: with Nagle's algorithm on,
+        // each would wait for the peer's delayed ACK. (Real API front ends set TCP_NODELAY.)
+        (Some(cert), Some(key)) => server
+            .tcp_nodelay(true)
+            .bind_rustls_0_23(&args.listen, tls_config(cert, key)?)?,
         _ => server.bind(&args.listen)?,
     }
     .run()

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// One thing the fake does on a connection, in order.
 #[derive(Clone, Debug)]
@@ -85,41 +85,31 @@ impl FakeUpstream {
 
     fn spawn(choose: Chooser, by_target: Option<TargetChooser>) -> Self {
         let conns = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let record = conns.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let accept = async {
-                    loop {
-                        let Ok((stream, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let index = {
-                            let mut conns = record.lock().unwrap();
-                            conns.push(Conn::default());
-                            conns.len() - 1
-                        };
-                        let script = choose(index);
-                        let record = record.clone();
-                        let by_target = by_target.clone();
-                        tokio::spawn(run(stream, script, by_target, record, index));
-                    }
-                };
-                tokio::select! {
-                    _ = accept => {},
-                    _ = stop_rx => {},
+        // Once stopped, every connection task is dropped with the runtime, closing its socket.
+        let addr = crate::support::serve_on_own_thread(move |listener| async move {
+            let accept = async {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let index = {
+                        let mut conns = record.lock().unwrap();
+                        conns.push(Conn::default());
+                        conns.len() - 1
+                    };
+                    let script = choose(index);
+                    let record = record.clone();
+                    let by_target = by_target.clone();
+                    tokio::spawn(run(stream, script, by_target, record, index));
                 }
-            });
-            // Dropping the runtime drops every connection task, closing their sockets.
+            };
+            tokio::select! {
+                _ = accept => {},
+                _ = stop_rx => {},
+            }
         });
-        let addr = addr_rx.recv().unwrap();
         Self {
             addr,
             conns,

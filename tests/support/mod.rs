@@ -507,6 +507,29 @@ impl Drop for Sluice {
     }
 }
 
+/// Serves on a thread of its own with a current-thread tokio runtime: `serve` gets a listener
+/// on 127.0.0.1 and runs until it returns; the runtime is then dropped, and with it every
+/// connection task and its socket. Returns the listener's address.
+pub fn serve_on_own_thread<F, Fut>(serve: F) -> SocketAddr
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            serve(listener).await;
+        });
+    });
+    rx.recv().unwrap()
+}
+
 /// An awc client for tests: no default headers, no timeout of its own.
 pub fn client() -> awc::Client {
     awc::Client::builder()

@@ -66,42 +66,33 @@ impl TlsUpstream {
         let (go_away, go_away_rx) = watch::channel(0);
         let (reset, reset_rx) = watch::channel(0);
         let (stop, mut stop_rx) = watch::channel(false);
-        let (tx, rx) = std::sync::mpsc::channel();
         let state = shared.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                loop {
-                    let tcp = tokio::select! {
-                        accepted = listener.accept() => match accepted {
-                            Ok((tcp, _)) => tcp,
-                            Err(_) => continue,
-                        },
-                        _ = stop_rx.changed() => return,
-                    };
-                    state.accepted.fetch_add(1, Ordering::SeqCst);
-                    // Only what is asked after this connection arrived applies to it.
-                    let (mut go_away, mut reset) = (go_away_rx.clone(), reset_rx.clone());
-                    go_away.borrow_and_update();
-                    reset.borrow_and_update();
-                    tokio::spawn(serve(
-                        tcp,
-                        acceptor.clone(),
-                        state.clone(),
-                        pause,
-                        go_away,
-                        reset,
-                    ));
-                }
-            });
+        let addr = super::serve_on_own_thread(move |listener| async move {
+            loop {
+                let tcp = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((tcp, _)) => tcp,
+                        Err(_) => continue,
+                    },
+                    _ = stop_rx.changed() => return,
+                };
+                state.accepted.fetch_add(1, Ordering::SeqCst);
+                // Only what is asked after this connection arrived applies to it.
+                let (mut go_away, mut reset) = (go_away_rx.clone(), reset_rx.clone());
+                go_away.borrow_and_update();
+                reset.borrow_and_update();
+                tokio::spawn(serve(
+                    tcp,
+                    acceptor.clone(),
+                    state.clone(),
+                    pause,
+                    go_away,
+                    reset,
+                ));
+            }
         });
         Self {
-            addr: rx.recv().unwrap(),
+            addr,
             ca_pem: ca.pem,
             shared,
             go_away,

@@ -1,6 +1,6 @@
-//! The client's upload on its way upstream, and who is to blame when it goes wrong. awc reads
-//! it as a stream ([`Upload`]); the request handler checks it at every poll ([`UploadWatch`]),
-//! so that
+//! The client's upload on its way upstream, and who is to blame when it goes wrong. The upstream
+//! client (awc, or the HTTP/2 pump, both on the request's own task) reads it as a stream
+//! ([`Upload`]); the request handler checks it at every poll ([`UploadWatch`]), so that
 //! - a broken upload (bad chunked framing, a client that left mid-body) is answered `400
 //!   client_body` in the very poll that finds it: actix-http closes such a connection right
 //!   after that poll, and a handler still waiting for the upstream would never be answered;

@@ -1,9 +1,13 @@
 //! Fills a store with a million requests spread over the last 30 days, then times the writer
 //! (rows/s), the store's size per million rows, and the queries behind `/usage` and `/stats`.
 //!
-//! Run: `cargo run --release --example store_bench -- [--rows 1000000] [--db PATH] [--pg URL]`
-//! (SQLite in a temporary directory unless `--db` or `--pg` is given). Prints one line per
-//! measurement.
+//! Then adds a burst of hostile requests (each a new model, credential and session) and times
+//! `/stats`' store part over it.
+//!
+//! Run: `cargo run --release --example store_bench -- [--rows 1000000] [--hostile 100000]
+//! [--runs 5] [--db PATH] [--pg URL]` (SQLite in a temporary directory unless `--db` or `--pg`
+//! is given). Prints one line per measurement, then all of them as a markdown table
+//! (`bench/store.sh` runs it).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -89,7 +93,8 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
-fn time<T>(label: &str, runs: usize, mut run: impl FnMut() -> T) -> T {
+/// The median of `runs` runs of `run`, and its last result.
+fn time<T>(runs: usize, mut run: impl FnMut() -> T) -> (Duration, T) {
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..runs {
@@ -98,77 +103,104 @@ fn time<T>(label: &str, runs: usize, mut run: impl FnMut() -> T) -> T {
         times.push(started.elapsed());
     }
     times.sort();
-    println!(
-        "{label}: median {:.1} ms, min {:.1} ms ({runs} runs)",
-        times[runs / 2].as_secs_f64() * 1e3,
-        times[0].as_secs_f64() * 1e3
-    );
-    last.expect("at least one run")
+    (times[runs / 2], last.expect("at least one run"))
+}
+
+/// One hostile request: a model, credential and session never seen before (as a client sending
+/// new values each time would make them).
+fn hostile_row(i: u64, finished_ms: i64) -> StoreRow {
+    StoreRow {
+        finished_ms,
+        instance: "bench".into(),
+        route: "/anthropic".into(),
+        method: "POST".into(),
+        status: 404,
+        outcome: "completed".into(),
+        model: format!("hostile-model-{i}"),
+        source: "client_api_key".into(),
+        credential: format!("client_api_key:{i:012x}"),
+        session: format!("session-{i}"),
+        total_ms: 1,
+        ..StoreRow::default()
+    }
+}
+
+/// Writes `rows` through the store's writer, `make(i)` each, without overflowing its queue;
+/// returns the seconds it took until all were committed.
+fn fill(store: &store::StoreHandle, rows: u64, mut make: impl FnMut(u64) -> StoreRow) -> f64 {
+    let started = Instant::now();
+    let chunk = 2_000u64;
+    let mut made = 0u64;
+    let before = store.status().rows_written;
+    while made < rows {
+        let n = chunk.min(rows - made);
+        let batch: Vec<StoreRow> = (made..made + n).map(&mut make).collect();
+        // Stay under the queue's bound: a benchmark must not drop rows.
+        while store.status().pending > 50_000 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        store.submit(batch);
+        made += n;
+    }
+    while store.status().rows_written < before + rows {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// Rows of the markdown table printed at the end.
+struct Table(Vec<(String, String)>);
+
+impl Table {
+    fn add(&mut self, measure: impl Into<String>, value: impl Into<String>) {
+        let (measure, value) = (measure.into(), value.into());
+        println!("{measure}: {value}");
+        self.0.push((measure, value));
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
 fn main() {
     let rows: u64 = arg("--rows").map_or(1_000_000, |r| r.parse().expect("--rows N"));
+    let hostile: u64 = arg("--hostile").map_or(100_000, |r| r.parse().expect("--hostile N"));
+    let runs: usize = arg("--runs").map_or(5, |r| r.parse().expect("--runs N"));
     let temp = tempfile::tempdir().expect("temp dir");
     let sqlite_path = arg("--db").map_or_else(|| temp.path().join("sluice.db"), Into::into);
     let target = match arg("--pg") {
         Some(url) => Target::Postgres(url),
         None => Target::Sqlite(sqlite_path.clone()),
     };
+    let mut table = Table(Vec::new());
     let options = StoreOptions::new(target.clone());
     let store = store::open(options.clone()).expect("open store");
 
     let now_ms = store_now_ms();
     let span_ms = 30 * 86_400_000 - 3_600_000;
     let mut rng = Rng(0x5eed);
-    let started = Instant::now();
-    let chunk = 2_000u64;
-    let mut made = 0u64;
-    while made < rows {
-        let n = chunk.min(rows - made);
-        let batch: Vec<StoreRow> = (made..made + n)
-            .map(|i| {
-                let at = now_ms - span_ms + (span_ms as u64 * i / rows) as i64;
-                row(&mut rng, at, i / 200)
-            })
-            .collect();
-        // Stay under the queue's bound: a benchmark must not drop rows.
-        while store.status().pending > options.queue_rows as u64 / 2 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        store.submit(batch);
-        made += n;
-    }
-    while store.status().rows_written < rows {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let elapsed = started.elapsed();
+    let seconds = fill(&store, rows, |i| {
+        let at = now_ms - span_ms + (span_ms as u64 * i / rows) as i64;
+        row(&mut rng, at, i / 200)
+    });
     let status = store.status();
-    println!(
-        "write: {rows} rows in {:.1} s = {:.0} rows/s (dropped {}, failures {})",
-        elapsed.as_secs_f64(),
-        rows as f64 / elapsed.as_secs_f64(),
-        status.dropped,
-        status.failures
+    assert_eq!((status.dropped, status.failures), (0, 0), "{status:?}");
+    table.add(
+        format!("writer, {rows} team rows (rows/s)"),
+        format!("{:.0}", rows as f64 / seconds),
     );
     store.close().expect("close");
     drop(store);
 
-    if let Target::Sqlite(path) = &target {
+    if let (Target::Sqlite(path), true) = (&target, rows > 0) {
         let conn = rusqlite::Connection::open(path).expect("open for size");
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .expect("checkpoint");
         let bytes = std::fs::metadata(path).expect("size").len();
-        let count = |table: &str| -> i64 {
-            conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
-                .expect("count")
-        };
-        println!(
-            "size: {:.1} MB for {rows} rows = {:.1} MB per million (raw {}, usage_15m {}, sessions_15m {})",
-            bytes as f64 / 1e6,
-            bytes as f64 / 1e6 * 1e6 / rows as f64,
-            count("requests"),
-            count("usage_15m"),
-            count("sessions_15m"),
+        table.add(
+            "store size per million rows",
+            format!("{:.0} MB", bytes as f64 / 1e6 * 1e6 / rows as f64),
         );
     }
 
@@ -186,9 +218,8 @@ fn main() {
         "group_by=agent&since=1d",
     ] {
         let q = UsageQuery::parse(query).expect("query");
-        let report = time(&format!("/usage?{query}"), 5, || {
-            store.usage(&q, now).expect("usage")
-        });
+        let (took, report) = time(runs, || store.usage(&q, now).expect("usage"));
+        table.add(format!("`/usage?{query}`"), ms(took));
         assert_eq!(
             report.totals.requests,
             report.rows.iter().map(|r| r.counters.requests).sum::<u64>()
@@ -198,15 +229,71 @@ fn main() {
         }
     }
     let since_30d = Some(now_ms - 30 * 86_400_000 + 123);
-    let window = time("/stats?since=30d (window, 1000 sessions)", 5, || {
-        store.window(since_30d, None, 1000, 1000).expect("window")
+    let (took, window) = time(runs, || {
+        store
+            .window(since_30d, None, 1000, MODEL_LIMIT)
+            .expect("window")
     });
     assert_eq!(window.totals.requests, rows);
-    time("/stats lifetime (window, 1000 sessions)", 5, || {
-        store.window(None, None, 1000, 1000).expect("window")
+    table.add("`/stats?since=30d` (store part)", ms(took));
+    let (took, _) = time(runs, || {
+        store.window(None, None, 1000, MODEL_LIMIT).expect("window")
     });
+    table.add("`/stats` lifetime (store part)", ms(took));
+
+    if hostile > 0 {
+        // Then a burst of hostile requests over the last minute, each bringing a new model,
+        // credential and session: the kept keys must be the newest, whatever the window.
+        let burst_ms = 60_000;
+        let start_ms = store_now_ms() - burst_ms;
+        let seconds = fill(&store, hostile, |i| {
+            hostile_row(i, start_ms + (burst_ms as u64 * i / hostile) as i64)
+        });
+        table.add(
+            format!("writer, {hostile} hostile rows (rows/s)"),
+            format!("{:.0}", hostile as f64 / seconds),
+        );
+        let now_ms = store_now_ms();
+        for (label, since) in [
+            ("lifetime", None),
+            ("since=1h", Some(now_ms - 3_600_000)),
+            ("since=5m", Some(now_ms - 300_000)),
+            ("since=30s", Some(now_ms - 30_000)),
+        ] {
+            let (took, window) = time(runs, || {
+                store
+                    .window(since, None, 1000, MODEL_LIMIT)
+                    .expect("window")
+            });
+            let newest = format!("session-{}", hostile - 1);
+            assert!(
+                window.by_session.iter().any(|s| s.session == newest),
+                "{newest} left out"
+            );
+            assert!(window.by_session.len() <= 1000);
+            assert!(window.by_credential.len() <= 1000);
+            let kept: u64 = window.by_credential.values().map(|c| c.requests).sum();
+            // Every row has a credential: those kept and those folded make the total.
+            assert_eq!(
+                kept + window.folded["by_credential"],
+                window.totals.requests
+            );
+            table.add(
+                format!("`/stats?{label}` after {hostile} hostile keys (store part)"),
+                ms(took),
+            );
+        }
+    }
     store.close().expect("close");
+
+    println!("\n| measure | {} |\n|---|---:|", target.backend_name());
+    for (measure, value) in &table.0 {
+        println!("| {measure} | {value} |");
+    }
 }
+
+/// The models `/stats` asks the store for: the price table's plus the bound of others.
+const MODEL_LIMIT: usize = 200 + 12;
 
 fn store_now_ms() -> i64 {
     SystemTime::now()

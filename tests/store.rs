@@ -639,11 +639,93 @@ fn a_store_from_before_the_recency_rollup_gets_it_from_its_rows() {
     drop(store);
     // As the first schema version left it.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("DROP TABLE recent_15m; DROP TABLE rate_limits; DELETE FROM store_schema WHERE version > 1;")
-        .unwrap();
+    conn.execute_batch(
+        "DROP TABLE recent_15m; DROP TABLE rate_limits; DROP TABLE recent_keys; \
+         DROP TABLE recent_1d; DROP TABLE usage_by_1d; DROP INDEX sessions_15m_by_key; \
+         DROP INDEX usage_by_15m_by_dimension; DELETE FROM sessions_15m WHERE session = ''; \
+         DELETE FROM store_schema WHERE version > 1;",
+    )
+    .unwrap();
     drop(conn);
     let store = store::open(sqlite_options(dir.path())).unwrap();
     check_window_suite(&store, &rows);
+    store.close().unwrap();
+}
+
+#[test]
+fn a_store_from_before_the_recent_keys_gets_them_from_its_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = sqlite_options(dir.path());
+    let Target::Sqlite(path) = options.target.clone() else {
+        unreachable!()
+    };
+    let rows = dst_rows();
+    let store = store::open(options).unwrap();
+    fill(&store, &rows);
+    store.close().unwrap();
+    drop(store);
+    // As the third schema version left it.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP TABLE recent_keys; DROP TABLE recent_1d; DROP TABLE usage_by_1d; \
+         DROP INDEX recent_15m_by_key; DROP INDEX sessions_15m_by_key; \
+         DROP INDEX usage_by_15m_by_dimension; DELETE FROM recent_15m WHERE value = ''; \
+         DELETE FROM sessions_15m WHERE session = ''; DELETE FROM store_schema WHERE version > 3;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = store::open(sqlite_options(dir.path())).unwrap();
+    check_usage_suite(&store, &rows);
+    check_window_suite(&store, &rows);
+    store.close().unwrap();
+}
+
+/// A window starting just before a burst of thousands of requests in one 15-minute bucket is read
+/// as that bucket's rollup less the few rows before the start: the sums stay exact.
+#[test]
+fn a_burst_just_after_a_window_starts_is_counted_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::open(sqlite_options(dir.path())).unwrap();
+    let mut rng = Rng(11);
+    let bucket = ms("2026-11-20T10:00:00Z");
+    let mut rows = random_rows(&mut rng, 40, bucket, bucket + 300_000);
+    rows.extend(random_rows(
+        &mut rng,
+        3_000,
+        bucket + 300_000,
+        bucket + 600_000,
+    ));
+    rows.extend(random_rows(
+        &mut rng,
+        40,
+        bucket + 600_000,
+        bucket + 900_000,
+    ));
+    // Keys seen only before the window (left out) and only in the burst (most recent).
+    rows[0].session = "before-only".into();
+    rows[0].credential = "client_api_key:before000000".into();
+    rows[0].model = "model-before-only".into();
+    for (i, row) in rows.iter_mut().enumerate().skip(40).step_by(7) {
+        row.session = format!("burst-{i}");
+        row.model = format!("burst-model-{}", i % 5);
+    }
+    fill(&store, &rows);
+    for (since, until) in [
+        (bucket + 299_999, None),
+        (bucket + 299_999, Some(bucket + 700_000)),
+        (bucket + 10, Some(bucket + 899_990)),
+    ] {
+        check_window(&store, &rows, Some(since), until);
+        let since_text = jiff::Timestamp::from_millisecond(since)
+            .unwrap()
+            .to_string();
+        let mut params = vec![("group_by", "model"), ("since", since_text.as_str())];
+        let until_text = until.map(|u| jiff::Timestamp::from_millisecond(u).unwrap().to_string());
+        if let Some(until) = &until_text {
+            params.push(("until", until.as_str()));
+        }
+        check_usage(&store, &rows, "UTC", &params);
+    }
     store.close().unwrap();
 }
 

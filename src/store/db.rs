@@ -4,6 +4,7 @@
 //! The SQL is shared: written with `?` placeholders (renumbered to `$n` for PostgreSQL), integer
 //! columns are BIGINT on both, sums are read as floats (so that no sum can overflow a query).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -230,7 +231,70 @@ CREATE TABLE rate_limits (
 );
 CREATE INDEX rate_limits_by_time ON rate_limits (seen_ms);
 "#,
+    r#"
+CREATE TABLE recent_keys (
+    dimension TEXT NOT NULL,
+    value TEXT NOT NULL,
+    last_ms BIGINT NOT NULL,
+    PRIMARY KEY (dimension, value)
+){without_rowid};
+CREATE INDEX recent_keys_by_time ON recent_keys (dimension, last_ms);
+INSERT INTO recent_keys (dimension, value, last_ms)
+    SELECT dimension, value, MAX(last_ms) FROM recent_15m GROUP BY dimension, value;
+INSERT INTO recent_keys (dimension, value, last_ms)
+    SELECT 'session', session, MAX(last_ms) FROM sessions_15m GROUP BY session;
+INSERT INTO recent_15m (bucket, dimension, value, last_ms, {counter_names})
+    SELECT bucket, dimension, '', MAX(last_ms), {counter_sums} FROM recent_15m
+    GROUP BY bucket, dimension;
+INSERT INTO sessions_15m (bucket, session, last_ms, {counter_names})
+    SELECT bucket, '', MAX(last_ms), {counter_sums} FROM sessions_15m GROUP BY bucket;
+CREATE INDEX recent_15m_by_key ON recent_15m (dimension, value, bucket);
+CREATE INDEX sessions_15m_by_key ON sessions_15m (session, bucket);
+CREATE INDEX usage_by_15m_by_dimension ON usage_by_15m (dimension, bucket, value, requests);
+CREATE TABLE recent_1d (
+    bucket BIGINT NOT NULL,
+    dimension TEXT NOT NULL,
+    value TEXT NOT NULL,
+    last_ms BIGINT NOT NULL,
+    {counters},
+    PRIMARY KEY (dimension, value, bucket)
+){without_rowid};
+CREATE INDEX recent_1d_by_bucket ON recent_1d (bucket);
+INSERT INTO recent_1d (bucket, dimension, value, last_ms, {counter_names})
+    SELECT bucket / {buckets_per_day}, dimension, value, MAX(last_ms), {counter_sums}
+    FROM recent_15m GROUP BY bucket / {buckets_per_day}, dimension, value;
+INSERT INTO recent_1d (bucket, dimension, value, last_ms, {counter_names})
+    SELECT bucket / {buckets_per_day}, 'session', session, MAX(last_ms), {counter_sums}
+    FROM sessions_15m GROUP BY bucket / {buckets_per_day}, session;
+CREATE TABLE usage_by_1d (
+    bucket BIGINT NOT NULL,
+    dimension TEXT NOT NULL,
+    value TEXT NOT NULL,
+    {counters},
+    PRIMARY KEY (dimension, value, bucket)
+){without_rowid};
+CREATE INDEX usage_by_1d_by_bucket ON usage_by_1d (bucket);
+INSERT INTO usage_by_1d (bucket, dimension, value, {counter_names})
+    SELECT bucket / {buckets_per_day}, dimension, value, {counter_sums}
+    FROM usage_by_15m GROUP BY bucket / {buckets_per_day}, dimension, value;
+"#,
 ];
+
+/// Per UTC day, each key column on its own, as [`MARGINAL_ROLLUP`] per 15 minutes: long windows
+/// of one key column read a row per day and value.
+pub const MARGINAL_DAYS: (&str, i64) = ("usage_by_1d", DAY_MS);
+/// Per UTC day and key of [`RECENT_DIMENSIONS`] or session, as [`RECENT_ROLLUP`] and
+/// `sessions_15m` per 15 minutes.
+pub const RECENT_DAYS: (&str, i64) = ("recent_1d", DAY_MS);
+
+/// Per key of [`RECENT_DIMENSIONS`] and session: when it was last active (unix ms), indexed by
+/// that time, so that `/stats` reads the most recently active keys without sorting them all.
+pub const RECENT_KEYS: &str = "recent_keys";
+/// The dimension name of sessions in [`RECENT_KEYS`].
+pub const SESSION_DIMENSION: &str = "session";
+/// In [`RECENT_ROLLUP`] and `sessions_15m`, the row of each bucket (and dimension) under this
+/// empty key sums every key's: what all keys of a window made, read without reading each.
+pub const ALL_KEYS: &str = "";
 
 /// Per 15 minutes and key of a column clients can grow without limit (credential, project,
 /// agent): when it was last active, to the millisecond, and its counters. `/stats` keeps the
@@ -340,8 +404,16 @@ fn migration_sql(index: usize, postgres: bool) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n");
+    let counter_sums = COUNTER_COLUMNS
+        .iter()
+        .map(|c| format!("SUM({c})"))
+        .collect::<Vec<_>>()
+        .join(", ");
     MIGRATIONS[index]
         .replace("{recent_backfill}", &recent_backfill)
+        .replace("{counter_names}", &COUNTER_COLUMNS.join(", "))
+        .replace("{counter_sums}", &counter_sums)
+        .replace("{buckets_per_day}", &(DAY_MS / BUCKET_MS).to_string())
         .replace("{usage_columns}", &usage_columns)
         // SQLite: the primary key is the table (no second copy of the keys in an index).
         .replace(
@@ -387,17 +459,24 @@ fn saturating_sum(table: &str, column: &str) -> String {
 }
 
 /// An upsert of `rows` rows (whose keys must differ) adding to the counters of existing ones.
-fn upsert_sql(table: &str, keys: &[&str], extra: &[(&str, &str)], rows: usize) -> String {
+fn upsert_sql(
+    table: &str,
+    keys: &[&str],
+    extra: &[(&str, &str)],
+    counters: bool,
+    rows: usize,
+) -> String {
+    let counter_columns: &[&str] = if counters { &COUNTER_COLUMNS } else { &[] };
     let mut columns: Vec<&str> = keys.to_vec();
     columns.extend(extra.iter().map(|(c, _)| *c));
-    columns.extend(COUNTER_COLUMNS);
+    columns.extend(counter_columns);
     let one = format!("({})", vec!["?"; columns.len()].join(", "));
     let placeholders = vec![one; rows].join(", ");
     let mut sets: Vec<String> = extra
         .iter()
         .map(|(c, rule)| format!("{c} = {}", rule.replace("{t}", table)))
         .collect();
-    for c in COUNTER_COLUMNS {
+    for &c in counter_columns {
         if c == "cost_usd" {
             sets.push(format!("cost_usd = {table}.cost_usd + excluded.cost_usd"));
         } else {
@@ -419,55 +498,112 @@ fn counter_params(counters: &Counters) -> impl Iterator<Item = Param> {
     })
 }
 
-type RollupKey = (i64, [String; 6], i64);
+type RollupKey<'a> = (i64, [Cow<'a, str>; 6], i64);
+type RecentKey<'a> = (i64, &'static str, Cow<'a, str>);
 
-/// What one batch adds to the rollup tables.
+/// What one batch adds to the rollup tables. Keys borrow from the rows they come from, so that
+/// adding a row allocates nothing when its keys were seen before in the batch.
 #[derive(Default)]
-pub struct Rollups {
-    usage: BTreeMap<RollupKey, Counters>,
-    days: BTreeMap<RollupKey, Counters>,
-    marginals: BTreeMap<(i64, &'static str, String), Counters>,
-    sessions: BTreeMap<(i64, String), (i64, Counters)>,
-    /// (bucket, dimension, key) → (last finished, counters), for [`RECENT_ROLLUP`].
-    recent: BTreeMap<(i64, &'static str, String), (i64, Counters)>,
+pub struct Rollups<'a> {
+    usage: BTreeMap<RollupKey<'a>, Counters>,
+    days: BTreeMap<RollupKey<'a>, Counters>,
+    marginals: BTreeMap<RecentKey<'a>, Counters>,
+    /// As `marginals`, per day.
+    marginal_days: BTreeMap<RecentKey<'a>, Counters>,
+    /// (bucket, session) → (last finished, counters); under [`ALL_KEYS`] all sessions'.
+    sessions: BTreeMap<(i64, Cow<'a, str>), (i64, Counters)>,
+    /// (bucket, dimension, key) → (last finished, counters), for [`RECENT_ROLLUP`]; under
+    /// [`ALL_KEYS`] all keys'.
+    recent: BTreeMap<RecentKey<'a>, (i64, Counters)>,
+    /// As `recent` and `sessions` (dimension [`SESSION_DIMENSION`]), per day.
+    recent_days: BTreeMap<RecentKey<'a>, (i64, Counters)>,
 }
 
-impl Rollups {
-    pub fn of_rows(rows: &[StoreRow]) -> Rollups {
-        let mut rollups = Rollups::default();
+/// Adds to an entry, keeping the latest time.
+fn add_latest<K: Ord>(
+    map: &mut BTreeMap<K, (i64, Counters)>,
+    key: K,
+    last_ms: i64,
+    counters: &Counters,
+) {
+    let entry = map.entry(key).or_insert((last_ms, Counters::default()));
+    entry.0 = entry.0.max(last_ms);
+    entry.1.merge(counters);
+}
+
+/// The day of a 15-minute bucket.
+fn day_of(bucket: i64) -> i64 {
+    (bucket * BUCKET_MS).div_euclid(DAY_MS)
+}
+
+/// Every key column of a row, with its bucket: rows that agree on all of them add to the same
+/// rollup rows, so a batch is summed per distinct key first.
+#[derive(PartialEq, Eq, Hash)]
+struct RowKeys<'a> {
+    bucket: i64,
+    status: u16,
+    /// route, model, source, credential, caller, project, agent, session.
+    text: [&'a str; 8],
+}
+
+impl<'a> Rollups<'a> {
+    pub fn of_rows(rows: &'a [StoreRow]) -> Rollups<'a> {
+        let mut groups: std::collections::HashMap<RowKeys<'a>, (i64, Counters)> =
+            std::collections::HashMap::new();
         for row in rows {
-            let bucket = row.finished_ms.div_euclid(BUCKET_MS);
-            let counters = row.counters();
-            rollups.add_usage(
-                bucket,
-                [
-                    row.route.clone(),
-                    row.model.clone(),
-                    row.source.clone(),
-                    row.credential.clone(),
-                    row.caller.clone(),
-                    row.project.clone(),
+            let keys = RowKeys {
+                bucket: row.finished_ms.div_euclid(BUCKET_MS),
+                status: row.status,
+                text: [
+                    &row.route,
+                    &row.model,
+                    &row.source,
+                    &row.credential,
+                    &row.caller,
+                    &row.project,
+                    &row.agent,
+                    &row.session,
                 ],
-                i64::from(row.status),
-                &counters,
-            );
+            };
+            let entry = groups
+                .entry(keys)
+                .or_insert((row.finished_ms, Counters::default()));
+            entry.0 = entry.0.max(row.finished_ms);
+            entry.1.merge(&row.counters());
+        }
+        let mut rollups = Rollups::default();
+        for (keys, (last_ms, counters)) in groups {
+            let [route, model, source, credential, caller, project, agent, session] =
+                keys.text.map(Cow::Borrowed);
+            let bucket = keys.bucket;
             for (dimension, key) in
                 RECENT_DIMENSIONS
                     .into_iter()
-                    .zip([&row.credential, &row.project, &row.agent])
+                    .zip([credential.clone(), project.clone(), agent])
             {
-                rollups.add_recent(bucket, dimension, key, row.finished_ms, &counters);
+                rollups.add_recent_of(bucket, dimension, key, last_ms, &counters);
             }
-            if !row.session.is_empty() {
-                let entry = rollups
-                    .sessions
-                    .entry((bucket, row.session.clone()))
-                    .or_insert((row.finished_ms, Counters::default()));
-                entry.0 = entry.0.max(row.finished_ms);
-                entry.1.merge(&counters);
-            }
+            rollups.add_usage_of(
+                bucket,
+                [route, model, source, credential, caller, project],
+                i64::from(keys.status),
+                &counters,
+            );
+            rollups.add_session_of(bucket, session, last_ms, &counters);
         }
         rollups
+    }
+
+    /// Each key's latest activity in these additions, for [`RECENT_KEYS`].
+    fn latest(&self) -> BTreeMap<(&'static str, &str), i64> {
+        let mut latest = BTreeMap::new();
+        for ((_, dimension, key), (last_ms, _)) in &self.recent_days {
+            if key != ALL_KEYS {
+                let at = latest.entry((*dimension, key.as_ref())).or_insert(*last_ms);
+                *at = (*at).max(*last_ms);
+            }
+        }
+        latest
     }
 
     /// Adds to the key's recency row of `bucket` (nothing for an empty key).
@@ -479,39 +615,93 @@ impl Rollups {
         last_ms: i64,
         counters: &Counters,
     ) {
+        self.add_recent_of(
+            bucket,
+            dimension,
+            Cow::Owned(key.to_string()),
+            last_ms,
+            counters,
+        );
+    }
+
+    fn add_recent_of(
+        &mut self,
+        bucket: i64,
+        dimension: &'static str,
+        key: Cow<'a, str>,
+        last_ms: i64,
+        counters: &Counters,
+    ) {
         if key.is_empty() {
             return;
         }
-        let entry = self
-            .recent
-            .entry((bucket, dimension, key.to_string()))
-            .or_insert((last_ms, Counters::default()));
-        entry.0 = entry.0.max(last_ms);
-        entry.1.merge(counters);
+        let day = day_of(bucket);
+        for key in [key, Cow::Borrowed(ALL_KEYS)] {
+            add_latest(
+                &mut self.recent_days,
+                (day, dimension, key.clone()),
+                last_ms,
+                counters,
+            );
+            add_latest(
+                &mut self.recent,
+                (bucket, dimension, key),
+                last_ms,
+                counters,
+            );
+        }
     }
 
     /// Adds to a session's row of `bucket` (nothing for an empty session); the later `last_ms`
     /// is kept.
     pub fn add_session(&mut self, bucket: i64, session: &str, last_ms: i64, counters: &Counters) {
+        self.add_session_of(bucket, Cow::Owned(session.to_string()), last_ms, counters);
+    }
+
+    fn add_session_of(
+        &mut self,
+        bucket: i64,
+        session: Cow<'a, str>,
+        last_ms: i64,
+        counters: &Counters,
+    ) {
         if session.is_empty() {
             return;
         }
-        let entry = self
-            .sessions
-            .entry((bucket, session.to_string()))
-            .or_insert((last_ms, Counters::default()));
-        entry.0 = entry.0.max(last_ms);
-        entry.1.merge(counters);
+        let day = day_of(bucket);
+        for session in [session, Cow::Borrowed(ALL_KEYS)] {
+            add_latest(
+                &mut self.recent_days,
+                (day, SESSION_DIMENSION, session.clone()),
+                last_ms,
+                counters,
+            );
+            add_latest(&mut self.sessions, (bucket, session), last_ms, counters);
+        }
     }
 
     /// Adds to the 15-minute `bucket` and to its day.
     pub fn add_usage(&mut self, bucket: i64, keys: [String; 6], status: i64, counters: &Counters) {
-        let day = (bucket * BUCKET_MS).div_euclid(DAY_MS);
+        self.add_usage_of(bucket, keys.map(Cow::Owned), status, counters);
+    }
+
+    fn add_usage_of(
+        &mut self,
+        bucket: i64,
+        keys: [Cow<'a, str>; 6],
+        status: i64,
+        counters: &Counters,
+    ) {
+        let day = day_of(bucket);
         let values = keys
             .iter()
             .cloned()
-            .chain(std::iter::once(status.to_string()));
+            .chain(std::iter::once(Cow::Owned(status.to_string())));
         for (dimension, value) in ROLLUP_DIMENSIONS.into_iter().zip(values) {
+            self.marginal_days
+                .entry((day, dimension, value.clone()))
+                .or_default()
+                .merge(counters);
             self.marginals
                 .entry((bucket, dimension, value))
                 .or_default()
@@ -560,6 +750,197 @@ fn row_params(row: &StoreRow, out: &mut Vec<Param>) {
     ]);
 }
 
+/// Rows to add to one rollup table: the key columns, then `extra` columns with the rule that
+/// merges each with the stored value, then (with `counters`) the counter columns.
+struct Upsert {
+    table: &'static str,
+    keys: &'static [&'static str],
+    extra: &'static [(&'static str, &'static str)],
+    counters: bool,
+    rows: Vec<Vec<Param>>,
+}
+
+impl Upsert {
+    fn sql(&self, rows: usize) -> String {
+        upsert_sql(self.table, self.keys, self.extra, self.counters, rows)
+    }
+}
+
+/// The later of two activity times wins.
+const LATEST: &[(&str, &str)] = &[(
+    "last_ms",
+    "CASE WHEN excluded.last_ms > {t}.last_ms THEN excluded.last_ms ELSE {t}.last_ms END",
+)];
+
+const USAGE_KEYS: [&str; 8] = [
+    "bucket",
+    "route",
+    "model",
+    "source",
+    "credential",
+    "caller",
+    "project",
+    "status",
+];
+
+/// What `rollups` adds, table by table. Keys in sorted order (BTreeMap), so that two writers on
+/// one database lock rows in the same order and never deadlock.
+fn rollup_upserts(rollups: &Rollups) -> Vec<Upsert> {
+    let text = |s: &str| Param::Text(s.to_string());
+    let with_counters = |mut params: Vec<Param>, counters: &Counters| {
+        params.extend(counter_params(counters));
+        params
+    };
+    let usage = |additions: &BTreeMap<RollupKey, Counters>| -> Vec<Vec<Param>> {
+        additions
+            .iter()
+            .map(|((bucket, keys, status), counters)| {
+                let mut params = vec![Param::Int(*bucket)];
+                params.extend(keys.iter().map(|k| text(k)));
+                params.push(Param::Int(*status));
+                with_counters(params, counters)
+            })
+            .collect()
+    };
+    let usage_table = |table, rows| Upsert {
+        table,
+        keys: &USAGE_KEYS,
+        extra: &[],
+        counters: true,
+        rows,
+    };
+    vec![
+        usage_table("usage_1d", usage(&rollups.days)),
+        usage_table("usage_15m", usage(&rollups.usage)),
+        Upsert {
+            table: MARGINAL_ROLLUP.0,
+            keys: &["bucket", "dimension", "value"],
+            extra: &[],
+            counters: true,
+            rows: rollups
+                .marginals
+                .iter()
+                .map(|((bucket, dimension, value), counters)| {
+                    let keys = vec![Param::Int(*bucket), text(dimension), text(value)];
+                    with_counters(keys, counters)
+                })
+                .collect(),
+        },
+        Upsert {
+            table: MARGINAL_DAYS.0,
+            keys: &["bucket", "dimension", "value"],
+            extra: &[],
+            counters: true,
+            rows: rollups
+                .marginal_days
+                .iter()
+                .map(|((day, dimension, value), counters)| {
+                    let keys = vec![Param::Int(*day), text(dimension), text(value)];
+                    with_counters(keys, counters)
+                })
+                .collect(),
+        },
+        Upsert {
+            table: RECENT_DAYS.0,
+            keys: &["bucket", "dimension", "value"],
+            extra: LATEST,
+            counters: true,
+            rows: rollups
+                .recent_days
+                .iter()
+                .map(|((day, dimension, value), (last_ms, counters))| {
+                    let keys = vec![
+                        Param::Int(*day),
+                        text(dimension),
+                        text(value),
+                        Param::Int(*last_ms),
+                    ];
+                    with_counters(keys, counters)
+                })
+                .collect(),
+        },
+        Upsert {
+            table: RECENT_ROLLUP,
+            keys: &["bucket", "dimension", "value"],
+            extra: LATEST,
+            counters: true,
+            rows: rollups
+                .recent
+                .iter()
+                .map(|((bucket, dimension, value), (last_ms, counters))| {
+                    let keys = vec![
+                        Param::Int(*bucket),
+                        text(dimension),
+                        text(value),
+                        Param::Int(*last_ms),
+                    ];
+                    with_counters(keys, counters)
+                })
+                .collect(),
+        },
+        Upsert {
+            table: "sessions_15m",
+            keys: &["bucket", "session"],
+            extra: LATEST,
+            counters: true,
+            rows: rollups
+                .sessions
+                .iter()
+                .map(|((bucket, session), (last_ms, counters))| {
+                    let keys = vec![Param::Int(*bucket), text(session), Param::Int(*last_ms)];
+                    with_counters(keys, counters)
+                })
+                .collect(),
+        },
+        Upsert {
+            table: RECENT_KEYS,
+            keys: &["dimension", "value"],
+            extra: LATEST,
+            counters: false,
+            rows: rollups
+                .latest()
+                .into_iter()
+                .map(|((dimension, value), last_ms)| {
+                    vec![text(dimension), text(value), Param::Int(last_ms)]
+                })
+                .collect(),
+        },
+    ]
+}
+
+/// Inserts one raw row with a single-row INSERT statement, its values bound in place.
+fn insert_row(insert: &mut rusqlite::CachedStatement<'_>, row: &StoreRow) -> rusqlite::Result<()> {
+    insert
+        .execute(rusqlite::params![
+            row.finished_ms,
+            row.instance,
+            row.route,
+            row.method,
+            i64::from(row.status),
+            row.outcome,
+            i64::from(row.streamed),
+            row.model,
+            row.source,
+            row.credential,
+            row.caller,
+            row.session,
+            row.agent,
+            row.parent_agent,
+            row.project,
+            clamp(row.input_tokens),
+            clamp(row.output_tokens),
+            clamp(row.cache_write_5m_tokens),
+            clamp(row.cache_write_1h_tokens),
+            clamp(row.cache_read_tokens),
+            clamp(row.web_search_requests),
+            row.cost_usd,
+            row.ttfb_ms.map(clamp),
+            clamp(row.total_ms),
+            row.overhead_ms.map(clamp),
+        ])
+        .map(|_| ())
+}
+
 fn insert_sql(rows: usize) -> String {
     let one = format!("({})", vec!["?"; ROW_COLUMNS.len()].join(", "));
     format!(
@@ -569,13 +950,15 @@ fn insert_sql(rows: usize) -> String {
     )
 }
 
-fn sqlite_value(param: &Param) -> rusqlite::types::Value {
-    use rusqlite::types::Value;
-    match param {
-        Param::Int(v) => Value::Integer(*v),
-        Param::Real(v) => Value::Real(*v),
-        Param::Text(v) => Value::Text(v.clone()),
-        Param::NullInt => Value::Null,
+impl rusqlite::ToSql for Param {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            Param::Int(v) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
+            Param::Real(v) => ToSqlOutput::Borrowed(ValueRef::Real(*v)),
+            Param::Text(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Param::NullInt => ToSqlOutput::Borrowed(ValueRef::Null),
+        })
     }
 }
 
@@ -758,99 +1141,54 @@ impl Db {
         &mut self,
         rows: &[StoreRow],
         rollups: &Rollups,
-        mut statements: Vec<(String, Vec<Param>)>,
+        statements: Vec<(String, Vec<Param>)>,
     ) -> Result<(), String> {
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut params = Vec::with_capacity(chunk.len() * ROW_COLUMNS.len());
-            for row in chunk {
-                row_params(row, &mut params);
-            }
-            statements.push((insert_sql(chunk.len()), params));
-        }
-        let mut dims = vec!["bucket"];
-        dims.extend(ROLLUP_DIMENSIONS);
-        // Keys in sorted order (BTreeMap), so that two writers on one database lock rows in the
-        // same order and never deadlock.
-        for (table, additions) in [("usage_1d", &rollups.days), ("usage_15m", &rollups.usage)] {
-            let additions: Vec<_> = additions.iter().collect();
-            for chunk in additions.chunks(UPSERT_CHUNK) {
-                let mut params = Vec::new();
-                for ((bucket, keys, status), counters) in chunk {
-                    params.push(Param::Int(*bucket));
-                    params.extend(keys.iter().map(|k| Param::Text(k.clone())));
-                    params.push(Param::Int(*status));
-                    params.extend(counter_params(counters));
+        let upserts = rollup_upserts(rollups);
+        match self {
+            // One prepared statement per table, run once per row or rollup entry: SQLite runs in
+            // this process, so many small statements cost less than building and parsing
+            // large ones.
+            Db::Sqlite(conn) => {
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(sqlite_err)?;
+                for (sql, params) in &statements {
+                    tx.prepare_cached(sql)
+                        .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(params)))
+                        .map_err(sqlite_err)?;
                 }
-                statements.push((upsert_sql(table, &dims, &[], chunk.len()), params));
-            }
-        }
-        let marginals: Vec<_> = rollups.marginals.iter().collect();
-        for chunk in marginals.chunks(UPSERT_CHUNK) {
-            let mut params = Vec::new();
-            for ((bucket, dimension, value), counters) in chunk {
-                params.extend([
-                    Param::Int(*bucket),
-                    Param::Text(dimension.to_string()),
-                    Param::Text(value.clone()),
-                ]);
-                params.extend(counter_params(counters));
-            }
-            let sql = upsert_sql(
-                MARGINAL_ROLLUP.0,
-                &["bucket", "dimension", "value"],
-                &[],
-                chunk.len(),
-            );
-            statements.push((sql, params));
-        }
-        // Keys with when they were last active: the later time wins.
-        let recent = rollups
-            .recent
-            .iter()
-            .map(|((bucket, dimension, value), entry)| {
-                let keys = vec![
-                    Param::Int(*bucket),
-                    Param::Text(dimension.to_string()),
-                    Param::Text(value.clone()),
-                ];
-                (keys, entry)
-            });
-        let sessions = rollups.sessions.iter().map(|((bucket, session), entry)| {
-            (
-                vec![Param::Int(*bucket), Param::Text(session.clone())],
-                entry,
-            )
-        });
-        let tables: [(&str, &[&str], Vec<_>); 2] = [
-            (
-                RECENT_ROLLUP,
-                &["bucket", "dimension", "value"],
-                recent.collect(),
-            ),
-            ("sessions_15m", &["bucket", "session"], sessions.collect()),
-        ];
-        for (table, keys, rows) in tables {
-            for chunk in rows.chunks(UPSERT_CHUNK) {
-                let mut params = Vec::new();
-                for (key_params, (last_ms, counters)) in chunk {
-                    params.extend(key_params.iter().cloned());
-                    params.push(Param::Int(*last_ms));
-                    params.extend(counter_params(counters));
+                let mut insert = tx.prepare_cached(&insert_sql(1)).map_err(sqlite_err)?;
+                for row in rows {
+                    insert_row(&mut insert, row).map_err(sqlite_err)?;
                 }
-                let sql = upsert_sql(
-                    table,
-                    keys,
-                    &[(
-                        "last_ms",
-                        "CASE WHEN excluded.last_ms > {t}.last_ms THEN excluded.last_ms \
-                         ELSE {t}.last_ms END",
-                    )],
-                    chunk.len(),
-                );
-                statements.push((sql, params));
+                drop(insert);
+                for upsert in &upserts {
+                    let mut stmt = tx.prepare_cached(&upsert.sql(1)).map_err(sqlite_err)?;
+                    for params in &upsert.rows {
+                        stmt.execute(rusqlite::params_from_iter(params))
+                            .map_err(sqlite_err)?;
+                    }
+                }
+                tx.commit().map_err(sqlite_err)
+            }
+            // A round trip per statement: many rows to each.
+            Db::Postgres(_) => {
+                let mut statements = statements;
+                for chunk in rows.chunks(INSERT_CHUNK) {
+                    let mut params = Vec::with_capacity(chunk.len() * ROW_COLUMNS.len());
+                    for row in chunk {
+                        row_params(row, &mut params);
+                    }
+                    statements.push((insert_sql(chunk.len()), params));
+                }
+                for upsert in &upserts {
+                    for chunk in upsert.rows.chunks(UPSERT_CHUNK) {
+                        statements.push((upsert.sql(chunk.len()), chunk.concat()));
+                    }
+                }
+                self.execute_in_transaction(&statements)
             }
         }
-        self.execute_in_transaction(&statements)
     }
 
     fn execute_in_transaction(
@@ -864,7 +1202,7 @@ impl Db {
                     .map_err(sqlite_err)?;
                 for (sql, params) in statements {
                     let mut stmt = tx.prepare_cached(sql).map_err(sqlite_err)?;
-                    stmt.execute(rusqlite::params_from_iter(params.iter().map(sqlite_value)))
+                    stmt.execute(rusqlite::params_from_iter(params))
                         .map_err(sqlite_err)?;
                 }
                 tx.commit().map_err(sqlite_err)
@@ -907,8 +1245,10 @@ impl Db {
             ("usage_15m", BUCKET_MS),
             ("usage_1d", DAY_MS),
             MARGINAL_ROLLUP,
+            MARGINAL_DAYS,
             ("sessions_15m", BUCKET_MS),
             (RECENT_ROLLUP, BUCKET_MS),
+            RECENT_DAYS,
         ] {
             let bucket = cutoff_ms.div_euclid(width);
             let sql = format!(
@@ -917,16 +1257,25 @@ impl Db {
             );
             any |= self.execute(&sql, &[Param::Int(bucket)])? > 0;
         }
+        for dimension in RECENT_DIMENSIONS.into_iter().chain([SESSION_DIMENSION]) {
+            let sql = format!(
+                "DELETE FROM {RECENT_KEYS} WHERE dimension = ? AND value IN (SELECT value FROM \
+                 {RECENT_KEYS} WHERE dimension = ? AND last_ms < ? LIMIT {limit})"
+            );
+            let params = [
+                Param::Text(dimension.into()),
+                Param::Text(dimension.into()),
+                Param::Int(cutoff_ms),
+            ];
+            any |= self.execute(&sql, &params)? > 0;
+        }
         Ok((deleted, any))
     }
 
     fn execute(&mut self, sql: &str, params: &[Param]) -> Result<usize, String> {
         match self {
             Db::Sqlite(conn) => conn
-                .execute(
-                    sql,
-                    rusqlite::params_from_iter(params.iter().map(sqlite_value)),
-                )
+                .execute(sql, rusqlite::params_from_iter(params))
                 .map_err(sqlite_err),
             Db::Postgres(client) => {
                 let boxed = pg_params(params);
@@ -951,7 +1300,7 @@ impl Db {
             Db::Sqlite(conn) => {
                 let mut stmt = conn.prepare_cached(sql).map_err(sqlite_err)?;
                 let mut rows = stmt
-                    .query(rusqlite::params_from_iter(params.iter().map(sqlite_value)))
+                    .query(rusqlite::params_from_iter(params))
                     .map_err(sqlite_err)?;
                 let mut out = Vec::new();
                 while let Some(row) = rows.next().map_err(sqlite_err)? {

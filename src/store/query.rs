@@ -15,8 +15,8 @@ use jiff::{Timestamp, Zoned};
 use serde::Serialize;
 
 use super::db::{
-    raw_counter, Cell, Col, Db, Param, BUCKET_MS, COUNTER_COLUMNS, MARGINAL_ROLLUP, RECENT_ROLLUP,
-    USAGE_ROLLUPS,
+    raw_counter, Cell, Col, Db, Param, ALL_KEYS, BUCKET_MS, COUNTER_COLUMNS, MARGINAL_DAYS,
+    MARGINAL_ROLLUP, RECENT_DAYS, RECENT_KEYS, RECENT_ROLLUP, SESSION_DIMENSION, USAGE_ROLLUPS,
 };
 use super::{round_cost, unix_ms, Counters};
 use crate::metrics::counters::Amount;
@@ -628,6 +628,78 @@ fn pieces(since: Option<i64>, until: Option<i64>, levels: &[(&'static str, i64)]
     out
 }
 
+/// A part of a window to read, and whether what it holds is taken away (a raw range outside
+/// the window inside a rollup bucket that is read whole).
+type Piece = (Source, bool);
+
+/// Raw rows counted up to this many to decide which side of an edge bucket to read.
+const EDGE_PROBE_ROWS: i64 = 2_000;
+
+/// [`pieces`], with each raw edge that lies in one bucket of the finest level read as that
+/// bucket's rollup row minus the raw rows of the bucket outside the window, when those are fewer:
+/// a burst of requests just after the window's start then costs nothing to read.
+fn edges(
+    db: &mut Db,
+    since: Option<i64>,
+    until: Option<i64>,
+    levels: &[(&'static str, i64)],
+) -> Result<Vec<Piece>, String> {
+    let mut out = Vec::new();
+    let Some(&(table, width)) = levels.last() else {
+        return Ok(pieces(since, until, levels)
+            .into_iter()
+            .map(|p| (p, false))
+            .collect());
+    };
+    for piece in pieces(since, until, levels) {
+        let Source::Raw(from, to) = piece else {
+            out.push((piece, false));
+            continue;
+        };
+        let bucket = from.div_euclid(width);
+        let (start, end) = (bucket * width, (bucket + 1) * width);
+        if to > end || from == i64::MIN || to == i64::MAX {
+            out.push((piece, false));
+            continue;
+        }
+        let inside = count_raw(db, from, to)?;
+        let outside = if inside < EDGE_PROBE_ROWS {
+            i64::MAX
+        } else {
+            count_raw(db, start, from)?.saturating_add(count_raw(db, to, end)?)
+        };
+        if outside >= inside {
+            out.push((piece, false));
+            continue;
+        }
+        out.push((
+            Source::Rollup {
+                table,
+                width,
+                from: bucket,
+                to: bucket + 1,
+            },
+            false,
+        ));
+        for (from, to) in [(start, from), (to, end)] {
+            if from < to {
+                out.push((Source::Raw(from, to), true));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How many raw rows finished in `[from, to)`, counted up to [`EDGE_PROBE_ROWS`].
+fn count_raw(db: &mut Db, from: i64, to: i64) -> Result<i64, String> {
+    let sql = format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM requests WHERE finished_ms >= ? AND finished_ms < ? \
+         LIMIT {EDGE_PROBE_ROWS}) AS probe"
+    );
+    let rows = db.select(&sql, &[Param::Int(from), Param::Int(to)], &[Col::Int])?;
+    Ok(rows.first().map_or(0, |r| r[0].int()))
+}
+
 fn div_ceil(a: i64, b: i64) -> i64 {
     -((-a).div_euclid(b))
 }
@@ -666,14 +738,15 @@ fn read_grouped(
     let marginal = (touched.len() <= 1).then(|| touched.first().copied().unwrap_or(Dim::Route));
     let levels: Vec<(&str, i64)> = match (rollups, days, marginal) {
         (false, _, _) => vec![],
-        (true, true, Some(_)) => vec![USAGE_ROLLUPS[0], MARGINAL_ROLLUP],
+        (true, true, Some(_)) => vec![MARGINAL_DAYS, MARGINAL_ROLLUP],
         (true, true, None) => USAGE_ROLLUPS.to_vec(),
         (true, false, Some(_)) => vec![MARGINAL_ROLLUP],
         (true, false, None) => USAGE_ROLLUPS[1..].to_vec(),
     };
     // A key column's name in `table`.
+    let is_marginal = |table: &str| table == MARGINAL_ROLLUP.0 || table == MARGINAL_DAYS.0;
     let column = |dim: Dim, table: &str| -> String {
-        match (dim, table == MARGINAL_ROLLUP.0) {
+        match (dim, is_marginal(table)) {
             (Dim::Status, true) => "CAST(value AS BIGINT)".into(),
             (_, true) => "value".into(),
             (other, false) => other.column().into(),
@@ -681,8 +754,10 @@ fn read_grouped(
     };
     let mut cols: Vec<Col> = dims.iter().map(|d| d.col()).collect();
     cols.extend([Col::Real; 10]);
-    let mut out = Vec::new();
-    for piece in pieces(since, until, &levels) {
+    // Group → (its key cells, what the window's pieces add, what they take away).
+    type Net = (Vec<Cell>, Counters, Counters);
+    let mut net: BTreeMap<Vec<(i64, String)>, Net> = BTreeMap::new();
+    for (piece, minus) in edges(db, since, until, &levels)? {
         let (table, select_dims, sums, range_column, from, to) = match piece {
             Source::Rollup {
                 table,
@@ -733,7 +808,7 @@ fn read_grouped(
                 .join(", ")
         );
         let mut params = vec![Param::Int(from), Param::Int(to)];
-        if table == MARGINAL_ROLLUP.0 {
+        if is_marginal(table) {
             let dimension = marginal.expect("the marginal rollup is read for one dimension");
             sql.push_str(&format!(" AND dimension = '{}'", dimension.column()));
         }
@@ -758,10 +833,29 @@ fn read_grouped(
         for mut cells in db.select(&sql, &params, &cols)? {
             let counters = counters_of(&cells[dims.len()..]);
             cells.truncate(dims.len());
-            out.push((cells, counters));
+            let key = cells
+                .iter()
+                .map(|c| match c {
+                    Cell::Text(text) => (0, text.clone()),
+                    other => (other.int(), String::new()),
+                })
+                .collect();
+            let entry = net
+                .entry(key)
+                .or_insert_with(|| (cells, Counters::default(), Counters::default()));
+            if minus {
+                entry.2.merge(&counters);
+            } else {
+                entry.1.merge(&counters);
+            }
         }
     }
-    Ok(out)
+    // Groups left without requests had them only outside the window.
+    Ok(net
+        .into_values()
+        .map(|(cells, plus, minus)| (cells, plus.saturating_sub(&minus)))
+        .filter(|(_, counters)| counters.requests > 0)
+        .collect())
 }
 
 /// One session (or other key) of a `/stats` window.
@@ -838,7 +932,7 @@ pub fn window(
             .or_default();
         *status = status.saturating_add(counters.requests);
     }
-    let (models, folded) = most_used_models(db, since, until, model_limit)?;
+    let (models, folded) = most_used_models(db, since, until, model_limit, &stats.totals)?;
     stats.by_model = models;
     stats.folded.insert("by_model".into(), folded);
     for (group, dim) in [
@@ -865,22 +959,25 @@ pub fn window(
     Ok(stats)
 }
 
-/// A union of `rollup` (a select with two placeholders for its bucket range) over the window's
-/// whole buckets and `raw` (a select from `requests` with two placeholders for its time range)
-/// over the partial buckets at its edges; with the placeholders' values.
+/// A union of `rollup(table)` (a select from that rollup table with two placeholders for its
+/// bucket range) over the window's whole buckets of each of `levels`, and `raw` (a select from
+/// `requests` with two placeholders for its time range) over the rest at its edges; with the
+/// placeholders' values.
 fn window_union(
-    rollup: &str,
+    rollup: impl Fn(&str) -> String,
     raw: &str,
     since: Option<i64>,
     until: Option<i64>,
-    level: (&'static str, i64),
+    levels: &[(&'static str, i64)],
 ) -> (String, Vec<Param>) {
     let mut parts = Vec::new();
     let mut params = Vec::new();
-    for piece in pieces(since, until, &[level]) {
+    for piece in pieces(since, until, levels) {
         let (part, from, to) = match piece {
-            Source::Rollup { from, to, .. } => (rollup, from, to),
-            Source::Raw(from, to) => (raw, from, to),
+            Source::Rollup {
+                table, from, to, ..
+            } => (rollup(table), from, to),
+            Source::Raw(from, to) => (raw.to_string(), from, to),
         };
         parts.push(part);
         params.extend([Param::Int(from), Param::Int(to)]);
@@ -896,54 +993,114 @@ fn raw_counters() -> String {
 }
 
 /// The `limit` models with the most requests in the window (ties by name), and the others'
-/// counters merged under `"other"`, from the marginal rollup and the raw rows at the window's
-/// edges; with how many requests went to `"other"`.
+/// counters (`totals` less the kept models' and those without a model) merged under `"other"`;
+/// with how many requests went to `"other"`.
+///
+/// Models are ranked by their request counts alone, read per piece of the window in key order
+/// (the day rollup is kept by model; the 15-minute one has an index holding the counts), then
+/// only the kept models' counters are read.
 fn most_used_models(
     db: &mut Db,
     since: Option<i64>,
     until: Option<i64>,
     limit: usize,
+    totals: &Counters,
 ) -> Result<(BTreeMap<String, Counters>, u64), String> {
-    let rollup = format!(
-        "SELECT value AS model, {} FROM {} WHERE bucket >= ? AND bucket < ? \
-         AND dimension = 'model' AND value <> ''",
-        COUNTER_COLUMNS.join(", "),
-        MARGINAL_ROLLUP.0
-    );
-    let raw = format!(
-        "SELECT model, {} FROM requests \
-         WHERE finished_ms >= ? AND finished_ms < ? AND model <> ''",
-        raw_counters()
-    );
-    let (union, params) = window_union(&rollup, &raw, since, until, MARGINAL_ROLLUP);
-    let sums: Vec<String> = COUNTER_COLUMNS
-        .iter()
-        .map(|c| format!("SUM(CAST({c} AS DOUBLE PRECISION))"))
-        .collect();
+    let parts = edges(db, since, until, &[MARGINAL_DAYS, MARGINAL_ROLLUP])?;
+    let mut requests: HashMap<String, i64> = HashMap::new();
+    for (piece, minus) in &parts {
+        let (sql, params) = match *piece {
+            Source::Rollup {
+                table, from, to, ..
+            } => (
+                format!(
+                    "SELECT value, CAST(SUM(requests) AS BIGINT) FROM {table} WHERE dimension = 'model' \
+                     AND bucket >= ? AND bucket < ? AND value <> '' GROUP BY value"
+                ),
+                [Param::Int(from), Param::Int(to)],
+            ),
+            Source::Raw(from, to) => (
+                "SELECT model, COUNT(*) FROM requests WHERE finished_ms >= ? \
+                 AND finished_ms < ? AND model <> '' GROUP BY model"
+                    .to_string(),
+                [Param::Int(from), Param::Int(to)],
+            ),
+        };
+        for mut cells in db.select(&sql, &params, &[Col::Text, Col::Int])? {
+            let count = cells[1].int();
+            let model = std::mem::replace(&mut cells[0], Cell::Int(0)).into_text();
+            let entry = requests.entry(model).or_default();
+            *entry = if *minus {
+                entry.saturating_sub(count)
+            } else {
+                entry.saturating_add(count)
+            };
+        }
+    }
+    let mut ranked: Vec<(String, i64)> = requests.into_iter().filter(|(_, n)| *n > 0).collect();
+    let by_rank = |a: &(String, i64), b: &(String, i64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0));
+    if ranked.len() > limit {
+        if limit > 0 {
+            ranked.select_nth_unstable_by(limit - 1, by_rank);
+        }
+        ranked.truncate(limit);
+    }
+    // The kept models' counters, and those of requests without a model (not "other").
+    let mut plus: BTreeMap<String, Counters> = BTreeMap::new();
+    let mut minus: BTreeMap<String, Counters> = BTreeMap::new();
+    let list = format!("({})", vec!["?"; ranked.len() + 1].join(", "));
+    let mut keys: Vec<Param> = ranked.iter().map(|(m, _)| Param::Text(m.clone())).collect();
+    keys.push(Param::Text(String::new()));
+    let sums = |expr: &dyn Fn(&str) -> String| -> String {
+        COUNTER_COLUMNS
+            .iter()
+            .map(|c| format!("SUM(CAST({} AS DOUBLE PRECISION))", expr(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let mut cols = vec![Col::Text];
     cols.extend([Col::Real; 10]);
-    let grouped = format!(
-        "SELECT model, {} FROM ({union}) AS window_models GROUP BY model",
-        sums.join(", ")
-    );
-    let top = format!("SELECT * FROM ({grouped}) AS counted ORDER BY 2 DESC, 1 LIMIT {limit}");
-    let mut models = BTreeMap::new();
-    let mut kept = Counters::default();
-    for mut cells in db.select(&top, &params, &cols)? {
-        let counters = counters_of(&cells[1..]);
-        kept.merge(&counters);
-        models.insert(
-            std::mem::replace(&mut cells[0], Cell::Int(0)).into_text(),
-            counters,
-        );
+    for (piece, is_minus) in &parts {
+        let (sql, from, to) = match *piece {
+            Source::Rollup {
+                table, from, to, ..
+            } => (
+                format!(
+                    "SELECT value, {} FROM {table} WHERE dimension = 'model' AND value IN {list} \
+                     AND bucket >= ? AND bucket < ? GROUP BY value",
+                    sums(&|c| c.to_string())
+                ),
+                from,
+                to,
+            ),
+            Source::Raw(from, to) => (
+                format!(
+                    "SELECT model, {} FROM requests WHERE model IN {list} \
+                     AND finished_ms >= ? AND finished_ms < ? GROUP BY model",
+                    sums(&raw_counter)
+                ),
+                from,
+                to,
+            ),
+        };
+        let mut params = keys.clone();
+        params.extend([Param::Int(from), Param::Int(to)]);
+        let into = if *is_minus { &mut minus } else { &mut plus };
+        for mut cells in db.select(&sql, &params, &cols)? {
+            let counters = counters_of(&cells[1..]);
+            let model = std::mem::replace(&mut cells[0], Cell::Int(0)).into_text();
+            into.entry(model).or_default().merge(&counters);
+        }
     }
-    let all = format!("SELECT {} FROM ({union}) AS window_models", sums.join(", "));
-    let all = db
-        .select(&all, &params, &[Col::Real; 10])?
-        .first()
-        .map(|cells| counters_of(cells))
-        .unwrap_or_default();
-    let other = all.saturating_sub(&kept);
+    let mut models = BTreeMap::new();
+    let mut other = *totals;
+    for (model, counters) in plus {
+        let counters = counters.saturating_sub(&minus.remove(&model).unwrap_or_default());
+        other = other.saturating_sub(&counters);
+        if !model.is_empty() && counters.requests > 0 {
+            models.insert(model, counters);
+        }
+    }
     let folded = other.requests;
     if folded > 0 {
         models
@@ -978,13 +1135,7 @@ fn recent_keys(
     until: Option<i64>,
     limit: usize,
 ) -> Result<(Vec<(String, Counters)>, u64), String> {
-    let column = dim.column();
-    let rollup = format!(
-        "SELECT value AS k, last_ms, {} FROM {RECENT_ROLLUP} \
-         WHERE bucket >= ? AND bucket < ? AND dimension = '{column}'",
-        COUNTER_COLUMNS.join(", ")
-    );
-    let (kept, all) = most_recent(db, &rollup, column, since, until, limit)?;
+    let (kept, all) = most_recent(db, Recency::Key(dim.column()), since, until, limit)?;
     let in_kept: u64 = kept.iter().map(|k| k.counters.requests).sum();
     Ok((
         kept.into_iter().map(|k| (k.session, k.counters)).collect(),
@@ -992,26 +1143,220 @@ fn recent_keys(
     ))
 }
 
-/// The `limit` keys most recently active in `[since, until)` (ties by key), each with when it
-/// was last active (unix ms) and its counters (the key in `session`), newest first; and how many requests all keys of
-/// the window made. Whole 15-minute buckets are read with `rollup` (a select of `k`,
-/// `last_ms` and the counter columns, with two placeholders for the bucket range), the partial
-/// buckets at the edges from the raw rows' `column`. Exact to the millisecond: the newest key
-/// is never the one left out.
-fn most_recent(
+/// The `limit` most recently active sessions of the window, and how many requests all its
+/// sessions made. See [`most_recent`].
+fn sessions(
     db: &mut Db,
-    rollup: &str,
-    column: &str,
     since: Option<i64>,
     until: Option<i64>,
     limit: usize,
 ) -> Result<(Vec<SessionUsage>, u64), String> {
+    most_recent(db, Recency::Session, since, until, limit)
+}
+
+/// A column whose most recently active keys `/stats` keeps.
+#[derive(Clone, Copy)]
+enum Recency {
+    /// One of [`RECENT_DIMENSIONS`](super::db::RECENT_DIMENSIONS), in [`RECENT_ROLLUP`].
+    Key(&'static str),
+    /// Sessions, in `sessions_15m`.
+    Session,
+}
+
+impl Recency {
+    /// Its name in [`RECENT_KEYS`] and its column in the raw rows.
+    fn column(self) -> &'static str {
+        match self {
+            Recency::Key(column) => column,
+            Recency::Session => SESSION_DIMENSION,
+        }
+    }
+
+    /// A select of `k`, `last_ms` and the counter columns from its rollup over a range of
+    /// buckets (two placeholders), whose rows also match `keys` (SQL after the key column).
+    fn rollup(self, select: &str, keys: &str) -> String {
+        match self {
+            Recency::Key(column) => format!(
+                "SELECT {select} FROM {RECENT_ROLLUP} WHERE dimension = '{column}' \
+                 AND value {keys} AND bucket >= ? AND bucket < ?"
+            ),
+            Recency::Session => format!(
+                "SELECT {select} FROM sessions_15m WHERE session {keys} \
+                 AND bucket >= ? AND bucket < ?"
+            ),
+        }
+    }
+
+    fn rollup_table(self) -> &'static str {
+        match self {
+            Recency::Key(_) => RECENT_ROLLUP,
+            Recency::Session => "sessions_15m",
+        }
+    }
+
+    fn rollup_key(self) -> &'static str {
+        match self {
+            Recency::Key(_) => "value",
+            Recency::Session => "session",
+        }
+    }
+}
+
+/// The `limit` keys most recently active in `[since, until)` (ties by key), each with when it
+/// was last active (unix ms) and its counters (the key in `session`), newest first; and how many
+/// requests all keys of the window made. Exact to the millisecond: the newest key is never the
+/// one left out.
+///
+/// When nothing was stored at or after `until` (always when there is no `until`), the keys are
+/// the first `limit` of [`RECENT_KEYS`] in time order, and only their rollup rows (and the raw
+/// rows at the window's edges) are read: the cost does not grow with the number of keys.
+/// Otherwise every key of the window is grouped.
+fn most_recent(
+    db: &mut Db,
+    recency: Recency,
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: usize,
+) -> Result<(Vec<SessionUsage>, u64), String> {
+    let dimension = Param::Text(recency.column().to_string());
+    if let Some(until) = until {
+        let newest = db.select(
+            &format!("SELECT MAX(last_ms) FROM {RECENT_KEYS} WHERE dimension = ?"),
+            std::slice::from_ref(&dimension),
+            &[Col::Int],
+        )?;
+        if newest.first().is_some_and(|row| row[0].int() >= until) {
+            return most_recent_grouped(db, recency, since, Some(until), limit);
+        }
+    }
+    let newest = db.select(
+        &format!(
+            "SELECT value, last_ms FROM {RECENT_KEYS} WHERE dimension = ? AND last_ms >= ? \
+             ORDER BY last_ms DESC, value LIMIT {limit}"
+        ),
+        &[dimension, Param::Int(since.unwrap_or(i64::MIN))],
+        &[Col::Text, Col::Int],
+    )?;
+    if newest.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    let mut kept: Vec<SessionUsage> = newest
+        .into_iter()
+        .map(|mut cells| SessionUsage {
+            last_ms: cells[1].int(),
+            session: std::mem::replace(&mut cells[0], Cell::Int(0)).into_text(),
+            counters: Counters::default(),
+        })
+        .collect();
+    let at: HashMap<String, usize> = kept
+        .iter()
+        .enumerate()
+        .map(|(i, key)| (key.session.clone(), i))
+        .collect();
+    let list = format!("({})", vec!["?"; kept.len()].join(", "));
+    let keys: Vec<Param> = kept
+        .iter()
+        .map(|k| Param::Text(k.session.clone()))
+        .collect();
+    let sums: Vec<String> = COUNTER_COLUMNS
+        .iter()
+        .map(|c| format!("SUM(CAST({c} AS DOUBLE PRECISION))"))
+        .collect();
+    let mut cols = vec![Col::Text];
+    cols.extend([Col::Real; 10]);
+    let (mut all, mut all_out) = (0u64, 0u64);
+    let mut outside = vec![Counters::default(); kept.len()];
+    let levels = [RECENT_DAYS, (recency.rollup_table(), BUCKET_MS)];
+    for (piece, minus) in edges(db, since, until, &levels)? {
+        // Rollups: the kept keys' rows and the row of all keys. Raw rows: the kept keys by name,
+        // all others under "".
+        let (sql, rollup, from, to) = match piece {
+            Source::Rollup {
+                table, from, to, ..
+            } => {
+                let keys = format!("IN {}", list.replace(')', ", ?)"));
+                let sql = if table == RECENT_DAYS.0 {
+                    format!(
+                        "SELECT value, {} FROM {table} WHERE dimension = '{}' AND value {keys} \
+                         AND bucket >= ? AND bucket < ? GROUP BY value",
+                        sums.join(", "),
+                        recency.column()
+                    )
+                } else {
+                    let key = recency.rollup_key();
+                    let select = format!("{key}, {}", sums.join(", "));
+                    format!("{} GROUP BY {key}", recency.rollup(&select, &keys))
+                };
+                (sql, true, from, to)
+            }
+            Source::Raw(from, to) => {
+                let column = recency.column();
+                let raw: Vec<String> = COUNTER_COLUMNS
+                    .iter()
+                    .map(|c| format!("SUM(CAST({} AS DOUBLE PRECISION))", raw_counter(c)))
+                    .collect();
+                let sql = format!(
+                    "SELECT CASE WHEN {column} IN {list} THEN {column} ELSE '' END, {} \
+                     FROM requests WHERE finished_ms >= ? AND finished_ms < ? \
+                     AND {column} <> '' GROUP BY 1",
+                    raw.join(", ")
+                );
+                (sql, false, from, to)
+            }
+        };
+        let mut params = keys.clone();
+        if rollup {
+            params.push(Param::Text(ALL_KEYS.to_string()));
+        }
+        params.extend([Param::Int(from), Param::Int(to)]);
+        for cells in db.select(&sql, &params, &cols)? {
+            let counters = counters_of(&cells[1..]);
+            let key = match &cells[0] {
+                Cell::Text(key) => key.as_str(),
+                _ => ALL_KEYS,
+            };
+            if key == ALL_KEYS || !rollup {
+                let all = if minus { &mut all_out } else { &mut all };
+                *all = all.saturating_add(counters.requests);
+            }
+            if let Some(&i) = at.get(key) {
+                if minus {
+                    outside[i].merge(&counters);
+                } else {
+                    kept[i].counters.merge(&counters);
+                }
+            }
+        }
+    }
+    for (key, outside) in kept.iter_mut().zip(&outside) {
+        key.counters = key.counters.saturating_sub(outside);
+    }
+    Ok((kept, all.saturating_sub(all_out)))
+}
+
+/// [`most_recent`] by grouping every key of the window: whole 15-minute buckets from the rollup,
+/// the partial buckets at the edges from the raw rows.
+fn most_recent_grouped(
+    db: &mut Db,
+    recency: Recency,
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: usize,
+) -> Result<(Vec<SessionUsage>, u64), String> {
+    let column = recency.column();
+    let select = format!(
+        "{} AS k, last_ms, {}",
+        recency.rollup_key(),
+        COUNTER_COLUMNS.join(", ")
+    );
+    // Every key but the row of all keys.
+    let rollup = recency.rollup(&select, "<> ''");
     let raw = format!(
         "SELECT {column} AS k, finished_ms AS last_ms, {} FROM requests \
          WHERE finished_ms >= ? AND finished_ms < ? AND {column} <> ''",
         raw_counters()
     );
-    let (union, params) = window_union(rollup, &raw, since, until, USAGE_ROLLUPS[1]);
+    let (union, params) = window_union(|_| rollup.clone(), &raw, since, until, &USAGE_ROLLUPS[1..]);
     let all = db
         .select(
             &format!("SELECT SUM(CAST(requests AS DOUBLE PRECISION)) FROM ({union}) AS all_keys"),
@@ -1045,21 +1390,6 @@ fn most_recent(
         })
         .collect();
     Ok((kept, all))
-}
-
-/// The `limit` most recently active sessions of the window, from the session rollup and the raw
-/// rows of the partial buckets at its edges; and how many requests all its sessions made.
-fn sessions(
-    db: &mut Db,
-    since: Option<i64>,
-    until: Option<i64>,
-    limit: usize,
-) -> Result<(Vec<SessionUsage>, u64), String> {
-    let rollup = format!(
-        "SELECT session AS k, last_ms, {} FROM sessions_15m WHERE bucket >= ? AND bucket < ?",
-        COUNTER_COLUMNS.join(", ")
-    );
-    most_recent(db, &rollup, "session", since, until, limit)
 }
 
 #[cfg(test)]

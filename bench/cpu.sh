@@ -4,9 +4,11 @@
 # (wall-clock throughput on a shared 2-core machine is not). Every sluice thread is counted
 # (workers, aggregator, store writer), so this is the whole cost of a request.
 #
-# Usage: bench/cpu.sh [--requests-for SECONDS] NAME=BINARY[:SETTINGS_EXTRA_FILE] ...
+# Usage: bench/cpu.sh [--requests-for SECONDS] NAME=BINARY[:SETTINGS_EXTRA_FILE][+VAR=VALUE] ...
 #   e.g. bench/cpu.sh before=/tmp/sluice-old after=target/release/sluice \
 #        memory=target/release/sluice:bench/store-memory.toml
+#   +VAR=VALUE sets one environment variable for that build, e.g. SLUICE_TEST_WITHOUT_STORE=1
+#   for a build with the test-hooks feature (bench/store.sh uses it for its store-off baseline).
 # For each NAME it starts the binary under callgrind in front of examples/mock_upstream, once
 # with no traffic (start-up and shutdown cost) and once under wrk for SECONDS (default 8), and
 # prints (instructions with traffic - instructions without) / requests answered.
@@ -14,13 +16,15 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SECONDS_UNDER_LOAD=8
 if [[ ${1:-} == --requests-for ]]; then SECONDS_UNDER_LOAD=$2; shift 2; fi
-[[ $# -gt 0 ]] || { sed -n 2,12p "$0"; exit 2; }
+[[ $# -gt 0 ]] || { sed -n 2,14p "$0"; exit 2; }
 for tool in valgrind wrk curl; do
     command -v "$tool" >/dev/null || { echo "bench/cpu.sh: needs $tool (apt-get install $tool)" >&2; exit 1; }
 done
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sluice-cpu.XXXXXX")
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
+# CPU_KEEP=1 keeps the callgrind outputs (for callgrind_annotate) and says where.
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+      if [[ -n ${CPU_KEEP:-} ]]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 MOCK_BIN=${MOCK_BIN:-}
@@ -39,9 +43,9 @@ wrk.headers["anthropic-version"] = "2023-06-01"
 wrk.headers["x-api-key"] = "sk-ant-api03-test-bench-0000000000000000"
 LUA
 
-# run NAME BINARY EXTRA SECONDS → prints "instructions requests"
+# run NAME BINARY EXTRA ENV SECONDS → prints "instructions requests"
 run() {
-    local name=$1 bin=$2 extra=$3 secs=$4 port dir pid
+    local name=$1 bin=$2 extra=$3 envset=$4 secs=$5 port dir pid
     port=$(free_port)
     dir=$WORK/$name-$secs
     mkdir -p "$dir"
@@ -51,7 +55,7 @@ run() {
         printf '[stats]\nstate_file = ""\n'
         [[ -n $extra ]] && cat "$extra"
     } >"$dir/sluice.toml"
-    (cd "$dir" && exec env -u ANTHROPIC_API_KEY valgrind --tool=callgrind \
+    (cd "$dir" && exec env -u ANTHROPIC_API_KEY ${envset:+"$envset"} valgrind --tool=callgrind \
         --callgrind-out-file="$dir/callgrind.out" "$bin" --settings "$dir/sluice.toml") \
         >"$dir/sluice.log" 2>&1 &
     pid=$!
@@ -72,10 +76,15 @@ printf '| build | instructions per request | requests counted |\n|---|---:|---:|
 for spec in "$@"; do
     name=${spec%%=*}
     rest=${spec#*=}
+    envset=""
+    if [[ $rest == *+* ]]; then
+        envset=${rest#*+}
+        rest=${rest%%+*}
+    fi
     bin=${rest%%:*}
     extra=""
     [[ $rest == *:* ]] && extra=${rest#*:}
-    read -r idle _ < <(run "$name" "$bin" "$extra" 0)
-    read -r busy requests < <(run "$name" "$bin" "$extra" "$SECONDS_UNDER_LOAD")
+    read -r idle _ < <(run "$name" "$bin" "$extra" "$envset" 0)
+    read -r busy requests < <(run "$name" "$bin" "$extra" "$envset" "$SECONDS_UNDER_LOAD")
     printf '| %s | %s | %s |\n' "$name" "$(( (busy - idle) / requests ))" "$requests"
 done

@@ -66,6 +66,7 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         |k| std::env::var(k).ok(),
         &secrets_dir,
     ) {
+        Ok(Some(_)) if tuning.without_store => None,
         Ok(Some(options)) => {
             let described = options.target.describe();
             let target = options.target.clone();

@@ -169,12 +169,16 @@ pub struct Tuning {
     pub aggregator_delay_per_record: std::time::Duration,
     /// Override how many records may wait for the aggregator (to show drops are counted).
     pub record_queue_capacity: Option<usize>,
+    /// Run without a store at all, its sink not registered: the baseline benchmarks compare a
+    /// store against (`/stats` and `/usage` then answer 503).
+    pub without_store: bool,
 }
 
 impl Tuning {
-    /// Reads the test hooks `SLUICE_TEST_AGGREGATOR_DELAY_MS` and
-    /// `SLUICE_TEST_RECORD_QUEUE_CAPACITY`. Compiled only with the `test-hooks` feature, which
-    /// the test suite turns on; a release build has neither name in it.
+    /// Reads the test hooks `SLUICE_TEST_AGGREGATOR_DELAY_MS`,
+    /// `SLUICE_TEST_RECORD_QUEUE_CAPACITY` and `SLUICE_TEST_WITHOUT_STORE=1`. Compiled only with
+    /// the `test-hooks` feature, which the test suite and the benchmarks turn on; a release build
+    /// has none of these names in it.
     #[cfg(feature = "test-hooks")]
     pub fn from_env() -> Self {
         let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
@@ -183,6 +187,7 @@ impl Tuning {
                 .map(std::time::Duration::from_millis)
                 .unwrap_or_default(),
             record_queue_capacity: number("SLUICE_TEST_RECORD_QUEUE_CAPACITY").map(|n| n as usize),
+            without_store: number("SLUICE_TEST_WITHOUT_STORE") == Some(1),
         }
     }
 

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{Counters, StoreError, StoreRow, ERROR_OUTCOMES, INCOMPLETE_OUTCOMES};
@@ -546,10 +547,22 @@ struct RowKeys<'a> {
     text: [&'a str; 8],
 }
 
+/// Adds a run of rows with the same keys to the batch's sums.
+fn add_run<'a>(
+    groups: &mut std::collections::HashMap<RowKeys<'a>, (i64, Counters)>,
+    (keys, last_ms, counters): (RowKeys<'a>, i64, Counters),
+) {
+    let entry = groups.entry(keys).or_insert((last_ms, Counters::default()));
+    entry.0 = entry.0.max(last_ms);
+    entry.1.merge(&counters);
+}
+
 impl<'a> Rollups<'a> {
     pub fn of_rows(rows: &'a [StoreRow]) -> Rollups<'a> {
         let mut groups: std::collections::HashMap<RowKeys<'a>, (i64, Counters)> =
             std::collections::HashMap::new();
+        // Rows of one client often come in a run: those add to the run's sums without hashing.
+        let mut run: Option<(RowKeys<'a>, i64, Counters)> = None;
         for row in rows {
             let keys = RowKeys {
                 bucket: row.finished_ms.div_euclid(BUCKET_MS),
@@ -565,11 +578,21 @@ impl<'a> Rollups<'a> {
                     &row.session,
                 ],
             };
-            let entry = groups
-                .entry(keys)
-                .or_insert((row.finished_ms, Counters::default()));
-            entry.0 = entry.0.max(row.finished_ms);
-            entry.1.merge(&row.counters());
+            match &mut run {
+                Some((same, last_ms, counters)) if *same == keys => {
+                    *last_ms = (*last_ms).max(row.finished_ms);
+                    counters.merge(&row.counters());
+                }
+                _ => {
+                    if let Some(ended) = run.take() {
+                        add_run(&mut groups, ended);
+                    }
+                    run = Some((keys, row.finished_ms, row.counters()));
+                }
+            }
+        }
+        if let Some(ended) = run {
+            add_run(&mut groups, ended);
         }
         let mut rollups = Rollups::default();
         for (keys, (last_ms, counters)) in groups {
@@ -908,37 +931,56 @@ fn rollup_upserts(rollups: &Rollups) -> Vec<Upsert> {
     ]
 }
 
-/// Inserts one raw row with a single-row INSERT statement, its values bound in place.
-fn insert_row(insert: &mut rusqlite::CachedStatement<'_>, row: &StoreRow) -> rusqlite::Result<()> {
-    insert
-        .execute(rusqlite::params![
-            row.finished_ms,
-            row.instance,
-            row.route,
-            row.method,
-            i64::from(row.status),
-            row.outcome,
-            i64::from(row.streamed),
-            row.model,
-            row.source,
-            row.credential,
-            row.caller,
-            row.session,
-            row.agent,
-            row.parent_agent,
-            row.project,
-            clamp(row.input_tokens),
-            clamp(row.output_tokens),
-            clamp(row.cache_write_5m_tokens),
-            clamp(row.cache_write_1h_tokens),
-            clamp(row.cache_read_tokens),
-            clamp(row.web_search_requests),
-            row.cost_usd,
-            row.ttfb_ms.map(clamp),
-            clamp(row.total_ms),
-            row.overhead_ms.map(clamp),
-        ])
-        .map(|_| ())
+/// Raw rows per INSERT statement on SQLite: one statement runs for many rows, its values bound
+/// in place.
+const SQLITE_INSERT_ROWS: usize = 32;
+
+/// The SQL of a statement made once per process (`table` and `rows` name it).
+fn cached_sql(table: &'static str, rows: usize, build: impl FnOnce() -> String) -> &'static str {
+    static MADE: Mutex<BTreeMap<(&str, usize), &str>> = Mutex::new(BTreeMap::new());
+    let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+    made.entry((table, rows))
+        .or_insert_with(|| Box::leak(build().into_boxed_str()))
+}
+
+/// Runs `insert` (made by [`insert_sql`] for `rows.len()` rows) for `rows`.
+fn insert_rows(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    rows: &[StoreRow],
+) -> rusqlite::Result<()> {
+    let mut at = 0;
+    let mut bind = |value: &dyn rusqlite::ToSql| {
+        at += 1;
+        insert.raw_bind_parameter(at, value)
+    };
+    for row in rows {
+        bind(&row.finished_ms)?;
+        bind(&row.instance)?;
+        bind(&row.route)?;
+        bind(&row.method)?;
+        bind(&i64::from(row.status))?;
+        bind(&row.outcome)?;
+        bind(&i64::from(row.streamed))?;
+        bind(&row.model)?;
+        bind(&row.source)?;
+        bind(&row.credential)?;
+        bind(&row.caller)?;
+        bind(&row.session)?;
+        bind(&row.agent)?;
+        bind(&row.parent_agent)?;
+        bind(&row.project)?;
+        bind(&clamp(row.input_tokens))?;
+        bind(&clamp(row.output_tokens))?;
+        bind(&clamp(row.cache_write_5m_tokens))?;
+        bind(&clamp(row.cache_write_1h_tokens))?;
+        bind(&clamp(row.cache_read_tokens))?;
+        bind(&clamp(row.web_search_requests))?;
+        bind(&row.cost_usd)?;
+        bind(&row.ttfb_ms.map(clamp))?;
+        bind(&clamp(row.total_ms))?;
+        bind(&row.overhead_ms.map(clamp))?;
+    }
+    insert.raw_execute().map(|_| ())
 }
 
 fn insert_sql(rows: usize) -> String {
@@ -1157,13 +1199,26 @@ impl Db {
                         .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(params)))
                         .map_err(sqlite_err)?;
                 }
-                let mut insert = tx.prepare_cached(&insert_sql(1)).map_err(sqlite_err)?;
-                for row in rows {
-                    insert_row(&mut insert, row).map_err(sqlite_err)?;
+                let mut chunks = rows.chunks_exact(SQLITE_INSERT_ROWS);
+                let mut many = tx
+                    .prepare_cached(cached_sql("requests", SQLITE_INSERT_ROWS, || {
+                        insert_sql(SQLITE_INSERT_ROWS)
+                    }))
+                    .map_err(sqlite_err)?;
+                for chunk in chunks.by_ref() {
+                    insert_rows(&mut many, chunk).map_err(sqlite_err)?;
+                }
+                drop(many);
+                let mut insert = tx
+                    .prepare_cached(cached_sql("requests", 1, || insert_sql(1)))
+                    .map_err(sqlite_err)?;
+                for row in chunks.remainder() {
+                    insert_rows(&mut insert, std::slice::from_ref(row)).map_err(sqlite_err)?;
                 }
                 drop(insert);
                 for upsert in &upserts {
-                    let mut stmt = tx.prepare_cached(&upsert.sql(1)).map_err(sqlite_err)?;
+                    let sql = cached_sql(upsert.table, 1, || upsert.sql(1));
+                    let mut stmt = tx.prepare_cached(sql).map_err(sqlite_err)?;
                     for params in &upsert.rows {
                         stmt.execute(rusqlite::params_from_iter(params))
                             .map_err(sqlite_err)?;

@@ -121,6 +121,27 @@ async fn usage_needs_the_admin_token_and_answers_from_a_memory_store() {
     );
 }
 
+/// The benchmarks' baseline: the test hook runs sluice with no store at all (no sink, no file),
+/// requests still pass, and what needs the store says it is unavailable.
+#[actix_rt::test]
+async fn the_without_store_hook_runs_sluice_with_no_store_at_all() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(200, &fixture("message.json")));
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .env("SLUICE_TEST_WITHOUT_STORE", "1")
+        .start();
+    send_message(&sluice, "s-1").await;
+    assert_eq!(mock.received().len(), 1);
+    let (status, kind, body) = get(&sluice, "/usage").await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (503, "store_unavailable"),
+        "{body}"
+    );
+    assert!(!sluice.dir.path().join("state").exists(), "no store file");
+}
+
 #[test]
 fn a_store_file_that_is_not_a_database_stops_the_start_untouched() {
     let dir = tempfile::tempdir().unwrap();

@@ -1351,22 +1351,35 @@ impl Db {
         params: &[Param],
         cols: &[Col],
     ) -> Result<Vec<Vec<Cell>>, String> {
+        let mut out = Vec::new();
+        self.select_each(sql, params, cols, |cells| out.push(cells))?;
+        Ok(out)
+    }
+
+    /// As [`select`](Self::select), handing each row to `each` as it is read (SQLite keeps no
+    /// copy of the result: a query over many rows needs no memory for all of them).
+    pub fn select_each(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        cols: &[Col],
+        mut each: impl FnMut(Vec<Cell>),
+    ) -> Result<(), String> {
         match self {
             Db::Sqlite(conn) => {
                 let mut stmt = conn.prepare_cached(sql).map_err(sqlite_err)?;
                 let mut rows = stmt
                     .query(rusqlite::params_from_iter(params))
                     .map_err(sqlite_err)?;
-                let mut out = Vec::new();
                 while let Some(row) = rows.next().map_err(sqlite_err)? {
                     let mut cells = Vec::with_capacity(cols.len());
                     for (i, col) in cols.iter().enumerate() {
                         let value: rusqlite::types::Value = row.get(i).map_err(sqlite_err)?;
                         cells.push(sqlite_cell(value, *col));
                     }
-                    out.push(cells);
+                    each(cells);
                 }
-                Ok(out)
+                Ok(())
             }
             Db::Postgres(client) => {
                 let boxed = pg_params(params);
@@ -1375,7 +1388,6 @@ impl Db {
                 let rows = client
                     .query(pg_placeholders(sql).as_str(), &refs)
                     .map_err(pg_err)?;
-                let mut out = Vec::with_capacity(rows.len());
                 for row in rows {
                     let mut cells = Vec::with_capacity(cols.len());
                     for (i, col) in cols.iter().enumerate() {
@@ -1397,9 +1409,9 @@ impl Db {
                             ),
                         });
                     }
-                    out.push(cells);
+                    each(cells);
                 }
-                Ok(out)
+                Ok(())
             }
         }
     }

@@ -644,6 +644,35 @@ fn edges(
     until: Option<i64>,
     levels: &[(&'static str, i64)],
 ) -> Result<Vec<Piece>, String> {
+    // A window from inside a day to its end or later: that whole day less its part before the
+    // window, when that part holds fewer rows (a window of the last hour, after a busy hour).
+    if let (Some(since), [(day_table, day), finer @ ..]) = (since, levels) {
+        let start = since.div_euclid(*day) * day;
+        let end = start + day;
+        if !finer.is_empty() && since > start && until.map_or(true, |u| u >= end) {
+            let before = count_raw(db, start, since)?;
+            if before < EDGE_PROBE_ROWS && count_raw(db, since, end)? > before {
+                let mut out = vec![(
+                    Source::Rollup {
+                        table: day_table,
+                        width: *day,
+                        from: start / day,
+                        to: end / day,
+                    },
+                    false,
+                )];
+                out.extend(
+                    pieces(Some(start), Some(since), finer)
+                        .into_iter()
+                        .map(|p| (p, true)),
+                );
+                if until.map_or(true, |u| u > end) {
+                    out.extend(edges(db, Some(end), until, levels)?);
+                }
+                return Ok(out);
+            }
+        }
+    }
     let mut out = Vec::new();
     let Some(&(table, width)) = levels.last() else {
         return Ok(pieces(since, until, levels)
@@ -1008,25 +1037,51 @@ fn most_used_models(
 ) -> Result<(BTreeMap<String, Counters>, u64), String> {
     let parts = edges(db, since, until, &[MARGINAL_DAYS, MARGINAL_ROLLUP])?;
     let mut requests: HashMap<String, i64> = HashMap::new();
-    for (piece, minus) in &parts {
+    // The widest rollup piece up to now last: when the others hold no models, the database ranks
+    // that one alone, keeping only the first `limit`.
+    let now = unix_ms(SystemTime::now());
+    let mut order: Vec<&Piece> = parts.iter().collect();
+    if let Some(widest) = (0..order.len()).max_by_key(|&i| match order[i] {
+        (
+            Source::Rollup {
+                width, from, to, ..
+            },
+            false,
+        ) => to
+            .saturating_mul(*width)
+            .min(now)
+            .saturating_sub(from.saturating_mul(*width).min(now)),
+        _ => 0,
+    }) {
+        let piece = order.remove(widest);
+        order.push(piece);
+    }
+    let last = order.len().saturating_sub(1);
+    for (at, (piece, minus)) in order.into_iter().enumerate() {
+        let top = if at == last && requests.is_empty() && !*minus {
+            format!(" ORDER BY 2 DESC, 1 LIMIT {limit}")
+        } else {
+            String::new()
+        };
         let (sql, params) = match *piece {
             Source::Rollup {
                 table, from, to, ..
             } => (
                 format!(
                     "SELECT value, CAST(SUM(requests) AS BIGINT) FROM {table} WHERE dimension = 'model' \
-                     AND bucket >= ? AND bucket < ? AND value <> '' GROUP BY value"
+                     AND bucket >= ? AND bucket < ? AND value <> '' GROUP BY value{top}"
                 ),
                 [Param::Int(from), Param::Int(to)],
             ),
             Source::Raw(from, to) => (
-                "SELECT model, COUNT(*) FROM requests WHERE finished_ms >= ? \
-                 AND finished_ms < ? AND model <> '' GROUP BY model"
-                    .to_string(),
+                format!(
+                    "SELECT model, COUNT(*) FROM requests WHERE finished_ms >= ? \
+                     AND finished_ms < ? AND model <> '' GROUP BY model{top}"
+                ),
                 [Param::Int(from), Param::Int(to)],
             ),
         };
-        for mut cells in db.select(&sql, &params, &[Col::Text, Col::Int])? {
+        db.select_each(&sql, &params, &[Col::Text, Col::Int], |mut cells| {
             let count = cells[1].int();
             let model = std::mem::replace(&mut cells[0], Cell::Int(0)).into_text();
             let entry = requests.entry(model).or_default();
@@ -1035,7 +1090,7 @@ fn most_used_models(
             } else {
                 entry.saturating_add(count)
             };
-        }
+        })?;
     }
     let mut ranked: Vec<(String, i64)> = requests.into_iter().filter(|(_, n)| *n > 0).collect();
     let by_rank = |a: &(String, i64), b: &(String, i64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0));

@@ -879,11 +879,19 @@ fn read_grouped(
             }
         }
     }
-    // Groups left without requests had them only outside the window.
+    // A group that something was taken from and that is left with nothing was only outside the
+    // window. (Imported history may hold groups with tokens and no requests: those stay.)
     Ok(net
         .into_values()
-        .map(|(cells, plus, minus)| (cells, plus.saturating_sub(&minus)))
-        .filter(|(_, counters)| counters.requests > 0)
+        .filter_map(|(cells, plus, minus)| {
+            let net = plus.saturating_sub(&minus);
+            let emptied = minus != Counters::default()
+                && net.amounts().into_iter().all(|amount| match amount {
+                    Amount::Count(n) => n == 0,
+                    Amount::Usd(usd) => usd.abs() < 1e-9,
+                });
+            (!emptied).then_some((cells, net))
+        })
         .collect())
 }
 

@@ -701,6 +701,13 @@ fn a_burst_just_after_a_window_starts_is_counted_exactly() {
         bucket + 600_000,
         bucket + 900_000,
     ));
+    // Many keys later that day: the rest of the day is then read as the whole day less its start.
+    let mut later = random_rows(&mut rng, 600, bucket + 900_000, bucket + 2_700_000);
+    for (i, row) in later.iter_mut().enumerate() {
+        row.session = format!("later-{i}");
+        row.model = format!("later-model-{i}");
+    }
+    rows.extend(later);
     // Keys seen only before the window (left out) and only in the burst (most recent).
     rows[0].session = "before-only".into();
     rows[0].credential = "client_api_key:before000000".into();
@@ -712,6 +719,7 @@ fn a_burst_just_after_a_window_starts_is_counted_exactly() {
     fill(&store, &rows);
     for (since, until) in [
         (bucket + 299_999, None),
+        (bucket + 299_999, Some(bucket + 86_400_000)),
         (bucket + 299_999, Some(bucket + 700_000)),
         (bucket + 10, Some(bucket + 899_990)),
     ] {

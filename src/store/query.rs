@@ -649,28 +649,29 @@ fn edges(
     if let (Some(since), [(day_table, day), finer @ ..]) = (since, levels) {
         let start = since.div_euclid(*day) * day;
         let end = start + day;
-        if !finer.is_empty() && since > start && until.map_or(true, |u| u >= end) {
-            let before = count_raw(db, start, since)?;
-            if before < EDGE_PROBE_ROWS && count_raw(db, since, end)? > before {
-                let mut out = vec![(
-                    Source::Rollup {
-                        table: day_table,
-                        width: *day,
-                        from: start / day,
-                        to: end / day,
-                    },
-                    false,
-                )];
-                out.extend(
-                    pieces(Some(start), Some(since), finer)
-                        .into_iter()
-                        .map(|p| (p, true)),
-                );
-                if until.map_or(true, |u| u > end) {
-                    out.extend(edges(db, Some(end), until, levels)?);
-                }
-                return Ok(out);
+        if !finer.is_empty()
+            && since > start
+            && until.map_or(true, |u| u >= end)
+            && day_less_before(db, start, since, end)?
+        {
+            let mut out = vec![(
+                Source::Rollup {
+                    table: day_table,
+                    width: *day,
+                    from: start / day,
+                    to: end / day,
+                },
+                false,
+            )];
+            out.extend(
+                pieces(Some(start), Some(since), finer)
+                    .into_iter()
+                    .map(|p| (p, true)),
+            );
+            if until.map_or(true, |u| u > end) {
+                out.extend(edges(db, Some(end), until, levels)?);
             }
+            return Ok(out);
         }
     }
     let mut out = Vec::new();
@@ -717,6 +718,34 @@ fn edges(
         }
     }
     Ok(out)
+}
+
+/// Rollup rows counted up to this many to decide how to read a window's first day.
+const DAY_PROBE_ROWS: i64 = 50_000;
+
+/// Whether `[since, end)` (the rest of the day from `start`) is cheaper read as the whole day
+/// less `[start, since)`: when the part before holds fewer 15-minute rollup rows (fewer keys) than
+/// the part after. Either way is exact; the answer for the last window asked is kept, so that the
+/// several reads of one `/stats` count only once.
+fn day_less_before(db: &mut Db, start: i64, since: i64, end: i64) -> Result<bool, String> {
+    static LAST: std::sync::Mutex<Option<((i64, i64), bool)>> = std::sync::Mutex::new(None);
+    let cached = *LAST.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, less)) = cached.filter(|(key, _)| *key == (since, end)) {
+        return Ok(less);
+    }
+    let mut rows = |from: i64, to: i64| -> Result<i64, String> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM {} WHERE bucket >= ? AND bucket < ? \
+             LIMIT {DAY_PROBE_ROWS}) AS probe",
+            MARGINAL_ROLLUP.0
+        );
+        let found = db.select(&sql, &[Param::Int(from), Param::Int(to)], &[Col::Int])?;
+        Ok(found.first().map_or(0, |r| r[0].int()))
+    };
+    let before = rows(start / BUCKET_MS, div_ceil(since, BUCKET_MS))?;
+    let less = before < DAY_PROBE_ROWS && before < rows(since / BUCKET_MS, end / BUCKET_MS)?;
+    *LAST.lock().unwrap_or_else(|p| p.into_inner()) = Some(((since, end), less));
+    Ok(less)
 }
 
 /// How many raw rows finished in `[from, to)`, counted up to [`EDGE_PROBE_ROWS`].

@@ -997,6 +997,54 @@ fn a_full_queue_drops_rows_and_counts_them() {
     store.close().unwrap();
 }
 
+/// Rows with long keys hold more memory: the queue is bounded by what its rows hold, not only by
+/// their number, and the room comes back once a batch is written.
+#[test]
+fn the_queue_is_bounded_by_the_memory_its_rows_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/sluice.db");
+    let mut options = sqlite_options(dir.path());
+    options.queue_bytes = 256 << 10;
+    let store = store::open(options).unwrap();
+    let long = |i: usize, rows: Vec<StoreRow>| -> Vec<StoreRow> {
+        rows.into_iter()
+            .enumerate()
+            .map(|(j, mut row)| {
+                // Past the column limit: cut to 256 bytes each when queued.
+                row.session = format!("{i}-{j}-{}", "s".repeat(400));
+                row.model = format!("{i}-{j}-{}", "m".repeat(400));
+                row.credential = format!("{i}-{j}-{}", "c".repeat(400));
+                row
+            })
+            .collect()
+    };
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let mut rng = Rng(31);
+    for i in 0..10 {
+        store.submit(long(i, random_rows(&mut rng, 100, 0, 1_000_000)));
+    }
+    let status = store.status();
+    assert_eq!(status.dropped + status.pending, 1000, "{status:?}");
+    // A row here holds its struct and three 256-byte keys: at least 768 bytes, so at most
+    // 256 KiB / 768 B = 341 rows fit, whatever the row count allows (100,000).
+    assert!(status.pending <= 341, "{status:?}");
+    assert!(status.pending > 100, "{status:?}");
+    locker.execute_batch("COMMIT").unwrap();
+    let kept = 1000 - status.dropped;
+    wait_written(&store, kept);
+    assert_eq!(total_requests(&store), kept);
+    // Written rows give their room back.
+    store.submit(long(10, random_rows(&mut rng, 100, 0, 1_000_000)));
+    assert_eq!(
+        store.status().dropped,
+        status.dropped,
+        "room was not given back"
+    );
+    wait_written(&store, kept + 100);
+    store.close().unwrap();
+}
+
 #[test]
 fn retention_deletes_old_rows_and_rollups_in_steps() {
     let dir = tempfile::tempdir().unwrap();

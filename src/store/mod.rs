@@ -95,6 +95,25 @@ impl StoreRow {
         INCOMPLETE_OUTCOMES.contains(&self.outcome.as_str())
     }
 
+    /// The memory a queued row holds: the row and its texts.
+    pub(crate) fn held_bytes(&self) -> usize {
+        let texts = [
+            &self.instance,
+            &self.route,
+            &self.method,
+            &self.outcome,
+            &self.model,
+            &self.source,
+            &self.credential,
+            &self.caller,
+            &self.session,
+            &self.agent,
+            &self.parent_agent,
+            &self.project,
+        ];
+        std::mem::size_of::<Self>() + texts.iter().map(|t| t.capacity()).sum::<usize>()
+    }
+
     /// Cuts every text column to [`MAX_KEY_BYTES`].
     fn bound(&mut self) {
         for text in [
@@ -117,6 +136,7 @@ impl StoreRow {
                     end -= 1;
                 }
                 text.truncate(end);
+                text.shrink_to_fit();
             }
         }
         if !self.cost_usd.is_finite() || self.cost_usd < 0.0 {

@@ -22,6 +22,10 @@ pub struct StoreOptions {
     pub retention_days: u32,
     /// Most rows waiting to be written; more are dropped and counted in `dropped`.
     pub queue_rows: usize,
+    /// Most memory the rows waiting to be written (queued or in the batch being written) may
+    /// hold; rows beyond it are dropped and counted in `dropped`, like rows beyond `queue_rows`.
+    /// Rows with long keys are larger, so this, not the row count, is what bounds memory.
+    pub queue_bytes: usize,
     /// Most rows per transaction.
     pub batch_rows: usize,
     /// Longest a row waits in the queue before its batch is written.
@@ -41,6 +45,7 @@ impl StoreOptions {
             target,
             retention_days: 400,
             queue_rows: 100_000,
+            queue_bytes: 12 << 20,
             batch_rows: 5_000,
             commit_interval: Duration::from_millis(250),
             close_timeout: Duration::from_secs(10),
@@ -135,6 +140,8 @@ impl StoreStatus {
 #[derive(Default)]
 struct Queue {
     rows: VecDeque<StoreRow>,
+    /// What the queued rows and the batch being written hold ([`StoreRow::held_bytes`]).
+    held_bytes: usize,
     closing: bool,
     /// Someone waits for the rows queued so far: commit them without waiting for more.
     urgent: bool,
@@ -151,6 +158,7 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     queue_rows: usize,
+    queue_bytes: usize,
     in_flight: AtomicU64,
     /// Rows accepted into the queue (not dropped), ever.
     accepted: AtomicU64,
@@ -209,6 +217,7 @@ pub fn open(options: StoreOptions) -> Result<StoreHandle, StoreError> {
         queue: Mutex::new(Queue::default()),
         wake: Condvar::new(),
         queue_rows: options.queue_rows.max(1),
+        queue_bytes: options.queue_bytes,
         in_flight: AtomicU64::new(0),
         accepted: AtomicU64::new(0),
         rows_written: AtomicU64::new(0),
@@ -246,12 +255,20 @@ impl StoreHandle {
         let shared = &self.inner.shared;
         let dropped = {
             let mut queue = lock(&shared.queue);
-            let room = shared.queue_rows.saturating_sub(queue.rows.len());
-            let dropped = rows.len().saturating_sub(room) as u64;
-            let accepted = rows.len().min(room) as u64;
-            queue.rows.extend(rows.into_iter().take(room));
+            let mut accepted = 0;
+            let offered = rows.len() as u64;
+            for row in rows {
+                let bytes = row.held_bytes();
+                if queue.rows.len() < shared.queue_rows
+                    && queue.held_bytes + bytes <= shared.queue_bytes
+                {
+                    queue.held_bytes += bytes;
+                    queue.rows.push_back(row);
+                    accepted += 1;
+                }
+            }
             shared.accepted.fetch_add(accepted, Ordering::Relaxed);
-            dropped
+            offered - accepted
         };
         shared.wake.notify_one();
         if dropped > 0 {
@@ -535,6 +552,10 @@ impl Writer {
                     .rows_written
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 self.shared.in_flight.store(0, Ordering::Relaxed);
+                let written: usize = batch.iter().map(StoreRow::held_bytes).sum();
+                let mut queue = lock(&self.shared.queue);
+                queue.held_bytes = queue.held_bytes.saturating_sub(written);
+                drop(queue);
                 let mut health = lock(&self.shared.health);
                 if health.failing {
                     tracing::info!(rows = batch.len(), "store writes resumed");

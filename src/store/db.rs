@@ -806,9 +806,14 @@ const USAGE_KEYS: [&str; 8] = [
     "status",
 ];
 
-/// What `rollups` adds, table by table. Keys in sorted order (BTreeMap), so that two writers on
-/// one database lock rows in the same order and never deadlock.
-fn rollup_upserts(rollups: &Rollups) -> Vec<Upsert> {
+/// What `rollups` adds, handed to `each` one table at a time (each table's parameters are
+/// built only when its turn comes, so a batch of new keys never has them all in memory at
+/// once). Keys in sorted order (BTreeMap), so that two writers on one database lock rows in the
+/// same order and never deadlock.
+fn rollup_upserts(
+    rollups: &Rollups,
+    mut each: impl FnMut(Upsert) -> Result<(), String>,
+) -> Result<(), String> {
     let text = |s: &str| Param::Text(s.to_string());
     let with_counters = |mut params: Vec<Param>, counters: &Counters| {
         params.extend(counter_params(counters));
@@ -832,103 +837,102 @@ fn rollup_upserts(rollups: &Rollups) -> Vec<Upsert> {
         counters: true,
         rows,
     };
-    vec![
-        usage_table("usage_1d", usage(&rollups.days)),
-        usage_table("usage_15m", usage(&rollups.usage)),
-        Upsert {
-            table: MARGINAL_ROLLUP.0,
-            keys: &["bucket", "dimension", "value"],
-            extra: &[],
-            counters: true,
-            rows: rollups
-                .marginals
-                .iter()
-                .map(|((bucket, dimension, value), counters)| {
-                    let keys = vec![Param::Int(*bucket), text(dimension), text(value)];
-                    with_counters(keys, counters)
-                })
-                .collect(),
-        },
-        Upsert {
-            table: MARGINAL_DAYS.0,
-            keys: &["bucket", "dimension", "value"],
-            extra: &[],
-            counters: true,
-            rows: rollups
-                .marginal_days
-                .iter()
-                .map(|((day, dimension, value), counters)| {
-                    let keys = vec![Param::Int(*day), text(dimension), text(value)];
-                    with_counters(keys, counters)
-                })
-                .collect(),
-        },
-        Upsert {
-            table: RECENT_DAYS.0,
-            keys: &["bucket", "dimension", "value"],
-            extra: LATEST,
-            counters: true,
-            rows: rollups
-                .recent_days
-                .iter()
-                .map(|((day, dimension, value), (last_ms, counters))| {
-                    let keys = vec![
-                        Param::Int(*day),
-                        text(dimension),
-                        text(value),
-                        Param::Int(*last_ms),
-                    ];
-                    with_counters(keys, counters)
-                })
-                .collect(),
-        },
-        Upsert {
-            table: RECENT_ROLLUP,
-            keys: &["bucket", "dimension", "value"],
-            extra: LATEST,
-            counters: true,
-            rows: rollups
-                .recent
-                .iter()
-                .map(|((bucket, dimension, value), (last_ms, counters))| {
-                    let keys = vec![
-                        Param::Int(*bucket),
-                        text(dimension),
-                        text(value),
-                        Param::Int(*last_ms),
-                    ];
-                    with_counters(keys, counters)
-                })
-                .collect(),
-        },
-        Upsert {
-            table: "sessions_15m",
-            keys: &["bucket", "session"],
-            extra: LATEST,
-            counters: true,
-            rows: rollups
-                .sessions
-                .iter()
-                .map(|((bucket, session), (last_ms, counters))| {
-                    let keys = vec![Param::Int(*bucket), text(session), Param::Int(*last_ms)];
-                    with_counters(keys, counters)
-                })
-                .collect(),
-        },
-        Upsert {
-            table: RECENT_KEYS,
-            keys: &["dimension", "value"],
-            extra: LATEST,
-            counters: false,
-            rows: rollups
-                .latest()
-                .into_iter()
-                .map(|((dimension, value), last_ms)| {
-                    vec![text(dimension), text(value), Param::Int(last_ms)]
-                })
-                .collect(),
-        },
-    ]
+    each(usage_table("usage_1d", usage(&rollups.days)))?;
+    each(usage_table("usage_15m", usage(&rollups.usage)))?;
+    each(Upsert {
+        table: MARGINAL_ROLLUP.0,
+        keys: &["bucket", "dimension", "value"],
+        extra: &[],
+        counters: true,
+        rows: rollups
+            .marginals
+            .iter()
+            .map(|((bucket, dimension, value), counters)| {
+                let keys = vec![Param::Int(*bucket), text(dimension), text(value)];
+                with_counters(keys, counters)
+            })
+            .collect(),
+    })?;
+    each(Upsert {
+        table: MARGINAL_DAYS.0,
+        keys: &["bucket", "dimension", "value"],
+        extra: &[],
+        counters: true,
+        rows: rollups
+            .marginal_days
+            .iter()
+            .map(|((day, dimension, value), counters)| {
+                let keys = vec![Param::Int(*day), text(dimension), text(value)];
+                with_counters(keys, counters)
+            })
+            .collect(),
+    })?;
+    each(Upsert {
+        table: RECENT_DAYS.0,
+        keys: &["bucket", "dimension", "value"],
+        extra: LATEST,
+        counters: true,
+        rows: rollups
+            .recent_days
+            .iter()
+            .map(|((day, dimension, value), (last_ms, counters))| {
+                let keys = vec![
+                    Param::Int(*day),
+                    text(dimension),
+                    text(value),
+                    Param::Int(*last_ms),
+                ];
+                with_counters(keys, counters)
+            })
+            .collect(),
+    })?;
+    each(Upsert {
+        table: RECENT_ROLLUP,
+        keys: &["bucket", "dimension", "value"],
+        extra: LATEST,
+        counters: true,
+        rows: rollups
+            .recent
+            .iter()
+            .map(|((bucket, dimension, value), (last_ms, counters))| {
+                let keys = vec![
+                    Param::Int(*bucket),
+                    text(dimension),
+                    text(value),
+                    Param::Int(*last_ms),
+                ];
+                with_counters(keys, counters)
+            })
+            .collect(),
+    })?;
+    each(Upsert {
+        table: "sessions_15m",
+        keys: &["bucket", "session"],
+        extra: LATEST,
+        counters: true,
+        rows: rollups
+            .sessions
+            .iter()
+            .map(|((bucket, session), (last_ms, counters))| {
+                let keys = vec![Param::Int(*bucket), text(session), Param::Int(*last_ms)];
+                with_counters(keys, counters)
+            })
+            .collect(),
+    })?;
+    each(Upsert {
+        table: RECENT_KEYS,
+        keys: &["dimension", "value"],
+        extra: LATEST,
+        counters: false,
+        rows: rollups
+            .latest()
+            .into_iter()
+            .map(|((dimension, value), last_ms)| {
+                vec![text(dimension), text(value), Param::Int(last_ms)]
+            })
+            .collect(),
+    })?;
+    Ok(())
 }
 
 /// Raw rows per INSERT statement on SQLite: one statement runs for many rows, its values bound
@@ -1185,7 +1189,6 @@ impl Db {
         rollups: &Rollups,
         statements: Vec<(String, Vec<Param>)>,
     ) -> Result<(), String> {
-        let upserts = rollup_upserts(rollups);
         match self {
             // One prepared statement per table, run once per row or rollup entry: SQLite runs in
             // this process, so many small statements cost less than building and parsing
@@ -1216,14 +1219,15 @@ impl Db {
                     insert_rows(&mut insert, std::slice::from_ref(row)).map_err(sqlite_err)?;
                 }
                 drop(insert);
-                for upsert in &upserts {
+                rollup_upserts(rollups, |upsert| {
                     let sql = cached_sql(upsert.table, 1, || upsert.sql(1));
                     let mut stmt = tx.prepare_cached(sql).map_err(sqlite_err)?;
                     for params in &upsert.rows {
                         stmt.execute(rusqlite::params_from_iter(params))
                             .map_err(sqlite_err)?;
                     }
-                }
+                    Ok(())
+                })?;
                 tx.commit().map_err(sqlite_err)
             }
             // A round trip per statement: many rows to each.
@@ -1236,11 +1240,12 @@ impl Db {
                     }
                     statements.push((insert_sql(chunk.len()), params));
                 }
-                for upsert in &upserts {
+                rollup_upserts(rollups, |upsert| {
                     for chunk in upsert.rows.chunks(UPSERT_CHUNK) {
                         statements.push((upsert.sql(chunk.len()), chunk.concat()));
                     }
-                }
+                    Ok(())
+                })?;
                 self.execute_in_transaction(&statements)
             }
         }

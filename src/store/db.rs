@@ -839,60 +839,27 @@ fn rollup_upserts(
     };
     each(usage_table("usage_1d", usage(&rollups.days)))?;
     each(usage_table("usage_15m", usage(&rollups.usage)))?;
-    each(Upsert {
-        table: MARGINAL_ROLLUP.0,
+    // Per (bucket, dimension, value): the marginal rollups, and the recency ones, which also
+    // keep the latest finish.
+    let marginal_table = |table, additions: &BTreeMap<RecentKey, Counters>| Upsert {
+        table,
         keys: &["bucket", "dimension", "value"],
         extra: &[],
         counters: true,
-        rows: rollups
-            .marginals
+        rows: additions
             .iter()
             .map(|((bucket, dimension, value), counters)| {
                 let keys = vec![Param::Int(*bucket), text(dimension), text(value)];
                 with_counters(keys, counters)
             })
             .collect(),
-    })?;
-    each(Upsert {
-        table: MARGINAL_DAYS.0,
-        keys: &["bucket", "dimension", "value"],
-        extra: &[],
-        counters: true,
-        rows: rollups
-            .marginal_days
-            .iter()
-            .map(|((day, dimension, value), counters)| {
-                let keys = vec![Param::Int(*day), text(dimension), text(value)];
-                with_counters(keys, counters)
-            })
-            .collect(),
-    })?;
-    each(Upsert {
-        table: RECENT_DAYS.0,
+    };
+    let recent_table = |table, additions: &BTreeMap<RecentKey, (i64, Counters)>| Upsert {
+        table,
         keys: &["bucket", "dimension", "value"],
         extra: LATEST,
         counters: true,
-        rows: rollups
-            .recent_days
-            .iter()
-            .map(|((day, dimension, value), (last_ms, counters))| {
-                let keys = vec![
-                    Param::Int(*day),
-                    text(dimension),
-                    text(value),
-                    Param::Int(*last_ms),
-                ];
-                with_counters(keys, counters)
-            })
-            .collect(),
-    })?;
-    each(Upsert {
-        table: RECENT_ROLLUP,
-        keys: &["bucket", "dimension", "value"],
-        extra: LATEST,
-        counters: true,
-        rows: rollups
-            .recent
+        rows: additions
             .iter()
             .map(|((bucket, dimension, value), (last_ms, counters))| {
                 let keys = vec![
@@ -904,7 +871,11 @@ fn rollup_upserts(
                 with_counters(keys, counters)
             })
             .collect(),
-    })?;
+    };
+    each(marginal_table(MARGINAL_ROLLUP.0, &rollups.marginals))?;
+    each(marginal_table(MARGINAL_DAYS.0, &rollups.marginal_days))?;
+    each(recent_table(RECENT_DAYS.0, &rollups.recent_days))?;
+    each(recent_table(RECENT_ROLLUP, &rollups.recent))?;
     each(Upsert {
         table: "sessions_15m",
         keys: &["bucket", "session"],

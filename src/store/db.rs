@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::pg_tls::pg_err;
 use super::{Counters, StoreError, StoreRow, ERROR_OUTCOMES, INCOMPLETE_OUTCOMES};
 use crate::metrics::counters::Amount;
 
@@ -995,23 +996,6 @@ fn pg_params(params: &[Param]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
 
 fn sqlite_err(err: rusqlite::Error) -> String {
     err.to_string()
-}
-
-pub(super) fn pg_err(err: postgres::Error) -> String {
-    // `Display` of a server error is only its severity; the details say what happened.
-    match err.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => {
-            let mut text = err.to_string();
-            let mut source = std::error::Error::source(&err);
-            while let Some(inner) = source {
-                text.push_str(": ");
-                text.push_str(&inner.to_string());
-                source = inner.source();
-            }
-            text
-        }
-    }
 }
 
 impl Db {

@@ -142,16 +142,13 @@ impl TlsPlan {
 pub fn connect(conn: &str) -> Result<postgres::Client, String> {
     let (config, plan) = config(conn)?;
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(plan.client_config()?);
-    config.connect(tls).map_err(super::db::pg_err)
+    config.connect(tls).map_err(pg_err)
 }
 
 /// The `postgres` crate's configuration and the TLS plan of a connection string.
 fn config(conn: &str) -> Result<(postgres::Config, TlsPlan), String> {
     let plan = TlsPlan::parse(conn)?;
-    let mut config: postgres::Config = plan
-        .rest
-        .parse()
-        .map_err(|e: postgres::Error| super::db::pg_err(e))?;
+    let mut config: postgres::Config = plan.rest.parse().map_err(|e: postgres::Error| pg_err(e))?;
     let hosts = config.get_hosts();
     let local = !hosts.is_empty()
         && hosts
@@ -370,6 +367,24 @@ fn split_key_values(conn: &str) -> Result<(String, Vec<(String, String)>), Strin
         .collect::<Vec<_>>()
         .join(" ");
     Ok((rest, own))
+}
+
+/// A PostgreSQL error as one line that says what happened.
+pub(super) fn pg_err(err: postgres::Error) -> String {
+    // `Display` of a server error is only its severity; the details say what happened.
+    match err.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(inner) = source {
+                text.push_str(": ");
+                text.push_str(&inner.to_string());
+                source = inner.source();
+            }
+            text
+        }
+    }
 }
 
 #[cfg(test)]

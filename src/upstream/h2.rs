@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use tokio::sync::mpsc;
 
-use super::send::{Answer, RequestBody};
+use super::framing::RequestBody;
 use crate::error::Error;
 
 /// A connection to the upstream, TLS on TCP.
@@ -154,7 +154,7 @@ impl H2Route {
         headers: &HeaderMap,
         framing: RequestBody,
         body: S,
-    ) -> Result<Answer, Error>
+    ) -> Result<H2Answer, Error>
     where
         S: Stream<Item = Result<Bytes, Error>> + 'static,
     {
@@ -208,13 +208,22 @@ impl H2Route {
                 headers.append(name, value);
             }
         }
-        Ok(Answer::H2 {
+        Ok(H2Answer {
             status,
             headers,
             body,
             pump,
         })
     }
+}
+
+/// The upstream's answer over h2: its head, and its body to stream back.
+pub struct H2Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: hyper::body::Incoming,
+    /// What is left of the request body to send.
+    pub pump: Option<Pump>,
 }
 
 /// Lets the pump move the request body on; forgets it once it is done.

@@ -4,10 +4,12 @@
 //! client, see `h2`), built from the plan and rebuilt only when the plan changes: a reload that
 //! leaves the upstream side alone keeps every pooled connection. `send` is one exchange.
 
+mod framing;
 mod h2;
 mod send;
 
-pub use send::{Answer, AnswerBody, RequestBody, RouteClient, UpstreamRequest};
+pub use framing::RequestBody;
+pub use send::{Answer, AnswerBody, RouteClient, UpstreamRequest};
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

@@ -9,35 +9,16 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use actix_web::body::{BodyStream, SizedStream};
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::header::HeaderMap;
 use actix_web::http::{Method, StatusCode};
 use actix_web::web::Bytes;
 use awc::error::{ConnectError, PayloadError, SendRequestError};
 use futures_util::Stream;
 use hyper::body::Body as _;
 
-use super::h2::{feed, H2Route, Pump};
+use super::framing::RequestBody;
+use super::h2::{feed, H2Answer, H2Route, Pump};
 use crate::error::Error;
-
-/// How the client framed its request body, which is how it goes upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestBody {
-    Sized(u64),
-    Chunked,
-    None,
-}
-
-impl RequestBody {
-    pub fn of(headers: &HeaderMap) -> Self {
-        if let Some(length) = crate::headers::content_length(headers) {
-            RequestBody::Sized(length)
-        } else if headers.contains_key(header::TRANSFER_ENCODING) {
-            RequestBody::Chunked
-        } else {
-            RequestBody::None
-        }
-    }
-}
 
 /// A worker's way to one route's upstream: its awc client, and for an `https://` route that
 /// offers HTTP/2 the hyper client that multiplexes requests once the upstream picks h2.
@@ -72,7 +53,10 @@ impl UpstreamRequest {
         } = self;
         if let Some(h2) = &client.h2 {
             if h2.speaks_h2().await? {
-                return h2.send(method, &url, &headers, framing, body).await;
+                return h2
+                    .send(method, &url, &headers, framing, body)
+                    .await
+                    .map(Answer::H2);
             }
         }
         let mut request = client
@@ -95,34 +79,28 @@ impl UpstreamRequest {
 /// The upstream's answer: its head, and its body to stream back.
 pub enum Answer {
     Awc(awc::ClientResponse),
-    H2 {
-        status: StatusCode,
-        headers: HeaderMap,
-        body: hyper::body::Incoming,
-        /// What is left of the request body to send.
-        pump: Option<Pump>,
-    },
+    H2(H2Answer),
 }
 
 impl Answer {
     pub fn status(&self) -> StatusCode {
         match self {
             Answer::Awc(response) => response.status(),
-            Answer::H2 { status, .. } => *status,
+            Answer::H2(answer) => answer.status,
         }
     }
 
     pub fn headers(&self) -> &HeaderMap {
         match self {
             Answer::Awc(response) => response.headers(),
-            Answer::H2 { headers, .. } => headers,
+            Answer::H2(answer) => &answer.headers,
         }
     }
 
     pub fn into_body(self) -> AnswerBody {
         match self {
             Answer::Awc(response) => AnswerBody::Awc(response),
-            Answer::H2 { body, pump, .. } => AnswerBody::H2 { body, pump },
+            Answer::H2(H2Answer { body, pump, .. }) => AnswerBody::H2 { body, pump },
         }
     }
 }

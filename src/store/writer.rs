@@ -416,6 +416,8 @@ struct Writer {
     batch_id: String,
     /// The current batch failed at least once.
     retrying: bool,
+    /// Rows written since memory was last given back ([`Writer::give_back_memory`]).
+    written_since_trim: usize,
     backoff: Duration,
     next_retention: Instant,
     sweeping: bool,
@@ -438,6 +440,7 @@ impl Writer {
             batch_seq: 0,
             batch_id: String::new(),
             retrying: false,
+            written_since_trim: 0,
             backoff: FIRST_BACKOFF,
             sweeping: false,
         }
@@ -451,8 +454,12 @@ impl Writer {
                 close_deadline = Some(Instant::now() + self.options.close_timeout);
             }
             if !self.batch.is_empty() {
+                let rows = self.batch.len();
                 match self.write_batch() {
-                    Ok(()) => self.backoff = FIRST_BACKOFF,
+                    Ok(()) => {
+                        self.backoff = FIRST_BACKOFF;
+                        self.give_back_memory(rows);
+                    }
                     Err(err) => {
                         if let Some(deadline) = close_deadline {
                             if Instant::now() >= deadline {
@@ -473,6 +480,23 @@ impl Writer {
                 continue;
             }
             self.retention_step();
+        }
+    }
+
+    /// After a burst, once the queue has drained: hands the memory its rows and batches held
+    /// back to the system. Freed memory otherwise stays with the process (glibc's allocator
+    /// keeps it in its arenas), so one burst of long-keyed rows would stay in RSS for good.
+    fn give_back_memory(&mut self, written: usize) {
+        const BURST_ROWS: usize = 20_000;
+        self.written_since_trim += written;
+        if self.written_since_trim < BURST_ROWS || !lock(&self.shared.queue).rows.is_empty() {
+            return;
+        }
+        self.written_since_trim = 0;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free memory of the allocator to the system.
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
 

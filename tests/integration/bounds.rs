@@ -173,6 +173,11 @@ async fn hostile_requests_stay_bounded(n: usize) {
         growth_mib <= 30.0,
         "RSS grew {growth_mib:.1} MiB over {n} hostile requests"
     );
+    let peak_mib = sent_rss.saturating_sub(before) as f64 / 1024.0;
+    assert!(
+        peak_mib <= 30.0,
+        "RSS grew {peak_mib:.1} MiB while {n} hostile requests were sent"
+    );
 }
 
 #[actix_rt::test]

@@ -572,14 +572,15 @@ impl Writer {
         });
         match result {
             Ok(()) => {
-                self.shared
-                    .rows_written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                self.shared.in_flight.store(0, Ordering::Relaxed);
+                // The room first: whoever sees the rows counted as written finds it given back.
                 let written: usize = batch.iter().map(StoreRow::held_bytes).sum();
                 let mut queue = lock(&self.shared.queue);
                 queue.held_bytes = queue.held_bytes.saturating_sub(written);
                 drop(queue);
+                self.shared
+                    .rows_written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.shared.in_flight.store(0, Ordering::Relaxed);
                 let mut health = lock(&self.shared.health);
                 if health.failing {
                     tracing::info!(rows = batch.len(), "store writes resumed");

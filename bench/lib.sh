@@ -271,8 +271,8 @@ start_mock() {
     MOCK_PORT=$(free_port)
     local tls=() scheme=http check=()
     if ((UPSTREAM_TLS)); then
-        tls=(--tls-cert "$WORK/ca/upstream.pem" --tls-key "$WORK/ca/upstream.key")
-        scheme=https check=(--cacert "$WORK/ca/ca.pem")
+        tls=(--tls-cert "$WORK/ca/server.crt" --tls-key "$WORK/ca/server.key")
+        scheme=https check=(--cacert "$WORK/ca/ca.crt")
     fi
     "$MOCK_BIN" --listen "127.0.0.1:$MOCK_PORT" --workers 1 "${tls[@]}" >"$WORK/mock.log" 2>&1 &
     MOCK_PID=$!
@@ -282,21 +282,10 @@ start_mock() {
     log "mock upstream on $MOCK_URL (pid $MOCK_PID)"
 }
 
-# make_test_ca: a CA of the run's own and a certificate for 127.0.0.1 it signed, in $WORK/ca.
+# make_test_ca: a CA of the run's own and a certificate for localhost and 127.0.0.1 it signed,
+# in $WORK/ca (scripts/test-ca.sh).
 make_test_ca() {
-    local dir=$WORK/ca
-    mkdir -p "$dir"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-        -subj "/CN=sluice bench CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
-        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
-        >"$dir/openssl.log" 2>&1 || { show_log "$dir/openssl.log"; die "openssl could not make the test CA"; }
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
-        -keyout "$dir/upstream.key" -out "$dir/upstream.csr" >>"$dir/openssl.log" 2>&1 \
-        || { show_log "$dir/openssl.log"; die "openssl could not make the upstream's key"; }
-    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$dir/ext.cnf"
-    openssl x509 -req -in "$dir/upstream.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
-        -days 2 -extfile "$dir/ext.cnf" -out "$dir/upstream.pem" >>"$dir/openssl.log" 2>&1 \
-        || { show_log "$dir/openssl.log"; die "openssl could not sign the upstream's certificate"; }
+    "$ROOT/scripts/test-ca.sh" "$WORK/ca" DNS:localhost,IP:127.0.0.1 || die "could not make the test CA"
 }
 
 start_nginx() {
@@ -306,7 +295,7 @@ start_nginx() {
     if ((UPSTREAM_TLS)); then
         scheme=https
         tls="
-            proxy_ssl_trusted_certificate $WORK/ca/ca.pem;
+            proxy_ssl_trusted_certificate $WORK/ca/ca.crt;
             proxy_ssl_verify on;
             proxy_ssl_name localhost;
             proxy_ssl_server_name on;

@@ -61,7 +61,7 @@ start_sluice() {
     PORT_OF[$name]=$(free_port)
     launch_sluice "$name" "$WORK/$name" "${PORT_OF[$name]}" \
         "upstream = \"$MOCK_URL\"
-ca_file = \"$WORK/ca/ca.pem\"
+ca_file = \"$WORK/ca/ca.crt\"
 http2 = $http2"
     PID_OF[$name]=$LAUNCHED_PID
 }

@@ -146,17 +146,11 @@ key_env = "E2E_ACCESS_ALICE"'
 team=$addr
 
 # "tls": the open sluice again, serving HTTPS with a certificate from a CA made for this run.
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=sluice e2e test CA" \
-  -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
-  -keyout "$work/tls.key" -out "$work/tls.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$work/tls.ext"
-openssl x509 -req -days 2 -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
-  -CAcreateserial -extfile "$work/tls.ext" -out "$work/tls.crt" 2>/dev/null
-tls_ca=$work/ca.crt
+scripts/test-ca.sh "$work/tls" DNS:localhost,IP:127.0.0.1
+tls_ca=$work/tls/ca.crt
 start_sluice tls "[tls]
-cert_file = \"$work/tls.crt\"
-key_file = \"$work/tls.key\"" https
+cert_file = \"$work/tls/server.crt\"
+key_file = \"$work/tls/server.key\"" https
 tls=$addr
 
 log "checks"

@@ -41,20 +41,11 @@ dir_of() {
     echo "$host"
 }
 
-# A test CA and a server certificate it signed, for `localhost`; the key readable by the server only.
+# A test CA and a server certificate it signed, for `localhost` only (a test checks that
+# verify-full refuses 127.0.0.1); the key readable by the server only.
 make_certs() {
     local tls="$1"
-    mkdir -p "$tls"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
-        -subj "/CN=sluice test CA" -keyout "$tls/ca.key" -out "$tls/ca.crt" \
-        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-        -subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr"
-    printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' \
-        >"$tls/server.ext"
-    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
-        -days 7 -extfile "$tls/server.ext" -out "$tls/server.crt"
-    chmod 600 "$tls/server.key"
+    "$(dirname "$0")/test-ca.sh" "$tls" DNS:localhost
     chmod 755 "$tls"
     if [ "$(id -u)" = 0 ]; then chown -R postgres "$tls"; fi
 }

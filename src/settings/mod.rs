@@ -589,8 +589,12 @@ fn validate_route(i: usize, raw: &file::RouteFile) -> Result<Route, SettingsErro
     })
 }
 
+/// A bundle of every public root is about 250 KB.
+const MAX_CA_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = crate::secrets::read_regular_file(path, MAX_CA_FILE_BYTES)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let certs = CertificateDer::pem_slice_iter(&text)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{} is not PEM: {e}", path.display()))?;

@@ -1945,3 +1945,35 @@ fn usage_with_more_groups_than_its_limit_is_capped_and_says_truncated() {
     assert!(UsageQuery::parse(&format!("limit={}", store::MAX_USAGE_ROWS + 1)).is_err());
     store.close().unwrap();
 }
+
+#[test]
+fn a_store_file_deleted_while_running_is_reported_and_opened_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/sluice.db");
+    let store = store::open(sqlite_options(dir.path())).unwrap();
+    let mut rng = Rng(11_26);
+    let now_ms = Timestamp::now().as_millisecond();
+    fill(&store, &random_rows(&mut rng, 20, now_ms - 60_000, now_ms));
+    assert_eq!(store.status().file_reopened, 0);
+
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || store.status().file_reopened
+            >= 1),
+        "the deleted file was not noticed: {:?}",
+        store.status()
+    );
+    let status = store.status();
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("deleted or replaced")),
+        "{status:?}"
+    );
+    // Later rows land in the new file at the path, and /usage reads it.
+    fill(&store, &random_rows(&mut rng, 7, now_ms - 60_000, now_ms));
+    assert_eq!(raw_row_count(&path), 7);
+    assert_eq!(total_requests(&store), 7);
+    store.close().unwrap();
+}

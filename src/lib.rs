@@ -28,6 +28,7 @@ pub mod error;
 pub mod headers;
 pub mod logging;
 pub mod metrics;
+pub mod otlp;
 pub mod pricing;
 pub mod protocol;
 pub mod proxy;

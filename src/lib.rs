@@ -29,6 +29,7 @@ pub mod headers;
 pub mod https;
 pub mod logging;
 pub mod metrics;
+pub mod otlp;
 pub mod pricing;
 pub mod printable;
 pub mod protocol;

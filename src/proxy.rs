@@ -276,6 +276,7 @@ impl<'a> Exchange<'a> {
     fn respond(&self, target: &Target, sent: Sent, pending: &mut PendingRecord) -> HttpResponse {
         let upstream = sent.response;
         let record = pending.get_mut();
+        record.request_model = sent.requested_model.clone();
         record.model = sent.requested_model;
         record.status = upstream.status().as_u16();
         record.ttfb = Some(sent.head_received - self.received);
@@ -516,6 +517,10 @@ fn new_record(req: &HttpRequest) -> RequestRecord {
             .map(str::to_string),
         agent: attribution_of(req, attribution::AGENT_HEADER),
         parent_agent: attribution_of(req, attribution::PARENT_AGENT_HEADER),
+        trace_parent: req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| crate::otlp::TraceParent::parse(v.as_bytes())),
         ..RequestRecord::default()
     }
 }

@@ -15,6 +15,7 @@ use crate::credentials::CredentialResolver;
 use crate::logging::{self, RequestSpan};
 use crate::metrics::usage_log::UsageLog;
 use crate::metrics::{MetricsAggregator, RecordQueue, Recorder, Sink, QUEUE_CAPACITY};
+use crate::otlp::{Export, ExportConfig, OtlpCollector, OtlpSink};
 use crate::pricing::PriceTable;
 use crate::proxy;
 use crate::quotas::{Ledger, QuotaCollector};
@@ -24,6 +25,9 @@ use crate::settings::{EnvSource, Settings};
 use crate::state::{build_snapshot, AppState, Tuning};
 use crate::store::{self, RateLimitLog, StoreHandle, StoreSink};
 use crate::upstream::{HealthSink, UpstreamPool, WorkerClients};
+
+/// How long a stopping sluice waits for its last OpenTelemetry export.
+const OTLP_CLOSE_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A running sluice: where it listens and how to stop it.
 pub struct Running {
@@ -45,6 +49,9 @@ impl Running {
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)));
         self.state.flush_for_exit().await;
+        // What was counted last reaches the collector too (a short, bounded wait).
+        let otlp = self.state.otlp.clone();
+        let _ = tokio::task::spawn_blocking(move || otlp.close(OTLP_CLOSE_BUDGET)).await;
         let closed = close_store(self.store, self.rate_limits.as_ref());
         tracing::info!("stopped");
         result.and(closed)
@@ -93,6 +100,7 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         None => (None, Vec::new()),
     };
     let instance = store::instance_name(&settings.listen);
+    let otlp = Export::new(&instance);
     let store_sink = store.clone().map(|handle| {
         StoreSink::new(handle, instance.clone()).with_rate_limits(rate_limits.clone())
     });
@@ -106,13 +114,17 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         off_runtime(|| charge_stored_spend(handle, &quotas, instance))?;
     }
     let quota_metrics = QuotaCollector::new(quotas.clone());
+    let otlp_sink = OtlpSink(otlp.clone());
+    let otlp_metrics = OtlpCollector(otlp.clone());
     arbiter.spawn_fn(move || {
-        let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(UsageLog), Box::new(health)];
+        let mut sinks: Vec<Box<dyn Sink>> =
+            vec![Box::new(UsageLog), Box::new(health), Box::new(otlp_sink)];
         if let Some(sink) = store_sink {
             sinks.push(Box::new(sink));
         }
         let aggregator = MetricsAggregator::new(prices, aggregator_queue, sinks)
             .with_collector(Box::new(quota_metrics))
+            .with_collector(Box::new(otlp_metrics))
             .with_rate_limits(seen_rate_limits);
         #[cfg(feature = "test-hooks")]
         let aggregator = aggregator.with_delay_per_record(tuning.aggregator_delay_per_record);
@@ -123,8 +135,12 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let first = build_snapshot(&resolver, &pool, &aggregator, settings.clone(), 1)
         .await
         .map_err(io::Error::other)?;
+    otlp.configure(ExportConfig::of(
+        &first.settings,
+        &first.credentials.otlp_headers,
+    ));
     let state = web::Data::new(AppState::new(
-        first, recorder, pool, resolver, aggregator, quotas,
+        first, recorder, pool, resolver, aggregator, quotas, otlp,
     ));
 
     let app_state = state.clone();

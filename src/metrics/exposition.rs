@@ -62,12 +62,12 @@ pub const MAX_UNPRICED_MODEL_LABELS: usize = 50;
 /// Which `model` label a request gets. A Prometheus series, once there, keeps counting, so the
 /// models without a price that get a label of their own are the first ones seen.
 #[derive(Default)]
-struct ModelLabels {
+pub(crate) struct ModelLabels {
     unpriced: HashSet<String>,
 }
 
 impl ModelLabels {
-    fn label(&mut self, model: Option<&str>, priced: bool) -> String {
+    pub(crate) fn label(&mut self, model: Option<&str>, priced: bool) -> String {
         let model = model.unwrap_or_default();
         if priced || model.is_empty() || self.unpriced.contains(model) {
             return model.to_string();

@@ -104,6 +104,10 @@ pub struct RequestRecord {
     pub upstream_failure: Option<&'static str>,
     /// `anthropic-ratelimit-*` and `retry-after` response headers.
     pub rate_limits: Vec<(String, String)>,
+    /// The model the request asked for, when its body named one (`model` may be the answer's).
+    pub request_model: Option<String>,
+    /// The client's W3C `traceparent`, when it sent a valid one (fixed size).
+    pub trace_parent: Option<crate::otlp::TraceParent>,
 }
 
 impl Default for RequestRecord {
@@ -134,6 +138,8 @@ impl Default for RequestRecord {
             overhead: None,
             upstream_failure: None,
             rate_limits: Vec::new(),
+            request_model: None,
+            trace_parent: None,
         }
     }
 }

@@ -204,6 +204,8 @@ fn request(
         overhead: Some(Duration::from_millis(rng.between(0, 3))),
         upstream_failure: None,
         rate_limits: Vec::new(),
+        request_model: Some(model.into()),
+        trace_parent: None,
     };
     Finished {
         record,

@@ -206,6 +206,7 @@ fn request(
         usage_missing: false,
         priced_usd: None,
         streamed,
+        estimated: false,
         outcome,
         ttfb: Some(ttfb),
         total,

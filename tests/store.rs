@@ -700,6 +700,11 @@ fn usage_matches_independent_sums_on_sqlite() {
 /// Takes a store back to its fourth schema version: no provider, client, reasoning tokens or
 /// streams without usage.
 fn undo_providers_and_new_counters(conn: &rusqlite::Connection) {
+    conn.execute_batch(&undo_providers_sql()).unwrap();
+}
+
+/// The SQL (SQLite's and PostgreSQL's alike) that takes a store back to its fourth version.
+fn undo_providers_sql() -> String {
     let mut sql = String::new();
     for table in [
         "requests",
@@ -721,7 +726,7 @@ fn undo_providers_and_new_counters(conn: &rusqlite::Connection) {
          DELETE FROM usage_by_1d WHERE dimension IN ('provider', 'client'); \
          DELETE FROM store_schema WHERE version > 4;",
     );
-    conn.execute_batch(&sql).unwrap();
+    sql
 }
 
 /// The rows as a sluice before providers and clients wrote them, as the migration reads them
@@ -756,6 +761,25 @@ fn a_store_from_before_providers_reads_them_from_its_routes() {
     let Target::Sqlite(path) = options.target.clone() else {
         unreachable!()
     };
+    store_from_before_providers_reads_them_from_its_routes(options.clone(), || {
+        undo_providers_and_new_counters(&rusqlite::Connection::open(&path).unwrap())
+    });
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set SLUICE_TEST_PG_URL (scripts/pg-test-server.sh)"]
+fn a_postgres_store_from_before_providers_reads_them_from_its_routes() {
+    let url = pg_database();
+    store_from_before_providers_reads_them_from_its_routes(pg_options(&url), || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client.batch_execute(&undo_providers_sql()).unwrap();
+    });
+}
+
+fn store_from_before_providers_reads_them_from_its_routes(
+    options: StoreOptions,
+    undo: impl FnOnce(),
+) {
     let mut rows = dst_rows();
     // A route that never read a model (protocol "none"), and requests no route took.
     for (i, row) in rows.iter_mut().enumerate() {
@@ -771,17 +795,15 @@ fn a_store_from_before_providers_reads_them_from_its_routes() {
             _ => {}
         }
     }
-    let store = store::open(options).unwrap();
+    let store = store::open(options.clone()).unwrap();
     fill(&store, &rows);
     store.close().unwrap();
     drop(store);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    undo_providers_and_new_counters(&conn);
-    drop(conn);
+    undo();
     let old = as_before_providers(&rows);
     assert!(old.iter().any(|r| r.provider == "none"));
     assert!(old.iter().any(|r| r.provider.is_empty()));
-    let store = store::open(sqlite_options(dir.path())).unwrap();
+    let store = store::open(options).unwrap();
     check_usage_suite(&store, &old);
     check_window_suite(&store, &old);
     // What is written after the migration keeps its provider and client.

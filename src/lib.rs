@@ -48,3 +48,4 @@ pub mod tls;
 pub mod upload;
 pub mod upstream;
 pub mod usage;
+pub mod websocket;

@@ -20,3 +20,4 @@ mod settings;
 mod store;
 mod streaming;
 mod tls;
+mod websocket;

@@ -50,7 +50,7 @@ struct SettingsInfo {
     last_reload: Option<ReloadStatus>,
 }
 
-/// The `/stats` JSON as the README documents it, in that field order: process and settings
+/// The `/stats` JSON as docs/usage.md documents it, in that field order: process and settings
 /// facts, the counters from the store, then what the aggregator keeps in memory.
 #[derive(Serialize)]
 struct StatsBody {

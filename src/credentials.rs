@@ -61,7 +61,7 @@ pub struct Decision {
     pub add_server_key: bool,
 }
 
-/// The credential rules of README "Credentials", as a pure function.
+/// The credential rules of docs/clients.md "Credentials", as a pure function.
 pub fn decide(
     policy: CredentialPolicy,
     has_server_key: bool,

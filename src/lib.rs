@@ -29,6 +29,7 @@ pub mod headers;
 pub mod logging;
 pub mod metrics;
 pub mod pricing;
+pub mod printable;
 pub mod protocol;
 pub mod proxy;
 pub mod quotas;

@@ -23,6 +23,7 @@ use crate::metrics::{Outcome, PendingRecord, RequestRecord, UsageTap};
 use crate::pricing::PriceTable;
 use crate::protocol::UsageParser;
 use crate::quotas::{Ledger, QuotaHold, QuotaSet, Refusal, RequestSubjects};
+use crate::readers::text::TextMeter;
 use crate::routing;
 use crate::settings::Route;
 use crate::state::{AppState, Snapshot};
@@ -302,9 +303,14 @@ impl<'a> Exchange<'a> {
             format,
             || PriceTable::clone(&self.snapshot.prices),
         );
+        let meter = reader
+            .as_ref()
+            .filter(|reader| reader.reads_answers())
+            .map(|_| TextMeter::new(target.route.protocol.text_keys()));
         let mut tap = UsageTap::new(
             upstream.into_body(),
             reader,
+            meter,
             pending.hand_over(),
             self.state.recorder.clone(),
             Timing {
@@ -333,17 +339,13 @@ impl<'a> Exchange<'a> {
 
 /// The answer's body: the tap itself, sized when the upstream declared a length. An answer that
 /// has no body is complete as it stands.
-fn with_body<S>(
+fn with_body(
     mut response: actix_web::HttpResponseBuilder,
-    tap: UsageTap<S>,
+    tap: UsageTap,
     length: Option<u64>,
     no_body: bool,
     status: StatusCode,
-) -> HttpResponse
-where
-    UsageTap<S>:
-        futures_util::Stream<Item = Result<web::Bytes, crate::metrics::tap::BodyError>> + 'static,
-{
+) -> HttpResponse {
     if no_body {
         // actix never polls a body it will not send: the answer is complete as it stands
         // (without this, dropping the unpolled tap would count it as a client gone).

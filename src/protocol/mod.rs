@@ -34,6 +34,15 @@ impl Protocol {
 }
 
 impl Protocol {
+    /// The JSON keys whose string values are the answer's generated text, for estimating the
+    /// output of an answer whose usage never came (see `readers::text`).
+    pub fn text_keys(self) -> &'static [&'static str] {
+        match self {
+            Self::Anthropic => anthropic::TEXT_KEYS,
+            Self::None => &[],
+        }
+    }
+
     /// A reader for the `model` a request asks for, when this protocol names one in a JSON body.
     pub fn request_reader(self, request_headers: &HeaderMap) -> Option<UsageParser> {
         let json = AnswerFormat::from_content_type(

@@ -20,6 +20,7 @@ use super::db::{
 };
 use super::{round_cost, unix_ms, Counters};
 use crate::metrics::counters::Amount;
+use crate::printable::{self, csv_field};
 
 /// What `/usage` can group by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -424,24 +425,14 @@ impl UsageReport {
     /// The body and its content type in the asked format.
     pub fn render(&self, format: Format) -> (&'static str, String) {
         match format {
-            Format::Json => ("application/json", self.to_json().to_string()),
+            // Names from clients stay the same data, with no control or bidi character that
+            // would act on a terminal printing the answer.
+            Format::Json => (
+                "application/json",
+                printable::escape_json_text(&self.to_json().to_string()).into_owned(),
+            ),
             Format::Csv => ("text/csv; charset=utf-8", self.to_csv()),
         }
-    }
-}
-
-/// Quotes a CSV field when needed; a leading `=`, `+`, `-` or `@` is defused for spreadsheets
-/// (keys such as model names come from clients).
-fn csv_field(text: &str) -> String {
-    let defused = if text.starts_with(['=', '+', '-', '@']) {
-        format!("'{text}")
-    } else {
-        text.to_string()
-    };
-    if defused.contains([',', '"', '\n', '\r']) || defused != text {
-        format!("\"{}\"", defused.replace('"', "\"\""))
-    } else {
-        defused
     }
 }
 
@@ -1583,6 +1574,43 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn usage_csv_and_json_escape_terminal_controls_and_defuse_formulas_after_whitespace() {
+        let names = [
+            "evil\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}[2J\rok\u{202e}",
+            "\t=cmd|' /C calc'!A0",
+            " +1",
+        ];
+        let report = UsageReport {
+            since: None,
+            until: None,
+            group_by: vec![Group::Model],
+            rows: names
+                .iter()
+                .map(|name| UsageRow {
+                    keys: vec![KeyValue::Text(name.to_string())],
+                    counters: Counters::default(),
+                })
+                .collect(),
+            totals: Counters::default(),
+        };
+        let (_, csv) = report.render(Format::Csv);
+        assert!(
+            !csv.contains(|c: char| c != '\n' && printable::must_escape(c)),
+            "{csv:?}"
+        );
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 4, "{csv}");
+        assert!(lines[1].starts_with("evil\\u{1b}]52;"), "{csv}");
+        assert!(lines[2].starts_with("\"'\\t=cmd"), "{csv}");
+        assert!(lines[3].starts_with("\"' +1\""), "{csv}");
+
+        let (_, json) = report.render(Format::Json);
+        assert!(!json.contains(printable::must_escape), "{json:?}");
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["rows"][0]["model"], names[0]);
     }
 
     #[test]

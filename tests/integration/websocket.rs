@@ -531,3 +531,37 @@ async fn sockets_that_come_and_go_leave_no_file_descriptors_behind() {
         fds()
     );
 }
+
+#[actix_rt::test]
+async fn an_access_key_as_the_bearer_takes_the_server_key() {
+    let upstream = WsUpstream::start();
+    let sluice = sluice()
+        .route("/openai/v1", &upstream.url(), &[])
+        .team()
+        .start();
+    let bearer = format!("Bearer {ACCESS_KEY}");
+    let mut socket = connect(&sluice, &[("authorization", bearer.as_str())])
+        .await
+        .unwrap();
+    socket
+        .send(ws::Message::Text(create("gpt-5.5", "hi").into()))
+        .await
+        .unwrap();
+    response_events(&mut socket).await;
+    let handshake = upstream.handshake(0);
+    assert!(
+        !handshake.iter().any(|(_, v)| v.contains(ACCESS_KEY)),
+        "{handshake:?}"
+    );
+    assert!(
+        handshake.iter().any(|(_, v)| v.contains(SERVER_KEY)),
+        "the server key went instead: {handshake:?}"
+    );
+    let stats = stats_after(&sluice, 1, Some(ADMIN_TOKEN)).await;
+    assert_eq!(stats["by_caller"]["alice"]["requests"], 1);
+    assert_eq!(
+        stats["by_source"]["server_key"]["requests"], 1,
+        "{}",
+        stats["by_source"]
+    );
+}

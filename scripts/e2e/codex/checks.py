@@ -7,7 +7,7 @@ Runs `codex exec` (non-interactive) in scratch HOMEs:
   direct   API key (CODEX_API_KEY) straight to the mock: what Codex sends when nothing is between
   api      API key through sluice (`openai_base_url`), over the WebSocket
   chatgpt  ChatGPT login (a test auth.json) through sluice, over the WebSocket
-  team     API key through a sluice with access keys: the key in a provider's `http_headers`
+  team     API key through a sluice with access keys: the key in a provider's `env_http_headers`
   quota    a sluice with max_requests = 1: the second run is refused with sluice's message
 Prints PASS/FAIL per check and ends with "N passed, M failed"; exits 1 on any failure.
 Every process listens on 127.0.0.1; run.sh puts the whole run in a network namespace of its own.
@@ -130,7 +130,7 @@ path = "{self.work}/sluice-{name}.db"
         return port
 
     def codex(self, name, base, mode, chatgpt_port, auth_json=None, provider_lines=None,
-              timeout=90):
+              timeout=90, extra_env=None):
         home = os.path.join(self.work, f"home-{name}")
         shutil.rmtree(home, ignore_errors=True)
         codex_home = os.path.join(home, ".codex")
@@ -157,6 +157,7 @@ path = "{self.work}/sluice-{name}.db"
                "NO_PROXY": "127.0.0.1,localhost"}
         if mode == "api":
             env["CODEX_API_KEY"] = API_KEY
+        env.update(extra_env or {})
         started = time.time()
         done = subprocess.run([self.args.codex, "exec", "--skip-git-repo-check", PROMPT],
                               env=env, capture_output=True, text=True, timeout=timeout,
@@ -284,15 +285,16 @@ def scenarios(run):
           any(k.startswith("client_") for k in body["by_credential"]),
           json.dumps(body["by_credential"]))
 
-    # A team sluice: the access key in a provider's http_headers, never forwarded.
+    # A team sluice: the access key in a provider's env_http_headers, never forwarded.
     api, chatgpt, log = run.mock("team", token)
     port = run.sluice("team", f"http://127.0.0.1:{api}/openai/v1",
                       '[access]\nheader = "x-sluice-key"\n[[access.keys]]\nname = "alice"\n'
                       'key_env = "E2E_ACCESS_ALICE"\n')
     done, _ = run.codex("team", f"http://127.0.0.1:{port}/openai/v1", "api", chatgpt,
                         provider_lines=['env_key = "CODEX_API_KEY"',
-                                        f'http_headers = {{ "x-sluice-key" = "{ACCESS_KEY}" }}'])
-    check("team: codex exec with the access key in http_headers answers",
+                                        'env_http_headers = { "x-sluice-key" = "SLUICE_KEY" }'],
+                        extra_env={"SLUICE_KEY": ACCESS_KEY})
+    check("team: codex exec with the access key in env_http_headers answers",
           done.returncode == 0 and "pong from the mock" in done.stdout, done.stderr[-400:])
     everything = json.dumps(entries(log))
     check("team: the access key never reached the upstream",

@@ -565,3 +565,24 @@ async fn an_access_key_as_the_bearer_takes_the_server_key() {
         stats["by_source"]
     );
 }
+
+#[actix_rt::test]
+async fn a_stop_signal_lets_the_response_in_flight_end_then_closes_the_socket() {
+    let upstream = WsUpstream::start();
+    // The support builder's grace period is 5 s.
+    let mut sluice = start_sluice(&upstream, "");
+    let mut socket = connect(&sluice, &[]).await.unwrap();
+    socket
+        .send(ws::Message::Text(create("gpt-5.5", "first").into()))
+        .await
+        .unwrap();
+    response_events(&mut socket).await;
+    sluice.signal("TERM");
+    // Between responses, the socket is closed as going away, and sluice exits well before
+    // its grace period (5 s) is over.
+    let Frame::Close(Some(reason)) = next_frame(&mut socket).await else {
+        panic!("expected a close frame");
+    };
+    assert_eq!(reason.code, ws::CloseCode::Away);
+    assert_eq!(sluice.wait_exit(Duration::from_secs(3)), Some(0));
+}

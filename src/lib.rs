@@ -26,6 +26,7 @@ pub mod credentials;
 pub mod dashboard;
 pub mod error;
 pub mod headers;
+pub mod https;
 pub mod logging;
 pub mod metrics;
 pub mod pricing;

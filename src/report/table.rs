@@ -77,6 +77,9 @@ pub struct UsageDoc {
     pub until: Option<String>,
     pub rows: Vec<Map<String, Value>>,
     pub totals: Counters,
+    /// `/usage` left rows out to keep to its row limit (the totals count them).
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 impl UsageDoc {
@@ -367,6 +370,12 @@ pub fn render_table(
     let narrow = fit(&mut table, second.is_some());
 
     let mut text = format!("{title}\n{table}\n");
+    if doc.truncated {
+        text.push_str(
+            "Only the first lines fitted /usage's row limit; the total line counts every \
+             request. Narrow the range with --since and --until.\n",
+        );
+    }
     if narrow {
         text.push_str(
             "Cache columns hidden to fit the terminal; widen it, or use --json or --csv.\n",

@@ -51,3 +51,4 @@ pub mod tls;
 pub mod upload;
 pub mod upstream;
 pub mod usage;
+pub mod websocket;

@@ -32,6 +32,10 @@ use crate::upstream::{Answer, RequestBody, UpstreamRequest, WorkerClients};
 use crate::usage::AnswerFormat;
 
 const SESSION_HEADER: &str = "x-claude-code-session-id";
+/// Codex CLI's session id (it also sends the same value as `thread-id`).
+const CODEX_SESSION_HEADER: &str = "session-id";
+/// Codex's plan windows on ChatGPT-login answers: `x-codex-primary-used-percent`, …
+const CODEX_LIMITS_PREFIXES: [&str; 2] = ["x-codex-primary-", "x-codex-secondary-"];
 
 /// Forwards any request under a route's prefix, phase by phase. Whatever happens, the request
 /// yields exactly one record: the tap sends it when the answer ends, and a refusal here.
@@ -41,6 +45,9 @@ pub async fn forward(
     state: web::Data<AppState>,
     clients: web::Data<WorkerClients>,
 ) -> HttpResponse {
+    if crate::websocket::is_responses_upgrade(&req) {
+        return crate::websocket::open(req, payload, state, clients).await;
+    }
     let received = Instant::now();
     let mut pending = state.recorder.open(new_record(&req));
     let has_body = RequestBody::of(req.headers()) != RequestBody::None;
@@ -176,15 +183,7 @@ impl<'a> Exchange<'a> {
         if ledger.is_empty() {
             return Ok(None);
         }
-        let subjects = RequestSubjects {
-            caller: record.caller.as_deref(),
-            route: Some(record.route.as_str()),
-            model: None,
-            source: record.source.map(|source| source.as_str()),
-            project: record.project.as_deref(),
-            provider: record.provider,
-            client: record.client,
-        };
+        let subjects = RequestSubjects::of_record(record, None);
         let admission =
             ledger.admit_set(&subjects, jiff::Timestamp::now(), QuotaSet::WithoutModel)?;
         log_would_refuse(&record.request_id, &admission.would_refuse);
@@ -365,7 +364,11 @@ fn with_body(
 
 /// A request sluice answers itself with an error: logged, recorded with its kind, answered
 /// in Anthropic's error shape.
-fn record_refusal(err: Error, pending: &mut PendingRecord, received: Instant) -> HttpResponse {
+pub(crate) fn record_refusal(
+    err: Error,
+    pending: &mut PendingRecord,
+    received: Instant,
+) -> HttpResponse {
     let status = err.status_code().as_u16();
     tracing::warn!(
         request_id = %pending.get_mut().request_id,
@@ -451,7 +454,7 @@ impl RequestSide {
 }
 
 /// Shadow quotas log what they would have refused.
-fn log_would_refuse(request_id: &str, refusals: &[Refusal]) {
+pub(crate) fn log_would_refuse(request_id: &str, refusals: &[Refusal]) {
     for would in refusals {
         tracing::warn!(
             request_id = %request_id,
@@ -493,18 +496,23 @@ fn tap_request_body(
     })
 }
 
-/// `anthropic-ratelimit-*` and `retry-after`, the subscription's rate-limit state.
-fn rate_limit_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+/// `anthropic-ratelimit-*`, Codex's plan windows (`x-codex-*`) and `retry-after`: the
+/// subscription's rate-limit state.
+pub(crate) fn rate_limit_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(name, _)| {
-            name.as_str().starts_with("anthropic-ratelimit-") || *name == header::RETRY_AFTER
+            name.as_str().starts_with("anthropic-ratelimit-")
+                || CODEX_LIMITS_PREFIXES
+                    .iter()
+                    .any(|prefix| name.as_str().starts_with(prefix))
+                || *name == header::RETRY_AFTER
         })
         .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
         .collect()
 }
 
-fn attribution_of(req: &HttpRequest, header: &str) -> Option<String> {
+pub(crate) fn attribution_of(req: &HttpRequest, header: &str) -> Option<String> {
     req.headers()
         .get(header)
         .and_then(|value| attribution::attribution_key(value.as_bytes()))
@@ -519,7 +527,7 @@ fn client_of(req: &HttpRequest) -> Option<&'static str> {
     )
 }
 
-fn new_record(req: &HttpRequest) -> RequestRecord {
+pub(crate) fn new_record(req: &HttpRequest) -> RequestRecord {
     RequestRecord {
         request_id: req
             .extensions()
@@ -528,9 +536,9 @@ fn new_record(req: &HttpRequest) -> RequestRecord {
             .unwrap_or_default(),
         method: req.method().to_string(),
         path: req.path().to_string(),
-        session: req
-            .headers()
-            .get(SESSION_HEADER)
+        session: [SESSION_HEADER, CODEX_SESSION_HEADER]
+            .iter()
+            .find_map(|name| req.headers().get(*name))
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
         agent: attribution_of(req, attribution::AGENT_HEADER),

@@ -359,6 +359,7 @@ fn install_signal_handlers(
                 std::process::exit(if closed.is_ok() { 0 } else { 1 });
             }
             stopping = true;
+            state.draining.cancel();
             crate::service::stopping();
             tracing::info!("stop signal: no new connections, letting requests in flight finish");
             let handle = handle.clone();

@@ -46,6 +46,9 @@ pub struct AppState {
     last_reload: Mutex<Option<ReloadStatus>>,
     /// Cancelled by a second stop signal: everything in flight ends at once.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Cancelled by the first stop signal: long-lived connections (WebSockets) close once the
+    /// response in flight on them has ended.
+    pub draining: tokio_util::sync::CancellationToken,
     pub recorder: Recorder,
     pub pool: Addr<UpstreamPool>,
     pub resolver: Addr<CredentialResolver>,
@@ -72,6 +75,7 @@ impl AppState {
             started_at: SystemTime::now(),
             last_reload: Mutex::new(None),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            draining: tokio_util::sync::CancellationToken::new(),
             recorder,
             pool,
             resolver,

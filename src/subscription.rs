@@ -1,12 +1,15 @@
-//! Reads Anthropic's unified subscription rate-limit headers (`anthropic-ratelimit-unified-*`,
-//! sent to Claude subscription traffic) into typed windows: overall status, and per window
-//! (`5h`, `7d`, …) the utilisation, when it resets, and its status.
+//! Reads the subscription rate-limit headers into typed windows: Anthropic's unified headers
+//! (`anthropic-ratelimit-unified-*`, sent to Claude subscription traffic: overall status, and per
+//! window `5h`, `7d`, … the utilisation, when it resets, and its status) and Codex's plan windows
+//! on ChatGPT-login traffic (`x-codex-primary-*` / `x-codex-secondary-*`: used percent, window
+//! length in minutes, reset time), keyed the same way by the window's length.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 const PREFIX: &str = "anthropic-ratelimit-unified-";
+const CODEX_PREFIX: &str = "x-codex-";
 /// Most windows kept from one answer; more would be headers nobody sends.
 pub const MAX_WINDOWS: usize = 8;
 const MAX_WINDOW_NAME_BYTES: usize = 16;
@@ -38,8 +41,13 @@ pub fn parse<'a>(
 ) -> Option<SubscriptionLimits> {
     let mut limits = SubscriptionLimits::default();
     let mut seen = false;
+    let mut codex = [CodexWindow::default(), CodexWindow::default()];
     for (name, value) in headers {
         let name = name.to_ascii_lowercase();
+        if let Some(rest) = name.strip_prefix(CODEX_PREFIX) {
+            seen |= read_codex(&mut codex, rest, value.trim());
+            continue;
+        }
         let Some(rest) = name.strip_prefix(PREFIX) else {
             continue;
         };
@@ -66,7 +74,62 @@ pub fn parse<'a>(
             _ => {}
         }
     }
+    for (family, window) in ["primary", "secondary"].into_iter().zip(codex) {
+        if window.used_percent.is_none() {
+            continue;
+        }
+        let name = window
+            .minutes
+            .map(window_length)
+            .unwrap_or_else(|| family.to_string());
+        limits.windows.insert(
+            name,
+            Window {
+                utilization: window.used_percent.map(|percent| percent / 100.0),
+                resets_at: window.resets_at,
+                status: None,
+            },
+        );
+    }
     seen.then_some(limits)
+}
+
+/// One of Codex's two plan windows, as its headers give it.
+#[derive(Default)]
+struct CodexWindow {
+    used_percent: Option<f64>,
+    minutes: Option<u64>,
+    resets_at: Option<String>,
+}
+
+/// Reads `primary-used-percent`, `secondary-window-minutes`, `primary-reset-at`, … (the name
+/// below `x-codex-`). Whether the name was one of them.
+fn read_codex(windows: &mut [CodexWindow; 2], rest: &str, value: &str) -> bool {
+    let (window, field) = if let Some(field) = rest.strip_prefix("primary-") {
+        (&mut windows[0], field)
+    } else if let Some(field) = rest.strip_prefix("secondary-") {
+        (&mut windows[1], field)
+    } else {
+        return false;
+    };
+    match field {
+        "used-percent" => window.used_percent = utilization(value),
+        "window-minutes" => window.minutes = value.parse().ok().filter(|m| *m > 0),
+        "reset-at" => window.resets_at = reset_time(value),
+        _ => return false,
+    }
+    true
+}
+
+/// A window's name from its length, as Anthropic names theirs: `5h`, `7d`, or minutes.
+fn window_length(minutes: u64) -> String {
+    if minutes % 1440 == 0 {
+        format!("{}d", minutes / 1440)
+    } else if minutes % 60 == 0 {
+        format!("{}h", minutes / 60)
+    } else {
+        format!("{minutes}m")
+    }
 }
 
 /// Most `sluice_subscription_utilization` series `/metrics` shows.
@@ -161,6 +224,32 @@ mod tests {
 
     fn parse_owned(headers: &[(String, String)]) -> Option<SubscriptionLimits> {
         parse(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+    }
+
+    #[test]
+    fn codex_plan_windows_are_keyed_by_their_length() {
+        let headers = [
+            ("X-Codex-Primary-Used-Percent", "42.5"),
+            ("x-codex-primary-window-minutes", "300"),
+            ("x-codex-primary-reset-at", "1795760000"),
+            ("x-codex-secondary-used-percent", "7"),
+            ("x-codex-secondary-window-minutes", "10080"),
+            ("x-codex-turn-state", "ignored"),
+        ];
+        let limits = parse(headers).unwrap();
+        assert_eq!(limits.status, None);
+        assert_eq!(
+            limits.windows["5h"],
+            Window {
+                utilization: Some(0.425),
+                resets_at: Some("2026-11-27T06:13:20Z".into()),
+                status: None,
+            }
+        );
+        assert_eq!(limits.windows["7d"].utilization, Some(0.07));
+        assert_eq!(limits.windows.len(), 2);
+        assert!(parse([("x-codex-turn-state", "x")]).is_none());
+        assert_eq!(window_length(90), "90m");
     }
 
     #[test]

@@ -135,6 +135,18 @@ impl PendingRecord {
             .expect("a pending record is handed over once")
     }
 
+    /// Takes the record back unsent: the request turned out to be something that is recorded
+    /// otherwise (a WebSocket, whose responses are each a record of their own).
+    pub fn discard(&mut self) -> Option<RequestRecord> {
+        let record = self.record.take()?;
+        let _ = self
+            .recorder
+            .queue
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        Some(record)
+    }
+
     /// Finishes the record now with `status` and `outcome`.
     pub fn finish(&mut self, status: u16, outcome: Outcome, received: std::time::Instant) {
         if let Some(mut record) = self.record.take() {

@@ -55,6 +55,36 @@ struct Held {
     subject: String,
     /// When the request was counted (to un-count it from the right window or bucket).
     admitted_at: Timestamp,
+    claim: Claim,
+}
+
+/// What an admission takes. A request is counted and holds a slot (`max_concurrent`) until it
+/// ends. A WebSocket holds a slot while it is open but is not itself a request: each turn on it
+/// (a response the client asks for) is, counted and judged on its own, in the slot of its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    Request,
+    Socket,
+    Turn,
+}
+
+impl Claim {
+    /// Which limits an admission of this claim is judged against.
+    fn judges(self, kind: LimitKind) -> bool {
+        match self {
+            Claim::Request => true,
+            Claim::Socket => kind == LimitKind::Concurrent,
+            Claim::Turn => kind != LimitKind::Concurrent,
+        }
+    }
+
+    fn takes_slot(self) -> bool {
+        self != Claim::Turn
+    }
+
+    fn counts_request(self) -> bool {
+        self != Claim::Socket
+    }
 }
 
 impl QuotaGuard {
@@ -71,7 +101,8 @@ impl QuotaGuard {
             ..spent
         };
         for held in std::mem::take(&mut self.held) {
-            held.book.release(&held.subject, Some((spent, at)));
+            held.book
+                .release(&held.subject, Some((spent, at)), held.claim.takes_slot());
         }
     }
 
@@ -79,7 +110,8 @@ impl QuotaGuard {
     /// and frees its slots.
     pub fn withdraw(mut self) {
         for held in std::mem::take(&mut self.held) {
-            if let Some(window) = held.book.quota.window {
+            let counted = held.claim.counts_request();
+            if let (Some(window), true) = (held.book.quota.window, counted) {
                 let mut subjects = held.book.shared.lock();
                 if let Some(entry) = subjects.map.get_mut(&held.subject) {
                     entry
@@ -87,7 +119,8 @@ impl QuotaGuard {
                         .take_back(window, held.admitted_at, Spent::new(0.0, 0, 1));
                 }
             }
-            held.book.release(&held.subject, None);
+            held.book
+                .release(&held.subject, None, held.claim.takes_slot());
         }
     }
 
@@ -108,7 +141,8 @@ impl QuotaGuard {
 impl Drop for QuotaGuard {
     fn drop(&mut self) {
         for held in &self.held {
-            held.book.release(&held.subject, None);
+            held.book
+                .release(&held.subject, None, held.claim.takes_slot());
         }
     }
 }
@@ -241,12 +275,14 @@ impl QuotaBook {
     /// Ends a request's hold on `subject`, charging what it spent (when it is known) in the
     /// same critical section. The entry is there: one with requests in flight is never
     /// forgotten.
-    fn release(&self, subject: &str, charge: Option<(Spent, Timestamp)>) {
+    fn release(&self, subject: &str, charge: Option<(Spent, Timestamp)>, slot: bool) {
         let mut subjects = self.shared.lock();
         let Some(entry) = subjects.map.get_mut(subject) else {
             return;
         };
-        entry.in_flight = entry.in_flight.saturating_sub(1);
+        if slot {
+            entry.in_flight = entry.in_flight.saturating_sub(1);
+        }
         if let (Some(window), Some((spent, at))) = (self.quota.window, charge) {
             if !spent.is_zero() {
                 entry.tally.add(window, &self.quota.timezone, at, spent);
@@ -377,6 +413,18 @@ impl Ledger {
         now: Timestamp,
         set: QuotaSet,
     ) -> Result<Admission, Refusal> {
+        self.admit_claim(request, now, set, Claim::Request)
+    }
+
+    /// [`admit_set`](Self::admit_set) for what `claim` takes: a WebSocket when it opens (only
+    /// `max_concurrent` is judged), or a turn on it (every limit but `max_concurrent`).
+    pub fn admit_claim(
+        &self,
+        request: &RequestSubjects<'_>,
+        now: Timestamp,
+        set: QuotaSet,
+        claim: Claim,
+    ) -> Result<Admission, Refusal> {
         let books = self.books.load();
         let mut guard = QuotaGuard::none();
         let mut would_refuse = Vec::new();
@@ -399,6 +447,7 @@ impl Ledger {
                     decision::reached(&quota.limits, &spent, entry.in_flight)
                         .into_iter()
                         .flatten()
+                        .filter(|reached| claim.judges(reached.kind))
                         .collect();
                 if !reached.is_empty() {
                     let refusal = book.refusal(&key, entry, &reached, now);
@@ -413,8 +462,10 @@ impl Ledger {
                     book.shared.would_refuse.fetch_add(1, Ordering::Relaxed);
                     would_refuse.push(refusal);
                 }
-                entry.in_flight += 1;
-                if let Some(window) = quota.window {
+                if claim.takes_slot() {
+                    entry.in_flight += 1;
+                }
+                if let (Some(window), true) = (quota.window, claim.counts_request()) {
                     entry
                         .tally
                         .add(window, &quota.timezone, now, Spent::new(0.0, 0, 1));
@@ -424,6 +475,7 @@ impl Ledger {
                     book: book.clone(),
                     subject: key,
                     admitted_at: now,
+                    claim,
                 });
             }
         }

@@ -31,8 +31,8 @@ use jiff::Timestamp;
 
 pub use exposition::QuotaCollector;
 pub use ledger::{
-    Admission, Ledger, QuotaGuard, QuotaRefusals, QuotaReport, QuotaSet, Refusal, MAX_SUBJECTS,
-    REPORT_SUBJECTS,
+    Admission, Claim, Ledger, QuotaGuard, QuotaRefusals, QuotaReport, QuotaSet, Refusal,
+    MAX_SUBJECTS, REPORT_SUBJECTS,
 };
 pub use settings::{validate, Mode, Quota, QuotaFile, QuotaSettingsError, RequestSubjects};
 pub use window::{Spent, Window};

@@ -75,6 +75,21 @@ pub struct RequestSubjects<'a> {
     pub client: Option<&'a str>,
 }
 
+impl<'a> RequestSubjects<'a> {
+    /// What a request's record says about it, with the `model` it asks for when known.
+    pub fn of_record(record: &'a crate::metrics::RequestRecord, model: Option<&'a str>) -> Self {
+        Self {
+            caller: record.caller.as_deref(),
+            route: Some(record.route.as_str()),
+            model,
+            source: record.source.map(|source| source.as_str()),
+            project: record.project.as_deref(),
+            provider: record.provider,
+            client: record.client,
+        }
+    }
+}
+
 /// Which values of one request attribute a quota applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {

@@ -713,3 +713,38 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_socket_holds_a_slot_and_each_turn_on_it_counts_as_a_request() {
+    use super::ledger::{Claim, QuotaSet};
+    let ledger = ledger(
+        "[[quotas]]\nname = \"two\"\ncaller = \"*\"\nwindow = \"day\"\nmax_requests = 2\nmax_concurrent = 1\n",
+    );
+    let now = ts("2026-11-27T10:00:00Z");
+    let alice = caller("alice");
+    let claim = |c| ledger.admit_claim(&alice, now, QuotaSet::All, c);
+    let socket = claim(Claim::Socket).expect("the socket takes the one slot");
+    // A second socket (or a request) finds the slot taken…
+    assert!(claim(Claim::Socket).is_err());
+    assert!(ledger.admit(&alice, now).is_err());
+    // …but turns on the open socket are judged on the windowed limits only.
+    claim(Claim::Turn)
+        .expect("first turn")
+        .guard
+        .settle(Spent::default(), now);
+    let second = claim(Claim::Turn).expect("second turn");
+    let Err(refused) = claim(Claim::Turn) else {
+        panic!("a third turn passes max_requests");
+    };
+    assert!(refused.message.contains("requests"), "{}", refused.message);
+    second.guard.withdraw();
+    claim(Claim::Turn)
+        .expect("a withdrawn turn gave its request back")
+        .guard
+        .settle(Spent::default(), now);
+    drop(socket);
+    let report = ledger.report(now, 10);
+    let used = &report[0].subjects[0].used;
+    assert_eq!(used.in_flight, 0, "the slot is free once the socket ends");
+    assert_eq!(used.requests, 2, "the socket itself is not a request");
+}

@@ -29,6 +29,14 @@ pub struct RouteClient {
     pub(super) connect: Duration,
 }
 
+impl RouteClient {
+    /// A WebSocket upgrade to `url` on this route's client (HTTP/1.1, its TLS trust). At most
+    /// `max_frame` bytes per frame are accepted from the upstream.
+    pub fn websocket(&self, url: &str, max_frame: usize) -> awc::ws::WebsocketsRequest {
+        self.awc.ws(url).max_frame_size(max_frame)
+    }
+}
+
 /// A request ready to go upstream, body still to come.
 pub struct UpstreamRequest {
     pub client: RouteClient,

@@ -21,3 +21,4 @@ mod settings;
 mod store;
 mod streaming;
 mod tls;
+mod websocket;

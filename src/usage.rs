@@ -205,6 +205,8 @@ pub struct Answer {
     /// The cost, when the reader worked it out itself: Message Batches results are priced
     /// line by line (each line's own model and long-context check) at the batch rate.
     pub priced_usd: Option<f64>,
+    /// A stream that ended without ever reporting its usage (counted in `usage_missing`).
+    pub usage_missing: bool,
 }
 
 impl Answer {

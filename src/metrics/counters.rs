@@ -200,6 +200,27 @@ mod tests {
     }
 
     #[test]
+    fn reasoning_tokens_and_a_missing_usage_count_from_the_record() {
+        let record = RequestRecord {
+            usage: crate::usage::Usage {
+                output_tokens: 900,
+                reasoning_output_tokens: 640,
+                ..Default::default()
+            },
+            usage_missing: true,
+            ..RequestRecord::default()
+        };
+        let counters = Counters::of_record(&record, 0.0);
+        assert_eq!(counters.output_tokens, 900);
+        assert_eq!(counters.reasoning_output_tokens, 640);
+        assert_eq!(counters.usage_missing, 1);
+        // Reasoning is part of the output: never counted twice in the token total.
+        assert_eq!(counters.total_tokens(), 900);
+        let plain = Counters::of_record(&RequestRecord::default(), 0.0);
+        assert_eq!((plain.reasoning_output_tokens, plain.usage_missing), (0, 0));
+    }
+
+    #[test]
     fn every_field_is_named_and_has_an_amount() {
         let mut names: Vec<&str> = Counters::FIELDS.iter().map(|(n, _)| *n).collect();
         let json = serde_json::to_value(Counters::default()).unwrap();

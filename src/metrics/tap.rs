@@ -181,6 +181,7 @@ impl UsageTap {
             }
             record.usage = answer.usage;
             record.priced_usd = answer.priced_usd;
+            record.usage_missing = answer.usage_missing;
             if answer.model.is_some() {
                 record.model = answer.model;
             }

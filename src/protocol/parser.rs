@@ -191,6 +191,7 @@ mod tests {
                     completed: true,
                     error_type: None,
                     priced_usd: None,
+                    usage_missing: false,
                 },
             },
             FixtureAnswer {
@@ -211,6 +212,7 @@ mod tests {
                     completed: true,
                     error_type: None,
                     priced_usd: None,
+                    usage_missing: false,
                 },
             },
             FixtureAnswer {
@@ -227,6 +229,7 @@ mod tests {
                     completed: false,
                     error_type: Some("overloaded_error".into()),
                     priced_usd: None,
+                    usage_missing: false,
                 },
             },
             FixtureAnswer {
@@ -247,6 +250,7 @@ mod tests {
                     completed: true,
                     error_type: None,
                     priced_usd: None,
+                    usage_missing: false,
                 },
             },
             FixtureAnswer {
@@ -263,6 +267,7 @@ mod tests {
                     completed: true,
                     error_type: None,
                     priced_usd: None,
+                    usage_missing: false,
                 },
             },
             FixtureAnswer {
@@ -275,6 +280,7 @@ mod tests {
                     completed: true,
                     error_type: None,
                     priced_usd: None,
+                    usage_missing: false,
                 },
             },
             FixtureAnswer {
@@ -294,6 +300,7 @@ mod tests {
                     completed: true,
                     error_type: None,
                     priced_usd: None,
+                    usage_missing: false,
                 },
             },
             FixtureAnswer {
@@ -311,6 +318,7 @@ mod tests {
                     completed: true,
                     error_type: None,
                     priced_usd: None,
+                    usage_missing: false,
                 },
             },
             FixtureAnswer {
@@ -340,6 +348,7 @@ mod tests {
                     completed: true,
                     error_type: None,
                     priced_usd: None,
+                    usage_missing: false,
                 },
             },
             FixtureAnswer {
@@ -358,6 +367,7 @@ mod tests {
                     completed: true,
                     error_type: None,
                     priced_usd: None,
+                    usage_missing: false,
                 },
             },
             FixtureAnswer {
@@ -370,6 +380,7 @@ mod tests {
                     completed: true,
                     error_type: None,
                     priced_usd: None,
+                    usage_missing: false,
                 },
             },
             FixtureAnswer {
@@ -382,6 +393,7 @@ mod tests {
                     completed: true,
                     error_type: Some("rate_limit_error".into()),
                     priced_usd: None,
+                    usage_missing: false,
                 },
             },
         ]

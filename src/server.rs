@@ -145,7 +145,7 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
 
     let app_state = state.clone();
     let store_access = web::Data::new(admin::StoreAccess(store.clone()));
-    let mut server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .app_data(app_state.clone())
             .app_data(store_access.clone())
@@ -164,22 +164,30 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
             .route("/dashboard/{file:.*}", get_or_head().to(admin::dashboard))
             .route("/usage", get_or_head().to(admin::usage))
             .default_service(web::to(proxy::forward))
-    })
-    .disable_signals()
-    .on_connect(connection::on_connect)
-    // A client that closes its side has gone: end its stream at once (dropping the upstream
-    // request with it) instead of streaming on until a write fails.
-    .h1_allow_half_closed(false)
-    // An answer's head and its first bytes often leave in separate writes (an HTTP/2 upstream
-    // delivers them apart, SSE events come one by one): without TCP_NODELAY, Nagle's algorithm
-    // holds each small write until the client's delayed ACK, up to 40 ms.
-    .tcp_nodelay(true)
-    .shutdown_timeout(settings.shutdown_grace.as_secs())
-    .backlog(4096);
-    if settings.workers > 0 {
-        server = server.workers(settings.workers);
-    }
-    let server = match &settings.tls {
+    };
+    let workers = match settings.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let (addrs, server) = match &settings.tls {
+        None => {
+            let server = HttpServer::new(app)
+                .workers(workers)
+                .disable_signals()
+                .on_connect(connection::on_connect)
+                // A client that closes its side has gone: end its stream at once (dropping the
+                // upstream request with it) instead of streaming on until a write fails.
+                .h1_allow_half_closed(false)
+                // An answer's head and its first bytes often leave in separate writes (an HTTP/2
+                // upstream delivers them apart, SSE events come one by one): without
+                // TCP_NODELAY, Nagle's algorithm holds each small write until the client's
+                // delayed ACK, up to 40 ms.
+                .tcp_nodelay(true)
+                .shutdown_timeout(settings.shutdown_grace.as_secs())
+                .backlog(BACKLOG)
+                .bind(settings.listen)?;
+            (server.addrs(), server.run())
+        }
         Some(_) => {
             let state = state.clone();
             let current = move || {
@@ -190,12 +198,19 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
                     .as_ref()
                     .map(|t| t.0.clone())
             };
-            server.bind_rustls_0_23(settings.listen, crate::tls::server_config(current))?
+            let tls = Arc::new(crate::tls::server_config(current));
+            let listener = tcp_listener(settings.listen)?;
+            let addrs = vec![listener.local_addr()?];
+            // The same settings as the plain listener's; the connections' own in `https`.
+            let builder = actix_server::Server::build()
+                .workers(workers)
+                .disable_signals()
+                .shutdown_timeout(settings.shutdown_grace.as_secs())
+                .backlog(BACKLOG);
+            let server = crate::https::listen(builder, listener, tls, app)?.run();
+            (addrs, server)
         }
-        None => server.bind(settings.listen)?,
     };
-    let addrs = server.addrs();
-    let server = server.run();
     let watcher = SettingsWatcher::start_watching(state.clone(), settings.source.clone());
     // Handlers first, so that a stop signal never meets the default action (instant death).
     install_signal_handlers(
@@ -218,6 +233,21 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         store,
         rate_limits,
     })
+}
+
+/// Connections the kernel holds for us before they are accepted.
+const BACKLOG: u32 = 4096;
+
+/// A listening socket with sluice's backlog (std's `bind` listens with 128).
+fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind(addr)?;
+    // SAFETY: `listen` on a socket this function owns; a second `listen` only sets the backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG as libc::c_int) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 /// Runs `work` on a thread of its own and waits for it. The PostgreSQL client blocks on a

@@ -46,6 +46,11 @@ impl Outcome {
     }
 
     /// A stream that ended early: its tokens so far still count.
+    /// The client went away (or stopped reading) before the answer's end.
+    pub fn client_left(self) -> bool {
+        matches!(self, Outcome::ClientGone | Outcome::ClientStalled)
+    }
+
     pub fn is_incomplete(self) -> bool {
         matches!(
             self,
@@ -87,6 +92,9 @@ pub struct RequestRecord {
     pub priced_usd: Option<f64>,
     /// The answer was an event stream.
     pub streamed: bool,
+    /// The output tokens are an estimate from the answer's text: its client left before the
+    /// answer's usage came, and it did not come in the grace read on after (`metrics::tap`).
+    pub estimated: bool,
     pub outcome: Outcome,
     pub ttfb: Option<Duration>,
     pub total: Duration,
@@ -123,6 +131,7 @@ impl Default for RequestRecord {
             usage: Usage::default(),
             priced_usd: None,
             streamed: false,
+            estimated: false,
             outcome: Outcome::Completed,
             ttfb: None,
             total: Duration::ZERO,

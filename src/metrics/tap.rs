@@ -1,6 +1,12 @@
 //! UsageTap: forwards every chunk of an answer untouched while a copy feeds the usage parser;
 //! when the answer ends — completed, cut, idle, aborted by shutdown, or dropped because the
 //! client left — it sends exactly one record to the aggregator.
+//!
+//! A client that leaves before the answer's usage has come does not take the output with it
+//! for free: the tap reads on for a short grace ([`LINGER`]) to the answer's own end, so the
+//! usage the upstream bills is counted; when the end does not come in time, the upstream is
+//! cut (it stops generating) and the output is estimated from the text the answer carried,
+//! and the record says `estimated`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,7 +14,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::web::Bytes;
-use futures_util::Stream;
+use futures_util::stream::LocalBoxStream;
+use futures_util::{Stream, StreamExt};
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -17,6 +24,12 @@ use super::Recorder;
 use crate::client_stall::StallWatch;
 use crate::protocol::UsageParser;
 use crate::quotas::QuotaHold;
+use crate::readers::text::TextMeter;
+
+/// How long an answer is read on once its client has left, for its usage to arrive. Short:
+/// an answer cut off in the middle should stop being generated (and billed) upstream soon;
+/// an answer whose text is all out has its usage right behind it.
+pub const LINGER: Duration = Duration::from_millis(500);
 
 /// Why a forwarded answer stopped early; actix then closes the client connection without
 /// ending the body properly, so the client sees the answer was cut.
@@ -30,9 +43,12 @@ pub enum BodyError {
     Shutdown,
 }
 
-pub struct UsageTap<S> {
-    inner: S,
+pub struct UsageTap {
+    /// `None` once handed to the lingering read after the client left.
+    inner: Option<LocalBoxStream<'static, Result<Bytes, String>>>,
     parser: Option<UsageParser>,
+    /// The answer's text so far, for an estimate when its usage never comes.
+    meter: Option<TextMeter>,
     /// `Some` until the one record is sent.
     record: Option<RequestRecord>,
     /// The request's hold on its quotas, settled with its usage when the record is finished.
@@ -84,18 +100,28 @@ pub struct Watch {
     pub stall: StallWatch,
 }
 
-impl<S> UsageTap<S> {
-    pub fn new(
+impl UsageTap {
+    pub fn new<S, E>(
         inner: S,
         parser: Option<UsageParser>,
+        meter: Option<TextMeter>,
         record: RequestRecord,
         recorder: Recorder,
         timing: Timing,
         watch: Watch,
-    ) -> Self {
+    ) -> Self
+    where
+        S: Stream<Item = Result<Bytes, E>> + 'static,
+        E: std::fmt::Display,
+    {
         Self {
-            inner,
+            inner: Some(
+                inner
+                    .map(|chunk| chunk.map_err(|e| e.to_string()))
+                    .boxed_local(),
+            ),
             parser,
+            meter,
             record: Some(record),
             quota: None,
             recorder,
@@ -128,12 +154,27 @@ impl<S> UsageTap<S> {
     }
 
     fn finish(&mut self, outcome: Outcome) {
+        self.finish_at(outcome, Instant::now(), SystemTime::now());
+    }
+
+    /// Records the answer as it ended at `ended` (the client may have left earlier than the
+    /// record is made, see [`LINGER`]).
+    fn finish_at(&mut self, outcome: Outcome, ended: Instant, ended_at: SystemTime) {
         let Some(mut record) = self.record.take() else {
             return;
         };
         let mut outcome = outcome;
         if let Some(parser) = self.parser.as_mut() {
-            let answer = parser.finish();
+            let completed = parser.answer_status().completed;
+            let mut answer = parser.finish();
+            if outcome.client_left() && !completed {
+                if let Some(meter) = &self.meter {
+                    // The upstream bills the output it generated: at least the text it sent.
+                    let estimate = meter.estimated_tokens();
+                    answer.usage.output_tokens = answer.usage.output_tokens.max(estimate);
+                    record.estimated = true;
+                }
+            }
             // The status said success before the stream reported its failure.
             if outcome == Outcome::Completed && record.streamed && answer.error_type.is_some() {
                 outcome = Outcome::UpstreamErrorEvent;
@@ -145,9 +186,9 @@ impl<S> UsageTap<S> {
             }
         }
         record.outcome = outcome;
-        record.finished_at = SystemTime::now();
-        record.total = self.received.elapsed();
-        let head_sent = self.head_sent.unwrap_or_else(Instant::now);
+        record.finished_at = ended_at;
+        record.total = ended.saturating_duration_since(self.received);
+        let head_sent = self.head_sent.unwrap_or(ended);
         record.overhead =
             Some(self.overhead_before + head_sent.saturating_duration_since(self.head_received));
         // Before the answer's end reaches the client: its next request sees this spend.
@@ -220,11 +261,7 @@ impl<S> UsageTap<S> {
     }
 }
 
-impl<S, E> Stream for UsageTap<S>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
+impl Stream for UsageTap {
     type Item = Result<Bytes, BodyError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -236,8 +273,11 @@ where
             if !this.draining {
                 return Poll::Ready(None);
             }
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
             // awc returns the connection to its pool only once the body has reached its end.
-            return match Pin::new(&mut this.inner).poll_next(cx) {
+            return match inner.as_mut().poll_next(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(_) => {
                     this.draining = false;
@@ -249,11 +289,12 @@ where
         // whenever it has room for more.
         this.head_sent.get_or_insert_with(Instant::now);
         this.stall.asked();
-        match Pin::new(&mut this.inner).poll_next(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                if let Some(parser) = this.parser.as_mut() {
-                    parser.feed(&chunk);
-                }
+                this.read(&chunk);
                 this.forwarded += chunk.len() as u64;
                 this.last_activity = Instant::now();
                 // All the declared bytes are here: the answer is complete before its last chunk
@@ -267,11 +308,9 @@ where
                 this.stall.handed_out(more_to_come);
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Poll::Ready(Some(Err(err))) => this.fail(
-                Outcome::UpstreamCut,
-                BodyError::Upstream(err.to_string()),
-                cx,
-            ),
+            Poll::Ready(Some(Err(err))) => {
+                this.fail(Outcome::UpstreamCut, BodyError::Upstream(err), cx)
+            }
             Poll::Ready(None) if this.ended_early() => this.fail(
                 Outcome::UpstreamCut,
                 BodyError::Upstream("the upstream closed before the answer was complete".into()),
@@ -286,7 +325,89 @@ where
     }
 }
 
-impl<S> Drop for UsageTap<S> {
+impl UsageTap {
+    /// A chunk of the answer, as it goes out (or, once the client has left, as it comes in).
+    fn read(&mut self, chunk: &Bytes) {
+        if let Some(parser) = self.parser.as_mut() {
+            parser.feed(chunk);
+        }
+        if let Some(meter) = self.meter.as_mut() {
+            meter.feed(chunk);
+        }
+    }
+
+    /// Whether an answer left by its client is worth reading on: its reader can tell its end
+    /// and the end has not come yet.
+    fn usage_still_to_come(&self) -> bool {
+        self.record.is_some()
+            && self.inner.is_some()
+            && self.parser.as_ref().is_some_and(|parser| {
+                let status = parser.answer_status();
+                parser.reads_answers() && !status.completed && !status.errored
+            })
+    }
+
+    /// What is left of the answer once its client has gone: the stream, the readers and the
+    /// record, taken out of `self` so that dropping `self` records nothing.
+    fn take_rest(&mut self) -> UsageTap {
+        UsageTap {
+            inner: self.inner.take(),
+            parser: self.parser.take(),
+            meter: self.meter.take(),
+            record: self.record.take(),
+            quota: self.quota.take(),
+            recorder: self.recorder.clone(),
+            received: self.received,
+            head_received: self.head_received,
+            overhead_before: self.overhead_before,
+            head_sent: self.head_sent,
+            declared_length: self.declared_length,
+            forwarded: self.forwarded,
+            idle: self.idle,
+            last_activity: self.last_activity,
+            waiting: None,
+            shutdown: self.shutdown.clone(),
+            // Never asked for a chunk again: it has no client to watch.
+            stall: StallWatch::new(None, self.idle),
+            failure: None,
+            draining: false,
+        }
+    }
+
+    /// Reads the answer on, for at most [`LINGER`], until its own end (its usage) arrives;
+    /// the bytes are parsed, never kept. Then records it with the client's `outcome`: with the
+    /// answer's own usage when it came, else with the output estimated.
+    async fn linger(mut self, outcome: Outcome, left: Instant, left_at: SystemTime) {
+        let Some(mut inner) = self.inner.take() else {
+            return self.finish_at(outcome, left, left_at);
+        };
+        let deadline = tokio::time::Instant::from_std(left + LINGER);
+        let shutdown = self.shutdown.clone();
+        loop {
+            let next = tokio::select! {
+                next = inner.next() => next,
+                () = tokio::time::sleep_until(deadline) => None,
+                () = shutdown.cancelled() => None,
+            };
+            match next {
+                Some(Ok(chunk)) => {
+                    self.read(&chunk);
+                    let still_to_come = self.parser.as_ref().is_some_and(|parser| {
+                        let status = parser.answer_status();
+                        !status.completed && !status.errored
+                    });
+                    if !still_to_come {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.finish_at(outcome, left, left_at);
+    }
+}
+
+impl Drop for UsageTap {
     fn drop(&mut self) {
         // Dropped before the end: actix gave up on the body because the client went away (or
         // stopped reading and was closed).
@@ -295,6 +416,11 @@ impl<S> Drop for UsageTap<S> {
         } else {
             Outcome::ClientGone
         };
+        if self.usage_still_to_come() {
+            let rest = self.take_rest();
+            actix_rt::spawn(rest.linger(outcome, Instant::now(), SystemTime::now()));
+            return;
+        }
         self.finish(outcome);
     }
 }

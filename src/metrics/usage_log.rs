@@ -42,6 +42,7 @@ fn log_usage(Finished { record, cost }: &Finished) {
         total_ms = ms(record.total),
         overhead_ms = record.overhead.map(ms).unwrap_or(0.0),
         outcome = %record.outcome.as_str(),
+        estimated = record.estimated,
         "request finished"
     );
 }

@@ -11,6 +11,10 @@ use crate::readers::json::ValueHandler;
 use crate::readers::sse::EventHandler;
 use crate::usage::{Answer, Tokens, Usage};
 
+/// Where generated text travels: `text` blocks and `text_delta`s, `thinking_delta`s, and tool
+/// input as `input_json_delta`'s `partial_json`.
+pub const TEXT_KEYS: &[&str] = &["text", "thinking", "partial_json"];
+
 /// Where an API key goes.
 pub const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
 pub const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");

@@ -975,3 +975,124 @@ async fn usage_log_figures_carry_no_float_noise() {
     }
     assert_eq!(checked, 20, "{logs}");
 }
+
+/// An event stream whose events are released one by one, with the text in `deltas` and the
+/// final usage (`output_tokens`) in its `message_delta`.
+fn gated_text_stream(gate: &Gate, deltas: &[&str], output_tokens: u64) -> Reply {
+    let mut events = vec![
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"content\":[],\"usage\":{\"input_tokens\":15,\"output_tokens\":1}}}\n\n".to_string(),
+    ];
+    for text in deltas {
+        events.push(format!(
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{text}\"}}}}\n\n"
+        ));
+    }
+    events.push(
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".into(),
+    );
+    events.push(format!(
+        "event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"output_tokens\":{output_tokens}}}}}\n\n"
+    ));
+    events.push("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".into());
+    Reply::GatedEvents(events, gate.clone())
+}
+
+/// Reads an answer until `needle` has arrived, then hangs up.
+async fn read_until_then_leave(
+    sluice: &Sluice,
+    gate: &Gate,
+    needle: &str,
+    headers: &[(&str, &str)],
+) {
+    let mut request = client()
+        .post(sluice.url("/anthropic/v1/messages"))
+        .insert_header(("content-type", "application/json"));
+    for header in headers {
+        request = request.insert_header(*header);
+    }
+    let mut response = request
+        .send_body(r#"{"model":"claude-sonnet-4-5","max_tokens":600,"stream":true}"#)
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    while !seen.contains(needle) {
+        gate.release();
+        let chunk = tokio::time::timeout(Duration::from_secs(5), response.next())
+            .await
+            .expect("the stream stalled")
+            .unwrap()
+            .unwrap();
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    drop(response);
+}
+
+const TEXT_BYTES_PER_TOKEN: u64 = 4;
+
+#[actix_rt::test]
+async fn client_leaving_before_message_delta_is_charged_the_full_output() {
+    let mock = MockUpstream::start();
+    let gate = Gate::new();
+    let gated = gate.clone();
+    mock.reply(move |_| gated_text_stream(&gated, &["Hello", " there", " friend"], 500));
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .team()
+        .toml("[[quotas]]\nname = \"tokens\"\ncaller = \"*\"\nwindow = \"day\"\nmax_tokens = 100000\n")
+        .start();
+    read_until_then_leave(&sluice, &gate, " friend", &[("x-sluice-key", ACCESS_KEY)]).await;
+    // The client has gone; the upstream sends the rest of the answer right after.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..3 {
+        gate.release();
+    }
+    let stats = stats_after(&sluice, 1, Some(ADMIN_TOKEN)).await;
+    assert_eq!(stats["totals"]["output_tokens"], 500, "{}", stats["totals"]);
+    assert_eq!(stats["totals"]["input_tokens"], 15);
+    assert_eq!(
+        stats["totals"]["incomplete"], 1,
+        "the client still left early"
+    );
+    let alice = &stats["quotas"][0]["subjects"][0];
+    assert_eq!(alice["used"]["tokens"], 515, "{alice}");
+    sluice.wait_for_log("outcome=client_gone", Duration::from_secs(2));
+    sluice.wait_for_log("estimated=false", Duration::from_secs(2));
+}
+
+#[actix_rt::test]
+async fn client_leaving_when_the_usage_never_comes_is_charged_an_estimate_of_the_text() {
+    let mock = MockUpstream::start();
+    let gate = Gate::new();
+    let gated = gate.clone();
+    let text: &'static str = "x".repeat(400).leak();
+    mock.reply(move |_| gated_text_stream(&gated, &[text, text], 999));
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .team()
+        .toml("[[quotas]]\nname = \"tokens\"\ncaller = \"*\"\nwindow = \"day\"\nmax_tokens = 100000\n")
+        .start();
+    // The upstream never sends more: the usage does not come within the grace.
+    read_until_then_leave(
+        &sluice,
+        &gate,
+        "\"text\":\"xxxx",
+        &[("x-sluice-key", ACCESS_KEY)],
+    )
+    .await;
+    let stats = stats_after(&sluice, 1, Some(ADMIN_TOKEN)).await;
+    let sent = gate.sent() as u64;
+    // message_start, then each delta released carries 400 bytes of text.
+    let text_bytes = (sent - 1) * 400;
+    assert!(text_bytes >= 400);
+    let estimate = text_bytes / TEXT_BYTES_PER_TOKEN;
+    assert_eq!(
+        stats["totals"]["output_tokens"], estimate,
+        "{}",
+        stats["totals"]
+    );
+    assert_eq!(
+        stats["quotas"][0]["subjects"][0]["used"]["tokens"],
+        15 + estimate
+    );
+    sluice.wait_for_log("estimated=true", Duration::from_secs(2));
+}

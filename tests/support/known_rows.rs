@@ -197,6 +197,7 @@ fn request(
         usage,
         priced_usd: None,
         streamed,
+        estimated: false,
         outcome,
         ttfb: Some(ttfb),
         total,

@@ -55,6 +55,14 @@ pub enum Error {
     StoreUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error(
+        "this address is not one sluice is known by: {0:?} (add it to [browsers] allowed_hosts)"
+    )]
+    UnknownHost(String),
+    #[error(
+        "requests from other web pages are refused (origin {0:?}; see [browsers] allowed_origins)"
+    )]
+    CrossSiteRequest(String),
     #[error("stopping now; the request was cut short")]
     ShuttingDown,
     /// `message` names the quota, the subject, the amounts and when it frees.
@@ -89,6 +97,8 @@ impl Error {
             Error::StoreUnavailable(_) => "store_unavailable",
             Error::Internal(_) => "internal",
             Error::ShuttingDown => "shutting_down",
+            Error::UnknownHost(_) => "unknown_host",
+            Error::CrossSiteRequest(_) => "cross_site",
             Error::QuotaExceeded { .. } => "quota_exceeded",
         }
     }
@@ -123,6 +133,7 @@ impl ResponseError for Error {
             Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::NoRoute(_) | Error::ReservedPath(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::UnknownHost(_) | Error::CrossSiteRequest(_) => StatusCode::FORBIDDEN,
             Error::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::AccessKeyMissing(_)
             | Error::AccessKeyUnknown

@@ -18,6 +18,7 @@
 pub mod access;
 pub mod admin;
 pub mod attribution;
+pub mod browsers;
 pub mod check;
 pub mod cli;
 pub mod client_stall;

@@ -92,6 +92,7 @@ pub fn error_type(status: u16) -> &'static str {
     match status {
         400 | 405 => "invalid_request_error",
         401 => "authentication_error",
+        403 => "permission_error",
         404 => "not_found_error",
         413 => "request_too_large",
         429 => "rate_limit_error",

@@ -63,6 +63,8 @@ pub struct SettingsFile {
     pub access: Option<AccessFile>,
     #[serde(default = "default_admin")]
     pub admin: AdminFile,
+    #[serde(default = "default_browsers")]
+    pub browsers: BrowsersFile,
     #[serde(default = "default_timeouts")]
     pub timeouts: TimeoutsFile,
     #[serde(default = "default_limits")]
@@ -167,6 +169,17 @@ pub struct AccessKeyFile {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+pub struct BrowsersFile {
+    /// Host names sluice is known by besides `localhost` and addresses (see `browsers`).
+    #[serde(default = "default_allowed_hosts")]
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins whose pages may call the proxied routes.
+    #[serde(default = "default_allowed_origins")]
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdminFile {
     #[serde(default = "default_admin_token_env")]
     pub token_env: String,
@@ -244,6 +257,9 @@ built_in_defaults! {
     default_listen: String = listen;
     default_workers: usize = workers;
     default_shutdown_grace_s: u64 = shutdown_grace_s;
+    default_browsers: BrowsersFile = browsers;
+    default_allowed_hosts: Vec<String> = browsers.allowed_hosts;
+    default_allowed_origins: Vec<String> = browsers.allowed_origins;
     default_admin: AdminFile = admin;
     default_admin_token_env: String = admin.token_env;
     default_timeouts: TimeoutsFile = timeouts;

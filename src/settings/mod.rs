@@ -244,6 +244,8 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     /// Push usage to an OpenTelemetry collector, when `[otlp]` is set.
     pub otlp: Option<OtlpSettings>,
+    /// The names sluice answers browsers by, and the origins whose pages it serves.
+    pub browsers: crate::browsers::BrowserPolicy,
 }
 
 impl Route {
@@ -586,6 +588,38 @@ fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> 
         })
         .ok();
 
+    let browsers = crate::browsers::BrowserPolicy {
+        allowed_hosts: raw
+            .browsers
+            .allowed_hosts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, host)| {
+                validate_host_name(host)
+                    .map_err(|reason| {
+                        check(Err(invalid(format!("browsers.allowed_hosts[{i}]"), reason)))
+                    })
+                    .ok()
+            })
+            .collect(),
+        allowed_origins: raw
+            .browsers
+            .allowed_origins
+            .iter()
+            .enumerate()
+            .filter_map(|(i, origin)| {
+                validate_origin(origin)
+                    .map_err(|reason| {
+                        check(Err(invalid(
+                            format!("browsers.allowed_origins[{i}]"),
+                            reason,
+                        )))
+                    })
+                    .ok()
+            })
+            .collect(),
+    };
+
     let prefixes: Vec<&str> = routes.iter().map(|r| r.prefix.as_str()).collect();
     let quotas = crate::quotas::validate(&raw.quotas, &prefixes)
         .map_err(|e| check(Err(invalid(e.key, e.reason))))
@@ -634,8 +668,52 @@ fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> 
             key_file: PathBuf::from(t.key_file),
         }),
         otlp,
+        browsers,
     };
     Ok(settings)
+}
+
+/// A host name as `Host` carries it, without scheme, port or path: lowercase, trailing dot
+/// dropped.
+fn validate_host_name(host: &str) -> Result<String, String> {
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "{host:?} is not a host name like \"sluice.example.com\" (no scheme, port or path)"
+        ));
+    }
+    Ok(name)
+}
+
+/// A browser origin, `http(s)://host[:port]` with nothing after: lowercase.
+fn validate_origin(origin: &str) -> Result<String, String> {
+    let lower = origin.to_ascii_lowercase();
+    let authority = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"));
+    let (host, port) = match authority.map(|a| a.rsplit_once(':').unwrap_or((a, ""))) {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (host, port),
+        _ => ("", ""),
+    };
+    let host_ok = !host.is_empty()
+        && (validate_host_name(host).is_ok()
+            || host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok()));
+    if !host_ok || (port.is_empty() && authority.is_some_and(|a| a.ends_with(':'))) {
+        return Err(format!(
+            "{origin:?} is not an origin like \"https://app.example.com\" (scheme, host, optional port, no path)"
+        ));
+    }
+    Ok(lower)
 }
 
 fn positive_ms(key: &str, ms: u64) -> Result<Duration, SettingsError> {

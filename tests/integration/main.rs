@@ -4,6 +4,7 @@
 mod support;
 
 mod bounds;
+mod browsers;
 mod check;
 mod credentials;
 mod errors;

@@ -70,6 +70,8 @@ struct StatsBody {
     quotas: Vec<crate::quotas::QuotaReport>,
     /// The store's writer: rows written, pending, last commit, failures. `null` without one.
     store: Option<StoreStatus>,
+    /// OpenTelemetry export: requests exported, failed, dropped; the last error.
+    otlp: crate::otlp::OtlpStatus,
 }
 
 /// How long `/stats` waits for the store to commit what was counted before it: the answer then
@@ -173,6 +175,7 @@ pub async fn stats(
             .quotas
             .report(jiff::Timestamp::now(), crate::quotas::REPORT_SUBJECTS),
         store: store.0.as_ref().map(StoreHandle::status),
+        otlp: state.otlp.status(),
     };
     Ok(HttpResponse::Ok().json(body))
 }

@@ -149,6 +149,8 @@ pub struct CredentialRules {
     pub tls: Option<crate::tls::TlsIdentity>,
     /// The store URL differs from the one the store opened at start (a restart applies it).
     pub store_url_changed: bool,
+    /// The headers every OpenTelemetry export carries.
+    pub otlp_headers: crate::otlp::OtlpHeaders,
 }
 
 /// The request headers to send upstream, and who the request is on behalf of.
@@ -174,6 +176,8 @@ pub struct SecretMaterial {
     /// it at start only; it is read here so that a broken or exposed file is reported with the
     /// other secrets, and a changed one is noticed.
     pub store_url: Option<Secret>,
+    /// The headers every OpenTelemetry export carries, from `[otlp] headers_file`.
+    pub otlp_headers: crate::otlp::OtlpHeaders,
     /// What does not stop a start but should be fixed: secret files others can read, skipped
     /// files in the keys directory.
     pub warnings: Vec<String>,
@@ -195,7 +199,8 @@ impl SecretPaths {
             .map(|r| r.server_key_source())
             .chain(settings.access.keys.iter().map(|k| k.source()))
             .chain(std::iter::once(settings.admin_token_source()))
-            .chain(settings.store.url_source());
+            .chain(settings.store.url_source())
+            .chain(settings.otlp.as_ref().and_then(|o| o.headers_source()));
         let tls = settings
             .tls
             .iter()
@@ -366,6 +371,21 @@ impl SecretMaterial {
             }
             url
         });
+        let otlp_headers = settings
+            .otlp
+            .as_ref()
+            .and_then(|otlp| otlp.headers_source())
+            .and_then(|source| {
+                let key = "otlp.headers_file";
+                let file = read_one(&source, key.into(), from, &mut errors, &mut warnings)?;
+                crate::otlp::OtlpHeaders::parse(file.expose())
+                    .map_err(|reason| {
+                        let path = source.describe(&base);
+                        errors.push(SettingsError::invalid(key, format!("{path}: {reason}")))
+                    })
+                    .ok()
+            })
+            .unwrap_or_default();
         SettingsError::all_or(errors)?;
         Ok(Self {
             server_keys,
@@ -373,6 +393,7 @@ impl SecretMaterial {
             admin_token,
             tls,
             store_url,
+            otlp_headers,
             warnings,
         })
     }
@@ -458,6 +479,18 @@ impl SecretMaterial {
             "not set"
         };
         out.push_str(&format!("access keys: {callers}; admin token: {admin}"));
+        if let Some(source) = settings.otlp.as_ref().and_then(|o| o.headers_source()) {
+            let names: Vec<&str> = self.otlp_headers.names().collect();
+            out.push_str(&format!(
+                "\notlp headers from {}: {}",
+                source.describe(&base),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        }
         out
     }
 
@@ -503,6 +536,9 @@ impl SecretMaterial {
         if before.store_url != self.store_url {
             changes.push(format!("store URL changed ({STORE_URL_RESTART})"));
         }
+        if before.otlp_headers != self.otlp_headers {
+            changes.push("OpenTelemetry export headers changed".into());
+        }
         changes
     }
 }
@@ -526,6 +562,7 @@ impl CredentialRules {
                 .collect(),
             tls: material.tls.clone(),
             store_url_changed: false,
+            otlp_headers: material.otlp_headers.clone(),
         }
     }
 

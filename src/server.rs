@@ -15,6 +15,7 @@ use crate::credentials::CredentialResolver;
 use crate::logging::{self, RequestSpan};
 use crate::metrics::usage_log::UsageLog;
 use crate::metrics::{MetricsAggregator, RecordQueue, Recorder, Sink, QUEUE_CAPACITY};
+use crate::otlp::{Export, ExportConfig, OtlpCollector, OtlpSink};
 use crate::pricing::PriceTable;
 use crate::proxy;
 use crate::quotas::{Ledger, QuotaCollector};
@@ -24,6 +25,9 @@ use crate::settings::{EnvSource, Settings};
 use crate::state::{build_snapshot, AppState, Tuning};
 use crate::store::{self, RateLimitLog, StoreHandle, StoreSink};
 use crate::upstream::{HealthSink, UpstreamPool, WorkerClients};
+
+/// How long a stopping sluice waits for its last OpenTelemetry export.
+const OTLP_CLOSE_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A running sluice: where it listens and how to stop it.
 pub struct Running {
@@ -45,6 +49,9 @@ impl Running {
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)));
         self.state.flush_for_exit().await;
+        // What was counted last reaches the collector too (a short, bounded wait).
+        let otlp = self.state.otlp.clone();
+        let _ = tokio::task::spawn_blocking(move || otlp.close(OTLP_CLOSE_BUDGET)).await;
         let closed = close_store(self.store, self.rate_limits.as_ref());
         tracing::info!("stopped");
         result.and(closed)
@@ -93,6 +100,7 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         None => (None, Vec::new()),
     };
     let instance = store::instance_name(&settings.listen);
+    let otlp = Export::new(&instance);
     let store_sink = store.clone().map(|handle| {
         StoreSink::new(handle, instance.clone()).with_rate_limits(rate_limits.clone())
     });
@@ -106,13 +114,17 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         off_runtime(|| charge_stored_spend(handle, &quotas, instance))?;
     }
     let quota_metrics = QuotaCollector::new(quotas.clone());
+    let otlp_sink = OtlpSink(otlp.clone());
+    let otlp_metrics = OtlpCollector(otlp.clone());
     arbiter.spawn_fn(move || {
-        let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(UsageLog), Box::new(health)];
+        let mut sinks: Vec<Box<dyn Sink>> =
+            vec![Box::new(UsageLog), Box::new(health), Box::new(otlp_sink)];
         if let Some(sink) = store_sink {
             sinks.push(Box::new(sink));
         }
         let aggregator = MetricsAggregator::new(prices, aggregator_queue, sinks)
             .with_collector(Box::new(quota_metrics))
+            .with_collector(Box::new(otlp_metrics))
             .with_rate_limits(seen_rate_limits);
         #[cfg(feature = "test-hooks")]
         let aggregator = aggregator.with_delay_per_record(tuning.aggregator_delay_per_record);
@@ -123,13 +135,17 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let first = build_snapshot(&resolver, &pool, &aggregator, settings.clone(), 1)
         .await
         .map_err(io::Error::other)?;
+    otlp.configure(ExportConfig::of(
+        &first.settings,
+        &first.credentials.otlp_headers,
+    ));
     let state = web::Data::new(AppState::new(
-        first, recorder, pool, resolver, aggregator, quotas,
+        first, recorder, pool, resolver, aggregator, quotas, otlp,
     ));
 
     let app_state = state.clone();
     let store_access = web::Data::new(admin::StoreAccess(store.clone()));
-    let mut server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .app_data(app_state.clone())
             .app_data(store_access.clone())
@@ -148,22 +164,30 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
             .route("/dashboard/{file:.*}", get_or_head().to(admin::dashboard))
             .route("/usage", get_or_head().to(admin::usage))
             .default_service(web::to(proxy::forward))
-    })
-    .disable_signals()
-    .on_connect(connection::on_connect)
-    // A client that closes its side has gone: end its stream at once (dropping the upstream
-    // request with it) instead of streaming on until a write fails.
-    .h1_allow_half_closed(false)
-    // An answer's head and its first bytes often leave in separate writes (an HTTP/2 upstream
-    // delivers them apart, SSE events come one by one): without TCP_NODELAY, Nagle's algorithm
-    // holds each small write until the client's delayed ACK, up to 40 ms.
-    .tcp_nodelay(true)
-    .shutdown_timeout(settings.shutdown_grace.as_secs())
-    .backlog(4096);
-    if settings.workers > 0 {
-        server = server.workers(settings.workers);
-    }
-    let server = match &settings.tls {
+    };
+    let workers = match settings.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let (addrs, server) = match &settings.tls {
+        None => {
+            let server = HttpServer::new(app)
+                .workers(workers)
+                .disable_signals()
+                .on_connect(connection::on_connect)
+                // A client that closes its side has gone: end its stream at once (dropping the
+                // upstream request with it) instead of streaming on until a write fails.
+                .h1_allow_half_closed(false)
+                // An answer's head and its first bytes often leave in separate writes (an HTTP/2
+                // upstream delivers them apart, SSE events come one by one): without
+                // TCP_NODELAY, Nagle's algorithm holds each small write until the client's
+                // delayed ACK, up to 40 ms.
+                .tcp_nodelay(true)
+                .shutdown_timeout(settings.shutdown_grace.as_secs())
+                .backlog(BACKLOG)
+                .bind(settings.listen)?;
+            (server.addrs(), server.run())
+        }
         Some(_) => {
             let state = state.clone();
             let current = move || {
@@ -174,12 +198,19 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
                     .as_ref()
                     .map(|t| t.0.clone())
             };
-            server.bind_rustls_0_23(settings.listen, crate::tls::server_config(current))?
+            let tls = Arc::new(crate::tls::server_config(current));
+            let listener = tcp_listener(settings.listen)?;
+            let addrs = vec![listener.local_addr()?];
+            // The same settings as the plain listener's; the connections' own in `https`.
+            let builder = actix_server::Server::build()
+                .workers(workers)
+                .disable_signals()
+                .shutdown_timeout(settings.shutdown_grace.as_secs())
+                .backlog(BACKLOG);
+            let server = crate::https::listen(builder, listener, tls, app)?.run();
+            (addrs, server)
         }
-        None => server.bind(settings.listen)?,
     };
-    let addrs = server.addrs();
-    let server = server.run();
     let watcher = SettingsWatcher::start_watching(state.clone(), settings.source.clone());
     // Handlers first, so that a stop signal never meets the default action (instant death).
     install_signal_handlers(
@@ -202,6 +233,21 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
         store,
         rate_limits,
     })
+}
+
+/// Connections the kernel holds for us before they are accepted.
+const BACKLOG: u32 = 4096;
+
+/// A listening socket with sluice's backlog (std's `bind` listens with 128).
+fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind(addr)?;
+    // SAFETY: `listen` on a socket this function owns; a second `listen` only sets the backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG as libc::c_int) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 /// Runs `work` on a thread of its own and waits for it. The PostgreSQL client blocks on a

@@ -52,6 +52,9 @@ pub struct AppState {
     pub aggregator: Addr<MetricsAggregator>,
     /// Quota spend and requests in flight, read and counted by every worker.
     pub quotas: Arc<Ledger>,
+    /// OpenTelemetry export: its settings follow each generation, its counters show in
+    /// `/stats` and `/metrics`.
+    pub otlp: Arc<crate::otlp::Export>,
 }
 
 impl AppState {
@@ -62,6 +65,7 @@ impl AppState {
         resolver: Addr<CredentialResolver>,
         aggregator: Addr<MetricsAggregator>,
         quotas: Arc<Ledger>,
+        otlp: Arc<crate::otlp::Export>,
     ) -> Self {
         Self {
             current: ArcSwap::from_pointee(first),
@@ -73,6 +77,7 @@ impl AppState {
             resolver,
             aggregator,
             quotas,
+            otlp,
         }
     }
 
@@ -117,6 +122,10 @@ impl AppState {
         .await?;
         // Quotas change with the snapshot: the next request is judged by the new limits.
         self.quotas.apply(quotas);
+        self.otlp.configure(crate::otlp::ExportConfig::of(
+            &snapshot.settings,
+            &snapshot.credentials.otlp_headers,
+        ));
         self.current.store(Arc::new(snapshot));
         Ok(generation)
     }

@@ -1,5 +1,8 @@
-//! `/metrics`: Prometheus counters and latency histograms, labelled by route, model, source and
-//! status class only (no per-session or per-key labels: bounded cardinality, no identities).
+//! `/metrics`: Prometheus counters and latency histograms, labelled by route, provider, model,
+//! source and status class only (no per-session or per-key labels: bounded cardinality, no
+//! identities). The provider is the route's protocol, so it adds no series; the client is left
+//! out: a closed set, but it would multiply every family's series, and `/stats` and `/usage`
+//! answer per client.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,6 +21,7 @@ use crate::subscription::{self, SubscriptionLimits, MAX_UTILIZATION_SERIES};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
+    provider: String,
     model: String,
     source: String,
     status_class: String,
@@ -62,12 +66,12 @@ pub const MAX_UNPRICED_MODEL_LABELS: usize = 50;
 /// Which `model` label a request gets. A Prometheus series, once there, keeps counting, so the
 /// models without a price that get a label of their own are the first ones seen.
 #[derive(Default)]
-struct ModelLabels {
+pub(crate) struct ModelLabels {
     unpriced: HashSet<String>,
 }
 
 impl ModelLabels {
-    fn label(&mut self, model: Option<&str>, priced: bool) -> String {
+    pub(crate) fn label(&mut self, model: Option<&str>, priced: bool) -> String {
         let model = model.unwrap_or_default();
         if priced || model.is_empty() || self.unpriced.contains(model) {
             return model.to_string();
@@ -176,6 +180,7 @@ impl Exposition {
     fn observe(&self, record: &RequestRecord, model: String, cost: f64) {
         let labels = RequestLabels {
             route: record.route.clone(),
+            provider: record.provider.unwrap_or_default().to_string(),
             model,
             source: record
                 .source

@@ -86,6 +86,33 @@ pub struct SettingsFile {
     /// What every model's price leaves unset: per-search price, batch rate, multipliers.
     #[serde(default)]
     pub pricing_defaults: Option<PricingDefaults>,
+    /// Push usage to an OpenTelemetry collector.
+    #[serde(default)]
+    pub otlp: Option<OtlpFile>,
+}
+
+/// `[otlp]`. Optional, so absent from the built-in file but as a commented example: its
+/// defaults are the ones that example shows.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpFile {
+    #[serde(default = "default_otlp_endpoint")]
+    pub endpoint: String,
+    /// A secret file, one `name: value` a line, sent as headers with every export.
+    #[serde(default)]
+    pub headers_file: Option<String>,
+    #[serde(default = "default_otlp_interval_s")]
+    pub interval_s: u64,
+    #[serde(default)]
+    pub traces: bool,
+}
+
+fn default_otlp_endpoint() -> String {
+    "http://127.0.0.1:4318".into()
+}
+
+fn default_otlp_interval_s() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -183,6 +183,37 @@ impl StoreSettings {
     }
 }
 
+/// `[otlp]`: where usage is pushed as OpenTelemetry metrics (and spans).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpSettings {
+    /// Base URL without a trailing slash; `/v1/metrics` and `/v1/traces` go after it.
+    pub endpoint: Url,
+    /// The secret file of headers (read by the CredentialResolver).
+    pub headers_file: Option<PathBuf>,
+    pub interval: Duration,
+    pub traces: bool,
+}
+
+impl OtlpSettings {
+    /// The URL one signal (`metrics`, `traces`) is posted to.
+    pub fn signal_url(&self, signal: &str) -> String {
+        format!(
+            "{}/v1/{signal}",
+            self.endpoint.as_str().trim_end_matches('/')
+        )
+    }
+
+    pub fn headers_source(&self) -> Option<SecretSource> {
+        self.headers_file.as_ref().map(|file| SecretSource {
+            env: String::new(),
+            file: Some(file.clone()),
+        })
+    }
+}
+
+/// The longest metrics export period `[otlp] interval_s` takes: an hour.
+pub const MAX_OTLP_INTERVAL_S: u64 = 3600;
+
 /// Validated settings (secrets are named here, never held). Built only by [`Settings::load`] / [`Settings::from_toml`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -211,6 +242,8 @@ pub struct Settings {
     /// HTTPS on `listen` with this certificate and key (read as secrets, relative to the same
     /// base directory); fixed at start, the files re-read at every reload.
     pub tls: Option<TlsFiles>,
+    /// Push usage to an OpenTelemetry collector, when `[otlp]` is set.
+    pub otlp: Option<OtlpSettings>,
 }
 
 impl Route {
@@ -299,6 +332,19 @@ impl Settings {
                 route.upstream,
                 route.credential_policy.as_str(),
                 route.protocol.as_str(),
+            ));
+        }
+        if let Some(otlp) = &self.otlp {
+            out.push_str(&format!(
+                "otlp -> {} [metrics every {} s, traces {}{}]\n",
+                otlp.endpoint,
+                otlp.interval.as_secs(),
+                if otlp.traces { "on" } else { "off" },
+                if otlp.headers_file.is_some() {
+                    ", headers from a secret file"
+                } else {
+                    ""
+                },
             ));
         }
         out.push_str(&format!("{} priced model prefixes", self.pricing.len()));
@@ -544,6 +590,13 @@ fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> 
     let quotas = crate::quotas::validate(&raw.quotas, &prefixes)
         .map_err(|e| check(Err(invalid(e.key, e.reason))))
         .ok();
+    let otlp = raw
+        .otlp
+        .map(validate_otlp)
+        .transpose()
+        .map_err(|err| check(Err(err)))
+        .ok()
+        .flatten();
     SettingsError::all_or(errors)?;
     let (Some(access), Some(pricing), Some(project_header), Some(quotas)) =
         (access, pricing, project_header, quotas)
@@ -580,6 +633,7 @@ fn validate(raw: SettingsFile, origin: &str) -> Result<Settings, SettingsError> 
             cert_file: PathBuf::from(t.cert_file),
             key_file: PathBuf::from(t.key_file),
         }),
+        otlp,
     };
     Ok(settings)
 }
@@ -681,6 +735,52 @@ fn validate_route(i: usize, raw: &file::RouteFile) -> Result<Route, SettingsErro
 
 /// A bundle of every public root is about 250 KB.
 const MAX_CA_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+fn validate_otlp(raw: file::OtlpFile) -> Result<OtlpSettings, SettingsError> {
+    let mut endpoint = Url::parse(&raw.endpoint).map_err(|e| {
+        invalid(
+            "otlp.endpoint",
+            format!("{:?} is not a URL: {e}", raw.endpoint),
+        )
+    })?;
+    if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
+        return Err(invalid(
+            "otlp.endpoint",
+            format!(
+                "{:?} must be an http:// or https:// URL with a host",
+                raw.endpoint
+            ),
+        ));
+    }
+    // Credentials belong in `headers_file`, where they are a watched secret and never logged.
+    if endpoint.query().is_some()
+        || endpoint.fragment().is_some()
+        || !endpoint.username().is_empty()
+        || endpoint.password().is_some()
+    {
+        return Err(invalid(
+            "otlp.endpoint",
+            "must not carry a query, fragment or user info (send credentials with headers_file)",
+        ));
+    }
+    let base_path = endpoint.path().trim_end_matches('/').to_string();
+    endpoint.set_path(&base_path);
+    if raw.interval_s == 0 || raw.interval_s > MAX_OTLP_INTERVAL_S {
+        return Err(invalid(
+            "otlp.interval_s",
+            format!("must be between 1 and {MAX_OTLP_INTERVAL_S}"),
+        ));
+    }
+    if raw.headers_file.as_deref() == Some("") {
+        return Err(invalid("otlp.headers_file", "must name a file"));
+    }
+    Ok(OtlpSettings {
+        endpoint,
+        headers_file: raw.headers_file.map(PathBuf::from),
+        interval: Duration::from_secs(raw.interval_s),
+        traces: raw.traces,
+    })
+}
 
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let text = crate::secrets::read_regular_file(path, MAX_CA_FILE_BYTES)
@@ -1080,6 +1180,43 @@ mod tests {
         let wrong = text.replace("\"/anthropic\"\nmax", "\"/openai\"\nmax");
         assert_eq!(error_key(load(&wrong, &[])), "quotas[1].route");
         assert!(load(ONE_ROUTE, &[]).unwrap().quotas.is_empty());
+    }
+
+    #[test]
+    fn otlp_is_off_unless_set_and_checked_by_key() {
+        assert!(load(ONE_ROUTE, &[]).unwrap().otlp.is_none());
+        assert!(load(DEFAULT_SETTINGS_TOML, &[]).unwrap().otlp.is_none());
+        let text = format!("{ONE_ROUTE}\n[otlp]\n");
+        let otlp = load(&text, &[]).unwrap().otlp.unwrap();
+        assert_eq!(
+            otlp.signal_url("metrics"),
+            "http://127.0.0.1:4318/v1/metrics"
+        );
+        assert_eq!(otlp.interval, Duration::from_secs(10));
+        assert!(!otlp.traces && otlp.headers_file.is_none());
+        let text = format!(
+            "{ONE_ROUTE}\n[otlp]\nendpoint = \"https://otel.example:4318/base/\"\n\
+             headers_file = \"h\"\ninterval_s = 5\ntraces = true\n"
+        );
+        let otlp = load(&text, &[]).unwrap().otlp.unwrap();
+        assert_eq!(
+            otlp.signal_url("traces"),
+            "https://otel.example:4318/base/v1/traces"
+        );
+        assert_eq!(otlp.headers_file, Some(PathBuf::from("h")));
+        let bad = |line: &str| error_key(load(&format!("{ONE_ROUTE}\n[otlp]\n{line}\n"), &[]));
+        assert_eq!(bad("endpoint = \"ftp://x\""), "otlp.endpoint");
+        assert_eq!(bad("endpoint = \"http://u:p@x\""), "otlp.endpoint");
+        assert_eq!(bad("interval_s = 0"), "otlp.interval_s");
+        assert_eq!(bad("interval_s = 86400"), "otlp.interval_s");
+        let err = load(&format!("{ONE_ROUTE}\n[otlp]\nintervall_s = 5\n"), &[]).unwrap_err();
+        assert!(err.to_string().contains("intervall_s"), "{err}");
+        let summary = load(&text, &[]).unwrap().summary();
+        assert!(
+            summary
+                .contains("otlp -> https://otel.example:4318/base [metrics every 5 s, traces on"),
+            "{summary}"
+        );
     }
 
     #[test]

@@ -79,7 +79,9 @@ impl UpstreamPlan {
 /// rustls with the Mozilla root store (webpki-roots: no dependence on the host's CA files)
 /// plus any extra CA certificates. HTTP/1.1 only for awc: it gives each request in flight a
 /// connection of its own even over h2, so HTTP/2 goes through `h2` instead.
-fn tls_config(extra_roots: &[rustls_pki_types::CertificateDer<'static>]) -> Arc<ClientConfig> {
+pub(crate) fn tls_config(
+    extra_roots: &[rustls_pki_types::CertificateDer<'static>],
+) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     // Certificates were parsed at validation; one the store rejects is simply not trusted.

@@ -169,3 +169,101 @@ fn check_names_a_key_that_is_not_the_certificates() {
         "{out}"
     );
 }
+
+/// sluice serving HTTPS with a certificate `ca` signed, in front of `mock`.
+fn https_sluice(ca: &TestCa, mock: &MockUpstream) -> Sluice {
+    let (cert, key) = ca.leaf("sluice");
+    sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .toml("[tls]\ncert_file = \"tls.crt\"\nkey_file = \"tls.key\"")
+        .file("tls.crt", &cert)
+        .file("tls.key", &key)
+        .file("ca.pem", &ca.pem)
+        .start()
+}
+
+#[test]
+fn idle_connections_that_never_send_a_client_hello_do_not_keep_real_clients_out() {
+    let ca = TestCa::new();
+    let mock = MockUpstream::start();
+    let sluice = https_sluice(&ca, &mock);
+    let ca_path = sluice.dir.path().join("ca.pem");
+    // More idle connections than a worker has handshake slots in actix's own acceptor (256).
+    let idle: Vec<std::net::TcpStream> = (0..700)
+        .map(|_| std::net::TcpStream::connect(sluice.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let (ok, out, err) = curl(
+        &sluice,
+        &ca_path,
+        &["--max-time", "4", "-d", "{}", "-w", "\n%{http_code}"],
+    );
+    let took = started.elapsed();
+    assert!(
+        ok && out.ends_with("\n200"),
+        "{out}\n{err}\n{}",
+        sluice.logs()
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "a real request waited {took:?} behind {} idle connections",
+        idle.len()
+    );
+    drop(idle);
+}
+
+/// The server's SETTINGS as an HTTP/2 client over TLS sees them: (identifier, value) pairs.
+async fn server_h2_settings(sluice: &Sluice, ca_pem: &str) -> Vec<(u16, u32)> {
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(sluice.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    loop {
+        let mut head = [0u8; 9];
+        tls.read_exact(&mut head).await.unwrap();
+        let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; length];
+        tls.read_exact(&mut payload).await.unwrap();
+        if head[3] == 0x4 && head[4] & 0x1 == 0 {
+            return payload
+                .chunks(6)
+                .map(|s| {
+                    (
+                        u16::from_be_bytes([s[0], s[1]]),
+                        u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
+                    )
+                })
+                .collect();
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn http2_clients_are_told_at_most_100_streams_per_connection() {
+    let ca = TestCa::new();
+    let mock = MockUpstream::start();
+    let sluice = https_sluice(&ca, &mock);
+    let settings = server_h2_settings(&sluice, &ca.pem).await;
+    let max_streams = settings.iter().rev().find(|(id, _)| *id == 0x3);
+    assert_eq!(max_streams, Some(&(0x3, 100)), "{settings:?}");
+}

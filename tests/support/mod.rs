@@ -626,6 +626,7 @@ pub fn fingerprint(secret: &str) -> String {
 }
 
 pub mod known_rows;
+pub mod otlp;
 pub mod pg;
 pub mod test_ca;
 pub mod tls_upstream;

@@ -8,7 +8,7 @@
 #   2. memory: sluice's RSS idle, after the throughput run, and at its peak while
 #      examples/stream_load.rs holds 1,000 and 10,000 concurrent slow SSE streams through it;
 #   3. time added per SSE event: per-event latency through sluice minus direct.
-# It prints a markdown report and writes it to bench/results.md (the README embeds that file).
+# It prints a markdown report and writes it to bench/results.md (docs/performance.md embeds that file).
 #
 # Usage: bench/run.sh [--quick] [--out FILE] [--keep]
 #   --quick     short run (2 rounds of 3 s, short streams) to check that everything works

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/store.sh — the store's speed on release builds, as markdown tables for the README.
+# bench/store.sh — the store's speed on release builds, as markdown tables for docs/performance.md.
 #
 # Usage: bench/store.sh [--rows N] [--hostile N] [--runs N] [--pg URL] [--cpu-seconds S] [--no-cpu]
 #

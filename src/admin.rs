@@ -50,7 +50,7 @@ struct SettingsInfo {
     last_reload: Option<ReloadStatus>,
 }
 
-/// The `/stats` JSON as the README documents it, in that field order: process and settings
+/// The `/stats` JSON as docs/usage.md documents it, in that field order: process and settings
 /// facts, the counters from the store, then what the aggregator keeps in memory.
 #[derive(Serialize)]
 struct StatsBody {
@@ -193,13 +193,29 @@ pub async fn usage(
     let now = SystemTime::now();
     query.range(now).map_err(Error::BadUsageQuery)?;
     let format = query.format;
-    // The database is read on a blocking thread, never on the HTTP workers.
-    let report = web::block(move || store.usage(&query, now))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| Error::StoreUnavailable(e.to_string()))?;
-    let (content_type, body) = report.render(format);
+    // A few queries at a time, each read and rendered on a blocking thread: heavy queries wait
+    // their turn without holding a thread, and never run on the workers that serve the proxy.
+    let _turn = usage_turn().await;
+    let (content_type, body) =
+        web::block(move || store.usage(&query, now).map(|report| report.render(format)))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::StoreUnavailable(e.to_string()))?;
     Ok(HttpResponse::Ok().content_type(content_type).body(body))
+}
+
+/// `/usage` queries answered at once. Each may hold its rows and its rendered answer (tens of
+/// MB at the row limit); the store reads one at a time anyway.
+pub const USAGE_QUERIES_AT_ONCE: usize = 2;
+static USAGE_QUERIES: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(USAGE_QUERIES_AT_ONCE);
+
+/// Waits (asynchronously) until fewer than [`USAGE_QUERIES_AT_ONCE`] `/usage` queries run.
+pub async fn usage_turn() -> tokio::sync::SemaphorePermit<'static> {
+    USAGE_QUERIES
+        .acquire()
+        .await
+        .expect("the /usage semaphore is never closed")
 }
 
 pub async fn metrics(
@@ -232,4 +248,22 @@ pub async fn metrics(
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(crate::metrics::exposition::to_classic_text(&text))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_web::test]
+    async fn usage_queries_beyond_the_bound_wait_for_a_turn() {
+        let mut held = Vec::new();
+        for _ in 0..USAGE_QUERIES_AT_ONCE {
+            held.push(usage_turn().await);
+        }
+        let another = tokio::time::timeout(Duration::from_millis(50), usage_turn()).await;
+        assert!(another.is_err(), "a query past the bound must wait");
+        drop(held);
+        let turn = tokio::time::timeout(Duration::from_secs(5), usage_turn()).await;
+        assert!(turn.is_ok(), "its turn comes once one ends");
+    }
 }

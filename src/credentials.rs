@@ -61,7 +61,7 @@ pub struct Decision {
     pub add_server_key: bool,
 }
 
-/// The credential rules of README "Credentials", as a pure function.
+/// The credential rules of docs/clients.md "Credentials", as a pure function.
 pub fn decide(
     policy: CredentialPolicy,
     has_server_key: bool,
@@ -229,11 +229,15 @@ fn read_one(
     {
         warnings.push(warning);
     }
-    source
+    let secret = source
         .read(env, base)
         .map_err(|reason| errors.push(SettingsError::invalid(key, reason)))
         .ok()
-        .flatten()
+        .flatten();
+    if let Some(secret) = &secret {
+        warnings.extend(secrets::whitespace_warning(&source.describe(base), secret));
+    }
+    secret
 }
 
 impl SecretMaterial {
@@ -261,19 +265,14 @@ impl SecretMaterial {
 
         let mut access_keys: Vec<(String, Secret)> = Vec::new();
         let mut values = std::collections::HashSet::new();
-        let mut add = |name: String, key_name: String, secret: Secret, errors: &mut Vec<_>| {
+        let mut add = |name: String, secret: Secret| -> Result<(), String> {
             if access_keys.iter().any(|(n, _)| *n == name) {
-                errors.push(SettingsError::invalid(
-                    key_name,
-                    format!("caller {name:?} is also named in [[access.keys]]"),
-                ));
+                Err(format!("caller {name:?} is also named in [[access.keys]]"))
             } else if !values.insert(secret.expose().to_string()) {
-                errors.push(SettingsError::invalid(
-                    key_name,
-                    format!("{name}'s key is the same as another access key"),
-                ));
+                Err(format!("{name}'s key is the same as another access key"))
             } else {
                 access_keys.push((name, secret));
+                Ok(())
             }
         };
         for (i, key) in settings.access.keys.iter().enumerate() {
@@ -285,7 +284,11 @@ impl SecretMaterial {
             };
             let key_name = format!("access.keys[{i}].{field}");
             match read_one(&source, key_name.clone(), from, &mut errors, &mut warnings) {
-                Some(secret) => add(key.name.clone(), key_name, secret, &mut errors),
+                Some(secret) => {
+                    if let Err(reason) = add(key.name.clone(), secret) {
+                        errors.push(SettingsError::invalid(key_name, reason));
+                    }
+                }
                 None if source.file.is_some() => {
                     if source.path(&base).is_some_and(|p| p.exists()) {
                         errors.push(SettingsError::invalid(
@@ -304,9 +307,13 @@ impl SecretMaterial {
             match secrets::read_keys_dir(&secrets::resolve(&base, dir)) {
                 Ok((keys, skipped)) => {
                     warnings.extend(skipped);
+                    // A file the directory cannot take is skipped, never the whole directory:
+                    // the other files' changes (a revocation among them) still apply.
                     for (name, path, secret) in keys {
                         warnings.extend(secrets::exposure_warning(&path));
-                        add(name, "access.keys_dir".into(), secret, &mut errors);
+                        if let Err(reason) = add(name, secret) {
+                            warnings.push(format!("{} skipped: {reason}", path.display()));
+                        }
                     }
                 }
                 Err(reason) => errors.push(SettingsError::invalid("access.keys_dir", reason)),
@@ -1139,6 +1146,35 @@ mod tests {
         let twice = format!("{text}[[access.keys]]\nname = \"bob\"\nkey_env = \"K_BOB\"\n");
         let same = [("K_ALICE", "same-key"), ("K_BOB", "same-key")];
         assert_eq!(error_key(material(&twice, &same)), "access.keys[1].key_env");
+    }
+
+    #[test]
+    fn a_bad_file_in_keys_dir_does_not_hold_back_a_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        std::fs::write(keys.join("alice"), "key-alice\n").unwrap();
+        std::fs::write(keys.join("bob"), "key-bob\n").unwrap();
+        let text = format!(
+            "{ONE_ROUTE}\n[access]\nkeys_dir = {:?}\n",
+            keys.display().to_string()
+        );
+        let callers = |m: &SecretMaterial| -> Vec<String> {
+            m.access_keys.iter().map(|(name, _)| name.clone()).collect()
+        };
+        assert_eq!(callers(&material(&text, &[]).unwrap()), ["alice", "bob"]);
+        // A binary file appears, a copy of alice's key under another name, then bob is revoked.
+        std::fs::write(keys.join("blob"), [0x00, 0xff, 0xfe, 0x9b]).unwrap();
+        std::fs::write(keys.join("mallory"), "key-alice").unwrap();
+        std::fs::remove_file(keys.join("bob")).unwrap();
+        let read = material(&text, &[]).expect("the keys directory still applies");
+        assert_eq!(callers(&read), ["alice"]);
+        let skipped = |name: &str| {
+            read.warnings
+                .iter()
+                .any(|w| w.contains(&format!("/{name} skipped")))
+        };
+        assert!(skipped("blob") && skipped("mallory"), "{:?}", read.warnings);
     }
 
     #[test]

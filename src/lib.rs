@@ -31,6 +31,7 @@ pub mod https;
 pub mod logging;
 pub mod metrics;
 pub mod pricing;
+pub mod printable;
 pub mod protocol;
 pub mod proxy;
 pub mod quotas;

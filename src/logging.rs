@@ -44,7 +44,7 @@ pub fn init(format: LogFormat) {
 }
 
 /// The text format's fields, as tracing's default writes them (`name=value`, the message bare),
-/// with every control character escaped: a value from a client or an upstream (a `model`, a
+/// with every control and bidi character escaped (see [`crate::printable`]): a value from a client or an upstream (a `model`, a
 /// path, an error message) must never end a log line or start a forged one, nor send terminal
 /// escapes. JSON output escapes them already.
 fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
@@ -54,30 +54,9 @@ fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
         if field.name() != "message" {
             write!(writer, "{field}=")?;
         }
-        write!(EscapeControls(writer), "{value:?}")
+        write!(crate::printable::Escaped(writer), "{value:?}")
     })
     .delimited(" ")
-}
-
-/// Writes through to `W`, replacing control characters (C0, DEL, C1) and the Unicode line and
-/// paragraph separators with their `\u{…}` / `\n` escapes.
-struct EscapeControls<W>(W);
-
-impl<W: std::fmt::Write> std::fmt::Write for EscapeControls<W> {
-    fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        let mut rest = text;
-        while let Some(at) = rest.find(needs_escape) {
-            self.0.write_str(&rest[..at])?;
-            let c = rest[at..].chars().next().unwrap_or_default();
-            write!(self.0, "{}", c.escape_default())?;
-            rest = &rest[at + c.len_utf8()..];
-        }
-        self.0.write_str(rest)
-    }
-}
-
-fn needs_escape(c: char) -> bool {
-    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
 thread_local! {
@@ -167,14 +146,13 @@ pub async fn request_id_header(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::fmt::Write as _;
 
     #[test]
     fn control_characters_are_escaped_and_the_rest_kept() {
         let mut out = String::new();
         write!(
-            EscapeControls(&mut out),
+            crate::printable::Escaped(&mut out),
             "a\nb\r\u{1b}[2J\0\u{7f}\u{85}\u{2028}é\t"
         )
         .unwrap();

@@ -21,7 +21,7 @@ use crate::headers;
 use crate::metrics::tap::{Timing, Watch};
 use crate::metrics::{Outcome, PendingRecord, RequestRecord, UsageTap};
 use crate::pricing::PriceTable;
-use crate::protocol::UsageParser;
+use crate::protocol::RequestModel;
 use crate::quotas::{Ledger, QuotaHold, QuotaSet, Refusal, RequestSubjects};
 use crate::readers::text::TextMeter;
 use crate::routing;
@@ -261,7 +261,7 @@ impl<'a> Exchange<'a> {
             record.upstream_failure = err.is_upstream_failure().then(|| err.kind());
         }
         let mut side = request_side.borrow_mut();
-        let requested_model = side.model.as_mut().and_then(|reader| reader.finish().model);
+        let requested_model = side.model.as_mut().and_then(RequestModel::finish);
         Ok(Sent {
             response: response?,
             requested_model,
@@ -387,8 +387,8 @@ pub fn answer_format(headers: &HeaderMap) -> AnswerFormat {
 struct RequestSide {
     /// The body passed `max_request_body_bytes`.
     over_limit: bool,
-    /// Reads the top-level `model` of a JSON body (bounded memory); fed only until it is found.
-    model: Option<UsageParser>,
+    /// Reads the top-level `model` of the body (bounded memory); fed only until it is found.
+    model: Option<RequestModel>,
     /// The request's hold on its quotas; joined by the quotas on its model once that is read.
     quota: Option<QuotaHold>,
     /// Quotas that select by model, still to be judged.
@@ -471,9 +471,9 @@ fn tap_request_body(
             return Err(Error::BodyTooLarge(limit));
         }
         if !model_found {
-            if let Some(parser) = side.model.as_mut() {
-                parser.feed(&chunk);
-                if let Some(model) = parser.answer_model().map(str::to_string) {
+            if let Some(reader) = side.model.as_mut() {
+                reader.feed(&chunk);
+                if let Some(model) = reader.model().map(str::to_string) {
                     model_found = true;
                     side.judge_model(&model)?;
                 }

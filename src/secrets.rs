@@ -97,13 +97,66 @@ pub fn base_dir(settings_file: Option<&Path>, env: &EnvSource) -> PathBuf {
     }
 }
 
+/// The most a secret file may hold: keys, tokens and URLs are short, and a file of a gigabyte
+/// must not be read into memory (nor become a key).
+pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// Reads a file that holds secret material (or a certificate) without ever waiting on it: it is
+/// opened non-blocking, so a FIFO or a device at the path cannot hang the start or a reload, and
+/// only a regular file (checked on the opened file) of at most `max` bytes is read.
+pub fn read_regular_file(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file (a FIFO, device or directory is never read)".into());
+    }
+    if meta.len() > max {
+        return Err(format!("larger than {max} bytes ({} bytes)", meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(bytes)
+}
+
 /// Reads one secret file. Trailing line breaks are not part of the secret; an empty file is no
 /// secret.
 pub fn read_secret_file(path: &Path) -> Result<Option<Secret>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    let cannot = |reason: String| format!("cannot read secret file {}: {reason}", path.display());
+    let bytes = read_regular_file(path, MAX_SECRET_BYTES).map_err(cannot)?;
+    let text = String::from_utf8(bytes).map_err(|_| cannot("it is not UTF-8 text".into()))?;
     let value = text.trim_end_matches(['\n', '\r']);
     Ok((!value.is_empty()).then(|| Secret::new(value.to_string())))
+}
+
+/// A warning when a secret read from `source` has what a person typing it never sends: a
+/// byte-order mark, or spaces or tabs at either end. Only a trailing line break is not part of
+/// a secret, so such a key is kept as it is, and would otherwise silently never match.
+pub fn whitespace_warning(source: &str, secret: &Secret) -> Option<String> {
+    let value = secret.expose();
+    let what = if value.starts_with('\u{feff}') {
+        "starts with a byte-order mark"
+    } else if value.ends_with([' ', '\t']) {
+        "ends with a space or tab"
+    } else if value.starts_with([' ', '\t']) {
+        "starts with a space or tab"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "the secret in {source} {what}, which is part of it (only a trailing line break is \
+         not): a client sending the key without it is refused"
+    ))
 }
 
 /// A warning when `path` can be read by its group or by others: a secret file should be
@@ -125,7 +178,8 @@ pub type KeyFile = (String, PathBuf, Secret);
 
 /// The callers of a keys directory: one per regular file, file name = caller, content = key,
 /// sorted by name. Hidden files (editor and tool leftovers such as `.carol.swp`) are skipped;
-/// an empty file is skipped with a warning.
+/// a file that is empty or cannot be read as a key (not UTF-8, too large, gone) is skipped with
+/// a warning, so one bad file never holds back the others (a revocation among them).
 pub fn read_keys_dir(dir: &Path) -> Result<(Vec<KeyFile>, Vec<String>), String> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read keys directory {}: {e}", dir.display()))?;
@@ -142,9 +196,13 @@ pub fn read_keys_dir(dir: &Path) -> Result<(Vec<KeyFile>, Vec<String>), String> 
         if name.starts_with('.') || name.ends_with('~') || !path.is_file() {
             continue;
         }
-        match read_secret_file(&path)? {
-            Some(secret) => keys.push((name, path, secret)),
-            None => warnings.push(format!("{} skipped: it is empty", path.display())),
+        match read_secret_file(&path) {
+            Ok(Some(secret)) => {
+                warnings.extend(whitespace_warning(&path.display().to_string(), &secret));
+                keys.push((name, path, secret));
+            }
+            Ok(None) => warnings.push(format!("{} skipped: it is empty", path.display())),
+            Err(reason) => warnings.push(format!("{} skipped: {reason}", path.display())),
         }
     }
     keys.sort_by(|a, b| a.0.cmp(&b.0));
@@ -268,6 +326,60 @@ mod tests {
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("dave"), "{warnings:?}");
         assert!(read_keys_dir(&dir.path().join("nope")).is_err());
+    }
+
+    #[test]
+    fn a_fifo_at_a_secret_path_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("token");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        // Before the fix this read blocked for good; on a thread of its own, a hang fails the
+        // test instead of stalling it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(read_secret_file(&fifo)).unwrap());
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO must not wait for a writer");
+        let err = result.unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_file_larger_than_the_cap_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(1 << 30).unwrap(); // sparse: 1 GiB on paper
+        let err = read_secret_file(&path).unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
+        std::fs::write(&path, vec![b'k'; MAX_SECRET_BYTES as usize]).unwrap();
+        assert!(read_secret_file(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn one_bad_file_in_keys_dir_is_skipped_with_a_warning_and_the_rest_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("alice"), "key-alice\n").unwrap();
+        std::fs::write(dir.path().join("blob"), [0xff, 0xfe, 0x00, 0x9f]).unwrap();
+        let big = std::fs::File::create(dir.path().join("huge")).unwrap();
+        big.set_len(1 << 30).unwrap();
+        std::fs::write(dir.path().join("carol"), "key-carol \n").unwrap();
+        std::fs::write(dir.path().join("dan"), "\u{feff}key-dan").unwrap();
+        let (keys, warnings) = read_keys_dir(dir.path()).unwrap();
+        let names: Vec<_> = keys.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["alice", "carol", "dan"], "{warnings:?}");
+        let about = |name: &str, what: &str| {
+            warnings
+                .iter()
+                .any(|w| w.contains(&format!("/{name}")) && w.contains(what))
+        };
+        assert!(about("blob", "skipped: "), "{warnings:?}");
+        assert!(about("huge", "larger than"), "{warnings:?}");
+        assert!(about("carol", "ends with a space or tab"), "{warnings:?}");
+        assert!(about("dan", "byte-order mark"), "{warnings:?}");
+        // Kept as it is: only a trailing line break is not part of a secret.
+        assert_eq!(keys[1].2.expose(), "key-carol ");
     }
 
     #[test]

@@ -344,6 +344,7 @@ fn install_signal_handlers(
                 std::process::exit(if closed.is_ok() { 0 } else { 1 });
             }
             stopping = true;
+            crate::metrics::tap::STOPPING.store(true, std::sync::atomic::Ordering::Relaxed);
             crate::service::stopping();
             tracing::info!("stop signal: no new connections, letting requests in flight finish");
             let handle = handle.clone();

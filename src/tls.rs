@@ -29,10 +29,16 @@ impl PartialEq for TlsIdentity {
     }
 }
 
+/// A certificate chain is a few kilobytes; a bound all the same.
+const MAX_CERT_BYTES: u64 = 1024 * 1024;
+
 /// Reads a PEM certificate chain (leaf first) and its PEM private key.
 pub fn load_identity(cert_file: &Path, key_file: &Path) -> Result<TlsIdentity, (bool, String)> {
-    let certs = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    // Read without waiting on a FIFO and with a cap, as every secret file is.
+    let cert_pem = crate::secrets::read_regular_file(cert_file, MAX_CERT_BYTES)
+        .map_err(|e| (true, format!("{}: {e}", cert_file.display())))?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| (true, format!("{}: {e}", cert_file.display())))?;
     if certs.is_empty() {
         return Err((
@@ -40,7 +46,9 @@ pub fn load_identity(cert_file: &Path, key_file: &Path) -> Result<TlsIdentity, (
             format!("{} holds no PEM certificate", cert_file.display()),
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(key_file)
+    let key_pem = crate::secrets::read_regular_file(key_file, crate::secrets::MAX_SECRET_BYTES)
+        .map_err(|e| (false, format!("{}: {e}", key_file.display())))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| (false, format!("{}: {e}", key_file.display())))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| (false, format!("{}: {e}", key_file.display())))?;
@@ -122,5 +130,21 @@ mod tests {
         let (on_cert, _) = load_identity(&key_a, &key_a).unwrap_err();
         assert!(on_cert);
         assert!(load_identity(&dir.path().join("none.crt"), &key_a).is_err());
+    }
+
+    #[test]
+    fn a_fifo_at_the_key_file_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pair(dir.path(), "a");
+        std::fs::remove_file(&key).unwrap();
+        let c_path = std::ffi::CString::new(key.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(load_identity(&cert, &key).map(|_| ())).unwrap());
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO must not wait for a writer");
+        let (on_cert, err) = result.unwrap_err();
+        assert!(!on_cert && err.contains("not a regular file"), "{err}");
     }
 }

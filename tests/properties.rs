@@ -24,7 +24,7 @@ const SERVER_API_KEY: &str = "sk-ant-api03-test-server-key-9876543210";
 const SERVER_OAUTH: &str = "sk-ant-oat01-test-server-oauth-5555";
 const OAUTH_BETA: &str = "oauth-2025-04-20";
 
-/// README "Forwarding": never forwarded in either direction (plus what `connection` lists).
+/// README "Bytes pass untouched": never forwarded in either direction (plus what `connection` lists).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
@@ -56,9 +56,9 @@ fn config(cases: u32) -> ProptestConfig {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The credential decision, against README "Credentials" written out independently.
+// The credential decision, against docs/clients.md "Credentials" written out independently.
 
-/// the README's credentials table: (source, server key added), or `None` for a 401 from sluice.
+/// the credentials table of docs/clients.md: (source, server key added), or `None` for a 401 from sluice.
 fn spec_decision(
     policy: CredentialPolicy,
     server_key: bool,
@@ -288,7 +288,7 @@ proptest! {
                 && ((setup.access && bare(v) == ACCESS_KEY.as_bytes())
                     || (setup.admin && bare(v) == ADMIN_TOKEN.as_bytes()))
         };
-        // What the client sent, as the README's table sees it: non-empty, not a proxy secret, not hop-by-hop.
+        // What the client sent, as the credentials table sees it: non-empty, not a proxy secret, not hop-by-hop.
         let considered = |name: &str| !listed.iter().any(|l| l == name);
         let api_key = incoming.get_all("x-api-key").any(|v| {
             considered("x-api-key") && !v.is_empty() && !is_proxy_secret(v.as_bytes())

@@ -1909,3 +1909,71 @@ fn sluice_report_reads_the_store_file_directly() {
     assert!(missing.to_string().contains("nope.db"), "{missing}");
     assert!(!dir.path().join("nope.db").exists());
 }
+
+#[test]
+fn usage_with_more_groups_than_its_limit_is_capped_and_says_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::open(sqlite_options(dir.path())).unwrap();
+    let mut rng = Rng(26);
+    let now_ms = Timestamp::now().as_millisecond();
+    let mut rows = random_rows(&mut rng, 40, now_ms - 3_600_000, now_ms - 60_000);
+    for (i, row) in rows.iter_mut().enumerate() {
+        row.session = format!("s-{i:03}");
+    }
+    fill(&store, &rows);
+    let capped = usage(&store, "group_by=session&limit=25");
+    assert_eq!(capped["rows"].as_array().unwrap().len(), 25);
+    assert_eq!(capped["truncated"], true);
+    assert_eq!(
+        capped["totals"]["requests"], 40,
+        "the totals count every row"
+    );
+    let whole = usage(&store, "group_by=session");
+    assert_eq!(whole["rows"].as_array().unwrap().len(), 40);
+    assert_eq!(whole["truncated"], false);
+
+    let q = UsageQuery::parse("group_by=session&limit=25&format=csv").unwrap();
+    let (_, csv) = store.usage(&q, now()).unwrap().render(q.format);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 1 + 25 + 1, "{csv}");
+    assert!(lines[26].starts_with("# truncated: 25 of 40 rows"), "{csv}");
+    // Without a limit the default applies, and no query may ask for more than the maximum.
+    assert_eq!(
+        UsageQuery::parse("").unwrap().limit,
+        store::DEFAULT_USAGE_ROWS
+    );
+    assert!(UsageQuery::parse(&format!("limit={}", store::MAX_USAGE_ROWS + 1)).is_err());
+    store.close().unwrap();
+}
+
+#[test]
+fn a_store_file_deleted_while_running_is_reported_and_opened_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/sluice.db");
+    let store = store::open(sqlite_options(dir.path())).unwrap();
+    let mut rng = Rng(11_26);
+    let now_ms = Timestamp::now().as_millisecond();
+    fill(&store, &random_rows(&mut rng, 20, now_ms - 60_000, now_ms));
+    assert_eq!(store.status().file_reopened, 0);
+
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || store.status().file_reopened
+            >= 1),
+        "the deleted file was not noticed: {:?}",
+        store.status()
+    );
+    let status = store.status();
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("deleted or replaced")),
+        "{status:?}"
+    );
+    // Later rows land in the new file at the path, and /usage reads it.
+    fill(&store, &random_rows(&mut rng, 7, now_ms - 60_000, now_ms));
+    assert_eq!(raw_row_count(&path), 7);
+    assert_eq!(total_requests(&store), 7);
+    store.close().unwrap();
+}

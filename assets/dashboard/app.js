@@ -253,50 +253,58 @@
 
   // ---- charts -----------------------------------------------------------------------------
 
+  // Names come from clients ("__proto__", "constructor"): everything keyed by a name or a time
+  // is a Map, never a plain object whose prototype a name could reach.
   function seriesFrom(usage, w, bucket, metric) {
     var dim = state.stack;
     var rows = usage.rows || [];
-    var byName = {};
+    var byName = new Map();
     rows.forEach(function (r) {
       var name = r[dim] == null || r[dim] === "" ? "(none)" : String(r[dim]);
-      byName[name] = (byName[name] || 0) + metric(r);
+      byName.set(name, (byName.get(name) || 0) + metric(r));
     });
-    var names = Object.keys(byName).sort(function (a, b) { return byName[b] - byName[a] || (a < b ? -1 : 1); });
+    var names = Array.from(byName.keys()).sort(function (a, b) { return byName.get(b) - byName.get(a) || (a < b ? -1 : 1); });
     var kept = names.slice(0, MAX_SERIES);
     var folded = names.length > MAX_SERIES;
     if (folded) kept.push("other");
 
     // Every bucket of the range, so quiet hours show as gaps, plus any the rows name.
-    var times = {};
+    var times = new Set();
     var end = w.end.getTime() / 1000;
-    for (var t = floorTo(w.since, bucket); t.getTime() / 1000 <= end; t = step(t, bucket)) times[t.getTime() / 1000] = true;
-    rows.forEach(function (r) { var x = bucketTime(r[bucket]); if (x != null) times[x] = true; });
-    var xs = Object.keys(times).map(Number).sort(function (a, b) { return a - b; });
-    var index = {};
-    xs.forEach(function (x, i) { index[x] = i; });
+    for (var t = floorTo(w.since, bucket); t.getTime() / 1000 <= end; t = step(t, bucket)) times.add(t.getTime() / 1000);
+    rows.forEach(function (r) { var x = bucketTime(r[bucket]); if (x != null) times.add(x); });
+    var xs = Array.from(times).sort(function (a, b) { return a - b; });
+    var index = new Map();
+    xs.forEach(function (x, i) { index.set(x, i); });
 
-    var raw = {};
-    kept.forEach(function (n) { raw[n] = xs.map(function () { return 0; }); });
+    var raw = new Map();
+    kept.forEach(function (n) { raw.set(n, xs.map(function () { return 0; })); });
     rows.forEach(function (r) {
       var name = r[dim] == null || r[dim] === "" ? "(none)" : String(r[dim]);
-      if (kept.indexOf(name) < 0) name = "other";
+      if (!raw.has(name)) name = "other";
       var x = bucketTime(r[bucket]);
       if (x == null) return;
-      raw[name][index[x]] += metric(r);
+      raw.get(name)[index.get(x)] += metric(r);
     });
     return { xs: xs, names: kept, raw: raw };
   }
 
+  // A series map as [name, values] pairs for the test and for debugging: no object keyed by a
+  // name, not even on the way out of the page.
+  function seriesPairs(raw) {
+    return Array.from(raw.entries());
+  }
+
   function drawChart(key, targetId, legendId, readoutId, s, bucket, formatValue, colorOf) {
     var target = $(targetId);
-    exposed.charts[key] = { names: s.names.slice(), raw: s.raw, times: s.xs.slice() };
+    exposed.charts[key] = { names: s.names.slice(), raw: seriesPairs(s.raw), times: s.xs.slice() };
     state.series[key] = s;
 
     // Stacked bars: series k holds the sum of series 0..k and is drawn behind the ones below it.
     var stacked = [];
     var running = s.xs.map(function () { return 0; });
     s.names.forEach(function (n) {
-      running = running.map(function (v, i) { return v + s.raw[n][i]; });
+      running = running.map(function (v, i) { return v + s.raw.get(n)[i]; });
       stacked.push(running.slice());
     });
     var order = s.names.map(function (_, i) { return i; }).reverse();
@@ -343,7 +351,7 @@
           if (i == null) { readout.textContent = ""; return; }
           var when = new Date(s.xs[i] * 1000);
           var label = bucket === "day" ? when.toLocaleDateString([], { day: "numeric", month: "short" }) : dayClock(when);
-          var parts = s.names.filter(function (n) { return s.raw[n][i] > 0; }).map(function (n) { return n + " " + formatValue(s.raw[n][i]); });
+          var parts = s.names.filter(function (n) { return s.raw.get(n)[i] > 0; }).map(function (n) { return n + " " + formatValue(s.raw.get(n)[i]); });
           readout.textContent = label + (parts.length ? " · " + parts.join(" · ") : " · none");
         }],
       },
@@ -354,7 +362,7 @@
   }
 
   function drawLegend(legendId, s, formatValue, colorOf) {
-    var totalsByName = s.names.map(function (n) { return s.raw[n].reduce(function (a, b) { return a + b; }, 0); });
+    var totalsByName = s.names.map(function (n) { return s.raw.get(n).reduce(function (a, b) { return a + b; }, 0); });
     fill(legendId, s.names.map(function (n, i) {
       return el("li", null, [el("span", { class: "sw", style: "background:" + colorOf(n) }), n + " ", el("b", { text: formatValue(totalsByName[i]) })]);
     }));
@@ -390,11 +398,11 @@
     var spend = seriesFrom(usage, w, bucket, function (r) { return r.cost_usd || 0; });
     var tokens = seriesFrom(usage, w, bucket, tokensOf);
     // One colour per model or caller in both charts, in the order of spend.
-    var colors = {};
+    var colors = new Map();
     spend.names.concat(tokens.names).forEach(function (n) {
-      if (!(n in colors)) colors[n] = n === "other" ? "#8a94a6" : PALETTE[Object.keys(colors).length % (PALETTE.length - 1)];
+      if (!colors.has(n)) colors.set(n, n === "other" ? "#8a94a6" : PALETTE[colors.size % (PALETTE.length - 1)]);
     });
-    var colorOf = function (n) { return colors[n]; };
+    var colorOf = function (n) { return colors.get(n); };
     // On the axis, as many decimals as the tick step needs; elsewhere $0.0000.
     drawChart("spend", "chart-spend", "legend-spend", "spend-readout", spend, bucket, function (v, incr) {
       if (!incr) return usd(v);
@@ -418,7 +426,7 @@
   function windowsOf(entry) {
     if (entry.windows) return entry.windows;
     var h = entry.headers || {};
-    var out = {};
+    var out = Object.create(null);
     Object.keys(h).forEach(function (name) {
       var m = /^anthropic-ratelimit-unified-([^-]+)-(utilization|reset|status)$/.exec(name);
       if (!m) return;

@@ -67,7 +67,7 @@ def expected(rows, usage_url):
 def chart_cells(chart):
     """The page's chart as {(series, bucket seconds): value}, zero cells left out."""
     cells = {}
-    for name, values in chart["raw"].items():
+    for name, values in chart["raw"]:
         for t, v in zip(chart["times"], values):
             if v:
                 cells[(name, int(t))] = v

@@ -110,8 +110,9 @@ def check_sums(page, base, token, log, label, rows=None):
     check(shown["tokens"] == format(tokens, ","), "%s: tokens shown %s == %d" % (label, shown["tokens"], tokens))
     check(shown["errors"] == format(totals["errors"], ","), "%s: errors shown %s == %d" % (label, shown["errors"], totals["errors"]))
     charts = page.evaluate("window.__sluice.charts")
-    spend = sum(sum(v) for v in charts["spend"]["raw"].values())
-    token_sum = sum(sum(v) for v in charts["tokens"]["raw"].values())
+    # [name, values] pairs: the page keys nothing by a name ("__proto__" is one).
+    spend = sum(sum(v) for _, v in charts["spend"]["raw"])
+    token_sum = sum(sum(v) for _, v in charts["tokens"]["raw"])
     check(math.isclose(spend, totals["cost_usd"], abs_tol=1e-6), "%s: spend series sum %.9f == %.9f" % (label, spend, totals["cost_usd"]))
     check(token_sum == tokens, "%s: token series sum %d == %d" % (label, token_sum, tokens))
     if cells is not None:
@@ -128,6 +129,45 @@ def check_sums(page, base, token, log, label, rows=None):
         check(sorted(charts["spend"]["names"]) == totals["series"],
               "%s: series are %s" % (label, charts["spend"]["names"]))
     return charts
+
+
+# Names a client can give a model (an upstream's 404 lets them into the store) or an operator a
+# caller: the names of a plain object's prototype members.
+HOSTILE_NAMES = ["__proto__", "constructor", "toString", "hasOwnProperty"]
+
+
+def hostile_requests(now):
+    """The stand-in's traffic with its models and callers renamed after prototype members."""
+    out = fake_sluice.make_requests(now, count=400, seed=26)
+    for i, r in enumerate(out):
+        r["model"] = HOSTILE_NAMES[i % len(HOSTILE_NAMES)]
+        r["caller"] = HOSTILE_NAMES[(i // 2) % len(HOSTILE_NAMES)]
+    return out
+
+
+def check_hostile_names(browser, timezone_id):
+    """A model named __proto__ once blanked the page: its series were keyed in plain objects."""
+    now = datetime.now(timezone.utc)
+    server, base = fake_sluice.serve(fake_sluice.FakeSluice(hostile_requests(now), None, now))
+    try:
+        page = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id=timezone_id).new_page()
+        log = watch(page, base)
+        page.goto(base + "/dashboard")
+        for stack in ("model", "caller"):
+            n = page.evaluate("window.__sluice.refreshes")
+            if stack == "caller":
+                page.click("[data-stack=caller]")
+            wait_refresh(page, n)
+            charts = check_sums(page, base, None, log, "names like __proto__, by " + stack)
+            names = sorted(charts["spend"]["names"])
+            check(names == sorted(HOSTILE_NAMES), "by %s: a series for each of %s: %s" % (stack, HOSTILE_NAMES, names))
+            legend = page.inner_text("#legend-spend")
+            check(all(name in legend for name in HOSTILE_NAMES), "by %s: the legend names them all: %r" % (stack, legend))
+        models = page.inner_text("#top-models")
+        check(all(name in models for name in HOSTILE_NAMES), "the busiest models list them: %r" % models)
+        check(not log["console"], "names like __proto__: no console errors %s" % log["console"])
+    finally:
+        server.shutdown()
 
 
 def main():
@@ -299,6 +339,8 @@ def main():
             wait_refresh(dpage, 0)
             dpage.wait_for_timeout(400)
             dpage.screenshot(path=str(out / "dashboard-dark-1280x800.png"), full_page=False)
+
+            check_hostile_names(browser, args.timezone)
 
             for name, lg in (("main", log), ("phone", mlog), ("empty", elog), ("dark", dlog)):
                 # Chromium logs every 401 it receives; the token prompt provokes exactly those.

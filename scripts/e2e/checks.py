@@ -129,7 +129,7 @@ def fingerprint(source, secret):
 
 def credential_key(req):
     """The /stats credential key sluice should have recorded for a request, from the credential
-    the mock received and the README's credential rules (the secret is the x-api-key value, or the bearer token)."""
+    the mock received and the credential rules of docs/clients.md (the secret is the x-api-key value, or the bearer token)."""
     api_key = header(req, "x-api-key")
     auth = header(req, "authorization")
     if api_key:
@@ -254,7 +254,7 @@ CC_PROJECT = os.path.join(WORK, "project")
 
 
 def claude(base, env_extra, session, sluice=None, home=CC_HOME):
-    """`claude -p "say hi"`, non-interactive and offline (see the README section)."""
+    """`claude -p "say hi"`, non-interactive and offline (see docs/clients.md, "Non-interactive and offline")."""
     os.makedirs(CC_PROJECT, exist_ok=True)
     env = dict(env_extra, CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_AUTOUPDATER="1")
     cmd = [E["E2E_CLAUDE"], "-p", "say hi", "--max-turns", "1", "--output-format", "json",
@@ -276,9 +276,10 @@ def session_id():
 # --- transparency ------------------------------------------------------------------------------
 
 def comparable(req, access_keys, direct):
-    """What must be equal between a direct and a proxied request: the README lets sluice drop host,
-    hop-by-hop headers and access keys, and add the server key when the client sent no credential.
-    Access keys are dropped from the direct side only, so one that sluice forwarded shows up."""
+    """What must be equal between a direct and a proxied request: the README ("Bytes pass
+    untouched") and docs/clients.md let sluice drop host, hop-by-hop headers and access keys,
+    and add the server key when the client sent no credential. Access keys are dropped from the
+    direct side only, so one that sluice forwarded shows up."""
     hs = headers_of(req)
     conn_listed = {t.strip().lower() for v in hs.get("connection", []) for t in v.split(",")}
     out = {}
@@ -297,12 +298,12 @@ def carries_access_key(req, access_keys):
 
 
 def compare(direct, via, access_keys=()):
-    """What differs between what the mock got directly and through sluice: (differences the README
-    does not allow, notes on the ones it does), as text lines."""
+    """What differs between what the mock got directly and through sluice: (differences the
+    README and docs/clients.md do not allow, notes on the ones they do), as text lines."""
     diffs, notes = [], set()
     if access_keys:
         # With access keys configured, sluice answers a request that carries none with 401 itself
-        # (README), so only the direct requests that carried one can have a forwarded twin.
+        # (docs/clients.md), so only the direct requests that carried one can have a forwarded twin.
         direct = [d for d in direct if carries_access_key(d, access_keys)]
     if len(direct) != len(via):
         return ["direct: %d requests %s; through sluice: %d %s" % (
@@ -322,10 +323,10 @@ def compare(direct, via, access_keys=()):
             if vh.get("x-api-key") == [SERVER_KEY]:
                 del vh["x-api-key"]
                 notes.add("server key added to %s (no client credential)" % what)
-        # README "Known transport detail": actix-http's client adds `date` when there is none.
+        # docs/architecture.md "Known transport detail": actix-http's client adds `date` when there is none.
         if "date" in vh and "date" not in dh:
             del vh["date"]
-            notes.add("`date` added (README: known transport detail)")
+            notes.add("`date` added (docs/architecture.md: known transport detail)")
         for name in sorted(set(dh) | set(vh)):
             if dh.get(name) != vh.get(name):
                 diffs.append("%s: header %s: direct %r, through sluice %r" % (what, name, dh.get(name), vh.get(name)))
@@ -337,7 +338,7 @@ def check_transparent(label, direct, via, access_keys=()):
         return check(label, False, "direct run failed: " + direct.why())
     diffs, notes = compare(direct.reqs, via.reqs, access_keys)
     same = [r for r in direct.reqs if not access_keys or carries_access_key(r, access_keys)]
-    notes += ["%s %s refused by sluice (no access key), as the README says" % (r["method"], r["path"])
+    notes += ["%s %s refused by sluice (no access key), as docs/clients.md says" % (r["method"], r["path"])
               for r in direct.reqs if r not in same]
     ok = check("transparency %s: %s identical direct and through sluice (method, path, query, body bytes, headers)"
                % (label, ", ".join("%s %s" % (r["method"], r["path"]) for r in same)),
@@ -523,7 +524,7 @@ def transparency():
     claude_code_transparency()
     if DATE_ADDED:
         print("       note: in %d of these comparisons sluice's upstream client added a `date` header"
-              " (README: known transport detail); allowed" % len(DATE_ADDED))
+              " (docs/architecture.md: known transport detail); allowed" % len(DATE_ADDED))
 
 
 def tls_checks():

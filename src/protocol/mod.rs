@@ -2,7 +2,7 @@
 //! answers (and the model from its requests). A second protocol is a new variant here and a
 //! module beside `anthropic`, not edits across the request path.
 
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::header::HeaderMap;
 use actix_web::http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +12,10 @@ use crate::usage::AnswerFormat;
 pub mod anthropic;
 pub mod batch_results;
 mod parser;
+mod request_model;
 
 pub use parser::{UsageParser, MAX_BUFFERED_BYTES, MAX_JSON_VALUE_BYTES};
+pub use request_model::{RequestModel, MAX_INFLATED_BYTES};
 
 /// How usage is read from a route's answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -43,14 +45,10 @@ impl Protocol {
         }
     }
 
-    /// A reader for the `model` a request asks for, when this protocol names one in a JSON body.
-    pub fn request_reader(self, request_headers: &HeaderMap) -> Option<UsageParser> {
-        let json = AnswerFormat::from_content_type(
-            request_headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok()),
-        ) == AnswerFormat::Json;
-        (self == Protocol::Anthropic && json).then(|| UsageParser::new(AnswerFormat::Json))
+    /// A reader for the `model` a request asks for, when this protocol names one in its body:
+    /// whatever content type the body declares, since the upstream reads it as JSON anyway.
+    pub fn request_reader(self, request_headers: &HeaderMap) -> Option<RequestModel> {
+        (self == Protocol::Anthropic).then(|| RequestModel::for_request(request_headers))
     }
 
     /// A reader for the usage in an answer of this `format`, when this protocol has usage.

@@ -183,6 +183,12 @@ pub fn run(
     match args.format() {
         Some(format) => {
             let body = source.fetch(&query, format)?;
+            // The same data, with nothing in it that a terminal would act on (an older or
+            // foreign sluice may not have escaped it).
+            let body = match format {
+                UsageFormat::Json => crate::printable::escape_json_text(&body),
+                UsageFormat::Csv => crate::printable::escape_lines(&body),
+            };
             out.write_all(body.as_bytes())?;
             if !body.ends_with('\n') {
                 out.write_all(b"\n")?;
@@ -216,7 +222,11 @@ pub fn main(args: ReportArgs, settings: Result<Settings, SettingsError>) -> Exit
     }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            // An error may quote what the server answered.
+            eprintln!(
+                "error: {}",
+                crate::printable::escape_lines(&err.to_string())
+            );
             ExitCode::FAILURE
         }
     }

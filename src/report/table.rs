@@ -77,6 +77,9 @@ pub struct UsageDoc {
     pub until: Option<String>,
     pub rows: Vec<Map<String, Value>>,
     pub totals: Counters,
+    /// `/usage` left rows out to keep to its row limit (the totals count them).
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 impl UsageDoc {
@@ -93,9 +96,11 @@ struct Group {
 
 /// The value of a dimension column as people read it; requests without one (no session header,
 /// no access key) show as "(none)".
+/// Names come from clients: their control and bidi characters are shown escaped, never sent to
+/// the terminal.
 fn key_text(value: Option<&Value>) -> String {
     match value {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(s)) if !s.is_empty() => crate::printable::escape(s).into_owned(),
         Some(Value::Number(n)) => n.to_string(),
         _ => "(none)".to_string(),
     }
@@ -250,7 +255,9 @@ pub fn render_table(
     if let Some(second) = second.filter(|_| one_per_line) {
         title.push_str(&format!(" and {}", second.key()));
     }
-    match (&doc.since, &doc.until) {
+    let since = doc.since.as_deref().map(crate::printable::escape);
+    let until = doc.until.as_deref().map(crate::printable::escape);
+    match (since, until) {
         (Some(since), Some(until)) => title.push_str(&format!(", {since} to {until}")),
         (Some(since), None) => title.push_str(&format!(", since {since}")),
         (None, Some(until)) => title.push_str(&format!(", until {until}")),
@@ -363,6 +370,12 @@ pub fn render_table(
     let narrow = fit(&mut table, second.is_some());
 
     let mut text = format!("{title}\n{table}\n");
+    if doc.truncated {
+        text.push_str(
+            "Only the first lines fitted /usage's row limit; the total line counts every \
+             request. Narrow the range with --since and --until.\n",
+        );
+    }
     if narrow {
         text.push_str(
             "Cache columns hidden to fit the terminal; widen it, or use --json or --csv.\n",

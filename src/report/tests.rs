@@ -717,3 +717,55 @@ fn the_running_block_says_how_long_it_has_left() {
     );
     assert_eq!(text.matches("active").count(), 1, "{text}");
 }
+
+/// Names a client invented, as an upstream's 404 lets them into the store: a window title (OSC
+/// 0), the clipboard (OSC 52), a link (OSC 8), a cleared screen, a carriage return, an 8-bit CSI
+/// and a right-to-left override.
+const HOSTILE_NAME: &str =
+    "x\u{1b}]0;owned\u{7}\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}]8;;http://e\u{1b}\\\
+                            \u{1b}[2J\rfake\u{9b}31m\u{202e}gpj.exe";
+
+fn prints_nothing_a_terminal_acts_on(text: &str) {
+    assert!(
+        !text.contains(|c: char| c != '\n' && crate::printable::must_escape(c)),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn terminal_escapes_in_names_are_printed_escaped_in_tables_json_and_csv() {
+    let body = usage(
+        &["caller", "model"],
+        vec![row(
+            &[
+                ("caller", HOSTILE_NAME),
+                ("model", "=HYPERLINK(\"http://e\")"),
+            ],
+            [1, 1, 0, 0],
+            0.01,
+        )],
+        [1, 1, 0, 0],
+        0.01,
+    );
+    for by in [None, Some(Breakdown::Model)] {
+        let (table, _) = report(&args(ReportKind::Callers, by), &body);
+        prints_nothing_a_terminal_acts_on(&table);
+        assert!(table.contains("x\\u{1b}]0;owned\\u{7}"), "{table}");
+        assert!(table.contains("\\u{202e}gpj.exe"), "{table}");
+    }
+
+    let mut json_args = args(ReportKind::Callers, None);
+    json_args.json = true;
+    let (json, _) = report(&json_args, &body);
+    prints_nothing_a_terminal_acts_on(&json);
+    let same: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(same, serde_json::from_str::<Value>(&body).unwrap());
+
+    // CSV from a sluice that did not escape it: printed escaped all the same.
+    let csv = format!("caller,requests\n{HOSTILE_NAME},1\n");
+    let mut csv_args = args(ReportKind::Callers, None);
+    csv_args.csv = true;
+    let (printed, _) = report(&csv_args, &csv);
+    prints_nothing_a_terminal_acts_on(&printed);
+    assert_eq!(printed.lines().count(), 2, "{printed}");
+}

@@ -334,17 +334,107 @@ fn parse(text: &str, overrides: &[overrides::Override]) -> Result<SettingsFile, 
         .map_err(|e| SettingsError::Parse(e.to_string()))?;
     // Deserializing through the path tracker names the key of a wrong value
     // (`routes[0].credential_policy`), not only what was wrong with it.
-    serde_path_to_error::deserialize::<_, SettingsFile>(merged)
-        .map_err(|e| {
-            let key = e.path().to_string();
-            let reason = e.into_inner().to_string();
-            if key.is_empty() || key == "?" || reason.contains("unknown field") {
-                SettingsError::Parse(reason)
-            } else {
-                invalid(key, reason)
-            }
-        })
+    serde_path_to_error::deserialize::<_, SettingsFile>(merged.clone())
+        .map_err(|first| every_type_error(&merged, first))
         .map_err(|e| overrides::name_variable(e, overrides))
+}
+
+/// The most wrong values reported from one file.
+const MAX_TYPE_ERRORS: usize = 50;
+
+/// Every value of a wrong type or unknown key, not only the first serde stops at: the wrong
+/// value is taken out and the rest deserialized again, until the rest is right. A value taken
+/// out that was required ends the search (its absence is no error of the file's).
+fn every_type_error(
+    merged: &config::Config,
+    first: serde_path_to_error::Error<config::ConfigError>,
+) -> SettingsError {
+    let (mut path, mut found) = type_error(first);
+    let mut errors = vec![found.clone()];
+    let Ok(mut tree) = merged.clone().try_deserialize::<serde_json::Value>() else {
+        return found;
+    };
+    let mut taken: Vec<Vec<String>> = Vec::new();
+    while errors.len() < MAX_TYPE_ERRORS {
+        match take_out(&mut tree, &path, &found) {
+            Some(key) => taken.push(key),
+            None => break,
+        }
+        let Ok(rest) = config::Config::try_from(&tree) else {
+            break;
+        };
+        let Err(next) = serde_path_to_error::deserialize::<_, SettingsFile>(rest) else {
+            break;
+        };
+        (path, found) = type_error(next);
+        let missing = found.to_string();
+        // "missing field `upstream`" (serde) or "missing configuration field
+        // \"routes[0]upstream\"" (config), under the parent of a key taken out.
+        let ours = taken.iter().any(|key| {
+            key[..key.len() - 1] == path[..]
+                && missing.contains("missing")
+                && missing.contains(key[key.len() - 1].as_str())
+        });
+        if ours || errors.iter().any(|e| e.to_string() == missing) {
+            break;
+        }
+        errors.push(found.clone());
+    }
+    SettingsError::all_or(errors).expect_err("at least the first error")
+}
+
+/// A deserialization error as the settings report it, with the path of keys it is under
+/// (array indices as their number).
+fn type_error(
+    err: serde_path_to_error::Error<config::ConfigError>,
+) -> (Vec<String>, SettingsError) {
+    use serde_path_to_error::Segment;
+    let key = err.path().to_string();
+    let path = (err.path().iter())
+        .filter_map(|segment| match segment {
+            Segment::Map { key } => Some(key.clone()),
+            Segment::Seq { index } => Some(index.to_string()),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        })
+        .collect();
+    let reason = err.into_inner().to_string();
+    let error = if key.is_empty() || key == "?" || reason.contains("unknown field") {
+        SettingsError::Parse(reason)
+    } else {
+        invalid(key, reason)
+    };
+    (path, error)
+}
+
+/// Removes the value `error` is about from `tree` (an unknown key, or the wrong value at
+/// `path`); the removed key's path, or `None` when there is nothing that can be taken out.
+fn take_out(
+    tree: &mut serde_json::Value,
+    path: &[String],
+    error: &SettingsError,
+) -> Option<Vec<String>> {
+    let mut key = path.to_vec();
+    let text = error.to_string();
+    if let Some(unknown) = text
+        .split("unknown field `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+    {
+        if key.last().map(String::as_str) != Some(unknown) {
+            key.push(unknown.to_string());
+        }
+    }
+    let (last, parents) = key.split_last()?;
+    let mut node = tree;
+    for step in parents {
+        node = match node {
+            serde_json::Value::Object(map) => map.get_mut(step)?,
+            serde_json::Value::Array(items) => items.get_mut(step.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    node.as_object_mut()?.remove(last)?;
+    Some(key)
 }
 
 /// Checks every value and reports every wrong one at once.
@@ -667,8 +757,12 @@ fn validate_route(i: usize, raw: &file::RouteFile) -> Result<Route, SettingsErro
     })
 }
 
+/// A bundle of every public root is about 250 KB.
+const MAX_CA_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = crate::secrets::read_regular_file(path, MAX_CA_FILE_BYTES)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let certs = CertificateDer::pem_slice_iter(&text)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
@@ -1000,6 +1094,28 @@ mod tests {
         assert_eq!(error_key(load(text, &[])), "routes[0].prefix");
         let text = "[[routes]]\nprefix = \"/stats\"\nupstream = \"http://x\"\n";
         assert_eq!(error_key(load(text, &[])), "routes[0].prefix");
+    }
+
+    #[test]
+    fn every_wrong_type_and_unknown_key_is_reported_at_once() {
+        let text = "lisen = \"x\"\n[[routes]]\nprefix = \"/a\"\nupstream = \"http://x\"\n\
+                    credential_policy = \"always\"\n[timeouts]\nconnect_ms = \"soon\"\n\
+                    [store]\nretention_days = -3\n";
+        let err = load(text, &[]).unwrap_err();
+        let text = err.to_string();
+        for key in [
+            "lisen",
+            "routes[0].credential_policy",
+            "timeouts.connect_ms",
+            "store.retention_days",
+        ] {
+            assert!(text.contains(key), "{key} missing from:\n{text}");
+        }
+        assert_eq!(err.each().len(), 4, "{text}");
+        // A required value of the wrong type is reported once, not again as missing.
+        let text = "[[routes]]\nprefix = \"/a\"\nupstream = [\"x\"]\n";
+        let err = load(text, &[]).unwrap_err();
+        assert_eq!(error_key(Err(err)), "routes[0].upstream");
     }
 
     #[test]

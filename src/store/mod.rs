@@ -27,6 +27,7 @@ pub use db::Target;
 pub use import::{import_state_file, ImportSummary};
 pub use query::{
     Format, Group, KeyValue, SessionUsage, StatsWindow, UsageQuery, UsageReport, UsageRow,
+    DEFAULT_USAGE_ROWS, MAX_USAGE_ROWS,
 };
 pub use rate_limits::{load as load_rate_limits, RateLimitLog, MAX_RATE_LIMITS};
 pub use replay::{poll_other_instances, replay, Numbered};

@@ -185,7 +185,7 @@ fn root_store(roots: &Roots) -> Result<RootCertStore, String> {
 
 fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     use rustls::pki_types::pem::PemObject;
-    let bytes = std::fs::read(path)
+    let bytes = crate::secrets::read_regular_file(path, 16 * 1024 * 1024)
         .map_err(|e| format!("sslrootcert {}: cannot read it: {e}", path.display()))?;
     CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()

@@ -20,6 +20,7 @@ use super::db::{
 };
 use super::{round_cost, unix_ms, Counters};
 use crate::metrics::counters::Amount;
+use crate::printable::{self, csv_field};
 
 /// What `/usage` can group by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -173,7 +174,15 @@ pub struct UsageQuery {
     until: Option<TimeSpec>,
     pub tz: TimeZone,
     pub format: Format,
+    /// The most rows answered; the rest are left out (the totals still count them) and the
+    /// answer says it was truncated.
+    pub limit: usize,
 }
+
+/// Rows `/usage` answers when the query sets no `limit`, and the most it may set: an answer
+/// of 30,000 groups was 18 MB, and several at once held hundreds of MB.
+pub const DEFAULT_USAGE_ROWS: usize = 10_000;
+pub const MAX_USAGE_ROWS: usize = 50_000;
 
 impl Default for UsageQuery {
     fn default() -> Self {
@@ -184,6 +193,7 @@ impl Default for UsageQuery {
             until: None,
             tz: TimeZone::UTC,
             format: Format::Json,
+            limit: DEFAULT_USAGE_ROWS,
         }
     }
 }
@@ -208,6 +218,17 @@ impl UsageQuery {
                 "since" => parsed.since = Some(parse_time("since", &value)?),
                 "until" => parsed.until = Some(parse_time("until", &value)?),
                 "tz" => tz_name = Some(value.to_string()),
+                "limit" => {
+                    parsed.limit = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_USAGE_ROWS).contains(n))
+                        .ok_or_else(|| {
+                            format!(
+                                "limit `{value}`: expected a number of rows, 1 to {MAX_USAGE_ROWS}"
+                            )
+                        })?
+                }
                 "format" => {
                     parsed.format = match value.as_ref() {
                         "json" => Format::Json,
@@ -219,7 +240,7 @@ impl UsageQuery {
                     let Some((_, dim, prefix)) = FILTERS.iter().find(|(n, _, _)| *n == name) else {
                         return Err(format!(
                             "unknown parameter `{name}`: expected group_by, since, until, tz, \
-                             format or a filter ({})",
+                             format, limit or a filter ({})",
                             FILTERS.map(|f| f.0).join(", ")
                         ));
                     };
@@ -367,6 +388,8 @@ pub struct UsageReport {
     pub group_by: Vec<Group>,
     pub rows: Vec<UsageRow>,
     pub totals: Counters,
+    /// Rows were left out to keep to the query's `limit`: how many there were in all.
+    pub truncated_from: Option<usize>,
 }
 
 fn counters_json(counters: &Counters, into: &mut serde_json::Map<String, serde_json::Value>) {
@@ -395,6 +418,7 @@ impl UsageReport {
             "group_by": self.group_by.iter().map(|g| g.name()).collect::<Vec<_>>(),
             "rows": rows,
             "totals": self.totals,
+            "truncated": self.truncated_from.is_some(),
         })
     }
 
@@ -418,30 +442,28 @@ impl UsageReport {
             out.push_str(&fields.join(","));
             out.push('\n');
         }
+        if let Some(all) = self.truncated_from {
+            // A trailer, so the header stays the first line; `#` starts no row.
+            out.push_str(&format!(
+                "# truncated: {} of {all} rows; the totals count them all. Set limit (at most \
+                 {MAX_USAGE_ROWS}) or narrow the query.\n",
+                self.rows.len()
+            ));
+        }
         out
     }
 
     /// The body and its content type in the asked format.
     pub fn render(&self, format: Format) -> (&'static str, String) {
         match format {
-            Format::Json => ("application/json", self.to_json().to_string()),
+            // Names from clients stay the same data, with no control or bidi character that
+            // would act on a terminal printing the answer.
+            Format::Json => (
+                "application/json",
+                printable::escape_json_text(&self.to_json().to_string()).into_owned(),
+            ),
             Format::Csv => ("text/csv; charset=utf-8", self.to_csv()),
         }
-    }
-}
-
-/// Quotes a CSV field when needed; a leading `=`, `+`, `-` or `@` is defused for spreadsheets
-/// (keys such as model names come from clients).
-fn csv_field(text: &str) -> String {
-    let defused = if text.starts_with(['=', '+', '-', '@']) {
-        format!("'{text}")
-    } else {
-        text.to_string()
-    };
-    if defused.contains([',', '"', '\n', '\r']) || defused != text {
-        format!("\"{}\"", defused.replace('"', "\"\""))
-    } else {
-        defused
     }
 }
 
@@ -497,15 +519,19 @@ pub fn usage(db: &mut Db, query: &UsageQuery, now: SystemTime) -> Result<UsageRe
         totals.merge(&counters);
         rows.entry(keys).or_default().merge(&counters);
     }
+    // The first rows in key order (periods from the oldest) up to the limit.
+    let all = rows.len();
     Ok(UsageReport {
         since: since.map(super::rfc3339_ms),
         until: until.map(super::rfc3339_ms),
         group_by: query.group_by.clone(),
         rows: rows
             .into_iter()
+            .take(query.limit)
             .map(|(keys, counters)| UsageRow { keys, counters })
             .collect(),
         totals,
+        truncated_from: (all > query.limit).then_some(all),
     })
 }
 
@@ -1517,6 +1543,9 @@ mod tests {
             ("format=xml", "xml"),
             ("colour=blue", "unknown parameter `colour`"),
             ("caller=a&caller=b", "more than once"),
+            ("limit=0", "limit `0`"),
+            ("limit=50001", "1 to 50000"),
+            ("limit=many", "limit `many`"),
         ] {
             let err = UsageQuery::parse(query).unwrap_err();
             assert!(err.contains(needle), "{query}: {err}");
@@ -1583,6 +1612,44 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn usage_csv_and_json_escape_terminal_controls_and_defuse_formulas_after_whitespace() {
+        let names = [
+            "evil\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}[2J\rok\u{202e}",
+            "\t=cmd|' /C calc'!A0",
+            " +1",
+        ];
+        let report = UsageReport {
+            since: None,
+            until: None,
+            group_by: vec![Group::Model],
+            rows: names
+                .iter()
+                .map(|name| UsageRow {
+                    keys: vec![KeyValue::Text(name.to_string())],
+                    counters: Counters::default(),
+                })
+                .collect(),
+            totals: Counters::default(),
+            truncated_from: None,
+        };
+        let (_, csv) = report.render(Format::Csv);
+        assert!(
+            !csv.contains(|c: char| c != '\n' && printable::must_escape(c)),
+            "{csv:?}"
+        );
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 4, "{csv}");
+        assert!(lines[1].starts_with("evil\\u{1b}]52;"), "{csv}");
+        assert!(lines[2].starts_with("\"'\\t=cmd"), "{csv}");
+        assert!(lines[3].starts_with("\"' +1\""), "{csv}");
+
+        let (_, json) = report.render(Format::Json);
+        assert!(!json.contains(printable::must_escape), "{json:?}");
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["rows"][0]["model"], names[0]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! while counting them, and deletes rows past the retention a few at a time between batches.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -74,6 +74,8 @@ pub struct StoreStatus {
     pub last_error: Option<String>,
     /// Rows deleted by the retention.
     pub retention_deleted: u64,
+    /// Times the SQLite file was found deleted or replaced while sluice ran, and opened anew.
+    pub file_reopened: u64,
 }
 
 impl StoreStatus {
@@ -166,6 +168,9 @@ struct Shared {
     dropped: AtomicU64,
     failures: AtomicU64,
     retention_deleted: AtomicU64,
+    file_reopened: AtomicU64,
+    /// The writer reopened the file: the reader's connection is to the old one.
+    reader_stale: AtomicBool,
     health: Mutex<Health>,
 }
 
@@ -224,6 +229,8 @@ pub fn open(options: StoreOptions) -> Result<StoreHandle, StoreError> {
         dropped: AtomicU64::new(0),
         failures: AtomicU64::new(0),
         retention_deleted: AtomicU64::new(0),
+        file_reopened: AtomicU64::new(0),
+        reader_stale: AtomicBool::new(false),
         health: Mutex::new(Health::default()),
     });
     let target = options.target.clone();
@@ -298,6 +305,7 @@ impl StoreHandle {
             failing: health.failing,
             last_error: health.last_error.clone(),
             retention_deleted: shared.retention_deleted.load(Ordering::Relaxed),
+            file_reopened: shared.file_reopened.load(Ordering::Relaxed),
         }
     }
 
@@ -383,6 +391,14 @@ impl StoreHandle {
 
     fn with_reader<T>(&self, run: impl Fn(&mut Db) -> Result<T, String>) -> Result<T, StoreError> {
         let mut reader = lock(&self.inner.reader);
+        if self
+            .inner
+            .shared
+            .reader_stale
+            .swap(false, Ordering::Relaxed)
+        {
+            *reader = None;
+        }
         if reader.is_none() {
             *reader = Some(Db::open(&self.inner.target, false)?);
         }
@@ -421,10 +437,26 @@ struct Writer {
     backoff: Duration,
     next_retention: Instant,
     sweeping: bool,
+    /// Device and inode of the SQLite file the connection has open, and when to look again.
+    file_id: Option<(u64, u64)>,
+    next_file_check: Instant,
+}
+
+/// How often the writer checks that its SQLite file is still the one at its path.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Device and inode of the file at `path`, when there is one.
+fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl Writer {
     fn new(options: StoreOptions, shared: Arc<Shared>, db: Db) -> Self {
+        let file_id = match &options.target {
+            Target::Sqlite(path) => file_identity(path),
+            _ => None,
+        };
         Self {
             next_retention: Instant::now() + Duration::from_secs(1).min(options.retention_interval),
             options,
@@ -443,6 +475,38 @@ impl Writer {
             written_since_trim: 0,
             backoff: FIRST_BACKOFF,
             sweeping: false,
+            file_id,
+            next_file_check: Instant::now() + FILE_CHECK_INTERVAL,
+        }
+    }
+
+    /// A store file deleted or replaced under a running sluice would take every later row
+    /// into the void (the open connection writes on to the old inode) while `/stats` says all
+    /// is well: once a second the file at the path is compared with the one open, and on a
+    /// difference the store says so (log, `/stats` `store`) and opens the path anew.
+    fn check_file_identity(&mut self) {
+        let Target::Sqlite(path) = &self.options.target else {
+            return;
+        };
+        if Instant::now() < self.next_file_check || self.db.is_none() {
+            return;
+        }
+        self.next_file_check = Instant::now() + FILE_CHECK_INTERVAL;
+        if file_identity(path) == self.file_id {
+            return;
+        }
+        let message = format!(
+            "store file {} was deleted or replaced while sluice ran; opened it anew (rows \
+             written since then went to the old file)",
+            path.display()
+        );
+        tracing::warn!("{message}");
+        self.shared.file_reopened.fetch_add(1, Ordering::Relaxed);
+        lock(&self.shared.health).last_error = Some(message);
+        self.db = None;
+        self.shared.reader_stale.store(true, Ordering::Relaxed);
+        if let Err(err) = self.connection() {
+            self.failed(&err);
         }
     }
 
@@ -450,6 +514,7 @@ impl Writer {
         let mut close_deadline: Option<Instant> = None;
         loop {
             let closing = self.gather();
+            self.check_file_identity();
             if closing && close_deadline.is_none() {
                 close_deadline = Some(Instant::now() + self.options.close_timeout);
             }
@@ -547,6 +612,9 @@ impl Writer {
     fn connection(&mut self) -> Result<&mut Db, String> {
         if self.db.is_none() {
             self.db = Some(Db::open(&self.options.target, true).map_err(|e| e.to_string())?);
+            if let Target::Sqlite(path) = &self.options.target {
+                self.file_id = file_identity(path);
+            }
             tracing::info!(store = %self.options.target.describe(), "store reconnected");
         }
         Ok(self.db.as_mut().expect("opened above"))

@@ -1,4 +1,4 @@
-//! README "Credentials": exactly the expected credential headers reach the upstream.
+//! docs/clients.md "Credentials": exactly the expected credential headers reach the upstream.
 
 use crate::support::*;
 

@@ -1,4 +1,4 @@
-//! README "Errors that sluice itself produces": status, Anthropic shape, `x-sluice-error`.
+//! docs/clients.md "Errors" (errors that sluice itself produces): status, Anthropic shape, `x-sluice-error`.
 
 use std::time::{Duration, Instant};
 

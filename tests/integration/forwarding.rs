@@ -1,4 +1,4 @@
-//! README "Forwarding": bytes, query, and end-to-end headers pass untouched; hop-by-hop ones don't.
+//! README "Bytes pass untouched": bytes, query, and end-to-end headers pass untouched; hop-by-hop ones don't.
 
 use std::time::Duration;
 

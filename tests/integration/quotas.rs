@@ -342,6 +342,59 @@ async fn a_quota_on_a_model_refuses_as_the_body_shows_the_model() {
 }
 
 #[actix_rt::test]
+async fn a_quota_on_a_model_holds_whatever_type_or_encoding_the_body_declares() {
+    use std::io::Write;
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(200, &fixture("message.json")));
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .toml("[[quotas]]\nname = \"opus\"\nmodel = \"claude-opus\"\nwindow = \"day\"\nmax_requests = 1\n")
+        .start();
+    let json = r#"{"max_tokens":10,"messages":[{"role":"user","content":"hi"}],"model":"claude-opus-4-5"}"#;
+    let send = |headers: &'static [(&'static str, &'static str)], body: Vec<u8>| {
+        let sluice = &sluice;
+        async move {
+            let mut request = client().post(sluice.url("/anthropic/v1/messages"));
+            for header in headers {
+                request = request.insert_header(*header);
+            }
+            let mut response = request.send_body(body).await.unwrap();
+            response.body().await.unwrap();
+            response.status().as_u16()
+        }
+    };
+    let ct_json: &[(&str, &str)] = &[("content-type", "application/json")];
+    assert_eq!(send(ct_json, json.into()).await, 200);
+    let with_bom = [b"\xef\xbb\xbf".as_slice(), json.as_bytes()].concat();
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(json.as_bytes()).unwrap();
+    let gzip = gzip.finish().unwrap();
+    for (what, headers, body) in [
+        (
+            "text/plain",
+            &[("content-type", "text/plain")][..],
+            json.as_bytes().to_vec(),
+        ),
+        ("no content type", &[][..], json.as_bytes().to_vec()),
+        ("a byte-order mark", ct_json, with_bom),
+        (
+            "gzip",
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ][..],
+            gzip,
+        ),
+    ] {
+        assert_eq!(
+            send(headers, body).await,
+            429,
+            "{what} passed the model quota"
+        );
+    }
+}
+
+#[actix_rt::test]
 async fn spend_before_a_restart_still_counts() {
     let mock = MockUpstream::start();
     mock.always(Reply::json(200, &fixture("message.json")));

@@ -619,7 +619,7 @@ pub async fn stats_after(sluice: &Sluice, n: u64, token: Option<&str>) -> serde_
     }
 }
 
-/// sha256-based fingerprint as the README defines it: first 12 hex digits.
+/// sha256-based fingerprint as docs/clients.md defines it: first 12 hex digits.
 pub fn fingerprint(secret: &str) -> String {
     use sha2::Digest;
     hex::encode(&sha2::Sha256::digest(secret.as_bytes())[..6])

@@ -361,6 +361,7 @@ fn install_signal_handlers(
             }
             stopping = true;
             state.draining.cancel();
+            crate::metrics::tap::STOPPING.store(true, std::sync::atomic::Ordering::Relaxed);
             crate::service::stopping();
             tracing::info!("stop signal: no new connections, letting requests in flight finish");
             let handle = handle.clone();

@@ -31,6 +31,10 @@ use crate::readers::text::TextMeter;
 /// an answer whose text is all out has its usage right behind it.
 pub const LINGER: Duration = Duration::from_millis(500);
 
+/// Set at the first stop signal: answers cut while stopping are recorded at once, without the
+/// grace read (the workers that would run it are going away).
+pub static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Why a forwarded answer stopped early; actix then closes the client connection without
 /// ending the body properly, so the client sees the answer was cut.
 #[derive(Debug, thiserror::Error)]
@@ -417,7 +421,7 @@ impl Drop for UsageTap {
         } else {
             Outcome::ClientGone
         };
-        if self.usage_still_to_come() {
+        if self.usage_still_to_come() && !STOPPING.load(std::sync::atomic::Ordering::Relaxed) {
             let rest = self.take_rest();
             actix_rt::spawn(rest.linger(outcome, Instant::now(), SystemTime::now()));
             return;

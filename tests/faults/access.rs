@@ -127,11 +127,12 @@ async fn stats_and_metrics_need_exactly_the_admin_token() {
         ("x-admin-token", ADMIN_TOKEN.into()),
     ];
     for path in ["/stats", "/metrics", "/stats?since=1h"] {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         assert_sluice_error(&answer(sluice.addr, request.as_bytes()), 401, "admin_token");
         for (name, value) in &refused {
             let request = format!(
-                "GET {path} HTTP/1.1\r\nHost: x\r\n{name}: {value}\r\nConnection: close\r\n\r\n"
+                "GET {path} HTTP/1.1\r\nHost: localhost\r\n{name}: {value}\r\nConnection: close\r\n\r\n"
             );
             let answer = answer(sluice.addr, request.as_bytes());
             assert_eq!(answer.status, 401, "{path} with {name}: {value}");
@@ -141,7 +142,7 @@ async fn stats_and_metrics_need_exactly_the_admin_token() {
         // RFC 9110's `auth-scheme 1*SP credentials`, tabs tolerated too.
         for scheme in ["Bearer ", "bearer ", "BEARER ", "Bearer  ", "Bearer\t"] {
             let request = format!(
-                "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {scheme}{ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
+                "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {scheme}{ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
             );
             assert_eq!(
                 answer(sluice.addr, request.as_bytes()).status,
@@ -153,7 +154,7 @@ async fn stats_and_metrics_need_exactly_the_admin_token() {
     // /healthz is always open; the admin token is not an access key for the proxy.
     let health = answer(
         sluice.addr,
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(health.status, 200);
     let proxied = answer(
@@ -175,11 +176,12 @@ async fn without_an_admin_token_stats_are_open_and_an_empty_token_is_no_token() 
         .env("TEST_ADMIN_TOKEN", "")
         .start();
     for path in ["/stats", "/metrics"] {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         assert_eq!(answer(sluice.addr, request.as_bytes()).status, 200);
         // An empty bearer token does not match an unset one in some odd way either.
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \r\nConnection: close\r\n\r\n"
         );
         assert_eq!(answer(sluice.addr, request.as_bytes()).status, 200);
     }
@@ -452,7 +454,7 @@ async fn no_secret_appears_in_logs_stats_metrics_store_or_answers() {
         } else {
             "POST"
         };
-        let mut head = format!("{method} {path}?key={WRONG_KEY} HTTP/1.1\r\nHost: x\r\n");
+        let mut head = format!("{method} {path}?key={WRONG_KEY} HTTP/1.1\r\nHost: localhost\r\n");
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -515,7 +517,7 @@ async fn admin_paths_are_never_forwarded_whatever_the_method_case_or_suffix() {
         };
         answer(
             sluice.addr,
-            format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{body}")
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{body}")
                 .as_bytes(),
         )
     };

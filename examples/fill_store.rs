@@ -49,6 +49,8 @@ fn row_json(row: &StoreRow) -> Value {
         "model": row.model,
         "caller": row.caller,
         "project": row.project,
+        "provider": row.provider,
+        "client": row.client,
         "session": row.session,
         "agent": row.agent,
         "credential": row.credential,

@@ -2,6 +2,8 @@
 //! project it belongs to. Pure functions over header values; `x-sluice-*` headers are sluice's
 //! own and never go upstream.
 
+pub mod client;
+
 /// Headers in this namespace are addressed to sluice: read, never forwarded.
 pub const SLUICE_HEADER_PREFIX: &str = "x-sluice-";
 /// The header a project names itself with unless `[attribution] project_header` says otherwise.

@@ -135,6 +135,7 @@ impl<'a> Exchange<'a> {
             .route_for(path)
             .ok_or_else(|| Error::NoRoute(path.to_string()))?;
         record.route = route.prefix.clone();
+        record.provider = Some(route.protocol.as_str());
         let rest = routing::rest_below(&route.prefix, path)?.to_string();
         Ok(Target { index, route, rest })
     }
@@ -181,6 +182,8 @@ impl<'a> Exchange<'a> {
             model: None,
             source: record.source.map(|source| source.as_str()),
             project: record.project.as_deref(),
+            provider: record.provider,
+            client: record.client,
         };
         let admission =
             ledger.admit_set(&subjects, jiff::Timestamp::now(), QuotaSet::WithoutModel)?;
@@ -229,6 +232,8 @@ impl<'a> Exchange<'a> {
             route: record.route.clone(),
             source: record.source.map(|source| source.as_str()),
             project: record.project.clone(),
+            provider: record.provider,
+            client: record.client,
         });
         let request_side = Rc::new(RefCell::new(RequestSide {
             over_limit: false,
@@ -404,6 +409,8 @@ struct ModelQuotas {
     route: String,
     source: Option<&'static str>,
     project: Option<String>,
+    provider: Option<&'static str>,
+    client: Option<&'static str>,
 }
 
 impl RequestSide {
@@ -419,6 +426,8 @@ impl RequestSide {
             model: Some(model),
             source: by_model.source,
             project: by_model.project.as_deref(),
+            provider: by_model.provider,
+            client: by_model.client,
         };
         match by_model
             .ledger
@@ -501,6 +510,15 @@ fn attribution_of(req: &HttpRequest, header: &str) -> Option<String> {
         .and_then(|value| attribution::attribution_key(value.as_bytes()))
 }
 
+fn client_of(req: &HttpRequest) -> Option<&'static str> {
+    let header = |name: &str| req.headers().get(name).map(|value| value.as_bytes());
+    attribution::client::client_of(
+        header("user-agent"),
+        header(attribution::client::ORIGINATOR_HEADER),
+        header(attribution::client::GOOG_API_CLIENT_HEADER),
+    )
+}
+
 fn new_record(req: &HttpRequest) -> RequestRecord {
     RequestRecord {
         request_id: req
@@ -516,6 +534,7 @@ fn new_record(req: &HttpRequest) -> RequestRecord {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
         agent: attribution_of(req, attribution::AGENT_HEADER),
+        client: client_of(req),
         parent_agent: attribution_of(req, attribution::PARENT_AGENT_HEADER),
         trace_parent: req
             .headers()

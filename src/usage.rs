@@ -25,6 +25,9 @@ pub struct Usage {
     /// Web searches the server ran for the answer.
     #[serde(skip_serializing_if = "is_zero")]
     pub web_search_requests: u64,
+    /// The part of `output_tokens` spent on reasoning (0 where the answer does not say).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reasoning_output_tokens: u64,
     /// Where inference ran (`"us"`, `"global"`), which may change the price.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inference_geo: Option<String>,

@@ -94,8 +94,16 @@ fn random_rows(rng: &mut Rng, count: usize, from: i64, to: i64) -> Vec<StoreRow>
                 agent: rng.pick(&["", "", "agent-a", "agent-b"]).into(),
                 parent_agent: String::new(),
                 project: rng.pick(&["", "sluice", "web"]).into(),
+                provider: rng
+                    .pick(&["anthropic", "anthropic", "openai", "none"])
+                    .into(),
+                client: rng
+                    .pick(&["claude-code", "codex", "openai-sdk-python", "other", ""])
+                    .into(),
                 input_tokens: rng.below(5000),
                 output_tokens: rng.below(2000),
+                reasoning_output_tokens: rng.below(500),
+                usage_missing: rng.below(8) == 0,
                 cache_write_5m_tokens: rng.below(300),
                 cache_write_1h_tokens: rng.below(100),
                 cache_read_tokens: rng.below(10_000),
@@ -169,6 +177,8 @@ struct Sums {
     cache_creation: u64,
     cache_read: u64,
     web_search: u64,
+    reasoning: u64,
+    usage_missing: u64,
     cost: f64,
 }
 
@@ -183,6 +193,8 @@ impl Sums {
         self.cache_creation += other.cache_creation;
         self.cache_read += other.cache_read;
         self.web_search += other.web_search;
+        self.reasoning += other.reasoning;
+        self.usage_missing += other.usage_missing;
         self.cost += other.cost;
     }
 
@@ -203,6 +215,8 @@ impl Sums {
         self.cache_creation += row.cache_write_5m_tokens + row.cache_write_1h_tokens;
         self.cache_read += row.cache_read_tokens;
         self.web_search += row.web_search_requests;
+        self.reasoning += row.reasoning_output_tokens;
+        self.usage_missing += row.usage_missing as u64;
         self.cost += row.cost_usd;
     }
 
@@ -223,6 +237,8 @@ impl Sums {
                 field("cache_creation_input_tokens"),
                 field("cache_read_input_tokens"),
                 field("web_search_requests"),
+                field("reasoning_output_tokens"),
+                field("usage_missing"),
             ],
             [
                 self.requests,
@@ -233,7 +249,9 @@ impl Sums {
                 self.output,
                 self.cache_creation,
                 self.cache_read,
-                self.web_search
+                self.web_search,
+                self.reasoning,
+                self.usage_missing,
             ],
             "{what}"
         );
@@ -293,6 +311,8 @@ fn expected_key(group: &str, row: &StoreRow, tz: &TimeZone, blocks: &BTreeMap<i6
         "agent" => row.agent.clone(),
         "project" => row.project.clone(),
         "status" => row.status.to_string(),
+        "provider" => row.provider.clone(),
+        "client" => row.client.clone(),
         other => panic!("unknown group {other}"),
     }
 }
@@ -355,6 +375,8 @@ fn check_usage(store: &StoreHandle, rows: &[StoreRow], tz_name: &str, params: &[
         .filter(|r| param("credential").map_or(true, |v| r.credential == v))
         .filter(|r| param("session").map_or(true, |v| r.session == v))
         .filter(|r| param("project").map_or(true, |v| r.project == v))
+        .filter(|r| param("provider").map_or(true, |v| r.provider == v))
+        .filter(|r| param("client").map_or(true, |v| r.client == v))
         .collect();
     let blocks = expected_blocks(&selected);
     let mut expected: BTreeMap<Vec<String>, Sums> = BTreeMap::new();
@@ -488,6 +510,47 @@ fn check_usage_suite(store: &StoreHandle, rows: &[StoreRow]) {
         "UTC",
         &[("group_by", "route"), ("source", "none")],
     );
+    // Provider and client: on their own from the marginal rollups, with another column from
+    // the raw rows.
+    for tz in ["UTC", "Asia/Kolkata"] {
+        check_usage(store, rows, tz, &[("group_by", "day,provider")]);
+        check_usage(store, rows, tz, &[("group_by", "client")]);
+        check_usage(
+            store,
+            rows,
+            tz,
+            &[
+                ("group_by", "hour,client"),
+                ("since", "2026-10-24T22:07:13.5Z"),
+                ("until", "2026-10-25T04:52:01Z"),
+            ],
+        );
+    }
+    check_usage(
+        store,
+        rows,
+        "UTC",
+        &[("group_by", "day"), ("provider", "anthropic")],
+    );
+    check_usage(
+        store,
+        rows,
+        "UTC",
+        &[("group_by", "provider,client"), ("model", "claude-sonnet")],
+    );
+    // (Rows written before clients were known have none.)
+    if rows.iter().any(|r| r.client == "codex") {
+        check_usage(
+            store,
+            rows,
+            "UTC",
+            &[
+                ("group_by", "model"),
+                ("client", "codex"),
+                ("provider", "openai"),
+            ],
+        );
+    }
 }
 
 /// `/stats` window groups against sums computed here: complete groups, and the groups clients
@@ -514,6 +577,8 @@ fn check_window(store: &StoreHandle, rows: &[StoreRow], since: Option<i64>, unti
             ("by_model", &row.model),
             ("by_source", &row.source),
             ("by_caller", &row.caller),
+            ("by_provider", &row.provider),
+            ("by_client", &row.client),
         ] {
             if !key.is_empty() {
                 groups.entry((group, key.clone())).or_default().add(row);
@@ -562,7 +627,14 @@ fn check_window(store: &StoreHandle, rows: &[StoreRow], since: Option<i64>, unti
     for ((group, key), sums) in &groups {
         sums.assert_matches(&window[group][key], &format!("{what} {group} {key}"));
     }
-    for group in ["by_route", "by_model", "by_source", "by_caller"] {
+    for group in [
+        "by_route",
+        "by_model",
+        "by_source",
+        "by_caller",
+        "by_provider",
+        "by_client",
+    ] {
         let expected = groups.keys().filter(|(g, _)| *g == group).count();
         assert_eq!(
             window[group].as_object().unwrap().len(),
@@ -625,6 +697,131 @@ fn usage_matches_independent_sums_on_sqlite() {
     store.close().unwrap();
 }
 
+/// Takes a store back to its fourth schema version: no provider, client, reasoning tokens or
+/// streams without usage.
+fn undo_providers_and_new_counters(conn: &rusqlite::Connection) {
+    conn.execute_batch(&undo_providers_sql()).unwrap();
+}
+
+/// The SQL (SQLite's and PostgreSQL's alike) that takes a store back to its fourth version.
+fn undo_providers_sql() -> String {
+    let mut sql = String::new();
+    for table in [
+        "requests",
+        "usage_15m",
+        "usage_1d",
+        "usage_by_15m",
+        "usage_by_1d",
+        "sessions_15m",
+        "recent_15m",
+        "recent_1d",
+    ] {
+        for column in ["reasoning_output_tokens", "usage_missing"] {
+            sql.push_str(&format!("ALTER TABLE {table} DROP COLUMN {column};"));
+        }
+    }
+    sql.push_str(
+        "ALTER TABLE requests DROP COLUMN provider; ALTER TABLE requests DROP COLUMN client; \
+         DELETE FROM usage_by_15m WHERE dimension IN ('provider', 'client'); \
+         DELETE FROM usage_by_1d WHERE dimension IN ('provider', 'client'); \
+         DELETE FROM store_schema WHERE version > 4;",
+    );
+    sql
+}
+
+/// The rows as a sluice before providers and clients wrote them, as the migration reads them
+/// back: no client, no reasoning tokens, no streams without usage; provider `anthropic` on a
+/// route that has rows with a model (only `anthropic` routes read one then), else `none`.
+fn as_before_providers(rows: &[StoreRow]) -> Vec<StoreRow> {
+    let metered: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| !r.model.is_empty())
+        .map(|r| r.route.as_str())
+        .collect();
+    rows.iter()
+        .map(|row| StoreRow {
+            provider: match row.route.as_str() {
+                "" => "",
+                route if metered.contains(route) => "anthropic",
+                _ => "none",
+            }
+            .into(),
+            client: String::new(),
+            reasoning_output_tokens: 0,
+            usage_missing: false,
+            ..row.clone()
+        })
+        .collect()
+}
+
+#[test]
+fn a_store_from_before_providers_reads_them_from_its_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = sqlite_options(dir.path());
+    let Target::Sqlite(path) = options.target.clone() else {
+        unreachable!()
+    };
+    store_from_before_providers_reads_them_from_its_routes(options.clone(), || {
+        undo_providers_and_new_counters(&rusqlite::Connection::open(&path).unwrap())
+    });
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set SLUICE_TEST_PG_URL (scripts/pg-test-server.sh)"]
+fn a_postgres_store_from_before_providers_reads_them_from_its_routes() {
+    let url = pg_database();
+    store_from_before_providers_reads_them_from_its_routes(pg_options(&url), || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client.batch_execute(&undo_providers_sql()).unwrap();
+    });
+}
+
+fn store_from_before_providers_reads_them_from_its_routes(
+    options: StoreOptions,
+    undo: impl FnOnce(),
+) {
+    let mut rows = dst_rows();
+    // A route that never read a model (protocol "none"), and requests no route took.
+    for (i, row) in rows.iter_mut().enumerate() {
+        match i % 10 {
+            0 => {
+                row.route = "/plain".into();
+                row.model = String::new();
+            }
+            1 => {
+                row.route = String::new();
+                row.model = String::new();
+            }
+            _ => {}
+        }
+    }
+    let store = store::open(options.clone()).unwrap();
+    fill(&store, &rows);
+    store.close().unwrap();
+    drop(store);
+    undo();
+    let old = as_before_providers(&rows);
+    assert!(old.iter().any(|r| r.provider == "none"));
+    assert!(old.iter().any(|r| r.provider.is_empty()));
+    let store = store::open(options).unwrap();
+    check_usage_suite(&store, &old);
+    check_window_suite(&store, &old);
+    // What is written after the migration keeps its provider and client.
+    let mut rng = Rng(77);
+    let new = random_rows(
+        &mut rng,
+        300,
+        ms("2026-10-27T00:00:00Z"),
+        ms("2026-10-28T00:00:00Z"),
+    );
+    fill(&store, &new);
+    let mut all = old;
+    all.extend(new);
+    check_usage_suite(&store, &all);
+    check_window_suite(&store, &all);
+    store.close().unwrap();
+}
+
 #[test]
 fn a_store_from_before_the_recency_rollup_gets_it_from_its_rows() {
     let dir = tempfile::tempdir().unwrap();
@@ -639,6 +836,8 @@ fn a_store_from_before_the_recency_rollup_gets_it_from_its_rows() {
     drop(store);
     // As the first schema version left it.
     let conn = rusqlite::Connection::open(&path).unwrap();
+    undo_providers_and_new_counters(&conn);
+    let rows = as_before_providers(&rows);
     conn.execute_batch(
         "DROP TABLE recent_15m; DROP TABLE rate_limits; DROP TABLE recent_keys; \
          DROP TABLE recent_1d; DROP TABLE usage_by_1d; DROP INDEX sessions_15m_by_key; \
@@ -666,6 +865,8 @@ fn a_store_from_before_the_recent_keys_gets_them_from_its_rollups() {
     drop(store);
     // As the third schema version left it.
     let conn = rusqlite::Connection::open(&path).unwrap();
+    undo_providers_and_new_counters(&conn);
+    let rows = as_before_providers(&rows);
     conn.execute_batch(
         "DROP TABLE recent_keys; DROP TABLE recent_1d; DROP TABLE usage_by_1d; \
          DROP INDEX recent_15m_by_key; DROP INDEX sessions_15m_by_key; \
@@ -752,7 +953,8 @@ fn usage_answers_csv_with_the_same_columns() {
     assert_eq!(
         lines.next().unwrap(),
         "day,model,requests,errors,streamed,incomplete,input_tokens,output_tokens,\
-         cache_creation_input_tokens,cache_read_input_tokens,web_search_requests,cost_usd"
+         cache_creation_input_tokens,cache_read_input_tokens,web_search_requests,cost_usd,\
+         reasoning_output_tokens,usage_missing"
     );
     let json = report.to_json();
     let json_rows = json["rows"].as_array().unwrap();
@@ -767,6 +969,8 @@ fn usage_answers_csv_with_the_same_columns() {
             fields[11].parse::<f64>().unwrap(),
             row["cost_usd"].as_f64().unwrap()
         );
+        assert_eq!(fields[12], row["reasoning_output_tokens"].to_string());
+        assert_eq!(fields[13], row["usage_missing"].to_string());
     }
     store.close().unwrap();
 }
@@ -1292,6 +1496,8 @@ fn state_file_import_keeps_every_group_exactly(options: StoreOptions) {
                 cache_creation_input_tokens: rng.below(3) * 1000,
                 cache_read_input_tokens: rng.below(50_000),
                 web_search_requests: rng.below(3),
+                reasoning_output_tokens: rng.below(300),
+                usage_missing: u64::from(rng.below(9) == 0),
                 // Per caller, tokens and cost are not proportional to anything else.
                 cost_usd: (input * 3 + output * 15) as f64 / 1e6 * (1 + rng.below(4)) as f64,
             };

@@ -220,6 +220,7 @@
     renderTop("top-callers", stats.by_caller, false);
     renderTop("top-projects", stats.by_project, false);
     renderTop("top-models", stats.by_model, false);
+    renderTop("top-clients", stats.by_client, false);
     renderErrors(stats, totals);
     renderLatency(stats.latency_ms || {});
     return pending;
@@ -239,12 +240,16 @@
       ? "incl. " + usd(sub) + " API-equivalent (subscription)"
       : "at API prices";
     $("kpi-requests").textContent = int(totals.requests);
-    $("kpi-requests-sub").textContent = (totals.streamed ? int(totals.streamed) + " streamed" : "\u00a0");
+    var streamed = totals.streamed ? int(totals.streamed) + " streamed" : "\u00a0";
+    if (totals.usage_missing) streamed += " · " + int(totals.usage_missing) + " without usage";
+    $("kpi-requests-sub").textContent = streamed;
     $("kpi-tokens").textContent = int(tokens);
     var cacheable = (totals.input_tokens || 0) + (totals.cache_creation_input_tokens || 0) + (totals.cache_read_input_tokens || 0);
-    $("kpi-tokens-sub").textContent = cacheable
+    var tokensSub = cacheable
       ? pct((totals.cache_read_input_tokens || 0) / cacheable) + " of input read from cache"
       : "\u00a0";
+    if (totals.reasoning_output_tokens) tokensSub += " · " + int(totals.reasoning_output_tokens) + " reasoning";
+    $("kpi-tokens-sub").textContent = tokensSub;
     $("kpi-errors").textContent = int(totals.errors);
     $("kpi-errors-sub").textContent = totals.requests
       ? pct((totals.errors || 0) / totals.requests) + " of requests"

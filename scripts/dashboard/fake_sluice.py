@@ -51,6 +51,12 @@ def dashboard_files():
     return files, headers
 
 
+# The /stats groups the stand-in answers.
+GROUPS = ("route", "model", "source", "caller", "session", "project", "provider", "client")
+# Which agent or SDK each caller sends with (by_client).
+CLIENTS = {"alice": "claude-code", "bob": "claude-code", "carol": "anthropic-sdk-python", "ci-bot": "anthropic-sdk-node"}
+
+
 def make_requests(now, count=2600, seed=7):
     """Realistic traffic: a team of four over 30 days, busier in working hours."""
     rng = random.Random(seed)
@@ -82,6 +88,8 @@ def make_requests(now, count=2600, seed=7):
             "model": model,
             "caller": caller,
             "project": rng.choice(projects),
+            "provider": "anthropic",
+            "client": CLIENTS[caller],
             "session": rng.choice(sessions[caller]),
             "source": source,
             "route": "/anthropic",
@@ -177,11 +185,11 @@ class FakeSluice:
         since, until = parse_time(q.get("since"), now), parse_time(q.get("until"), now)
         picked = in_range(self.records, since, until)
         doc = {"started_at": self.now.isoformat(), "totals": empty_counters(), "by_status": {}}
-        for g in ("route", "model", "source", "caller", "session", "project"):
+        for g in GROUPS:
             doc["by_" + g] = {}
         for r in picked:
             add(doc["totals"], r)
-            for g in ("route", "model", "source", "caller", "session", "project"):
+            for g in GROUPS:
                 if r[g] is not None:
                     add(doc["by_" + g].setdefault(r[g], empty_counters()), r)
             doc["by_status"][str(r["status"])] = doc["by_status"].get(str(r["status"]), 0) + 1

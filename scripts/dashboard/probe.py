@@ -115,6 +115,8 @@ def main():
                 raise SystemExit("probe through sluice answered %d, expected %d" % (status, want))
             known["rows"].append({
                 "finished_ms": int(time.time() * 1000), "model": MODEL, "caller": "", "project": "",
+                # Sent by urllib: a client sluice does not name.
+                "provider": "anthropic", "client": "other",
                 "session": "", "agent": "", "credential": "", "status": status, "outcome": "completed",
                 "streamed": False, "input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0,
                 "cache_read_input_tokens": 0, "web_search_requests": 0, "cost_usd": 0.0,

@@ -264,6 +264,17 @@ def main():
                 check("daily-per-person · ci-bot" in quotas and "$19.9512 of $20.0000" in quotas,
                       "quotas panel shows each subject's use against the limit: %r" % quotas)
 
+            clients = page.inner_text("#top-clients")
+            check(all(c in clients for c in ("claude-code", "anthropic-sdk-python", "anthropic-sdk-node")),
+                  "the clients table lists the agents and SDKs that sent requests: %r" % clients)
+
+            n = page.evaluate("window.__sluice.refreshes")
+            page.click("[data-stack=provider]")
+            wait_refresh(page, n)
+            charts = check_sums(page, base, token, log, "24 h by provider", rows)
+            check("group_by=hour%2Cprovider" in last_usage_url(log), "stacking by provider asks /usage for hour,provider")
+            check(charts["spend"]["names"] == ["anthropic"], "spend by provider: %s" % charts["spend"]["names"])
+
             n = page.evaluate("window.__sluice.refreshes")
             page.click("[data-stack=caller]")
             wait_refresh(page, n)

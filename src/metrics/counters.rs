@@ -119,6 +119,8 @@ counters! {
     web_search_requests: u64 => "Web searches run by the server tool",
     #[serde(serialize_with = "nano_dollars")]
     cost_usd: f64 => "Estimated cost in US dollars",
+    reasoning_output_tokens: u64 => "Output tokens spent on reasoning (part of output tokens)",
+    usage_missing: u64 => "Streams that ended without reporting their usage",
 }
 
 impl Counters {
@@ -148,6 +150,8 @@ impl Counters {
             cache_read_input_tokens: usage.cache_read_input_tokens,
             web_search_requests: usage.web_search_requests,
             cost_usd: cost,
+            reasoning_output_tokens: usage.reasoning_output_tokens,
+            usage_missing: u64::from(record.usage_missing),
         }
     }
 

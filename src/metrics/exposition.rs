@@ -1,5 +1,8 @@
-//! `/metrics`: Prometheus counters and latency histograms, labelled by route, model, source and
-//! status class only (no per-session or per-key labels: bounded cardinality, no identities).
+//! `/metrics`: Prometheus counters and latency histograms, labelled by route, provider, model,
+//! source and status class only (no per-session or per-key labels: bounded cardinality, no
+//! identities). The provider is the route's protocol, so it adds no series; the client is left
+//! out: a closed set, but it would multiply every family's series, and `/stats` and `/usage`
+//! answer per client.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,6 +21,7 @@ use crate::subscription::{self, SubscriptionLimits, MAX_UTILIZATION_SERIES};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
+    provider: String,
     model: String,
     source: String,
     status_class: String,
@@ -176,6 +180,7 @@ impl Exposition {
     fn observe(&self, record: &RequestRecord, model: String, cost: f64) {
         let labels = RequestLabels {
             route: record.route.clone(),
+            provider: record.provider.unwrap_or_default().to_string(),
             model,
             source: record
                 .source

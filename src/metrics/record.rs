@@ -86,7 +86,15 @@ pub struct RequestRecord {
     pub parent_agent: Option<String>,
     /// The project the request belongs to (the `[attribution] project_header` header).
     pub project: Option<String>,
+    /// The route's protocol (`anthropic`, `openai`, `gemini`, `none`); `None` when no route
+    /// matched.
+    pub provider: Option<&'static str>,
+    /// The agent or SDK that sent the request, one of [`crate::attribution::client::CLIENTS`];
+    /// `None` when it did not say.
+    pub client: Option<&'static str>,
     pub usage: Usage,
+    /// A stream that ended without ever reporting its usage.
+    pub usage_missing: bool,
     /// The cost the answer's reader worked out (Message Batches results), which the
     /// aggregator takes instead of pricing `usage` by `model`.
     pub priced_usd: Option<f64>,
@@ -128,7 +136,10 @@ impl Default for RequestRecord {
             agent: None,
             parent_agent: None,
             project: None,
+            provider: None,
+            client: None,
             usage: Usage::default(),
+            usage_missing: false,
             priced_usd: None,
             streamed: false,
             estimated: false,

@@ -25,6 +25,10 @@ pub struct QuotaFile {
     #[serde(default)]
     pub project: Option<String>,
     #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub client: Option<String>,
+    #[serde(default)]
     pub window: Option<String>,
     #[serde(default = "default_timezone")]
     pub timezone: String,
@@ -65,6 +69,10 @@ pub struct RequestSubjects<'a> {
     /// The credential source (`client_oauth`, `server_key`, …).
     pub source: Option<&'a str>,
     pub project: Option<&'a str>,
+    /// The route's protocol (`anthropic`, `openai`, `gemini`, `none`).
+    pub provider: Option<&'a str>,
+    /// The agent or SDK that sent the request (`claude-code`, `codex`, …).
+    pub client: Option<&'a str>,
 }
 
 /// Which values of one request attribute a quota applies to.
@@ -130,6 +138,8 @@ pub struct Quota {
     pub model: Selector,
     pub source: Selector,
     pub project: Selector,
+    pub provider: Selector,
+    pub client: Selector,
     /// `None` when the quota only limits concurrency.
     pub window: Option<Window>,
     pub timezone: TimeZone,
@@ -157,6 +167,8 @@ impl Quota {
             (&self.model, request.model, true),
             (&self.source, request.source, false),
             (&self.project, request.project, false),
+            (&self.provider, request.provider, false),
+            (&self.client, request.client, false),
         ];
         let mut key: Option<Cow<'a, str>> = None;
         for (selector, value, by_prefix) in attributes {
@@ -201,6 +213,8 @@ impl Quota {
             && self.model == other.model
             && self.source == other.source
             && self.project == other.project
+            && self.provider == other.provider
+            && self.client == other.client
     }
 }
 
@@ -221,6 +235,9 @@ const SOURCES: [&str; 5] = [
     "server_key",
     "none",
 ];
+
+/// Providers a `provider` selector may name: the routes' protocols.
+const PROVIDERS: [&str; 4] = ["anthropic", "openai", "gemini", "none"];
 
 /// Validates `[[quotas]]`; `route_prefixes` are the configured routes' prefixes.
 pub fn validate(
@@ -263,6 +280,8 @@ pub fn validate(
             ("model", &entry.model),
             ("source", &entry.source),
             ("project", &entry.project),
+            ("provider", &entry.provider),
+            ("client", &entry.client),
         ] {
             if value.as_deref() == Some("") {
                 return Err(invalid(
@@ -288,6 +307,23 @@ pub fn validate(
                     "source",
                     format!("{source:?} is not \"*\" or one of {}", SOURCES.join(", ")),
                 ));
+            }
+        }
+        for (field, value, known) in [
+            ("provider", &entry.provider, &PROVIDERS[..]),
+            (
+                "client",
+                &entry.client,
+                &crate::attribution::client::CLIENTS[..],
+            ),
+        ] {
+            if let Some(value) = value.as_deref().filter(|v| *v != "*") {
+                if !known.contains(&value) {
+                    return Err(invalid(
+                        field,
+                        format!("{value:?} is not \"*\" or one of {}", known.join(", ")),
+                    ));
+                }
             }
         }
 
@@ -363,6 +399,8 @@ pub fn validate(
             &entry.model,
             &entry.source,
             &entry.project,
+            &entry.provider,
+            &entry.client,
         ];
         let fixed: Vec<&str> = selectors
             .iter()
@@ -380,6 +418,8 @@ pub fn validate(
             model: Selector::parse(&entry.model),
             source: Selector::parse(&entry.source),
             project: Selector::parse(&entry.project),
+            provider: Selector::parse(&entry.provider),
+            client: Selector::parse(&entry.client),
             fixed_subject,
             window,
             timezone,
@@ -479,6 +519,18 @@ pub(crate) mod tests {
             error_key(&q("max_concurrent = 1\nproject = \"\"")),
             "quotas[0].project"
         );
+        assert_eq!(
+            error_key(&q("max_concurrent = 1\nprovider = \"azure\"")),
+            "quotas[0].provider"
+        );
+        assert_eq!(
+            error_key(&q("max_concurrent = 1\nclient = \"Claude Code\"")),
+            "quotas[0].client"
+        );
+        assert_eq!(
+            error_key(&q("max_concurrent = 1\nclient = \"\"")),
+            "quotas[0].client"
+        );
         let twice = format!("{}{}", q("max_concurrent = 1"), q("max_concurrent = 2"));
         assert_eq!(error_key(&twice), "quotas[1].name");
         assert_eq!(
@@ -487,6 +539,59 @@ pub(crate) mod tests {
         );
         let unknown = quotas(&q("max_concurrent = 1\nmax_dollars = 3")).unwrap_err();
         assert!(unknown.reason.contains("max_dollars"), "{unknown:?}");
+    }
+
+    #[test]
+    fn provider_and_client_select_like_the_other_attributes() {
+        let q = quotas(
+            r#"
+            [[quotas]]
+            name = "openai-spend"
+            provider = "openai"
+            max_concurrent = 1
+            [[quotas]]
+            name = "per-client"
+            client = "*"
+            max_concurrent = 1
+            [[quotas]]
+            name = "codex-per-caller"
+            caller = "*"
+            client = "codex"
+            max_concurrent = 1
+            "#,
+        )
+        .unwrap();
+        let codex = RequestSubjects {
+            caller: Some("alice"),
+            provider: Some("openai"),
+            client: Some("codex"),
+            ..Default::default()
+        };
+        let claude_code = RequestSubjects {
+            caller: Some("alice"),
+            provider: Some("anthropic"),
+            client: Some("claude-code"),
+            ..Default::default()
+        };
+        let subject = |i: usize, r: &RequestSubjects| q[i].subject_of(r).map(|s| s.into_owned());
+        assert_eq!(subject(0, &codex).as_deref(), Some("openai"));
+        assert_eq!(subject(0, &claude_code), None);
+        assert_eq!(subject(1, &codex).as_deref(), Some("codex"));
+        assert_eq!(subject(1, &claude_code).as_deref(), Some("claude-code"));
+        assert_eq!(
+            subject(1, &RequestSubjects::default()),
+            None,
+            "a request that names no client is outside a per-client quota"
+        );
+        assert_eq!(subject(2, &codex).as_deref(), Some("alice"));
+        assert_eq!(subject(2, &claude_code), None);
+        // Changing what a quota selects starts its spend afresh.
+        let mut other = q[0].clone();
+        other.provider = Selector::Exactly("gemini".into());
+        assert!(!q[0].counts_like(&other));
+        let mut other = q[1].clone();
+        other.client = Selector::Any;
+        assert!(!q[1].counts_like(&other));
     }
 
     #[test]

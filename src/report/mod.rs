@@ -26,6 +26,8 @@ pub enum ReportKind {
     Callers,
     Models,
     Projects,
+    Providers,
+    Clients,
 }
 
 impl ReportKind {
@@ -40,6 +42,8 @@ impl ReportKind {
             ReportKind::Callers => Dimension::Caller,
             ReportKind::Models => Dimension::Model,
             ReportKind::Projects => Dimension::Project,
+            ReportKind::Providers => Dimension::Provider,
+            ReportKind::Clients => Dimension::Client,
         }
     }
 }
@@ -50,6 +54,10 @@ pub enum Breakdown {
     Model,
     Caller,
     Project,
+    /// The route's protocol: anthropic, openai, gemini, none.
+    Provider,
+    /// The agent or SDK that sent the request: claude-code, codex, openai-sdk-python, …
+    Client,
 }
 
 impl Breakdown {
@@ -58,6 +66,8 @@ impl Breakdown {
             Breakdown::Model => Dimension::Model,
             Breakdown::Caller => Dimension::Caller,
             Breakdown::Project => Dimension::Project,
+            Breakdown::Provider => Dimension::Provider,
+            Breakdown::Client => Dimension::Client,
         }
     }
 }
@@ -65,7 +75,8 @@ impl Breakdown {
 /// `sluice report` on the command line.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ReportArgs {
-    /// Which table: one line per day, week, month, 5-hour block, session, caller, model or project.
+    /// Which table: one line per day, week, month, 5-hour block, session, caller, model, project,
+    /// provider or client.
     #[arg(value_enum)]
     pub kind: ReportKind,
     /// Only requests that finished at or after this: 2026-11-27, 20261127, an RFC 3339 time, or 30m/5h/7d ago.
@@ -74,7 +85,7 @@ pub struct ReportArgs {
     /// Only requests that finished before this (same forms as --since).
     #[arg(long, value_name = "DATE")]
     pub until: Option<String>,
-    /// Split every line by model, caller or project (one line per pair).
+    /// Split every line by model, caller, project, provider or client (one line per pair).
     #[arg(long, value_enum)]
     pub by: Option<Breakdown>,
     /// Print `/usage`'s JSON as it is.

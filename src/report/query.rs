@@ -13,6 +13,8 @@ pub enum Dimension {
     Caller,
     Model,
     Project,
+    Provider,
+    Client,
 }
 
 impl Dimension {
@@ -27,6 +29,8 @@ impl Dimension {
             Dimension::Caller => "caller",
             Dimension::Model => "model",
             Dimension::Project => "project",
+            Dimension::Provider => "provider",
+            Dimension::Client => "client",
         }
     }
 

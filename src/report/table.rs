@@ -189,6 +189,8 @@ fn first_header(dimension: Dimension) -> &'static str {
         Dimension::Caller => "Caller",
         Dimension::Model => "Model",
         Dimension::Project => "Project",
+        Dimension::Provider => "Provider",
+        Dimension::Client => "Client",
     }
 }
 
@@ -198,6 +200,10 @@ fn second_header(dimension: Dimension, one_per_line: bool) -> &'static str {
         (Dimension::Caller, false) => "Callers",
         (Dimension::Project, true) => "Project",
         (Dimension::Project, false) => "Projects",
+        (Dimension::Provider, true) => "Provider",
+        (Dimension::Provider, false) => "Providers",
+        (Dimension::Client, true) => "Client",
+        (Dimension::Client, false) => "Clients",
         (_, true) => "Model",
         (_, false) => "Models",
     }

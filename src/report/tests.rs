@@ -474,6 +474,55 @@ sluice usage by day and model, 2026-11-25T00:00:00Z to 2026-11-28T00:00:00Z
 }
 
 #[test]
+fn providers_and_clients_split_lines_and_head_their_columns() {
+    let body = usage(
+        &["day", "client"],
+        vec![
+            row(
+                &[("day", "2026-11-25"), ("client", "codex")],
+                [900, 100, 0, 0],
+                0.5,
+            ),
+            row(
+                &[("day", "2026-11-25"), ("client", "claude-code")],
+                [100, 10, 0, 0],
+                0.25,
+            ),
+        ],
+        [1000, 110, 0, 0],
+        0.75,
+    );
+    let (text, asked) = report(&args(ReportKind::Daily, Some(Breakdown::Client)), &body);
+    assert_eq!(asked, ["group_by=day%2Cclient&format=json"]);
+    assert!(
+        text.starts_with("sluice usage by day and client, "),
+        "{text}"
+    );
+    let header = text.lines().find(|l| l.contains("Date")).unwrap();
+    assert!(header.contains("┆ Client "), "{header}");
+    let codex = text.lines().position(|l| l.contains("codex")).unwrap();
+    let claude = text
+        .lines()
+        .position(|l| l.contains("claude-code"))
+        .unwrap();
+    assert!(codex < claude, "busiest first\n{text}");
+
+    let body = usage(
+        &["provider"],
+        vec![row(&[("provider", "openai")], [1, 2, 0, 0], 0.1)],
+        [1, 2, 0, 0],
+        0.1,
+    );
+    let (text, asked) = report(
+        &args(ReportKind::Providers, Some(Breakdown::Provider)),
+        &body,
+    );
+    assert_eq!(asked, ["group_by=provider&format=json"]);
+    assert!(text.contains("│ Provider "), "{text}");
+    assert!(text.contains("openai"), "{text}");
+}
+
+#[test]
 fn json_and_csv_print_usage_answers_unchanged() {
     let body = daily_usage();
     let mut json_args = args(ReportKind::Daily, None);

@@ -733,6 +733,9 @@ fn validate_route(i: usize, raw: &file::RouteFile) -> Result<Route, SettingsErro
     })
 }
 
+/// A bundle of every public root is about 250 KB.
+const MAX_CA_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
 fn validate_otlp(raw: file::OtlpFile) -> Result<OtlpSettings, SettingsError> {
     let mut endpoint = Url::parse(&raw.endpoint).map_err(|e| {
         invalid(
@@ -778,9 +781,6 @@ fn validate_otlp(raw: file::OtlpFile) -> Result<OtlpSettings, SettingsError> {
         traces: raw.traces,
     })
 }
-
-/// A bundle of every public root is about 250 KB.
-const MAX_CA_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let text = crate::secrets::read_regular_file(path, MAX_CA_FILE_BYTES)

@@ -280,6 +280,44 @@ INSERT INTO usage_by_1d (bucket, dimension, value, {counter_names})
     SELECT bucket / {buckets_per_day}, dimension, value, {counter_sums}
     FROM usage_by_15m GROUP BY bucket / {buckets_per_day}, dimension, value;
 "#,
+    // Provider and client (`by_provider`, `by_client`), reasoning tokens and streams without
+    // usage. Rows from before name no client; their provider is what their route's rows show:
+    // before this version only `anthropic` routes read a model, so a route that has rows with
+    // a model is `anthropic`, any other `none` (unrouted rows: none at all).
+    r#"
+ALTER TABLE requests ADD COLUMN provider TEXT NOT NULL DEFAULT '';
+ALTER TABLE requests ADD COLUMN client TEXT NOT NULL DEFAULT '';
+{new_counter_columns}
+UPDATE requests SET provider = {provider_of_route};
+INSERT INTO usage_by_15m (bucket, dimension, value, {counter_names})
+    SELECT bucket, 'provider', {provider_of_route}, {counter_sums}
+    FROM usage_15m GROUP BY 1, 3;
+INSERT INTO usage_by_1d (bucket, dimension, value, {counter_names})
+    SELECT bucket, 'provider', {provider_of_route}, {counter_sums}
+    FROM usage_1d GROUP BY 1, 3;
+INSERT INTO usage_by_15m (bucket, dimension, value, {counter_names})
+    SELECT bucket, 'client', '', {counter_sums}
+    FROM usage_by_15m WHERE dimension = 'route' GROUP BY bucket;
+INSERT INTO usage_by_1d (bucket, dimension, value, {counter_names})
+    SELECT bucket, 'client', '', {counter_sums}
+    FROM usage_by_1d WHERE dimension = 'route' GROUP BY bucket;
+"#,
+];
+
+/// How many counters the first migrations made columns for: later counters are added by the
+/// migration that introduced them (so that the old migrations make the same tables as before).
+const FIRST_COUNTERS: usize = 10;
+/// The migration that added the counters after [`FIRST_COUNTERS`].
+const NEW_COUNTERS_MIGRATION: usize = 4;
+/// The tables that keep counter columns.
+const COUNTER_TABLES: [&str; 7] = [
+    "usage_15m",
+    "usage_1d",
+    "usage_by_15m",
+    "usage_by_1d",
+    "sessions_15m",
+    "recent_15m",
+    "recent_1d",
 ];
 
 /// Per UTC day, each key column on its own, as [`MARGINAL_ROLLUP`] per 15 minutes: long windows
@@ -317,7 +355,14 @@ pub const COUNTER_COLUMNS: [&str; Counters::FIELDS.len()] = [
     "cache_read_tokens",
     "web_search_requests",
     "cost_usd",
+    "reasoning_output_tokens",
+    "usage_missing",
 ];
+
+/// Key columns kept only in the marginal rollups ([`MARGINAL_ROLLUP`], [`MARGINAL_DAYS`]):
+/// each takes few values (closed sets), and `/usage` groups or filters by one of them on its
+/// own from the marginal rollups, by them with another column from the raw rows.
+pub const MARGINAL_ONLY_DIMENSIONS: [&str; 2] = ["provider", "client"];
 
 /// Key columns of `usage_15m` after `bucket`.
 pub const ROLLUP_DIMENSIONS: [&str; 7] = [
@@ -330,7 +375,7 @@ pub const ROLLUP_DIMENSIONS: [&str; 7] = [
     "status",
 ];
 
-const ROW_COLUMNS: [&str; 25] = [
+const ROW_COLUMNS: [&str; 29] = [
     "finished_ms",
     "instance",
     "route",
@@ -356,26 +401,35 @@ const ROW_COLUMNS: [&str; 25] = [
     "ttfb_ms",
     "total_ms",
     "overhead_ms",
+    "provider",
+    "client",
+    "reasoning_output_tokens",
+    "usage_missing",
 ];
 
 /// Rollup buckets deleted per retention step.
 const PRUNE_BUCKETS: usize = 16;
-/// Rollup rows per upsert statement (18 parameters each).
+/// Rollup rows per upsert statement (20 parameters each).
 const UPSERT_CHUNK: usize = 100;
-/// Rows per multi-row INSERT statement (25 parameters each).
+/// Rows per multi-row INSERT statement (29 parameters each).
 const INSERT_CHUNK: usize = 100;
 
 fn migration_sql(index: usize, postgres: bool) -> String {
-    let counters = COUNTER_COLUMNS
+    let counter_columns = if index < NEW_COUNTERS_MIGRATION {
+        &COUNTER_COLUMNS[..FIRST_COUNTERS]
+    } else {
+        &COUNTER_COLUMNS[..]
+    };
+    let column_type = |c: &str| {
+        if c == "cost_usd" {
+            "DOUBLE PRECISION"
+        } else {
+            "BIGINT"
+        }
+    };
+    let counters = counter_columns
         .iter()
-        .map(|c| {
-            let ty = if *c == "cost_usd" {
-                "DOUBLE PRECISION"
-            } else {
-                "BIGINT"
-            };
-            format!("{c} {ty} NOT NULL DEFAULT 0")
-        })
+        .map(|c| format!("{c} {} NOT NULL DEFAULT 0", column_type(c)))
         .collect::<Vec<_>>()
         .join(",\n    ");
     let usage_columns = format!(
@@ -396,8 +450,8 @@ fn migration_sql(index: usize, postgres: bool) -> String {
                 "INSERT INTO {RECENT_ROLLUP} (bucket, dimension, value, last_ms, {}) \
                  SELECT finished_ms / {BUCKET_MS}, '{dim}', {dim}, MAX(finished_ms), {} \
                  FROM requests WHERE {dim} <> '' GROUP BY finished_ms / {BUCKET_MS}, {dim};",
-                COUNTER_COLUMNS.join(", "),
-                COUNTER_COLUMNS
+                counter_columns.join(", "),
+                counter_columns
                     .iter()
                     .map(|c| format!("SUM({})", raw_counter(c)))
                     .collect::<Vec<_>>()
@@ -406,14 +460,31 @@ fn migration_sql(index: usize, postgres: bool) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let counter_sums = COUNTER_COLUMNS
+    let counter_sums = counter_columns
         .iter()
         .map(|c| format!("SUM({c})"))
         .collect::<Vec<_>>()
         .join(", ");
+    let new_counter_columns = ["requests"]
+        .iter()
+        .chain(COUNTER_TABLES.iter())
+        .flat_map(|table| {
+            COUNTER_COLUMNS[FIRST_COUNTERS..].iter().map(move |c| {
+                format!(
+                    "ALTER TABLE {table} ADD COLUMN {c} {} NOT NULL DEFAULT 0;",
+                    column_type(c)
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let provider_of_route = "CASE WHEN route = '' THEN '' WHEN route IN \
+         (SELECT DISTINCT route FROM usage_1d WHERE model <> '') THEN 'anthropic' ELSE 'none' END";
     MIGRATIONS[index]
         .replace("{recent_backfill}", &recent_backfill)
-        .replace("{counter_names}", &COUNTER_COLUMNS.join(", "))
+        .replace("{new_counter_columns}", &new_counter_columns)
+        .replace("{provider_of_route}", provider_of_route)
+        .replace("{counter_names}", &counter_columns.join(", "))
         .replace("{counter_sums}", &counter_sums)
         .replace("{buckets_per_day}", &(DAY_MS / BUCKET_MS).to_string())
         .replace("{usage_columns}", &usage_columns)
@@ -544,8 +615,8 @@ fn day_of(bucket: i64) -> i64 {
 struct RowKeys<'a> {
     bucket: i64,
     status: u16,
-    /// route, model, source, credential, caller, project, agent, session.
-    text: [&'a str; 8],
+    /// route, model, source, credential, caller, project, agent, session, provider, client.
+    text: [&'a str; 10],
 }
 
 /// Adds a run of rows with the same keys to the batch's sums.
@@ -577,6 +648,8 @@ impl<'a> Rollups<'a> {
                     &row.project,
                     &row.agent,
                     &row.session,
+                    &row.provider,
+                    &row.client,
                 ],
             };
             match &mut run {
@@ -597,7 +670,7 @@ impl<'a> Rollups<'a> {
         }
         let mut rollups = Rollups::default();
         for (keys, (last_ms, counters)) in groups {
-            let [route, model, source, credential, caller, project, agent, session] =
+            let [route, model, source, credential, caller, project, agent, session, provider, client] =
                 keys.text.map(Cow::Borrowed);
             let bucket = keys.bucket;
             for (dimension, key) in
@@ -610,6 +683,7 @@ impl<'a> Rollups<'a> {
             rollups.add_usage_of(
                 bucket,
                 [route, model, source, credential, caller, project],
+                [provider, client],
                 i64::from(keys.status),
                 &counters,
             );
@@ -704,15 +778,22 @@ impl<'a> Rollups<'a> {
         }
     }
 
-    /// Adds to the 15-minute `bucket` and to its day.
+    /// Adds to the 15-minute `bucket` and to its day (with no provider or client).
     pub fn add_usage(&mut self, bucket: i64, keys: [String; 6], status: i64, counters: &Counters) {
-        self.add_usage_of(bucket, keys.map(Cow::Owned), status, counters);
+        self.add_usage_of(
+            bucket,
+            keys.map(Cow::Owned),
+            [Cow::Borrowed(""), Cow::Borrowed("")],
+            status,
+            counters,
+        );
     }
 
     fn add_usage_of(
         &mut self,
         bucket: i64,
         keys: [Cow<'a, str>; 6],
+        marginal_only: [Cow<'a, str>; 2],
         status: i64,
         counters: &Counters,
     ) {
@@ -720,8 +801,12 @@ impl<'a> Rollups<'a> {
         let values = keys
             .iter()
             .cloned()
-            .chain(std::iter::once(Cow::Owned(status.to_string())));
-        for (dimension, value) in ROLLUP_DIMENSIONS.into_iter().zip(values) {
+            .chain(std::iter::once(Cow::Owned(status.to_string())))
+            .chain(marginal_only);
+        let dimensions = ROLLUP_DIMENSIONS
+            .into_iter()
+            .chain(MARGINAL_ONLY_DIMENSIONS);
+        for (dimension, value) in dimensions.zip(values) {
             self.marginal_days
                 .entry((day, dimension, value.clone()))
                 .or_default()
@@ -771,6 +856,10 @@ fn row_params(row: &StoreRow, out: &mut Vec<Param>) {
         opt(row.ttfb_ms),
         Param::Int(clamp(row.total_ms)),
         opt(row.overhead_ms),
+        text(&row.provider),
+        text(&row.client),
+        Param::Int(clamp(row.reasoning_output_tokens)),
+        Param::Int(i64::from(row.usage_missing)),
     ]);
 }
 
@@ -955,6 +1044,10 @@ fn insert_rows(
         bind(&row.ttfb_ms.map(clamp))?;
         bind(&clamp(row.total_ms))?;
         bind(&row.overhead_ms.map(clamp))?;
+        bind(&row.provider)?;
+        bind(&row.client)?;
+        bind(&clamp(row.reasoning_output_tokens))?;
+        bind(&i64::from(row.usage_missing))?;
     }
     insert.raw_execute().map(|_| ())
 }

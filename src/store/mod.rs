@@ -74,6 +74,10 @@ pub struct StoreRow {
     pub agent: String,
     pub parent_agent: String,
     pub project: String,
+    /// The route's protocol (`anthropic`, `openai`, `gemini`, `none`).
+    pub provider: String,
+    /// The agent or SDK that sent the request (a closed set of names).
+    pub client: String,
     pub input_tokens: u64,
     pub output_tokens: u64,
     /// Cache writes with the 5-minute lifetime (all of them when the answer gives no split).
@@ -81,6 +85,10 @@ pub struct StoreRow {
     pub cache_write_1h_tokens: u64,
     pub cache_read_tokens: u64,
     pub web_search_requests: u64,
+    /// The part of `output_tokens` spent on reasoning.
+    pub reasoning_output_tokens: u64,
+    /// A stream that ended without its usage.
+    pub usage_missing: bool,
     pub cost_usd: f64,
     pub ttfb_ms: Option<u64>,
     pub total_ms: u64,
@@ -111,6 +119,8 @@ impl StoreRow {
             &self.agent,
             &self.parent_agent,
             &self.project,
+            &self.provider,
+            &self.client,
         ];
         std::mem::size_of::<Self>() + texts.iter().map(|t| t.capacity()).sum::<usize>()
     }
@@ -130,6 +140,8 @@ impl StoreRow {
             &mut self.agent,
             &mut self.parent_agent,
             &mut self.project,
+            &mut self.provider,
+            &mut self.client,
         ] {
             if text.len() > MAX_KEY_BYTES {
                 let mut end = MAX_KEY_BYTES;
@@ -162,6 +174,8 @@ impl StoreRow {
             cache_read_input_tokens: self.cache_read_tokens,
             web_search_requests: self.web_search_requests,
             cost_usd: self.cost_usd,
+            reasoning_output_tokens: self.reasoning_output_tokens,
+            usage_missing: u64::from(self.usage_missing),
         }
     }
 }

@@ -39,9 +39,11 @@ pub enum Group {
     Agent,
     Project,
     Status,
+    Provider,
+    Client,
 }
 
-const GROUPS: [(Group, &str); 14] = [
+const GROUPS: [(Group, &str); 16] = [
     (Group::Hour, "hour"),
     (Group::Day, "day"),
     (Group::Week, "week"),
@@ -56,6 +58,8 @@ const GROUPS: [(Group, &str); 14] = [
     (Group::Agent, "agent"),
     (Group::Project, "project"),
     (Group::Status, "status"),
+    (Group::Provider, "provider"),
+    (Group::Client, "client"),
 ];
 
 impl Group {
@@ -82,6 +86,8 @@ impl Group {
             Group::Agent => Dim::Agent,
             Group::Project => Dim::Project,
             Group::Status => Dim::Status,
+            Group::Provider => Dim::Provider,
+            Group::Client => Dim::Client,
         }
     }
 }
@@ -99,6 +105,8 @@ enum Dim {
     Status,
     Session,
     Agent,
+    Provider,
+    Client,
 }
 
 impl Dim {
@@ -114,12 +122,22 @@ impl Dim {
             Dim::Status => "status",
             Dim::Session => "session",
             Dim::Agent => "agent",
+            Dim::Provider => "provider",
+            Dim::Client => "client",
         }
     }
 
     /// Whether the `usage_15m` rollup carries this column.
     fn in_rollup(self) -> bool {
-        !matches!(self, Dim::Session | Dim::Agent)
+        !matches!(
+            self,
+            Dim::Session | Dim::Agent | Dim::Provider | Dim::Client
+        )
+    }
+
+    /// Whether the marginal rollups carry this column (on its own).
+    fn in_marginal(self) -> bool {
+        self.in_rollup() || matches!(self, Dim::Provider | Dim::Client)
     }
 
     fn col(self) -> Col {
@@ -131,7 +149,7 @@ impl Dim {
 }
 
 /// The filters `/usage` takes: `(parameter, column, matches by prefix)`.
-const FILTERS: [(&str, Dim, bool); 7] = [
+const FILTERS: [(&str, Dim, bool); 9] = [
     ("caller", Dim::Caller, false),
     ("model", Dim::Model, true),
     ("route", Dim::Route, false),
@@ -139,6 +157,8 @@ const FILTERS: [(&str, Dim, bool); 7] = [
     ("credential", Dim::Credential, false),
     ("session", Dim::Session, false),
     ("project", Dim::Project, false),
+    ("provider", Dim::Provider, false),
+    ("client", Dim::Client, false),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -819,12 +839,14 @@ fn read_grouped(
         .chain(filters.iter().map(|f| f.dim))
         .collect();
     touched.dedup();
-    let marginal = (touched.len() <= 1).then(|| touched.first().copied().unwrap_or(Dim::Route));
+    let marginal = (touched.len() <= 1)
+        .then(|| touched.first().copied().unwrap_or(Dim::Route))
+        .filter(|dim| dim.in_marginal());
     let levels: Vec<(&str, i64)> = match (rollups, days, marginal) {
-        (false, _, _) => vec![],
-        (true, true, Some(_)) => vec![MARGINAL_DAYS, MARGINAL_ROLLUP],
+        (_, true, Some(_)) => vec![MARGINAL_DAYS, MARGINAL_ROLLUP],
+        (_, false, Some(_)) => vec![MARGINAL_ROLLUP],
+        (false, _, None) => vec![],
         (true, true, None) => USAGE_ROLLUPS.to_vec(),
-        (true, false, Some(_)) => vec![MARGINAL_ROLLUP],
         (true, false, None) => USAGE_ROLLUPS[1..].to_vec(),
     };
     // A key column's name in `table`.
@@ -837,7 +859,7 @@ fn read_grouped(
         }
     };
     let mut cols: Vec<Col> = dims.iter().map(|d| d.col()).collect();
-    cols.extend([Col::Real; 10]);
+    cols.extend([Col::Real; COUNTER_COLUMNS.len()]);
     // Group → (its key cells, what the window's pieces add, what they take away).
     type Net = (Vec<Cell>, Counters, Counters);
     let mut net: BTreeMap<Vec<(i64, String)>, Net> = BTreeMap::new();
@@ -978,6 +1000,10 @@ pub struct StatsWindow {
     pub by_agent: BTreeMap<String, Counters>,
     pub by_project: BTreeMap<String, Counters>,
     pub by_status: BTreeMap<String, u64>,
+    /// By the route's protocol; and by the agent or SDK that sent the request. Both are closed
+    /// sets of names, so neither is ever folded.
+    pub by_provider: BTreeMap<String, Counters>,
+    pub by_client: BTreeMap<String, Counters>,
     /// Per group (`by_credential`, …): requests counted under `"other"` or of keys left out.
     pub folded: BTreeMap<String, u64>,
     /// When the oldest request the store holds finished (unix ms); `None` when it holds none.
@@ -1007,6 +1033,8 @@ pub fn window(
         (Dim::Route, &mut stats.by_route),
         (Dim::Source, &mut stats.by_source),
         (Dim::Caller, &mut stats.by_caller),
+        (Dim::Provider, &mut stats.by_provider),
+        (Dim::Client, &mut stats.by_client),
     ] {
         for (cells, counters) in read_grouped(db, &[dim], since, until, &[], true)? {
             if let Some(Cell::Text(key)) = cells.first() {
@@ -1177,7 +1205,7 @@ fn most_used_models(
             .join(", ")
     };
     let mut cols = vec![Col::Text];
-    cols.extend([Col::Real; 10]);
+    cols.extend([Col::Real; COUNTER_COLUMNS.len()]);
     for (piece, is_minus) in &parts {
         let (sql, from, to) = match *piece {
             Source::Rollup {
@@ -1381,7 +1409,7 @@ fn most_recent(
         .map(|c| format!("SUM(CAST({c} AS DOUBLE PRECISION))"))
         .collect();
     let mut cols = vec![Col::Text];
-    cols.extend([Col::Real; 10]);
+    cols.extend([Col::Real; COUNTER_COLUMNS.len()]);
     let (mut all, mut all_out) = (0u64, 0u64);
     let mut outside = vec![Counters::default(); kept.len()];
     let levels = [RECENT_DAYS, (recency.rollup_table(), BUCKET_MS)];
@@ -1493,7 +1521,7 @@ fn most_recent_grouped(
         sums.join(", "),
     );
     let mut cols = vec![Col::Text, Col::Int];
-    cols.extend([Col::Real; 10]);
+    cols.extend([Col::Real; COUNTER_COLUMNS.len()]);
     let kept = db
         .select(&sql, &params, &cols)?
         .into_iter()

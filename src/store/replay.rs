@@ -27,7 +27,7 @@ pub struct Numbered {
     pub row: StoreRow,
 }
 
-const COLUMNS: [(&str, Col); 12] = [
+const COLUMNS: [(&str, Col); 14] = [
     ("id", Col::Int),
     ("finished_ms", Col::Int),
     ("instance", Col::Text),
@@ -36,6 +36,8 @@ const COLUMNS: [(&str, Col); 12] = [
     ("source", Col::Text),
     ("caller", Col::Text),
     ("project", Col::Text),
+    ("provider", Col::Text),
+    ("client", Col::Text),
     ("input_tokens", Col::Int),
     ("output_tokens", Col::Int),
     (
@@ -74,7 +76,7 @@ pub(crate) fn rows_after(
             let mut next = || cells.next().unwrap_or(Cell::Int(0));
             let id = next().int();
             let finished_ms = next().int();
-            let [instance, route, model, source, caller, project] =
+            let [instance, route, model, source, caller, project, provider, client] =
                 std::array::from_fn(|_| next().into_text());
             let count = |cell: Cell| u64::try_from(cell.int()).unwrap_or(0);
             let input_tokens = count(next());
@@ -91,6 +93,8 @@ pub(crate) fn rows_after(
                     source,
                     caller,
                     project,
+                    provider,
+                    client,
                     input_tokens,
                     output_tokens,
                     // All cache tokens in one column: quotas count them together.
@@ -106,19 +110,24 @@ pub(crate) fn rows_after(
 /// Charges one stored request to the ledger: its request, tokens and cost.
 pub fn charge_row(ledger: &Ledger, row: &StoreRow) {
     let text = |s: &str| Some(s).filter(|s| !s.is_empty()).map(str::to_owned);
-    let (caller, route, model, source, project) = (
-        text(&row.caller),
-        text(&row.route),
-        text(&row.model),
-        text(&row.source),
-        text(&row.project),
-    );
+    let [caller, route, model, source, project, provider, client] = [
+        &row.caller,
+        &row.route,
+        &row.model,
+        &row.source,
+        &row.project,
+        &row.provider,
+        &row.client,
+    ]
+    .map(|value| text(value));
     let subjects = RequestSubjects {
         caller: caller.as_deref(),
         route: route.as_deref(),
         model: model.as_deref(),
         source: source.as_deref(),
         project: project.as_deref(),
+        provider: provider.as_deref(),
+        client: client.as_deref(),
     };
     let usage = Usage {
         input_tokens: row.input_tokens,

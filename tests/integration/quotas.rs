@@ -422,3 +422,38 @@ async fn spend_before_a_restart_still_counts() {
     }
     assert_eq!(mock.received().len(), 3);
 }
+
+#[actix_rt::test]
+async fn a_quota_selects_requests_by_client_and_by_provider() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(200, &fixture("message.json")));
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .toml(
+            "[[quotas]]\nname = \"scripts\"\nclient = \"curl\"\nwindow = \"day\"\nmax_requests = 1\n\
+             [[quotas]]\nname = \"anthropic\"\nprovider = \"anthropic\"\nmodel = \"claude-sonnet\"\n\
+             window = \"day\"\nmax_requests = 2\n",
+        )
+        .start();
+    let curl = ("user-agent", "curl/8.5.0");
+    let claude_code = ("user-agent", "claude-cli/2.1.22 (external, cli)");
+    let mut first = post(&sluice, &[curl]).await;
+    assert_eq!(first.status(), 200);
+    first.body().await.unwrap();
+    let refused = post(&sluice, &[curl]).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers().get("x-sluice-quota").unwrap(), "scripts");
+    // Another client is outside the curl quota; the provider quota (judged with the model)
+    // counts every client on the route.
+    for expected in [200, 429] {
+        let mut response = post(&sluice, &[claude_code]).await;
+        assert_eq!(response.status(), expected);
+        response.body().await.unwrap();
+    }
+    let stats = stats(&sluice, "", None).await;
+    assert_eq!(stats["quotas"][0]["subjects"][0]["subject"], "curl");
+    assert_eq!(
+        stats["quotas"][1]["subjects"][0]["subject"],
+        "claude-sonnet / anthropic"
+    );
+}

@@ -383,6 +383,8 @@ mod known {
             "callers" => text(&row.caller),
             "models" => text(&row.model),
             "projects" => text(&row.project),
+            "providers" => text(&row.provider),
+            "clients" => text(&row.client),
             _ => unreachable!(),
         }
     }
@@ -442,7 +444,16 @@ mod known {
         );
 
         for kind in [
-            "daily", "weekly", "monthly", "blocks", "sessions", "callers", "models", "projects",
+            "daily",
+            "weekly",
+            "monthly",
+            "blocks",
+            "sessions",
+            "callers",
+            "models",
+            "projects",
+            "providers",
+            "clients",
         ] {
             let mut want: BTreeMap<String, (Value, Sums)> = BTreeMap::new();
             for row in &rows {

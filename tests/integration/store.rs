@@ -235,3 +235,112 @@ async fn kill_9_under_load_loses_at_most_the_last_second() {
         "{rows} rows kept, {older_than_a_second} requests finished more than a second before the kill"
     );
 }
+
+/// Sends one request to `path` with `headers` (and the client key the routes forward).
+async fn send_from(sluice: &Sluice, path: &str, headers: &[(&str, &str)]) {
+    let mut request = client()
+        .post(sluice.url(path))
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("x-api-key", "sk-ant-api03-client-key"));
+    for header in headers {
+        request = request.insert_header(*header);
+    }
+    request.send_body("{}").await.unwrap().body().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn providers_and_clients_are_counted_grouped_and_filtered() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(200, &fixture("message.json")));
+    let sluice = sluice()
+        .route("/anthropic", &mock.url(), &[])
+        .route("/plain", &mock.url(), &["protocol = \"none\""])
+        .start();
+    let claude_code = ("user-agent", "claude-cli/2.1.22 (external, cli)");
+    send_from(&sluice, "/anthropic/v1/messages", &[claude_code]).await;
+    send_from(&sluice, "/anthropic/v1/messages", &[claude_code]).await;
+    send_from(
+        &sluice,
+        "/anthropic/v1/messages",
+        &[("user-agent", "Anthropic/Python 0.71.0")],
+    )
+    .await;
+    send_from(
+        &sluice,
+        "/plain/v1/anything",
+        &[
+            (
+                "user-agent",
+                "codex_exec/0.63.0 (Ubuntu 24.4.0; x86_64) unknown",
+            ),
+            ("originator", "codex_exec"),
+        ],
+    )
+    .await;
+    send_from(
+        &sluice,
+        "/plain/v1/anything",
+        &[("user-agent", "curl/8.5.0")],
+    )
+    .await;
+
+    let body = usage_after(&sluice, "group_by=provider,client", 5).await;
+    let rows: Vec<(String, String, u64)> = body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["provider"].as_str().unwrap().to_string(),
+                row["client"].as_str().unwrap().to_string(),
+                row["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("anthropic", "anthropic-sdk-python", 1),
+        ("anthropic", "claude-code", 2),
+        ("none", "codex", 1),
+        ("none", "curl", 1),
+    ]
+    .map(|(p, c, n)| (p.to_string(), c.to_string(), n));
+    assert_eq!(rows, expected);
+
+    let body = usage_after(&sluice, "group_by=day&client=claude-code", 2).await;
+    assert_eq!(body["totals"]["requests"], 2);
+    let body = usage_after(&sluice, "group_by=client&provider=none", 2).await;
+    assert_eq!(body["totals"]["requests"], 2);
+    assert_eq!(body["rows"].as_array().unwrap().len(), 2);
+    let (status, kind, _) = get(&sluice, "/usage?group_by=agent_kind").await;
+    assert_eq!((status, kind.as_str()), (400, "bad_query"));
+
+    let stats = stats(&sluice, "", None).await;
+    assert_eq!(stats["by_provider"]["anthropic"]["requests"], 3);
+    assert_eq!(stats["by_provider"]["none"]["requests"], 2);
+    assert_eq!(stats["by_client"]["claude-code"]["requests"], 2);
+    assert_eq!(stats["by_client"]["codex"]["requests"], 1);
+    assert_eq!(stats["by_client"].as_object().unwrap().len(), 4);
+    assert_eq!(stats["totals"]["reasoning_output_tokens"], 0);
+    assert_eq!(stats["totals"]["usage_missing"], 0);
+
+    let (_, _, metrics) = get(&sluice, "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_requests_total{")
+                && l.contains("provider=\"none\"")
+                && l.contains("route=\"/plain\"")),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("claude-code"),
+        "no client label: {metrics}"
+    );
+    let logs = sluice.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("request finished")
+            && l.contains("provider=anthropic")
+            && l.contains("client=claude-code")),
+        "{logs}"
+    );
+}

@@ -77,6 +77,8 @@ struct Caller {
     projects: &'static [&'static str],
     /// Percent of its requests that go to Opus.
     opus: u64,
+    /// The agent or SDK it sends with (`by_client`).
+    client: &'static str,
 }
 
 const CALLERS: [Caller; 4] = [
@@ -86,6 +88,7 @@ const CALLERS: [Caller; 4] = [
         source: CredentialSource::ClientOauth,
         projects: &["sluice", "web-app"],
         opus: 35,
+        client: "claude-code",
     },
     Caller {
         name: "bob",
@@ -93,6 +96,7 @@ const CALLERS: [Caller; 4] = [
         source: CredentialSource::ClientOauth,
         projects: &["web-app", "mobile"],
         opus: 10,
+        client: "claude-code",
     },
     Caller {
         name: "carol",
@@ -100,6 +104,7 @@ const CALLERS: [Caller; 4] = [
         source: CredentialSource::ClientApiKey,
         projects: &["data-pipeline", "sluice"],
         opus: 5,
+        client: "anthropic-sdk-python",
     },
     Caller {
         name: "ci-bot",
@@ -107,6 +112,7 @@ const CALLERS: [Caller; 4] = [
         source: CredentialSource::ServerKey,
         projects: &[""],
         opus: 0,
+        client: "anthropic-sdk-node",
     },
 ];
 
@@ -194,7 +200,10 @@ fn request(
         agent: agent.map(str::to_string),
         parent_agent: agent.map(|_| format!("main-{session}")),
         project: some(project),
+        provider: Some("anthropic"),
+        client: Some(caller.client),
         usage,
+        usage_missing: false,
         priced_usd: None,
         streamed,
         estimated: false,

@@ -185,7 +185,7 @@ impl MetricsState {
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_default(),
             caller: record.caller.clone(),
-            client: None,
+            client: record.client.map(str::to_string),
             overflow: false,
         }
     }

@@ -63,6 +63,14 @@ impl ExportConfig {
         })
     }
 
+    /// The record's provider (its route's protocol), else the one of the route as configured.
+    fn provider_of(&self, record: &crate::metrics::RequestRecord) -> Option<String> {
+        match record.provider {
+            Some(protocol) => attributes::provider_name(protocol),
+            None => self.provider(&record.route),
+        }
+    }
+
     fn provider(&self, route: &str) -> Option<String> {
         self.providers
             .iter()
@@ -192,7 +200,7 @@ impl Export {
         if let Ok(mut guard) = self.metrics.lock() {
             if let Some(state) = guard.as_mut() {
                 for finished in batch {
-                    let provider = config.provider(&finished.record.route);
+                    let provider = config.provider_of(&finished.record);
                     let key = state.key(finished, provider);
                     state.add(key, finished);
                 }
@@ -209,7 +217,7 @@ impl Export {
                         dropped += 1;
                         continue;
                     }
-                    let provider = config.provider(&finished.record.route);
+                    let provider = config.provider_of(&finished.record);
                     spans.push_back(spans::request_span(finished, provider.as_deref()));
                 }
                 spans.len()

@@ -68,6 +68,9 @@ pub fn request_span(finished: &Finished, provider: Option<&str>) -> Span {
     if let Some(caller) = &record.caller {
         attrs.push(string("sluice.caller", caller.as_str()));
     }
+    if let Some(client) = record.client {
+        attrs.push(string("sluice.client", client));
+    }
     if !record.request_id.is_empty() {
         attrs.push(string("sluice.request_id", record.request_id.as_str()));
     }

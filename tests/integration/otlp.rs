@@ -69,6 +69,7 @@ async fn exported_metrics_and_spans_equal_stats() {
     let traced = [
         ("traceparent", TRACEPARENT),
         ("x-claude-code-session-id", SESSION),
+        ("user-agent", "claude-cli/2.1.22 (external, cli)"),
     ];
     assert_eq!(post(&sluice, "json", &traced).await, 200);
     assert_eq!(post(&sluice, "json", &traced).await, 200);
@@ -157,6 +158,12 @@ async fn exported_metrics_and_spans_equal_stats() {
         // No session or request ids on metrics: bounded.
         assert!(attribute(attrs, "gen_ai.conversation.id").is_none());
     }
+    let clients: Vec<_> = requests
+        .data_points
+        .iter()
+        .filter_map(|p| attribute(&p.attributes, "sluice.client"))
+        .collect();
+    assert_eq!(clients, vec!["claude-code".to_string()]);
     let errors: Vec<_> = requests
         .data_points
         .iter()
@@ -193,6 +200,10 @@ async fn exported_metrics_and_spans_equal_stats() {
         assert_eq!(
             attribute(&span.attributes, "http.response.status_code").as_deref(),
             Some("200")
+        );
+        assert_eq!(
+            attribute(&span.attributes, "sluice.client").as_deref(),
+            Some("claude-code")
         );
     }
     // The streamed answer: the whole prompt, cached parts included, is the input.

@@ -17,7 +17,7 @@ use crate::access::{strip_bearer, AccessRules};
 use crate::attribution;
 use crate::error::Error;
 use crate::headers;
-use crate::protocol::anthropic::{self, BearerKind};
+use crate::protocol::{Api, BearerKind, CredentialHeader, Protocol};
 use crate::secrets::{self, fingerprint, Secret, SecretSource};
 use crate::settings::{CredentialPolicy, EnvSource, Settings, SettingsError};
 
@@ -96,39 +96,26 @@ pub fn decide(
     }
 }
 
-/// The server key as the headers it becomes: `x-api-key`, or for an OAuth token
-/// `authorization: Bearer …` plus the OAuth beta flag.
+/// The server key as the header value its route's protocol sends it in (Anthropic:
+/// `x-api-key`, or an OAuth token as `authorization: Bearer …` plus the OAuth beta flag;
+/// OpenAI: `authorization: Bearer …`; Gemini: `x-goog-api-key`).
 #[derive(Debug, Clone)]
 pub struct ServerCredential {
+    protocol: Protocol,
     value: HeaderValue,
-    oauth: bool,
     fingerprint: String,
 }
 
 impl ServerCredential {
-    /// Sets the server key's headers: `x-api-key`, or for an OAuth token `authorization` plus
-    /// the OAuth beta flag.
+    /// Sets the server key's headers as the route's protocol sends them.
     fn insert_into(&self, out: &mut HeaderMap) {
-        if self.oauth {
-            out.insert(header::AUTHORIZATION, self.value.clone());
-            anthropic::add_oauth_beta(out);
-        } else {
-            out.insert(anthropic::API_KEY_HEADER, self.value.clone());
-        }
+        self.protocol.api().insert_server_key(&self.value, out);
     }
 
-    fn new(secret: &Secret) -> Option<Self> {
-        let oauth = anthropic::is_oauth_token(secret.expose().as_bytes());
-        let text = if oauth {
-            format!("Bearer {}", secret.expose())
-        } else {
-            secret.expose().to_string()
-        };
-        let mut value = HeaderValue::from_str(&text).ok()?;
-        value.set_sensitive(true);
+    fn new(protocol: Protocol, secret: &Secret) -> Option<Self> {
         Some(Self {
-            value,
-            oauth,
+            protocol,
+            value: protocol.api().server_key_value(secret.expose())?,
             fingerprint: secret.fingerprint(),
         })
     }
@@ -137,6 +124,8 @@ impl ServerCredential {
 #[derive(Debug, Clone)]
 pub struct RouteCredentials {
     pub policy: CredentialPolicy,
+    /// Which headers are client credentials, and how the server key is sent.
+    pub protocol: Protocol,
     pub server: Option<ServerCredential>,
 }
 
@@ -514,7 +503,10 @@ impl CredentialRules {
                 .zip(&material.server_keys)
                 .map(|(route, key)| RouteCredentials {
                     policy: route.credential_policy,
-                    server: key.as_ref().and_then(ServerCredential::new),
+                    protocol: route.protocol,
+                    server: key
+                        .as_ref()
+                        .and_then(|key| ServerCredential::new(route.protocol, key)),
                 })
                 .collect(),
             tls: material.tls.clone(),
@@ -563,7 +555,7 @@ impl CredentialRules {
             client,
             client_secret,
             client_credentials,
-        } = self.copy_end_to_end(incoming);
+        } = self.copy_end_to_end(rules.protocol.api(), incoming);
         let is_probe = *method == Method::HEAD || *method == Method::OPTIONS;
         let server_key_usable =
             rules.server.is_some() && !(is_probe && rules.policy == CredentialPolicy::ClientFirst);
@@ -594,10 +586,10 @@ impl CredentialRules {
     }
 
     /// The end-to-end headers of `incoming` that may go upstream, with the client's credential
-    /// headers set apart (the decision says whether they go). Never kept: hop-by-hop headers,
-    /// `host`, `expect`, the access-key header, sluice's own `x-sluice-*` headers, and any
-    /// header that carries one of our secrets.
-    fn copy_end_to_end<'h>(&self, incoming: &'h HeaderMap) -> Copied<'h> {
+    /// headers (as the route's protocol `api` names them) set apart: the decision says whether
+    /// they go. Never kept: hop-by-hop headers, `host`, `expect`, the access-key header,
+    /// sluice's own `x-sluice-*` headers, and any header that carries one of our secrets.
+    fn copy_end_to_end<'h>(&self, api: &dyn Api, incoming: &'h HeaderMap) -> Copied<'h> {
         let listed = headers::connection_listed(incoming);
         let mut copied = Copied {
             out: HeaderMap::with_capacity(incoming.len() + 2),
@@ -615,11 +607,11 @@ impl CredentialRules {
             {
                 continue;
             }
-            let is_api_key = *name == anthropic::API_KEY_HEADER;
-            if !is_api_key && *name != header::AUTHORIZATION {
+            let Some(kind) = api.credential_header(name) else {
                 copied.out.append(name.clone(), value.clone());
                 continue;
-            }
+            };
+            let is_api_key = kind == CredentialHeader::ApiKey;
             if value.is_empty() {
                 continue;
             }
@@ -628,7 +620,7 @@ impl CredentialRules {
                 client.api_key = true;
                 copied.client_secret = Some(value.as_bytes());
             } else if !is_api_key && client.authorization.is_none() {
-                client.authorization = Some(BearerKind::of_authorization(value.as_bytes()));
+                client.authorization = Some(api.bearer_kind(value.as_bytes()));
                 if !client.api_key {
                     let token = strip_bearer(value.as_bytes());
                     copied.client_secret = Some(token.unwrap_or(value.as_bytes()));
@@ -715,7 +707,7 @@ impl Handler<ApplyCredentials> for CredentialResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::anthropic::ANTHROPIC_BETA;
+    use crate::protocol::anthropic::{self, ANTHROPIC_BETA};
     use crate::settings::{EnvSource, Settings};
     use std::collections::HashMap;
 

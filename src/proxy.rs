@@ -21,7 +21,7 @@ use crate::headers;
 use crate::metrics::tap::{Timing, Watch};
 use crate::metrics::{Outcome, PendingRecord, RequestRecord, UsageTap};
 use crate::pricing::PriceTable;
-use crate::protocol::UsageParser;
+use crate::protocol::{Protocol, RequestModel};
 use crate::quotas::{Ledger, QuotaHold, QuotaSet, Refusal, RequestSubjects};
 use crate::routing;
 use crate::settings::Route;
@@ -45,19 +45,21 @@ pub async fn forward(
     let has_body = RequestBody::of(req.headers()) != RequestBody::None;
     let idle = state.snapshot().upstream.timeouts.idle;
     let (upload, upload_watch) = upload::watch(payload, has_body, idle);
+    // The route's protocol, once the route is known: sluice's own errors take its shape.
+    let mut protocol = Protocol::Anthropic;
     let exchanged = upload_watch
         .guard(exchange(
             &req,
             upload,
             &state,
             &clients,
-            &mut pending,
+            (&mut pending, &mut protocol),
             received,
         ))
         .await;
     match exchanged {
         Ok(response) => response,
-        Err(err) => record_refusal(err, &mut pending, received),
+        Err(err) => record_refusal(err, protocol, &mut pending, received),
     }
 }
 
@@ -67,7 +69,7 @@ async fn exchange(
     payload: Upload,
     state: &AppState,
     clients: &WorkerClients,
-    pending: &mut PendingRecord,
+    (pending, protocol): (&mut PendingRecord, &mut Protocol),
     received: Instant,
 ) -> Result<HttpResponse, Error> {
     let snapshot = state.snapshot();
@@ -78,6 +80,7 @@ async fn exchange(
         received,
     };
     let target = exchange.route(pending.get_mut())?;
+    *protocol = target.route.protocol;
     let body = exchange.admit(pending.get_mut())?;
     let headers = exchange.credentials(&target, pending.get_mut())?;
     let quota = exchange.quota(pending.get_mut())?;
@@ -260,7 +263,11 @@ impl<'a> Exchange<'a> {
             record.upstream_failure = err.is_upstream_failure().then(|| err.kind());
         }
         let mut side = request_side.borrow_mut();
-        let requested_model = side.model.as_mut().and_then(|reader| reader.finish().model);
+        let requested_model = side
+            .model
+            .as_mut()
+            .and_then(RequestModel::finish)
+            .or_else(|| target.route.protocol.api().model_in_path(&target.rest));
         Ok(Sent {
             response: response?,
             requested_model,
@@ -278,7 +285,7 @@ impl<'a> Exchange<'a> {
         record.model = sent.requested_model;
         record.status = upstream.status().as_u16();
         record.ttfb = Some(sent.head_received - self.received);
-        record.rate_limits = rate_limit_headers(upstream.headers());
+        record.rate_limits = target.route.protocol.rate_limit_headers(upstream.headers());
         let format = answer_format(upstream.headers());
         record.streamed = format == AnswerFormat::EventStream;
         let status = upstream.status();
@@ -356,8 +363,13 @@ where
 }
 
 /// A request sluice answers itself with an error: logged, recorded with its kind, answered
-/// in Anthropic's error shape.
-fn record_refusal(err: Error, pending: &mut PendingRecord, received: Instant) -> HttpResponse {
+/// in the error shape of the route's `protocol` (Anthropic's before a route is known).
+fn record_refusal(
+    err: Error,
+    protocol: Protocol,
+    pending: &mut PendingRecord,
+    received: Instant,
+) -> HttpResponse {
     let status = err.status_code().as_u16();
     tracing::warn!(
         request_id = %pending.get_mut().request_id,
@@ -367,8 +379,8 @@ fn record_refusal(err: Error, pending: &mut PendingRecord, received: Instant) ->
     );
     pending.finish(status, Outcome::Refused(err.kind()), received);
     match err {
-        Error::ClientBody(_) => upload::broken_upload_answer(&err),
-        _ => err.error_response(),
+        Error::ClientBody(_) => upload::broken_upload_answer(&err, protocol),
+        _ => err.response_in(protocol),
     }
 }
 
@@ -386,7 +398,7 @@ struct RequestSide {
     /// The body passed `max_request_body_bytes`.
     over_limit: bool,
     /// Reads the top-level `model` of a JSON body (bounded memory); fed only until it is found.
-    model: Option<UsageParser>,
+    model: Option<RequestModel>,
     /// The request's hold on its quotas; joined by the quotas on its model once that is read.
     quota: Option<QuotaHold>,
     /// Quotas that select by model, still to be judged.
@@ -469,9 +481,9 @@ fn tap_request_body(
             return Err(Error::BodyTooLarge(limit));
         }
         if !model_found {
-            if let Some(parser) = side.model.as_mut() {
-                parser.feed(&chunk);
-                if let Some(model) = parser.answer_model().map(str::to_string) {
+            if let Some(reader) = side.model.as_mut() {
+                reader.feed(&chunk);
+                if let Some(model) = reader.model().map(str::to_string) {
                     model_found = true;
                     side.judge_model(&model)?;
                 }
@@ -479,17 +491,6 @@ fn tap_request_body(
         }
         Ok(chunk)
     })
-}
-
-/// `anthropic-ratelimit-*` and `retry-after`, the subscription's rate-limit state.
-fn rate_limit_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter(|(name, _)| {
-            name.as_str().starts_with("anthropic-ratelimit-") || *name == header::RETRY_AFTER
-        })
-        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
-        .collect()
 }
 
 fn attribution_of(req: &HttpRequest, header: &str) -> Option<String> {

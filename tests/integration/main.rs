@@ -11,6 +11,7 @@ mod forwarding;
 mod h2_upstream;
 mod https;
 mod metering;
+mod protocols;
 mod quotas;
 mod reload;
 mod report;

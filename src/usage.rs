@@ -35,6 +35,10 @@ pub struct Usage {
     /// The speed it ran at (`"fast"`, `"standard"`), which may change the price.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speed: Option<String>,
+    /// The processing tier the answer says served it (OpenAI's `service_tier`: `"default"`,
+    /// `"flex"`, `"priority"`, …), which may change the price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_tier: Option<String>,
     /// The samplings of a compacting answer, each with its own tokens (priced one by one).
     /// When given, the token fields above are their sums.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -161,6 +165,7 @@ impl Usage {
     pub fn held_bytes(&self) -> usize {
         self.inference_geo.as_ref().map_or(0, String::capacity)
             + self.speed.as_ref().map_or(0, String::capacity)
+            + self.service_tier.as_ref().map_or(0, String::capacity)
             + self.iterations.capacity() * std::mem::size_of::<Tokens>()
     }
 }

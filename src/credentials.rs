@@ -1162,4 +1162,136 @@ mod tests {
         assert_eq!(changes[1], "access key alice rotated");
         assert!(!changes.concat().contains("sk-x"));
     }
+
+    /// Rules for one `protocol = "openai"` route.
+    fn openai_rules(policy: &str, server_key: Option<&str>) -> CredentialRules {
+        let mut env = HashMap::new();
+        if let Some(key) = server_key {
+            env.insert("OPENAI_API_KEY".to_string(), key.to_string());
+        }
+        env.insert("K_ALICE".to_string(), ACCESS_KEY.to_string());
+        let text = format!(
+            "[[routes]]\nprefix = \"/openai/v1\"\nupstream = \"http://127.0.0.1:1/v1\"\n\
+             protocol = \"openai\"\nserver_key_env = \"OPENAI_API_KEY\"\n\
+             credential_policy = \"{policy}\"\n{ALICE}"
+        );
+        let env = EnvSource::Fixed(env);
+        let settings = Settings::from_toml(&text, "test", &env).unwrap();
+        CredentialRules::new(&settings, &SecretMaterial::read(&settings, &env).unwrap())
+    }
+
+    const CHATGPT_TOKEN: &str =
+        "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLXRlc3QifQ.c2lnbmF0dXJlLXRlc3Q";
+
+    /// SPEC "Credentials" for openai routes, row by row: what the client sent, the server key,
+    /// the source, and the credential headers that go upstream.
+    #[test]
+    fn openai_credential_table_matches_spec() {
+        let server = "sk-proj-test-server-key";
+        let chatgpt = format!("Bearer {CHATGPT_TOKEN}");
+        let access = format!("Bearer {ACCESS_KEY}");
+        let server_bearer = format!("Bearer {server}");
+        type Row<'a> = (
+            Vec<(&'a str, &'a str)>,
+            Option<&'a str>,
+            CredentialSource,
+            Vec<(String, String)>,
+        );
+        let rows: Vec<Row> = vec![
+            // The client's API key is kept, with a server key set or not.
+            (
+                vec![("authorization", "Bearer sk-proj-client")],
+                Some(server),
+                CredentialSource::ClientApiKey,
+                vec![pair("authorization", "Bearer sk-proj-client")],
+            ),
+            // Azure's api-key header is an API key too.
+            (
+                vec![("api-key", "azure-client-key")],
+                Some(server),
+                CredentialSource::ClientApiKey,
+                vec![pair("api-key", "azure-client-key")],
+            ),
+            // A ChatGPT login (Codex): untouched, never the server key.
+            (
+                vec![
+                    ("authorization", &chatgpt),
+                    ("chatgpt-account-id", "acct-1"),
+                ],
+                Some(server),
+                CredentialSource::ClientOauth,
+                vec![pair("authorization", &chatgpt)],
+            ),
+            (
+                vec![("authorization", "Bearer team-gateway-token")],
+                Some(server),
+                CredentialSource::ClientBearer,
+                vec![pair("authorization", "Bearer team-gateway-token")],
+            ),
+            // No client credential: the server key as a bearer token.
+            (
+                vec![],
+                Some(server),
+                CredentialSource::ServerKey,
+                vec![pair("authorization", &server_bearer)],
+            ),
+            // The access key as the bearer counts as no credential and is never forwarded.
+            (
+                vec![("authorization", &access)],
+                Some(server),
+                CredentialSource::ServerKey,
+                vec![pair("authorization", &server_bearer)],
+            ),
+            // No credential at all: no header, never an empty or "None" one.
+            (
+                vec![("authorization", "")],
+                None,
+                CredentialSource::None,
+                vec![],
+            ),
+        ];
+        for (sent, server_key, source, upstream) in rows {
+            let mut headers = request(&sent);
+            headers.insert(
+                HeaderName::from_static("x-sluice-key"),
+                HeaderValue::from_static(ACCESS_KEY),
+            );
+            let out = openai_rules("client_first", server_key)
+                .outbound(0, &Method::POST, &headers)
+                .unwrap();
+            assert_eq!(out.source, source, "{sent:?}");
+            let mut found: Vec<_> = out
+                .headers
+                .iter()
+                .filter(|(n, _)| *n == header::AUTHORIZATION || n.as_str() == "api-key")
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            found.sort();
+            assert_eq!(found, upstream, "{sent:?}");
+            assert!(out.headers.get("x-sluice-key").is_none());
+            assert!(out
+                .headers
+                .iter()
+                .all(|(_, v)| v != "None" && !v.is_empty()));
+        }
+    }
+
+    #[test]
+    fn openai_server_only_replaces_even_a_chatgpt_login() {
+        let out = openai_rules("server_only", Some("sk-proj-server"))
+            .outbound(
+                0,
+                &Method::POST,
+                &request(&[
+                    ("authorization", &format!("Bearer {CHATGPT_TOKEN}")),
+                    ("x-sluice-key", ACCESS_KEY),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(out.source, CredentialSource::ServerKey);
+        assert_eq!(
+            out.headers.get(header::AUTHORIZATION).unwrap(),
+            "Bearer sk-proj-server"
+        );
+    }
 }

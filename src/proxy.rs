@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use crate::attribution;
 use crate::client_stall::StallWatch;
 use crate::connection::ClientSocket;
+use crate::credentials::CredentialSource;
 use crate::error::Error;
 use crate::headers;
 use crate::metrics::tap::{Timing, Watch};
@@ -84,7 +85,8 @@ async fn exchange(
     let body = exchange.admit(pending.get_mut())?;
     let headers = exchange.credentials(&target, pending.get_mut())?;
     let quota = exchange.quota(pending.get_mut())?;
-    let upstream_request = exchange.upstream_request(&target, clients, headers);
+    let subscription_login = pending.get_mut().source == Some(CredentialSource::ClientOauth);
+    let upstream_request = exchange.upstream_request(&target, clients, headers, subscription_login);
     let sent = exchange
         .send_upstream(
             &target,
@@ -194,17 +196,20 @@ impl<'a> Exchange<'a> {
     }
 
     /// The upstream request: same method, path below the prefix and query, on this worker's
-    /// client for the route.
+    /// client for the route — for a subscription login, the route's `subscription_upstream`
+    /// when it has one.
     fn upstream_request(
         &self,
         target: &Target,
         clients: &WorkerClients,
         headers: HeaderMap,
+        subscription_login: bool,
     ) -> UpstreamRequest {
         let plan = &self.snapshot.upstream;
-        let base = &plan.routes[target.index].base;
+        let lane = plan.lane(target.index, subscription_login);
+        let base = &plan.routes[lane].base;
         UpstreamRequest {
-            client: clients.client(plan, target.index),
+            client: clients.client(plan, lane),
             method: self.req.method().clone(),
             url: routing::upstream_url(base, &target.rest, self.req.uri().query()),
             headers,

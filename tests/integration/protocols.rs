@@ -84,3 +84,66 @@ async fn a_gemini_route_is_forwarded_and_counted_without_tokens() {
     assert_eq!(totals["errors"], 0, "{stats}");
     assert_eq!(totals["input_tokens"], 0, "{stats}");
 }
+
+/// A ChatGPT login token as Codex sends it: a JWT bearer.
+const CHATGPT_TOKEN: &str =
+    "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLXRlc3QifQ.c2lnbmF0dXJlLXRlc3Q";
+
+#[actix_rt::test]
+async fn chatgpt_login_goes_to_the_subscription_upstream_untouched_and_never_gets_the_server_key() {
+    let api = MockUpstream::start();
+    api.always(Reply::json(200, r#"{"from":"api"}"#));
+    let chatgpt = MockUpstream::start();
+    chatgpt.always(Reply::json(200, r#"{"from":"chatgpt"}"#));
+    let subscription = format!(
+        "subscription_upstream = \"{}/backend-api/codex\"",
+        chatgpt.url()
+    );
+    let sluice = sluice()
+        .route(
+            "/openai/v1",
+            &format!("{}/v1", api.url()),
+            &["protocol = \"openai\"", &subscription],
+        )
+        .server_key("sk-proj-test-server-key")
+        .start();
+    let send = |authorization: Option<String>| {
+        let mut request = client()
+            .post(sluice.url("/openai/v1/responses?x=1"))
+            .insert_header(("chatgpt-account-id", "acct-test"));
+        if let Some(value) = authorization {
+            request = request.insert_header(("authorization", value));
+        }
+        async move { request.send_body("{}").await.unwrap().status() }
+    };
+    assert_eq!(send(Some(format!("Bearer {CHATGPT_TOKEN}"))).await, 200);
+    let sent = chatgpt.last();
+    assert_eq!(sent.target, "/backend-api/codex/responses?x=1");
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {CHATGPT_TOKEN}"))
+    );
+    assert_eq!(
+        sent.header("chatgpt-account-id").as_deref(),
+        Some("acct-test")
+    );
+    assert!(api.received().is_empty());
+    // An API key goes to the API; no credential gets the server key there.
+    assert_eq!(send(Some("Bearer sk-proj-client-key".into())).await, 200);
+    assert_eq!(
+        api.last().header("authorization").as_deref(),
+        Some("Bearer sk-proj-client-key")
+    );
+    assert_eq!(send(None).await, 200);
+    assert_eq!(
+        api.last().header("authorization").as_deref(),
+        Some("Bearer sk-proj-test-server-key")
+    );
+    assert_eq!(api.last().target, "/v1/responses?x=1");
+    assert_eq!(chatgpt.received().len(), 1);
+    let stats = stats_after(&sluice, 3, None).await;
+    let sources = &stats["by_source"];
+    for source in ["client_oauth", "client_api_key", "server_key"] {
+        assert_eq!(sources[source]["requests"], 1, "{source}: {stats}");
+    }
+}

@@ -17,7 +17,7 @@ use crate::access::{strip_bearer, AccessRules};
 use crate::attribution;
 use crate::error::Error;
 use crate::headers;
-use crate::protocol::anthropic::{self, BearerKind};
+use crate::protocol::{Api, BearerKind, CredentialHeader, Protocol};
 use crate::secrets::{self, fingerprint, Secret, SecretSource};
 use crate::settings::{CredentialPolicy, EnvSource, Settings, SettingsError};
 
@@ -96,39 +96,26 @@ pub fn decide(
     }
 }
 
-/// The server key as the headers it becomes: `x-api-key`, or for an OAuth token
-/// `authorization: Bearer …` plus the OAuth beta flag.
+/// The server key as the header value its route's protocol sends it in (Anthropic:
+/// `x-api-key`, or an OAuth token as `authorization: Bearer …` plus the OAuth beta flag;
+/// OpenAI: `authorization: Bearer …`; Gemini: `x-goog-api-key`).
 #[derive(Debug, Clone)]
 pub struct ServerCredential {
+    protocol: Protocol,
     value: HeaderValue,
-    oauth: bool,
     fingerprint: String,
 }
 
 impl ServerCredential {
-    /// Sets the server key's headers: `x-api-key`, or for an OAuth token `authorization` plus
-    /// the OAuth beta flag.
+    /// Sets the server key's headers as the route's protocol sends them.
     fn insert_into(&self, out: &mut HeaderMap) {
-        if self.oauth {
-            out.insert(header::AUTHORIZATION, self.value.clone());
-            anthropic::add_oauth_beta(out);
-        } else {
-            out.insert(anthropic::API_KEY_HEADER, self.value.clone());
-        }
+        self.protocol.api().insert_server_key(&self.value, out);
     }
 
-    fn new(secret: &Secret) -> Option<Self> {
-        let oauth = anthropic::is_oauth_token(secret.expose().as_bytes());
-        let text = if oauth {
-            format!("Bearer {}", secret.expose())
-        } else {
-            secret.expose().to_string()
-        };
-        let mut value = HeaderValue::from_str(&text).ok()?;
-        value.set_sensitive(true);
+    fn new(protocol: Protocol, secret: &Secret) -> Option<Self> {
         Some(Self {
-            value,
-            oauth,
+            protocol,
+            value: protocol.api().server_key_value(secret.expose())?,
             fingerprint: secret.fingerprint(),
         })
     }
@@ -137,6 +124,8 @@ impl ServerCredential {
 #[derive(Debug, Clone)]
 pub struct RouteCredentials {
     pub policy: CredentialPolicy,
+    /// Which headers are client credentials, and how the server key is sent.
+    pub protocol: Protocol,
     pub server: Option<ServerCredential>,
 }
 
@@ -557,7 +546,10 @@ impl CredentialRules {
                 .zip(&material.server_keys)
                 .map(|(route, key)| RouteCredentials {
                     policy: route.credential_policy,
-                    server: key.as_ref().and_then(ServerCredential::new),
+                    protocol: route.protocol,
+                    server: key
+                        .as_ref()
+                        .and_then(|key| ServerCredential::new(route.protocol, key)),
                 })
                 .collect(),
             tls: material.tls.clone(),
@@ -607,7 +599,7 @@ impl CredentialRules {
             client,
             client_secret,
             client_credentials,
-        } = self.copy_end_to_end(incoming);
+        } = self.copy_end_to_end(rules.protocol.api(), incoming);
         let is_probe = *method == Method::HEAD || *method == Method::OPTIONS;
         let server_key_usable =
             rules.server.is_some() && !(is_probe && rules.policy == CredentialPolicy::ClientFirst);
@@ -638,10 +630,10 @@ impl CredentialRules {
     }
 
     /// The end-to-end headers of `incoming` that may go upstream, with the client's credential
-    /// headers set apart (the decision says whether they go). Never kept: hop-by-hop headers,
-    /// `host`, `expect`, the access-key header, sluice's own `x-sluice-*` headers, and any
-    /// header that carries one of our secrets.
-    fn copy_end_to_end<'h>(&self, incoming: &'h HeaderMap) -> Copied<'h> {
+    /// headers (as the route's protocol `api` names them) set apart: the decision says whether
+    /// they go. Never kept: hop-by-hop headers, `host`, `expect`, the access-key header,
+    /// sluice's own `x-sluice-*` headers, and any header that carries one of our secrets.
+    fn copy_end_to_end<'h>(&self, api: &dyn Api, incoming: &'h HeaderMap) -> Copied<'h> {
         let listed = headers::connection_listed(incoming);
         let mut copied = Copied {
             out: HeaderMap::with_capacity(incoming.len() + 2),
@@ -659,11 +651,11 @@ impl CredentialRules {
             {
                 continue;
             }
-            let is_api_key = *name == anthropic::API_KEY_HEADER;
-            if !is_api_key && *name != header::AUTHORIZATION {
+            let Some(kind) = api.credential_header(name) else {
                 copied.out.append(name.clone(), value.clone());
                 continue;
-            }
+            };
+            let is_api_key = kind == CredentialHeader::ApiKey;
             if value.is_empty() {
                 continue;
             }
@@ -672,7 +664,7 @@ impl CredentialRules {
                 client.api_key = true;
                 copied.client_secret = Some(value.as_bytes());
             } else if !is_api_key && client.authorization.is_none() {
-                client.authorization = Some(BearerKind::of_authorization(value.as_bytes()));
+                client.authorization = Some(api.bearer_kind(value.as_bytes()));
                 if !client.api_key {
                     let token = strip_bearer(value.as_bytes());
                     copied.client_secret = Some(token.unwrap_or(value.as_bytes()));
@@ -759,7 +751,7 @@ impl Handler<ApplyCredentials> for CredentialResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::anthropic::ANTHROPIC_BETA;
+    use crate::protocol::anthropic::{self, ANTHROPIC_BETA};
     use crate::settings::{EnvSource, Settings};
     use std::collections::HashMap;
 
@@ -1242,5 +1234,137 @@ mod tests {
         assert!(changes[0].starts_with("server key of /anthropic: none -> "));
         assert_eq!(changes[1], "access key alice rotated");
         assert!(!changes.concat().contains("sk-x"));
+    }
+
+    /// Rules for one `protocol = "openai"` route.
+    fn openai_rules(policy: &str, server_key: Option<&str>) -> CredentialRules {
+        let mut env = HashMap::new();
+        if let Some(key) = server_key {
+            env.insert("OPENAI_API_KEY".to_string(), key.to_string());
+        }
+        env.insert("K_ALICE".to_string(), ACCESS_KEY.to_string());
+        let text = format!(
+            "[[routes]]\nprefix = \"/openai/v1\"\nupstream = \"http://127.0.0.1:1/v1\"\n\
+             protocol = \"openai\"\nserver_key_env = \"OPENAI_API_KEY\"\n\
+             credential_policy = \"{policy}\"\n{ALICE}"
+        );
+        let env = EnvSource::Fixed(env);
+        let settings = Settings::from_toml(&text, "test", &env).unwrap();
+        CredentialRules::new(&settings, &SecretMaterial::read(&settings, &env).unwrap())
+    }
+
+    const CHATGPT_TOKEN: &str =
+        "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLXRlc3QifQ.c2lnbmF0dXJlLXRlc3Q";
+
+    /// SPEC "Credentials" for openai routes, row by row: what the client sent, the server key,
+    /// the source, and the credential headers that go upstream.
+    #[test]
+    fn openai_credential_table_matches_spec() {
+        let server = "sk-proj-test-server-key";
+        let chatgpt = format!("Bearer {CHATGPT_TOKEN}");
+        let access = format!("Bearer {ACCESS_KEY}");
+        let server_bearer = format!("Bearer {server}");
+        type Row<'a> = (
+            Vec<(&'a str, &'a str)>,
+            Option<&'a str>,
+            CredentialSource,
+            Vec<(String, String)>,
+        );
+        let rows: Vec<Row> = vec![
+            // The client's API key is kept, with a server key set or not.
+            (
+                vec![("authorization", "Bearer sk-proj-client")],
+                Some(server),
+                CredentialSource::ClientApiKey,
+                vec![pair("authorization", "Bearer sk-proj-client")],
+            ),
+            // Azure's api-key header is an API key too.
+            (
+                vec![("api-key", "azure-client-key")],
+                Some(server),
+                CredentialSource::ClientApiKey,
+                vec![pair("api-key", "azure-client-key")],
+            ),
+            // A ChatGPT login (Codex): untouched, never the server key.
+            (
+                vec![
+                    ("authorization", &chatgpt),
+                    ("chatgpt-account-id", "acct-1"),
+                ],
+                Some(server),
+                CredentialSource::ClientOauth,
+                vec![pair("authorization", &chatgpt)],
+            ),
+            (
+                vec![("authorization", "Bearer team-gateway-token")],
+                Some(server),
+                CredentialSource::ClientBearer,
+                vec![pair("authorization", "Bearer team-gateway-token")],
+            ),
+            // No client credential: the server key as a bearer token.
+            (
+                vec![],
+                Some(server),
+                CredentialSource::ServerKey,
+                vec![pair("authorization", &server_bearer)],
+            ),
+            // The access key as the bearer counts as no credential and is never forwarded.
+            (
+                vec![("authorization", &access)],
+                Some(server),
+                CredentialSource::ServerKey,
+                vec![pair("authorization", &server_bearer)],
+            ),
+            // No credential at all: no header, never an empty or "None" one.
+            (
+                vec![("authorization", "")],
+                None,
+                CredentialSource::None,
+                vec![],
+            ),
+        ];
+        for (sent, server_key, source, upstream) in rows {
+            let mut headers = request(&sent);
+            headers.insert(
+                HeaderName::from_static("x-sluice-key"),
+                HeaderValue::from_static(ACCESS_KEY),
+            );
+            let out = openai_rules("client_first", server_key)
+                .outbound(0, &Method::POST, &headers)
+                .unwrap();
+            assert_eq!(out.source, source, "{sent:?}");
+            let mut found: Vec<_> = out
+                .headers
+                .iter()
+                .filter(|(n, _)| *n == header::AUTHORIZATION || n.as_str() == "api-key")
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            found.sort();
+            assert_eq!(found, upstream, "{sent:?}");
+            assert!(out.headers.get("x-sluice-key").is_none());
+            assert!(out
+                .headers
+                .iter()
+                .all(|(_, v)| v != "None" && !v.is_empty()));
+        }
+    }
+
+    #[test]
+    fn openai_server_only_replaces_even_a_chatgpt_login() {
+        let out = openai_rules("server_only", Some("sk-proj-server"))
+            .outbound(
+                0,
+                &Method::POST,
+                &request(&[
+                    ("authorization", &format!("Bearer {CHATGPT_TOKEN}")),
+                    ("x-sluice-key", ACCESS_KEY),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(out.source, CredentialSource::ServerKey);
+        assert_eq!(
+            out.headers.get(header::AUTHORIZATION).unwrap(),
+            "Bearer sk-proj-server"
+        );
     }
 }

@@ -1,10 +1,11 @@
-//! Everything sluice itself may tell a client, and the one place that maps it to Anthropic's
-//! error shape, an HTTP status and the `x-sluice-error` kind.
+//! Everything sluice itself may tell a client, and the one place that maps it to an HTTP
+//! status, the `x-sluice-error` kind and a body in the route's protocol's error shape
+//! (Anthropic's where no route applies).
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::protocol::anthropic;
+use crate::protocol::Protocol;
 
 /// Header naming the kind of an error that sluice produced (absent on upstream errors).
 pub const SLUICE_ERROR_HEADER: &str = "x-sluice-error";
@@ -116,8 +117,41 @@ impl Error {
 
     /// The body in Anthropic's error shape; the message says it is sluice's own.
     pub fn body(&self) -> String {
+        self.body_in(Protocol::Anthropic)
+    }
+
+    /// The body in `protocol`'s error shape, so that its clients report it as their own; the
+    /// message says it is sluice's.
+    pub fn body_in(&self, protocol: Protocol) -> String {
         let status = self.status_code().as_u16();
-        anthropic::error_body(anthropic::error_type(status), &format!("sluice: {self}"))
+        protocol
+            .api()
+            .error_body(status, self.kind(), &format!("sluice: {self}"))
+    }
+
+    /// The whole answer (status, headers, body in `protocol`'s shape).
+    pub fn response_in(&self, protocol: Protocol) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        response
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .insert_header((SLUICE_ERROR_HEADER, self.kind()));
+        if let Error::QuotaExceeded {
+            quota,
+            retry_after_s,
+            ..
+        } = self
+        {
+            response
+                .insert_header((header::RETRY_AFTER, retry_after_s.to_string()))
+                .insert_header((SLUICE_QUOTA_HEADER, quota.as_str()));
+            if *retry_after_s > LONGEST_RETRY_WAIT_S {
+                response.insert_header(("x-should-retry", "false"));
+            }
+        }
+        if let Error::MethodNotAllowed(allowed) = self {
+            response.insert_header((header::ALLOW, *allowed));
+        }
+        response.body(self.body_in(protocol))
     }
 }
 
@@ -146,28 +180,9 @@ impl ResponseError for Error {
         }
     }
 
+    /// Outside any route (admin endpoints, no route): Anthropic's shape.
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status_code());
-        response
-            .insert_header((header::CONTENT_TYPE, "application/json"))
-            .insert_header((SLUICE_ERROR_HEADER, self.kind()));
-        if let Error::QuotaExceeded {
-            quota,
-            retry_after_s,
-            ..
-        } = self
-        {
-            response
-                .insert_header((header::RETRY_AFTER, retry_after_s.to_string()))
-                .insert_header((SLUICE_QUOTA_HEADER, quota.as_str()));
-            if *retry_after_s > LONGEST_RETRY_WAIT_S {
-                response.insert_header(("x-should-retry", "false"));
-            }
-        }
-        if let Error::MethodNotAllowed(allowed) = self {
-            response.insert_header((header::ALLOW, *allowed));
-        }
-        response.body(self.body())
+        self.response_in(Protocol::Anthropic)
     }
 }
 
@@ -221,5 +236,33 @@ mod tests {
         }
         .error_response();
         assert!(short.headers().get("x-should-retry").is_none());
+    }
+
+    #[test]
+    fn errors_take_the_routes_protocols_shape() {
+        let err = Error::QuotaExceeded {
+            quota: "daily".into(),
+            message: "quota daily reached for alice".into(),
+            retry_after_s: 3600,
+        };
+        let body: serde_json::Value = serde_json::from_str(&err.body_in(Protocol::OpenAi)).unwrap();
+        assert_eq!(
+            body["error"]["message"],
+            "sluice: quota daily reached for alice"
+        );
+        assert_eq!(body["error"]["code"], "quota_exceeded");
+        assert!(body["error"]["param"].is_null());
+        let response = err.response_in(Protocol::OpenAi);
+        assert_eq!(response.status(), 429);
+        let header = |name: &str| response.headers().get(name).unwrap().to_str().unwrap();
+        assert_eq!(header("retry-after"), "3600");
+        assert_eq!(header("x-should-retry"), "false");
+        assert_eq!(header(SLUICE_ERROR_HEADER), "quota_exceeded");
+        let gemini: serde_json::Value =
+            serde_json::from_str(&err.body_in(Protocol::Gemini)).unwrap();
+        assert_eq!(gemini["error"]["code"], 429);
+        assert_eq!(gemini["error"]["status"], "RESOURCE_EXHAUSTED");
+        // A route that is not read keeps Anthropic's shape, as before.
+        assert_eq!(err.body_in(Protocol::None), err.body());
     }
 }

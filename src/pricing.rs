@@ -5,9 +5,10 @@
 //! - its cache writes are split into 5-minute and 1-hour ones, each at its price;
 //! - a model with `long_context` rates charges every token of a sampling at those rates when
 //!   the sampling's prompt (input + cache writes + cache reads) is over the threshold;
-//! - the token cost is multiplied by the model's multiplier for `usage.inference_geo` and for
+//! - the token cost is multiplied by the model's multiplier for `usage.inference_geo`, for
 //!   `usage.speed` (a speed with a multiplier is priced flat over the whole context, without the
-//!   long-context rates), and by the batch rate for Message Batches results;
+//!   long-context rates) and for the `service_tier` the answer reports (OpenAI's flex and
+//!   priority processing), and by the batch rate for Message Batches results;
 //! - each web search costs `web_search_per_1k / 1000`, whatever the other multipliers.
 
 use std::collections::BTreeMap;
@@ -51,6 +52,10 @@ pub struct Price {
     /// Token cost multiplier per `usage.speed` value (e.g. `fast = 2.0`), as `inference_geo`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub speed: BTreeMap<String, f64>,
+    /// Token cost multiplier per `service_tier` the answer reports (OpenAI's `flex = 0.5`,
+    /// `priority = 2.5`), as `inference_geo`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_tier: BTreeMap<String, f64>,
 }
 
 /// The rates of a model priced by prompt length, in USD per million tokens.
@@ -80,6 +85,8 @@ pub struct PricingDefaults {
     pub inference_geo: BTreeMap<String, f64>,
     #[serde(default)]
     pub speed: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub service_tier: BTreeMap<String, f64>,
 }
 
 /// $10 per 1,000 web searches on the Anthropic API.
@@ -102,6 +109,7 @@ impl Default for PricingDefaults {
             batch: DEFAULT_BATCH,
             inference_geo: BTreeMap::new(),
             speed: BTreeMap::new(),
+            service_tier: BTreeMap::new(),
         }
     }
 }
@@ -112,7 +120,8 @@ impl PricingDefaults {
         check_amount("web_search_per_1k", self.web_search_per_1k)?;
         check_multiplier("batch", self.batch)?;
         check_multipliers("inference_geo", &self.inference_geo)?;
-        check_multipliers("speed", &self.speed)
+        check_multipliers("speed", &self.speed)?;
+        check_multipliers("service_tier", &self.service_tier)
     }
 }
 
@@ -205,6 +214,7 @@ impl Price {
             batch: None,
             inference_geo: BTreeMap::new(),
             speed: BTreeMap::new(),
+            service_tier: BTreeMap::new(),
         }
     }
 
@@ -240,7 +250,8 @@ impl Price {
             check_multiplier("batch", share)?;
         }
         check_multipliers("inference_geo", &self.inference_geo)?;
-        check_multipliers("speed", &self.speed)
+        check_multipliers("speed", &self.speed)?;
+        check_multipliers("service_tier", &self.service_tier)
     }
 
     /// This price with what it leaves unset taken from `defaults`; its own multipliers win
@@ -252,6 +263,7 @@ impl Price {
         for (own, default) in [
             (&mut self.inference_geo, &defaults.inference_geo),
             (&mut self.speed, &defaults.speed),
+            (&mut self.service_tier, &defaults.service_tier),
         ] {
             for (key, multiplier) in default {
                 own.entry(key.clone()).or_insert(*multiplier);
@@ -304,6 +316,7 @@ pub fn cost_usd(price: &Price, usage: &Usage, batch: bool) -> f64 {
     };
     let speed = multiplier_for(&price.speed, usage.speed.as_deref());
     let geo = multiplier_for(&price.inference_geo, usage.inference_geo.as_deref()).unwrap_or(1.0);
+    let tier = multiplier_for(&price.service_tier, usage.service_tier.as_deref()).unwrap_or(1.0);
     let base = price.base_rates();
     let tokens_usd: f64 = usage
         .samplings()
@@ -324,7 +337,7 @@ pub fn cost_usd(price: &Price, usage: &Usage, batch: bool) -> f64 {
     let searches_usd = usage.web_search_requests as f64
         * price.web_search_per_1k.unwrap_or(DEFAULT_WEB_SEARCH_PER_1K)
         / SEARCHES_PER_PRICE_UNIT;
-    tokens_usd * speed.unwrap_or(1.0) * geo * batch_share + searches_usd
+    tokens_usd * speed.unwrap_or(1.0) * geo * tier * batch_share + searches_usd
 }
 
 /// A price field that makes no sense, named by its path within the price (`long_context.input`).

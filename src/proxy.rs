@@ -16,12 +16,13 @@ use futures_util::StreamExt;
 use crate::attribution;
 use crate::client_stall::StallWatch;
 use crate::connection::ClientSocket;
+use crate::credentials::CredentialSource;
 use crate::error::Error;
 use crate::headers;
 use crate::metrics::tap::{Timing, Watch};
 use crate::metrics::{Outcome, PendingRecord, RequestRecord, UsageTap};
 use crate::pricing::PriceTable;
-use crate::protocol::RequestModel;
+use crate::protocol::{Protocol, RequestModel};
 use crate::quotas::{Ledger, QuotaHold, QuotaSet, Refusal, RequestSubjects};
 use crate::readers::text::TextMeter;
 use crate::routing;
@@ -34,8 +35,6 @@ use crate::usage::AnswerFormat;
 const SESSION_HEADER: &str = "x-claude-code-session-id";
 /// Codex CLI's session id (it also sends the same value as `thread-id`).
 const CODEX_SESSION_HEADER: &str = "session-id";
-/// Codex's plan windows on ChatGPT-login answers: `x-codex-primary-used-percent`, …
-const CODEX_LIMITS_PREFIXES: [&str; 2] = ["x-codex-primary-", "x-codex-secondary-"];
 
 /// Forwards any request under a route's prefix, phase by phase. Whatever happens, the request
 /// yields exactly one record: the tap sends it when the answer ends, and a refusal here.
@@ -53,19 +52,21 @@ pub async fn forward(
     let has_body = RequestBody::of(req.headers()) != RequestBody::None;
     let idle = state.snapshot().upstream.timeouts.idle;
     let (upload, upload_watch) = upload::watch(payload, has_body, idle);
+    // The route's protocol, once the route is known: sluice's own errors take its shape.
+    let mut protocol = Protocol::Anthropic;
     let exchanged = upload_watch
         .guard(exchange(
             &req,
             upload,
             &state,
             &clients,
-            &mut pending,
+            (&mut pending, &mut protocol),
             received,
         ))
         .await;
     match exchanged {
         Ok(response) => response,
-        Err(err) => record_refusal(err, &mut pending, received),
+        Err(err) => record_refusal(err, protocol, &mut pending, received),
     }
 }
 
@@ -75,7 +76,7 @@ async fn exchange(
     payload: Upload,
     state: &AppState,
     clients: &WorkerClients,
-    pending: &mut PendingRecord,
+    (pending, protocol): (&mut PendingRecord, &mut Protocol),
     received: Instant,
 ) -> Result<HttpResponse, Error> {
     let snapshot = state.snapshot();
@@ -86,10 +87,12 @@ async fn exchange(
         received,
     };
     let target = exchange.route(pending.get_mut())?;
+    *protocol = target.route.protocol;
     let body = exchange.admit(pending.get_mut())?;
     let headers = exchange.credentials(&target, pending.get_mut())?;
     let quota = exchange.quota(pending.get_mut())?;
-    let upstream_request = exchange.upstream_request(&target, clients, headers);
+    let subscription_login = pending.get_mut().source == Some(CredentialSource::ClientOauth);
+    let upstream_request = exchange.upstream_request(&target, clients, headers, subscription_login);
     let sent = exchange
         .send_upstream(
             &target,
@@ -194,17 +197,20 @@ impl<'a> Exchange<'a> {
     }
 
     /// The upstream request: same method, path below the prefix and query, on this worker's
-    /// client for the route.
+    /// client for the route — for a subscription login, the route's `subscription_upstream`
+    /// when it has one.
     fn upstream_request(
         &self,
         target: &Target,
         clients: &WorkerClients,
         headers: HeaderMap,
+        subscription_login: bool,
     ) -> UpstreamRequest {
         let plan = &self.snapshot.upstream;
-        let base = &plan.routes[target.index].base;
+        let lane = plan.lane(target.index, subscription_login);
+        let base = &plan.routes[lane].base;
         UpstreamRequest {
-            client: clients.client(plan, target.index),
+            client: clients.client(plan, lane),
             method: self.req.method().clone(),
             url: routing::upstream_url(base, &target.rest, self.req.uri().query()),
             headers,
@@ -265,7 +271,11 @@ impl<'a> Exchange<'a> {
             record.upstream_failure = err.is_upstream_failure().then(|| err.kind());
         }
         let mut side = request_side.borrow_mut();
-        let requested_model = side.model.as_mut().and_then(RequestModel::finish);
+        let requested_model = side
+            .model
+            .as_mut()
+            .and_then(RequestModel::finish)
+            .or_else(|| target.route.protocol.api().model_in_path(&target.rest));
         Ok(Sent {
             response: response?,
             requested_model,
@@ -284,7 +294,7 @@ impl<'a> Exchange<'a> {
         record.model = sent.requested_model;
         record.status = upstream.status().as_u16();
         record.ttfb = Some(sent.head_received - self.received);
-        record.rate_limits = rate_limit_headers(upstream.headers());
+        record.rate_limits = target.route.protocol.rate_limit_headers(upstream.headers());
         let format = answer_format(upstream.headers());
         record.streamed = format == AnswerFormat::EventStream;
         let status = upstream.status();
@@ -363,9 +373,10 @@ fn with_body(
 }
 
 /// A request sluice answers itself with an error: logged, recorded with its kind, answered
-/// in Anthropic's error shape.
+/// in the error shape of the route's `protocol` (Anthropic's before a route is known).
 pub(crate) fn record_refusal(
     err: Error,
+    protocol: Protocol,
     pending: &mut PendingRecord,
     received: Instant,
 ) -> HttpResponse {
@@ -378,8 +389,8 @@ pub(crate) fn record_refusal(
     );
     pending.finish(status, Outcome::Refused(err.kind()), received);
     match err {
-        Error::ClientBody(_) => upload::broken_upload_answer(&err),
-        _ => err.error_response(),
+        Error::ClientBody(_) => upload::broken_upload_answer(&err, protocol),
+        _ => err.response_in(protocol),
     }
 }
 
@@ -494,22 +505,6 @@ fn tap_request_body(
         }
         Ok(chunk)
     })
-}
-
-/// `anthropic-ratelimit-*`, Codex's plan windows (`x-codex-*`) and `retry-after`: the
-/// subscription's rate-limit state.
-pub(crate) fn rate_limit_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter(|(name, _)| {
-            name.as_str().starts_with("anthropic-ratelimit-")
-                || CODEX_LIMITS_PREFIXES
-                    .iter()
-                    .any(|prefix| name.as_str().starts_with(prefix))
-                || *name == header::RETRY_AFTER
-        })
-        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
-        .collect()
 }
 
 pub(crate) fn attribution_of(req: &HttpRequest, header: &str) -> Option<String> {

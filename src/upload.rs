@@ -21,6 +21,7 @@ use futures_util::{Stream, StreamExt as _};
 use tokio::time::Sleep;
 
 use crate::error::Error;
+use crate::protocol::Protocol;
 
 struct Shared {
     payload: dev::Payload,
@@ -191,9 +192,9 @@ impl UploadWatch {
 /// The answer to a broken upload: its error, then the connection held open until actix-http
 /// closes it (it does at once, having seen the broken framing). Were the answer to end, actix
 /// would write its own bare `400` after it for the same request.
-pub fn broken_upload_answer(err: &Error) -> actix_web::HttpResponse {
+pub fn broken_upload_answer(err: &Error, protocol: Protocol) -> actix_web::HttpResponse {
     const HOLD: Duration = Duration::from_secs(1);
-    let body = Bytes::from(err.body());
+    let body = Bytes::from(err.body_in(protocol));
     let length = body.len() as u64;
     let held = futures_util::stream::once(async move { Ok::<_, Error>(body) }).chain(
         futures_util::stream::once(async {
@@ -201,7 +202,7 @@ pub fn broken_upload_answer(err: &Error) -> actix_web::HttpResponse {
             Ok(Bytes::new())
         }),
     );
-    actix_web::ResponseError::error_response(err)
+    err.response_in(protocol)
         .set_body(actix_web::body::SizedStream::new(length, held))
         .map_into_boxed_body()
 }

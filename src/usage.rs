@@ -15,6 +15,10 @@ pub struct Usage {
     pub output_tokens: u64,
     pub cache_creation_input_tokens: u64,
     pub cache_read_input_tokens: u64,
+    /// The part of `output_tokens` spent on reasoning (OpenAI's `reasoning_tokens`, Gemini's
+    /// `thoughtsTokenCount`); 0 where the answer does not say. Priced as output.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reasoning_output_tokens: u64,
     /// `usage.cache_creation.ephemeral_5m_input_tokens`, when the answer gives the split
     /// (`None` = not given, which differs from a given 0 when pricing).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -25,15 +29,16 @@ pub struct Usage {
     /// Web searches the server ran for the answer.
     #[serde(skip_serializing_if = "is_zero")]
     pub web_search_requests: u64,
-    /// The part of `output_tokens` spent on reasoning (0 where the answer does not say).
-    #[serde(skip_serializing_if = "is_zero")]
-    pub reasoning_output_tokens: u64,
     /// Where inference ran (`"us"`, `"global"`), which may change the price.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inference_geo: Option<String>,
     /// The speed it ran at (`"fast"`, `"standard"`), which may change the price.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speed: Option<String>,
+    /// The processing tier the answer says served it (OpenAI's `service_tier`: `"default"`,
+    /// `"flex"`, `"priority"`, …), which may change the price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_tier: Option<String>,
     /// The samplings of a compacting answer, each with its own tokens (priced one by one).
     /// When given, the token fields above are their sums.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -151,12 +156,16 @@ impl Usage {
         self.web_search_requests = self
             .web_search_requests
             .saturating_add(other.web_search_requests);
+        self.reasoning_output_tokens = self
+            .reasoning_output_tokens
+            .saturating_add(other.reasoning_output_tokens);
     }
 
     /// Heap bytes: the tier names and the compaction iterations, both bounded.
     pub fn held_bytes(&self) -> usize {
         self.inference_geo.as_ref().map_or(0, String::capacity)
             + self.speed.as_ref().map_or(0, String::capacity)
+            + self.service_tier.as_ref().map_or(0, String::capacity)
             + self.iterations.capacity() * std::mem::size_of::<Tokens>()
     }
 }
@@ -205,7 +214,9 @@ pub struct Answer {
     /// The cost, when the reader worked it out itself: Message Batches results are priced
     /// line by line (each line's own model and long-context check) at the batch rate.
     pub priced_usd: Option<f64>,
-    /// A stream that ended without ever reporting its usage (counted in `usage_missing`).
+    /// The answer ended without the usage its protocol sends at the end (a Chat Completions
+    /// stream whose request did not ask for `stream_options.include_usage`): its tokens are
+    /// unknown, not zero.
     pub usage_missing: bool,
 }
 
@@ -235,4 +246,29 @@ fn bounded_name(value: Option<&Value>) -> Option<String> {
         .and_then(Value::as_str)
         .filter(|name| name.len() <= MAX_NAME_BYTES)
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adding_usage_sums_reasoning_tokens_and_saturates() {
+        let mut sum = Usage {
+            output_tokens: 10,
+            reasoning_output_tokens: 4,
+            ..Usage::default()
+        };
+        sum.add(&Usage {
+            output_tokens: 5,
+            reasoning_output_tokens: 3,
+            ..Usage::default()
+        });
+        assert_eq!((sum.output_tokens, sum.reasoning_output_tokens), (15, 7));
+        sum.add(&Usage {
+            reasoning_output_tokens: u64::MAX,
+            ..Usage::default()
+        });
+        assert_eq!(sum.reasoning_output_tokens, u64::MAX);
+    }
 }

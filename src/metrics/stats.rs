@@ -42,6 +42,12 @@ pub struct RateLimitState {
     /// The unified subscription windows (`5h`, `7d`, …), parsed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub windows: BTreeMap<String, Window>,
+    /// OpenAI's `x-ratelimit-*-requests` headers, typed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<RateLimit>,
+    /// OpenAI's `x-ratelimit-*-tokens` headers, typed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<RateLimit>,
 }
 
 impl RateLimitState {
@@ -57,13 +63,83 @@ impl RateLimitState {
                 .map(|(name, value)| (name.as_str(), value.as_str())),
         )
         .unwrap_or_default();
+        let header = |name: &str| {
+            (record.rate_limits.iter())
+                .find(|(header, _)| header.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.as_str())
+        };
+        let limit = |kind: &str| {
+            RateLimit::of(
+                |field| header(&format!("x-ratelimit-{field}-{kind}")),
+                record.finished_at,
+            )
+        };
         Some(Self {
             seen_at: rfc3339(record.finished_at),
             headers: record.rate_limits.iter().cloned().collect(),
             status: subscription.status,
             windows: subscription.windows,
+            requests: limit("requests"),
+            tokens: limit("tokens"),
         })
     }
+}
+
+/// One of OpenAI's rate limits as its `x-ratelimit-{limit,remaining,reset}-<kind>` headers
+/// tell it; `resets_at` is when the answer was seen plus the reset's duration (`6m0s`, `20ms`).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    pub resets_at: Option<String>,
+}
+
+impl RateLimit {
+    /// From the headers `field` (`limit`, `remaining`, `reset`) names; `None` when none is sent.
+    fn of<'a>(
+        field: impl Fn(&str) -> Option<&'a str>,
+        seen_at: std::time::SystemTime,
+    ) -> Option<Self> {
+        let number = |name| field(name).and_then(|v| v.trim().parse::<u64>().ok());
+        let limit = Self {
+            limit: number("limit"),
+            remaining: number("remaining"),
+            resets_at: field("reset")
+                .and_then(go_duration)
+                .map(|wait| rfc3339(seen_at + wait)),
+        };
+        (limit != Self::default()).then_some(limit)
+    }
+}
+
+/// A duration as OpenAI's reset headers write it: `1h2m3s`, `6m0s`, `1.5s`, `20ms`.
+fn go_duration(text: &str) -> Option<std::time::Duration> {
+    let mut rest = text.trim();
+    let mut total = 0.0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, seconds) = if rest.starts_with("ms") {
+            ("ms", 0.001)
+        } else if rest.starts_with('h') {
+            ("h", 3600.0)
+        } else if rest.starts_with('m') {
+            ("m", 60.0)
+        } else if rest.starts_with('s') {
+            ("s", 1.0)
+        } else {
+            return None;
+        };
+        rest = &rest[unit.len()..];
+        total += value * seconds;
+    }
+    (total.is_finite() && total < 1e9).then(|| std::time::Duration::from_secs_f64(total))
 }
 
 /// The `capacity` most recently set keys with their values; setting a key makes it the newest,
@@ -364,5 +440,44 @@ mod tests {
         assert_eq!(parse_since("yesterday", now), None);
         assert_eq!(parse_since("5x", now), None);
         let _ = SystemTime::now();
+    }
+
+    #[test]
+    fn openai_rate_limit_headers_are_typed() {
+        let record = RequestRecord {
+            finished_at: UNIX_EPOCH + Duration::from_secs(1_764_972_000),
+            rate_limits: [
+                ("x-ratelimit-limit-requests", "5000"),
+                ("x-ratelimit-remaining-requests", "4999"),
+                ("x-ratelimit-reset-requests", "12ms"),
+                ("x-ratelimit-limit-tokens", "2000000"),
+                ("x-ratelimit-remaining-tokens", "1994000"),
+                ("x-ratelimit-reset-tokens", "1m30.5s"),
+            ]
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+            ..RequestRecord::default()
+        };
+        let state = RateLimitState::of_record(&record).unwrap();
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(
+            json["requests"],
+            serde_json::json!({"limit": 5000, "remaining": 4999, "resets_at": "2025-12-05T22:00:00Z"})
+        );
+        assert_eq!(
+            json["tokens"],
+            serde_json::json!({"limit": 2000000, "remaining": 1994000, "resets_at": "2025-12-05T22:01:30Z"})
+        );
+        assert_eq!(go_duration("6m0s"), Some(Duration::from_secs(360)));
+        assert_eq!(go_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(go_duration("soon"), None);
+        // An Anthropic answer's state has no such fields.
+        let anthropic = RequestRecord {
+            rate_limits: vec![("retry-after".into(), "7".into())],
+            ..RequestRecord::default()
+        };
+        let json = serde_json::to_value(RateLimitState::of_record(&anthropic).unwrap()).unwrap();
+        assert!(json.get("requests").is_none());
     }
 }

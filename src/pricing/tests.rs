@@ -281,6 +281,7 @@ fn defaults_fill_what_a_price_leaves_unset() {
         batch: 0.4,
         inference_geo: BTreeMap::from([("us".to_string(), 1.1), ("eu".to_string(), 1.2)]),
         speed: BTreeMap::from([("fast".to_string(), 3.0)]),
+        service_tier: BTreeMap::new(),
     };
     let own = Price {
         batch: Some(0.5),
@@ -537,10 +538,121 @@ fn every_built_in_model_is_priced_as_its_sources_say() {
     }
 }
 
+/// OpenAI's models as the sources in settings/sluice.toml list them: standard input, cached
+/// input and output per million tokens, the priority multiple of the standard rates, and the
+/// long-context rates (input, cached, output) over 272K input tokens.
+type OpenAiRow = (&'static str, [f64; 3], Option<f64>, Option<[f64; 3]>);
+
+fn openai_sources() -> Vec<OpenAiRow> {
+    vec![
+        (
+            "gpt-5.5",
+            [5.0, 0.5, 30.0],
+            Some(2.5),
+            Some([10.0, 1.0, 45.0]),
+        ),
+        (
+            "gpt-5.5-2026-04-23",
+            [5.0, 0.5, 30.0],
+            Some(2.5),
+            Some([10.0, 1.0, 45.0]),
+        ),
+        (
+            "gpt-5.4",
+            [2.5, 0.25, 15.0],
+            Some(2.0),
+            Some([5.0, 0.5, 22.5]),
+        ),
+        (
+            "gpt-5.4-2026-03-05",
+            [2.5, 0.25, 15.0],
+            Some(2.0),
+            Some([5.0, 0.5, 22.5]),
+        ),
+        ("gpt-5.4-mini", [0.75, 0.075, 4.5], Some(2.0), None),
+        (
+            "gpt-5.4-mini-2026-03-17",
+            [0.75, 0.075, 4.5],
+            Some(2.0),
+            None,
+        ),
+        ("gpt-5.4-nano", [0.2, 0.02, 1.25], None, None),
+        ("gpt-5.3-codex", [1.75, 0.175, 14.0], None, None),
+        ("gpt-5.2", [1.75, 0.175, 14.0], Some(2.0), None),
+        ("gpt-5.2-codex", [1.75, 0.175, 14.0], Some(2.0), None),
+        ("gpt-5.1", [1.25, 0.125, 10.0], Some(2.0), None),
+        ("gpt-5.1-codex", [1.25, 0.125, 10.0], Some(2.0), None),
+        ("gpt-5.1-codex-max", [1.25, 0.125, 10.0], Some(2.0), None),
+        ("gpt-5.1-codex-mini", [0.25, 0.025, 2.0], None, None),
+        ("gpt-5", [1.25, 0.125, 10.0], Some(2.0), None),
+        ("gpt-5-2025-08-07", [1.25, 0.125, 10.0], Some(2.0), None),
+        ("gpt-5-codex", [1.25, 0.125, 10.0], Some(2.0), None),
+        ("gpt-5-mini", [0.25, 0.025, 2.0], Some(1.8), None),
+        ("gpt-5-nano", [0.05, 0.005, 0.4], None, None),
+        ("o3", [2.0, 0.5, 8.0], None, None),
+        ("o4-mini", [1.1, 0.275, 4.4], None, None),
+        ("text-embedding-3-small", [0.02, 0.02, 0.0], None, None),
+        ("text-embedding-3-large", [0.13, 0.13, 0.0], None, None),
+    ]
+}
+
+#[test]
+fn every_built_in_openai_model_is_priced_as_its_sources_say() {
+    let prices = PriceTable::new(crate::settings::default_pricing());
+    for (model, [input, cached, output], priority, long) in openai_sources() {
+        let (_, price) = prices
+            .lookup(model)
+            .unwrap_or_else(|| panic!("{model} has no built-in price"));
+        // Cache writes cost what input costs: OpenAI bills no write surcharge.
+        let actual = [
+            price.input,
+            price.cache_read,
+            price.output,
+            price.cache_write,
+            price.cache_write_1h(),
+        ];
+        assert_eq!(actual, [input, cached, output, input, input], "{model}");
+        assert_eq!(
+            price.service_tier.get("priority").copied(),
+            priority,
+            "{model}"
+        );
+        assert_eq!(price.service_tier.get("flex"), Some(&0.5), "{model} flex");
+        assert_eq!(price.batch, Some(0.5), "{model} batch");
+        let long_rates = price.long_context.as_ref().map(|long| {
+            assert_eq!(long.threshold, 272_000, "{model}");
+            [long.input, long.cache_read, long.output]
+        });
+        assert_eq!(long_rates, long, "{model} long context");
+    }
+}
+
+#[test]
+fn openai_service_tier_of_the_answer_sets_the_rate() {
+    let prices = PriceTable::new(crate::settings::default_pricing());
+    let usage = |tier: Option<&str>| Usage {
+        service_tier: tier.map(str::to_string),
+        ..tokens(100_000, 100_000, 0, 100_000)
+    };
+    let cost = |tier| prices.cost_usd(Some("gpt-5.5"), &usage(tier)).unwrap();
+    // 100K each of input, output and cached input, under the 272K long-context threshold.
+    assert_usd(cost(None), (5.0 + 30.0 + 0.5) / 10.0);
+    assert_usd(cost(Some("default")), (5.0 + 30.0 + 0.5) / 10.0);
+    assert_usd(cost(Some("flex")), (2.5 + 15.0 + 0.25) / 10.0);
+    assert_usd(cost(Some("priority")), (12.5 + 75.0 + 1.25) / 10.0);
+    // Over 272K input tokens, the whole request at the long-context rates.
+    let long = tokens(200_000, 1_000, 0, 100_000);
+    let expected = (200_000.0 * 10.0 + 1_000.0 * 45.0 + 100_000.0 * 1.0) / 1e6;
+    assert_usd(prices.cost_usd(Some("gpt-5.5"), &long).unwrap(), expected);
+}
+
 #[test]
 fn every_built_in_price_key_is_one_the_sources_list() {
     let built_in = crate::settings::default_pricing();
-    let listed: Vec<&str> = sources().iter().map(|row| row.model).collect();
+    let openai = openai_sources();
+    let listed: Vec<&str> = (sources().iter().map(|row| row.model))
+        .chain(openai.iter().map(|row| row.0))
+        .collect();
     for key in built_in.keys() {
         assert!(
             listed.iter().any(|model| model.starts_with(key.as_str())),

@@ -1,12 +1,15 @@
 //! Anthropic's API as sluice needs to know it: how a credential is sent (`x-api-key`, or an
-//! OAuth bearer token with its beta flag), the error shape, and, for metering, which SSE events
-//! carry usage (`message_start`, `message_delta`), which mark the end (`message_stop`) or an
-//! error, and the top-level `usage`, `model` and `error` of a JSON answer. Usage numbers are
-//! cumulative, so a later `usage` object supersedes an earlier one field by field.
+//! OAuth bearer token with its beta flag), the error shape, the `anthropic-ratelimit-*` headers,
+//! and, for metering, which SSE events carry usage (`message_start`, `message_delta`), which mark
+//! the end (`message_stop`) or an error, and the top-level `usage`, `model` and `error` of a JSON
+//! answer. Usage numbers are cumulative, so a later `usage` object supersedes an earlier one
+//! field by field.
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
+pub use super::BearerKind;
+use super::{Api, CredentialHeader, Reading};
 use crate::readers::json::ValueHandler;
 use crate::readers::sse::EventHandler;
 use crate::usage::{Answer, Tokens, Usage};
@@ -23,33 +26,75 @@ const OAUTH_BETA: &str = "oauth-2025-04-20";
 const OAUTH_TOKEN_PREFIX: &[u8] = b"sk-ant-oat";
 const API_KEY_PREFIX: &[u8] = b"sk-ant-api";
 
+/// Anthropic's answers to [`Api`].
+pub struct Anthropic;
+
+impl Api for Anthropic {
+    fn credential_header(&self, name: &HeaderName) -> Option<CredentialHeader> {
+        if *name == API_KEY_HEADER {
+            Some(CredentialHeader::ApiKey)
+        } else if *name == header::AUTHORIZATION {
+            Some(CredentialHeader::Authorization)
+        } else {
+            None
+        }
+    }
+
+    fn bearer_kind(&self, authorization: &[u8]) -> BearerKind {
+        BearerKind::of_authorization(authorization)
+    }
+
+    /// `x-api-key: <key>`, or for an OAuth token `authorization: Bearer <token>`.
+    fn server_key_value(&self, secret: &str) -> Option<HeaderValue> {
+        if is_oauth_token(secret.as_bytes()) {
+            return super::bearer_value(secret);
+        }
+        let mut value = HeaderValue::from_str(secret).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
+
+    /// An OAuth token also needs its beta flag in `anthropic-beta`.
+    fn insert_server_key(&self, value: &HeaderValue, out: &mut HeaderMap) {
+        if super::bearer_token(value.as_bytes()).is_some() {
+            out.insert(header::AUTHORIZATION, value.clone());
+            add_oauth_beta(out);
+        } else {
+            out.insert(API_KEY_HEADER, value.clone());
+        }
+    }
+
+    fn error_body(&self, status: u16, _kind: &str, message: &str) -> String {
+        error_body(error_type(status), message)
+    }
+
+    fn is_rate_limit_header(&self, name: &str) -> bool {
+        name.starts_with("anthropic-ratelimit-")
+    }
+
+    fn answer_reading(&self) -> Option<Reading> {
+        Some(Reading::Anthropic(AnswerReading::default()))
+    }
+
+    fn model_in_request_body(&self) -> bool {
+        true
+    }
+    fn text_keys(&self) -> &'static [&'static str] {
+        TEXT_KEYS
+    }
+}
+
 /// A Claude subscription (OAuth) token rather than an API key.
 pub fn is_oauth_token(token: &[u8]) -> bool {
     token.starts_with(OAUTH_TOKEN_PREFIX)
 }
 
-/// What a bearer token is, by its shape: the official SDKs send API keys as bearer tokens too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BearerKind {
-    /// `sk-ant-api…`: an API key (counts as `client_api_key`).
-    ApiKey,
-    /// `sk-ant-oat…`: a Claude subscription login (`client_oauth`).
-    Oauth,
-    /// Anything else (`client_bearer`).
-    Other,
-}
-
 impl BearerKind {
-    /// The kind of the token in an `authorization` value (`Bearer <token>`, any letter case,
-    /// any run of spaces or tabs after the scheme); a value of another scheme is `Other`.
+    /// The kind of the token in an `authorization` value on Anthropic's API (`Bearer <token>`,
+    /// any letter case, any run of spaces or tabs after the scheme): `sk-ant-api…` an API key,
+    /// `sk-ant-oat…` a Claude subscription login; a value of another scheme is `Other`.
     pub fn of_authorization(value: &[u8]) -> Self {
-        let token = value
-            .get(..6)
-            .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer"))
-            .map(|_| &value[6..])
-            .filter(|rest| rest.first().is_some_and(|b| matches!(b, b' ' | b'\t')))
-            .map(|rest| rest.trim_ascii_start());
-        match token {
+        match super::bearer_token(value) {
             Some(token) if token.starts_with(API_KEY_PREFIX) => BearerKind::ApiKey,
             Some(token) if is_oauth_token(token) => BearerKind::Oauth,
             _ => BearerKind::Other,

@@ -1,8 +1,11 @@
-//! What sluice knows of an API's wire protocol, behind one type: how usage is read from its
-//! answers (and the model from its requests). A second protocol is a new variant here and a
-//! module beside `anthropic`, not edits across the request path.
+//! What sluice knows of an API's wire protocol, one module per API (`anthropic`, `openai`,
+//! `gemini`), each answering the same questions through [`Api`]: what a client credential is and
+//! how the server key is sent; how usage is read from a JSON answer and an SSE stream; what an
+//! error body looks like; which response headers carry rate limits; which model a request asks
+//! for. The request path asks the route's [`Protocol`] and never matches on a provider's name:
+//! a fourth API is one module and one variant here.
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
@@ -11,49 +14,167 @@ use crate::usage::AnswerFormat;
 
 pub mod anthropic;
 pub mod batch_results;
+pub mod gemini;
+pub mod openai;
 mod parser;
-mod request_model;
+mod request;
 
-pub use parser::{UsageParser, MAX_BUFFERED_BYTES, MAX_JSON_VALUE_BYTES};
-pub use request_model::{RequestModel, MAX_INFLATED_BYTES};
+pub use parser::{Reading, UsageParser, MAX_BUFFERED_BYTES, MAX_JSON_VALUE_BYTES};
+pub use request::RequestModel;
 
-/// How usage is read from a route's answers.
+/// How usage is read from a route's answers, and how its credentials and errors look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     Anthropic,
-    /// Forwarded and counted, but answers are not read.
+    #[serde(rename = "openai")]
+    OpenAi,
+    Gemini,
+    /// Forwarded and counted, but answers are not read (credentials and sluice's own errors
+    /// as on an Anthropic route).
     None,
+}
+
+/// What a bearer token is, by its shape: the official SDKs send API keys as bearer tokens too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerKind {
+    /// An API key (counts as `client_api_key`).
+    ApiKey,
+    /// A subscription login: Claude's OAuth token, a ChatGPT login (`client_oauth`).
+    Oauth,
+    /// Anything else (`client_bearer`).
+    Other,
+}
+
+/// Which kind of client credential a request header carries on an API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialHeader {
+    /// A header that holds an API key as it is (`x-api-key`, Azure's `api-key`,
+    /// `x-goog-api-key`).
+    ApiKey,
+    /// `authorization`: what it is depends on its token ([`Api::bearer_kind`]).
+    Authorization,
+}
+
+/// The questions every API's module answers. Implementations are unit structs, reached through
+/// [`Protocol::api`].
+pub trait Api: Sync {
+    /// The kind of client credential header `name` is on this API, if it is one.
+    fn credential_header(&self, name: &HeaderName) -> Option<CredentialHeader>;
+    /// What the token of an `authorization` value is (`Bearer <token>`, any letter case).
+    fn bearer_kind(&self, authorization: &[u8]) -> BearerKind;
+    /// The header value the server key `secret` is sent as (`None`: it cannot be one).
+    fn server_key_value(&self, secret: &str) -> Option<HeaderValue>;
+    /// Sets the server key, as [`server_key_value`](Self::server_key_value) made it, on the
+    /// outgoing headers (and whatever else the API needs beside it).
+    fn insert_server_key(&self, value: &HeaderValue, out: &mut HeaderMap);
+    /// The body of an error sluice itself answers with, in this API's shape, so clients and
+    /// SDKs report it as their own. `kind` is the `x-sluice-error` kind; `message` starts with
+    /// `sluice: `.
+    fn error_body(&self, status: u16, kind: &str, message: &str) -> String;
+    /// Response headers that carry rate-limit state (lower-case name), kept in `rate_limits`.
+    /// `retry-after` is kept on every API.
+    fn is_rate_limit_header(&self, name: &str) -> bool;
+    /// The reader of this API's answers' usage, or `None` when answers are not read.
+    fn answer_reading(&self) -> Option<Reading>;
+    /// Whether a JSON request body names its `model` at the top level.
+    fn model_in_request_body(&self) -> bool;
+    /// The model named by the path below the route's prefix (Gemini's
+    /// `models/{model}:generateContent`), when the API puts it there.
+    fn model_in_path(&self, _rest: &str) -> Option<String> {
+        None
+    }
+    /// The JSON keys whose string values are an answer's generated text (see `readers::text`).
+    fn text_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// `Protocol::None`: credentials and sluice's errors as on an Anthropic route, answers unread.
+struct Unread;
+
+impl Api for Unread {
+    fn credential_header(&self, name: &HeaderName) -> Option<CredentialHeader> {
+        anthropic::Anthropic.credential_header(name)
+    }
+    fn bearer_kind(&self, authorization: &[u8]) -> BearerKind {
+        anthropic::Anthropic.bearer_kind(authorization)
+    }
+    fn server_key_value(&self, secret: &str) -> Option<HeaderValue> {
+        anthropic::Anthropic.server_key_value(secret)
+    }
+    fn insert_server_key(&self, value: &HeaderValue, out: &mut HeaderMap) {
+        anthropic::Anthropic.insert_server_key(value, out)
+    }
+    fn error_body(&self, status: u16, kind: &str, message: &str) -> String {
+        anthropic::Anthropic.error_body(status, kind, message)
+    }
+    fn is_rate_limit_header(&self, name: &str) -> bool {
+        anthropic::Anthropic.is_rate_limit_header(name)
+    }
+    fn answer_reading(&self) -> Option<Reading> {
+        None
+    }
+    fn model_in_request_body(&self) -> bool {
+        false
+    }
 }
 
 impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Anthropic => "anthropic",
+            Self::OpenAi => "openai",
+            Self::Gemini => "gemini",
             Self::None => "none",
         }
     }
-}
 
-impl Protocol {
     /// The JSON keys whose string values are the answer's generated text, for estimating the
     /// output of an answer whose usage never came (see `readers::text`).
     pub fn text_keys(self) -> &'static [&'static str] {
+        self.api().text_keys()
+    }
+
+    /// This protocol's answers to the questions of [`Api`].
+    pub fn api(self) -> &'static dyn Api {
         match self {
-            Self::Anthropic => anthropic::TEXT_KEYS,
-            Self::None => &[],
+            Self::Anthropic => &anthropic::Anthropic,
+            Self::OpenAi => &openai::OpenAi,
+            Self::Gemini => &gemini::Gemini,
+            Self::None => &Unread,
         }
     }
 
+    /// Rate-limit state among an answer's headers: this API's own, `retry-after`, and Codex's
+    /// plan windows (`x-codex-primary-*`, `x-codex-secondary-*`), which a ChatGPT backend sends
+    /// whatever protocol the route was given.
+    pub fn rate_limit_headers(self, headers: &HeaderMap) -> Vec<(String, String)> {
+        let api = self.api();
+        headers
+            .iter()
+            .filter(|(name, _)| {
+                *name == header::RETRY_AFTER
+                    || openai::is_codex_plan_header(name.as_str())
+                    || api.is_rate_limit_header(name.as_str())
+            })
+            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+            .collect()
+    }
+
     /// A reader for the `model` a request asks for, when this protocol names one in its body:
-    /// whatever content type the body declares, since the upstream reads it as JSON anyway.
+    /// whatever content type the body declares, since the upstream reads it as JSON anyway
+    /// (and from a decompressed copy when the body is gzip or zstd).
     pub fn request_reader(self, request_headers: &HeaderMap) -> Option<RequestModel> {
-        (self == Protocol::Anthropic).then(|| RequestModel::for_request(request_headers))
+        if !self.api().model_in_request_body() {
+            return None;
+        }
+        RequestModel::new(request_headers)
     }
 
     /// A reader for the usage in an answer of this `format`, when this protocol has usage.
     pub fn answer_reader(self, format: AnswerFormat) -> Option<UsageParser> {
-        (self == Protocol::Anthropic).then(|| UsageParser::new(format))
+        UsageParser::new_for(self, format)
     }
 
     /// A reader for the answer to this request: the results of a Message Batch, when the
@@ -75,5 +196,88 @@ impl Protocol {
             return Some(UsageParser::batch_results(prices()));
         }
         self.answer_reader(format)
+    }
+}
+
+/// The token of `Bearer <token>` (any letter case, any run of spaces or tabs after the
+/// scheme), else `None`.
+pub(crate) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    value
+        .get(..6)
+        .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer"))
+        .map(|_| &value[6..])
+        .filter(|rest| rest.first().is_some_and(|b| matches!(b, b' ' | b'\t')))
+        .map(|rest| rest.trim_ascii_start())
+}
+
+/// `Bearer <secret>` as a sensitive header value.
+pub(crate) fn bearer_value(secret: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {secret}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_names_are_the_settings_values() {
+        for (protocol, name) in [
+            (Protocol::Anthropic, "anthropic"),
+            (Protocol::OpenAi, "openai"),
+            (Protocol::Gemini, "gemini"),
+            (Protocol::None, "none"),
+        ] {
+            assert_eq!(protocol.as_str(), name);
+            let parsed: Protocol = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(parsed, protocol);
+        }
+    }
+
+    #[test]
+    fn rate_limit_headers_are_the_protocols_own_and_retry_after() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("anthropic-ratelimit-tokens-remaining", "10"),
+            ("x-ratelimit-remaining-requests", "59"),
+            ("retry-after", "7"),
+            ("content-type", "application/json"),
+        ] {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let names = |protocol: Protocol| {
+            let mut names: Vec<String> = protocol
+                .rate_limit_headers(&headers)
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            names(Protocol::Anthropic),
+            ["anthropic-ratelimit-tokens-remaining", "retry-after"]
+        );
+        assert_eq!(names(Protocol::None), names(Protocol::Anthropic));
+        assert_eq!(
+            names(Protocol::OpenAi),
+            ["retry-after", "x-ratelimit-remaining-requests"]
+        );
+    }
+
+    #[test]
+    fn unread_protocols_have_no_answer_reader() {
+        // A gemini route is forwarded but not metered until its reader exists.
+        for protocol in [Protocol::None, Protocol::Gemini] {
+            assert!(protocol.answer_reader(AnswerFormat::EventStream).is_none());
+            assert!(protocol.answer_reader(AnswerFormat::Json).is_none());
+        }
+        assert!(Protocol::Anthropic
+            .answer_reader(AnswerFormat::Json)
+            .is_some());
     }
 }

@@ -1,6 +1,6 @@
 //! [`UsageParser`]: reads one answer's usage from copies of its body chunks, whatever their
 //! split, in bounded memory. The protocol-free readers (`crate::readers`) frame the body; the
-//! protocol's handler (today Anthropic's) says what its events and values mean.
+//! route's protocol's handler (a [`Reading`]) says what its events and values mean.
 //!
 //! Memory: whatever the answer's size, a parser holds at most [`MAX_BUFFERED_BYTES`].
 //! - SSE: only the `data` of the event being read is buffered; events the protocol declines by
@@ -9,12 +9,12 @@
 //! - JSON: the body is scanned, not buffered; only the top-level values the protocol wants are
 //!   kept, each up to [`MAX_JSON_VALUE_BYTES`] (a longer one is skipped).
 
-use super::anthropic::{AnswerReading, WantedKey};
 use super::batch_results::BatchResultsReader;
+use super::{anthropic, gemini, openai, Protocol};
 use crate::pricing::PriceTable;
-use crate::readers::json::JsonBodyReader;
 pub use crate::readers::json::MAX_JSON_VALUE_BYTES;
-use crate::readers::sse::EventStreamReader;
+use crate::readers::json::{JsonBodyReader, ValueHandler};
+use crate::readers::sse::{EventHandler, EventStreamReader};
 pub use crate::readers::MAX_BUFFERED_BYTES;
 use crate::usage::{Answer, AnswerFormat};
 
@@ -25,26 +25,137 @@ pub struct AnswerStatus {
     pub errored: bool,
 }
 
+/// One protocol's reading of an answer: what its SSE events and JSON values mean. Each variant
+/// is a protocol module's `AnswerReading`; this enum hands the readers' callbacks to it.
+#[derive(Debug)]
+pub enum Reading {
+    Anthropic(anthropic::AnswerReading),
+    OpenAi(openai::AnswerReading),
+    Gemini(gemini::AnswerReading),
+}
+
+/// A wanted top-level key, as the protocol that wants it names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadingKey {
+    Anthropic(anthropic::WantedKey),
+    OpenAi(openai::WantedKey),
+    Gemini(gemini::WantedKey),
+}
+
+impl Reading {
+    pub fn answer(&self) -> &Answer {
+        match self {
+            Reading::Anthropic(reading) => &reading.answer,
+            Reading::OpenAi(reading) => &reading.answer,
+            Reading::Gemini(reading) => &reading.answer,
+        }
+    }
+
+    fn answer_mut(&mut self) -> &mut Answer {
+        match self {
+            Reading::Anthropic(reading) => &mut reading.answer,
+            Reading::OpenAi(reading) => &mut reading.answer,
+            Reading::Gemini(reading) => &mut reading.answer,
+        }
+    }
+
+    /// The body ended (whole or cut): what the protocol concludes from what it has not seen.
+    fn on_body_end(&mut self, format: AnswerFormat) {
+        if let Reading::OpenAi(reading) = self {
+            reading.on_body_end(format);
+        }
+    }
+
+    /// Bytes the reading holds beside its answer.
+    fn held_bytes(&self) -> usize {
+        let own = match self {
+            Reading::OpenAi(reading) => reading.held_bytes(),
+            _ => 0,
+        };
+        own + self.answer().held_bytes()
+    }
+}
+
+impl EventHandler for Reading {
+    fn skips_data(&self, event_name: &[u8]) -> bool {
+        match self {
+            Reading::Anthropic(reading) => reading.skips_data(event_name),
+            Reading::OpenAi(reading) => reading.skips_data(event_name),
+            Reading::Gemini(reading) => reading.skips_data(event_name),
+        }
+    }
+
+    fn on_event(&mut self, event_name: &[u8], data: &[u8]) {
+        match self {
+            Reading::Anthropic(reading) => reading.on_event(event_name, data),
+            Reading::OpenAi(reading) => reading.on_event(event_name, data),
+            Reading::Gemini(reading) => reading.on_event(event_name, data),
+        }
+    }
+}
+
+impl ValueHandler for Reading {
+    type Key = ReadingKey;
+
+    fn wants(&self, key: &[u8]) -> Option<ReadingKey> {
+        match self {
+            Reading::Anthropic(reading) => reading.wants(key).map(ReadingKey::Anthropic),
+            Reading::OpenAi(reading) => reading.wants(key).map(ReadingKey::OpenAi),
+            Reading::Gemini(reading) => reading.wants(key).map(ReadingKey::Gemini),
+        }
+    }
+
+    fn on_value(&mut self, key: ReadingKey, value: &[u8]) {
+        match (self, key) {
+            (Reading::Anthropic(reading), ReadingKey::Anthropic(key)) => {
+                reading.on_value(key, value)
+            }
+            (Reading::OpenAi(reading), ReadingKey::OpenAi(key)) => reading.on_value(key, value),
+            (Reading::Gemini(reading), ReadingKey::Gemini(key)) => reading.on_value(key, value),
+            _ => {}
+        }
+    }
+
+    fn on_end(&mut self, complete: bool) {
+        match self {
+            Reading::Anthropic(reading) => reading.on_end(complete),
+            Reading::OpenAi(reading) => reading.on_end(complete),
+            Reading::Gemini(reading) => reading.on_end(complete),
+        }
+    }
+}
+
 /// Reads one answer's usage from its body chunks, whatever their split, in bounded memory.
 #[derive(Debug)]
 pub struct UsageParser {
     format: AnswerFormat,
     reader: BodyReader,
-    reading: AnswerReading,
+    reading: Reading,
     finished: bool,
 }
 
 #[derive(Debug)]
 enum BodyReader {
     EventStream(EventStreamReader),
-    Json(JsonBodyReader<WantedKey>),
+    Json(JsonBodyReader<ReadingKey>),
     /// Message Batches results (JSONL), each line priced as it ends.
     BatchResults(Box<BatchResultsReader>),
     Other,
 }
 
 impl UsageParser {
+    /// A reader of an Anthropic answer (the first protocol sluice read).
     pub fn new(format: AnswerFormat) -> Self {
+        Self::with_reading(Reading::Anthropic(Default::default()), format)
+    }
+
+    /// A reader of an answer on `protocol`, when that protocol's answers are read.
+    pub fn new_for(protocol: Protocol, format: AnswerFormat) -> Option<Self> {
+        let reading = protocol.api().answer_reading()?;
+        Some(Self::with_reading(reading, format))
+    }
+
+    fn with_reading(reading: Reading, format: AnswerFormat) -> Self {
         let reader = match format {
             AnswerFormat::EventStream => BodyReader::EventStream(EventStreamReader::new()),
             AnswerFormat::Json => BodyReader::Json(JsonBodyReader::new()),
@@ -53,7 +164,7 @@ impl UsageParser {
         Self {
             format,
             reader,
-            reading: AnswerReading::default(),
+            reading,
             finished: false,
         }
     }
@@ -64,7 +175,7 @@ impl UsageParser {
         Self {
             format: AnswerFormat::Other,
             reader: BodyReader::BatchResults(Box::new(BatchResultsReader::new(prices))),
-            reading: AnswerReading::default(),
+            reading: Reading::Anthropic(Default::default()),
             finished: false,
         }
     }
@@ -93,26 +204,29 @@ impl UsageParser {
                 BodyReader::EventStream(reader) => reader.finish(&mut self.reading),
                 BodyReader::BatchResults(reader) => {
                     let results = reader.finish();
-                    let answer = &mut self.reading.answer;
+                    let answer = self.reading.answer_mut();
                     answer.usage = results.usage;
                     answer.model = results.model;
                     answer.priced_usd = Some(results.cost_usd);
                 }
                 _ => {}
             }
+            if !matches!(self.reader, BodyReader::BatchResults(_)) {
+                self.reading.on_body_end(self.format);
+            }
             self.reader = BodyReader::Other; // nothing more to read: release the buffers
         }
-        self.reading.answer.clone()
+        self.reading.answer().clone()
     }
 
     /// What is known so far.
     pub fn answer(&self) -> Answer {
-        self.reading.answer.clone()
+        self.reading.answer().clone()
     }
 
     /// The model read so far, without copying the whole answer.
     pub fn answer_model(&self) -> Option<&str> {
-        self.reading.answer.model.as_deref()
+        self.reading.answer().model.as_deref()
     }
 
     /// True for event streams and JSON: answers whose own end can be recognised.
@@ -122,9 +236,10 @@ impl UsageParser {
 
     /// Whether the answer has reached its own end so far, or reported an error.
     pub fn answer_status(&self) -> AnswerStatus {
+        let answer = self.reading.answer();
         AnswerStatus {
-            completed: self.reading.answer.completed,
-            errored: self.reading.answer.error_type.is_some(),
+            completed: answer.completed,
+            errored: answer.error_type.is_some(),
         }
     }
 
@@ -136,7 +251,7 @@ impl UsageParser {
             BodyReader::BatchResults(reader) => reader.held_bytes(),
             BodyReader::Other => 0,
         };
-        reader + self.reading.answer.held_bytes()
+        reader + self.reading.held_bytes()
     }
 }
 

@@ -129,6 +129,9 @@ pub struct TlsFile {
 pub struct RouteFile {
     pub prefix: String,
     pub upstream: String,
+    /// Where `client_oauth` requests go instead of `upstream` (ChatGPT-login traffic).
+    #[serde(default)]
+    pub subscription_upstream: Option<String>,
     #[serde(default = "default_protocol")]
     pub protocol: Protocol,
     #[serde(default = "default_credential_policy")]

@@ -80,6 +80,9 @@ pub struct Route {
     pub prefix: String,
     /// Base URL without a trailing slash; its path is kept in front of every forwarded path.
     pub upstream: Url,
+    /// Where requests with a subscription login (`client_oauth`: a ChatGPT login from Codex)
+    /// go instead of `upstream`, with the same path below the prefix.
+    pub subscription_upstream: Option<Url>,
     pub protocol: Protocol,
     pub credential_policy: CredentialPolicy,
     /// The env var holding the server key (read by the CredentialResolver).
@@ -756,37 +759,18 @@ fn validate_route(i: usize, raw: &file::RouteFile) -> Result<Route, SettingsErro
         ));
     }
 
-    let mut upstream = Url::parse(&raw.upstream).map_err(|e| {
-        invalid(
-            key("upstream"),
-            format!("{:?} is not a URL: {e}", raw.upstream),
-        )
-    })?;
-    if !matches!(upstream.scheme(), "http" | "https") || upstream.host_str().is_none() {
-        return Err(invalid(
-            key("upstream"),
-            format!(
-                "{:?} must be an http:// or https:// URL with a host",
-                raw.upstream
-            ),
-        ));
-    }
-    if upstream.query().is_some()
-        || upstream.fragment().is_some()
-        || !upstream.username().is_empty()
-    {
-        return Err(invalid(
-            key("upstream"),
-            "must not carry a query, fragment or user info",
-        ));
-    }
-    let base_path = upstream.path().trim_end_matches('/').to_string();
-    upstream.set_path(&base_path);
+    let upstream = base_url(&key("upstream"), &raw.upstream)?;
+    let subscription_upstream = raw
+        .subscription_upstream
+        .as_deref()
+        .map(|url| base_url(&key("subscription_upstream"), url))
+        .transpose()?;
 
     let (ca_file, extra_roots) = match &raw.ca_file {
         None => (None, Vec::new()),
         Some(path) => {
-            if upstream.scheme() != "https" {
+            let https = |url: &Url| url.scheme() == "https";
+            if !https(&upstream) && !subscription_upstream.as_ref().is_some_and(https) {
                 return Err(invalid(
                     key("ca_file"),
                     "is only meaningful for an https:// upstream",
@@ -801,6 +785,7 @@ fn validate_route(i: usize, raw: &file::RouteFile) -> Result<Route, SettingsErro
     Ok(Route {
         prefix,
         upstream,
+        subscription_upstream,
         protocol: raw.protocol,
         credential_policy: raw.credential_policy,
         server_key_env: raw.server_key_env.clone(),
@@ -859,6 +844,28 @@ fn validate_otlp(raw: file::OtlpFile) -> Result<OtlpSettings, SettingsError> {
 
 /// A bundle of every public root is about 250 KB.
 const MAX_CA_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// An upstream base URL: http(s), with a host, no query, fragment or user info; its path is
+/// kept without a trailing slash.
+fn base_url(key: &str, raw: &str) -> Result<Url, SettingsError> {
+    let mut url =
+        Url::parse(raw).map_err(|e| invalid(key, format!("{raw:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(
+            key,
+            format!("{raw:?} must be an http:// or https:// URL with a host"),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(invalid(
+            key,
+            "must not carry a query, fragment or user info",
+        ));
+    }
+    let base_path = url.path().trim_end_matches('/').to_string();
+    url.set_path(&base_path);
+    Ok(url)
+}
 
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let text = crate::secrets::read_regular_file(path, MAX_CA_FILE_BYTES)
@@ -976,8 +983,49 @@ mod tests {
     fn built_in_defaults_are_the_shipped_file() {
         let settings = load(DEFAULT_SETTINGS_TOML, &[]).unwrap();
         assert_eq!(settings.listen, "127.0.0.1:4080".parse().unwrap());
-        assert_eq!(settings.routes.len(), 1);
-        assert_eq!(settings.routes[0].prefix, "/anthropic");
+        let routes: Vec<(&str, &str, Protocol, &str)> = settings
+            .routes
+            .iter()
+            .map(|r| {
+                (
+                    r.prefix.as_str(),
+                    r.upstream.as_str(),
+                    r.protocol,
+                    r.server_key_env.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                (
+                    "/anthropic",
+                    "https://api.anthropic.com/",
+                    Protocol::Anthropic,
+                    "ANTHROPIC_API_KEY"
+                ),
+                (
+                    "/openai/v1",
+                    "https://api.openai.com/v1",
+                    Protocol::OpenAi,
+                    "OPENAI_API_KEY"
+                ),
+                (
+                    "/gemini",
+                    "https://generativelanguage.googleapis.com/",
+                    Protocol::Gemini,
+                    "GEMINI_API_KEY"
+                ),
+            ]
+        );
+        assert_eq!(
+            settings.routes[1]
+                .subscription_upstream
+                .as_ref()
+                .map(Url::as_str),
+            Some("https://chatgpt.com/backend-api/codex")
+        );
+        assert!(settings.routes[0].subscription_upstream.is_none());
         assert_eq!(
             settings.routes[0].upstream.as_str(),
             "https://api.anthropic.com/"
@@ -1186,7 +1234,20 @@ mod tests {
             bad("credential_policy", "\"always\""),
             "routes[0].credential_policy"
         );
-        assert_eq!(bad("protocol", "\"openai\""), "routes[0].protocol");
+        assert_eq!(bad("protocol", "\"grpc\""), "routes[0].protocol");
+        for protocol in ["anthropic", "openai", "gemini", "none"] {
+            let text = format!(
+                "[[routes]]\nprefix = \"/a\"\nupstream = \"http://x\"\nprotocol = \"{protocol}\"\n"
+            );
+            assert_eq!(
+                load(&text, &[]).unwrap().routes[0].protocol.as_str(),
+                protocol
+            );
+        }
+        assert_eq!(
+            bad("subscription_upstream", "\"chatgpt.com\""),
+            "routes[0].subscription_upstream"
+        );
         assert_eq!(bad("ca_file", "\"/nonexistent.pem\""), "routes[0].ca_file");
         let text = "[[routes]]\nprefix = \"/a\"\nupstream = \"ftp://x\"\n";
         assert_eq!(error_key(load(text, &[])), "routes[0].upstream");

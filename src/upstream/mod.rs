@@ -28,7 +28,10 @@ use crate::settings::{Pool, Settings, Timeouts};
 pub struct UpstreamPlan {
     /// Changes only when the plan does (not at every settings generation).
     pub generation: u64,
+    /// One lane per settings route (same index), then one per `subscription_upstream`.
     pub routes: Vec<UpstreamRoute>,
+    /// Per settings route: the lane of its `subscription_upstream`, when it has one.
+    pub subscription_lanes: Vec<Option<usize>>,
     pub timeouts: Timeouts,
     pub pool: Pool,
 }
@@ -47,21 +50,41 @@ pub struct UpstreamRoute {
 
 impl UpstreamPlan {
     pub fn from_settings(settings: &Settings, generation: u64) -> Self {
-        let routes = settings
+        let lane = |route: &crate::settings::Route, base: &url::Url| UpstreamRoute {
+            base: base.as_str().trim_end_matches('/').to_string(),
+            tls: tls_config(&route.extra_roots),
+            extra_roots: route.extra_roots.clone(),
+            http2: route.http2,
+        };
+        let mut routes: Vec<UpstreamRoute> = settings
             .routes
             .iter()
-            .map(|route| UpstreamRoute {
-                base: route.upstream.as_str().trim_end_matches('/').to_string(),
-                tls: tls_config(&route.extra_roots),
-                extra_roots: route.extra_roots.clone(),
-                http2: route.http2,
+            .map(|route| lane(route, &route.upstream))
+            .collect();
+        let subscription_lanes = settings
+            .routes
+            .iter()
+            .map(|route| {
+                let base = route.subscription_upstream.as_ref()?;
+                routes.push(lane(route, base));
+                Some(routes.len() - 1)
             })
             .collect();
         Self {
             generation,
             routes,
+            subscription_lanes,
             timeouts: settings.timeouts,
             pool: settings.pool,
+        }
+    }
+
+    /// The lane a request of settings route `route` goes by: its `subscription_upstream` for a
+    /// subscription login (`client_oauth`) when the route has one, else its `upstream`.
+    pub fn lane(&self, route: usize, subscription_login: bool) -> usize {
+        match self.subscription_lanes.get(route) {
+            Some(Some(lane)) if subscription_login => *lane,
+            _ => route,
         }
     }
 

@@ -80,7 +80,15 @@ pub async fn open(
     let snapshot = state.snapshot();
     let opened = match handshake(&req, &state, &snapshot, &clients, pending.get_mut()).await {
         Ok(opened) => opened,
-        Err(Refused::Sluice(err)) => return proxy::record_refusal(err, &mut pending, received),
+        Err(Refused::Sluice(err)) => {
+            let protocol = snapshot
+                .settings
+                .route_for(req.path())
+                .map_or(crate::protocol::Protocol::Anthropic, |(_, route)| {
+                    route.protocol
+                });
+            return proxy::record_refusal(err, protocol, &mut pending, received);
+        }
         Err(Refused::Upstream(status)) => {
             pending.finish(status.as_u16(), Outcome::Completed, received);
             return upstream_refused(status);
@@ -205,7 +213,7 @@ async fn handshake(
     Ok(Opened {
         upstream,
         protocol: route.protocol,
-        rate_limits: proxy::rate_limit_headers(response.headers()),
+        rate_limits: route.protocol.rate_limit_headers(response.headers()),
         slot,
     })
 }

@@ -13,6 +13,7 @@ mod h2_upstream;
 mod https;
 mod metering;
 mod otlp;
+mod protocols;
 mod quotas;
 mod reload;
 mod report;

@@ -1,0 +1,149 @@
+//! SPEC "Protocols: OpenAI and Gemini beside Anthropic": each route speaks its protocol —
+//! credentials, sluice's own errors, rate-limit headers — and a route whose answers are not
+//! read yet is forwarded untouched and counted without tokens.
+
+use crate::support::*;
+
+#[actix_rt::test]
+async fn sluice_errors_on_an_openai_route_take_openais_shape() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(200, "{}"));
+    let sluice = sluice()
+        .route("/openai/v1", &mock.url(), &["protocol = \"openai\""])
+        .toml("[limits]\nmax_request_body_bytes = 10")
+        .start();
+    let mut response = client()
+        .post(sluice.url("/openai/v1/responses"))
+        .insert_header(("content-type", "application/json"))
+        .send_body(r#"{"model":"gpt-5.5","input":"a body over ten bytes"}"#)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        response.headers().get("x-sluice-error").unwrap(),
+        "body_too_large"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&response.body().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "body_too_large", "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert!(body["error"]["param"].is_null(), "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("sluice: "));
+    assert!(body.get("type").is_none(), "not Anthropic's shape: {body}");
+}
+
+#[actix_rt::test]
+async fn openai_server_key_goes_as_a_bearer_token() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(200, "{}"));
+    let sluice = sluice()
+        .route("/openai/v1", &mock.url(), &["protocol = \"openai\""])
+        .server_key("sk-proj-test-server-key")
+        .start();
+    let response = client()
+        .post(sluice.url("/openai/v1/responses"))
+        .send_body("{}")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let sent = mock.last();
+    assert_eq!(
+        sent.header("authorization").as_deref(),
+        Some("Bearer sk-proj-test-server-key")
+    );
+    assert_eq!(sent.header("x-api-key"), None);
+}
+
+#[actix_rt::test]
+async fn a_gemini_route_is_forwarded_and_counted_without_tokens() {
+    let mock = MockUpstream::start();
+    let answer =
+        r#"{"candidates":[],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":3}}"#;
+    mock.always(Reply::json(200, answer));
+    let sluice = sluice()
+        .route("/gemini", &mock.url(), &["protocol = \"gemini\""])
+        .server_key("gemini-test-server-key")
+        .start();
+    let mut response = client()
+        .post(sluice.url("/gemini/v1beta/models/gemini-2.5-flash:generateContent"))
+        .insert_header(("content-type", "application/json"))
+        .send_body(r#"{"contents":[]}"#)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.body().await.unwrap(), answer.as_bytes());
+    assert_eq!(
+        mock.last().header("x-goog-api-key").as_deref(),
+        Some("gemini-test-server-key")
+    );
+    let stats = stats_after(&sluice, 1, None).await;
+    let totals = &stats["totals"];
+    assert_eq!(totals["requests"], 1, "{stats}");
+    assert_eq!(totals["errors"], 0, "{stats}");
+    assert_eq!(totals["input_tokens"], 0, "{stats}");
+}
+
+/// A ChatGPT login token as Codex sends it: a JWT bearer.
+const CHATGPT_TOKEN: &str =
+    "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLXRlc3QifQ.c2lnbmF0dXJlLXRlc3Q";
+
+#[actix_rt::test]
+async fn chatgpt_login_goes_to_the_subscription_upstream_untouched_and_never_gets_the_server_key() {
+    let api = MockUpstream::start();
+    api.always(Reply::json(200, r#"{"from":"api"}"#));
+    let chatgpt = MockUpstream::start();
+    chatgpt.always(Reply::json(200, r#"{"from":"chatgpt"}"#));
+    let subscription = format!(
+        "subscription_upstream = \"{}/backend-api/codex\"",
+        chatgpt.url()
+    );
+    let sluice = sluice()
+        .route(
+            "/openai/v1",
+            &format!("{}/v1", api.url()),
+            &["protocol = \"openai\"", &subscription],
+        )
+        .server_key("sk-proj-test-server-key")
+        .start();
+    let send = |authorization: Option<String>| {
+        let mut request = client()
+            .post(sluice.url("/openai/v1/responses?x=1"))
+            .insert_header(("chatgpt-account-id", "acct-test"));
+        if let Some(value) = authorization {
+            request = request.insert_header(("authorization", value));
+        }
+        async move { request.send_body("{}").await.unwrap().status() }
+    };
+    assert_eq!(send(Some(format!("Bearer {CHATGPT_TOKEN}"))).await, 200);
+    let sent = chatgpt.last();
+    assert_eq!(sent.target, "/backend-api/codex/responses?x=1");
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {CHATGPT_TOKEN}"))
+    );
+    assert_eq!(
+        sent.header("chatgpt-account-id").as_deref(),
+        Some("acct-test")
+    );
+    assert!(api.received().is_empty());
+    // An API key goes to the API; no credential gets the server key there.
+    assert_eq!(send(Some("Bearer sk-proj-client-key".into())).await, 200);
+    assert_eq!(
+        api.last().header("authorization").as_deref(),
+        Some("Bearer sk-proj-client-key")
+    );
+    assert_eq!(send(None).await, 200);
+    assert_eq!(
+        api.last().header("authorization").as_deref(),
+        Some("Bearer sk-proj-test-server-key")
+    );
+    assert_eq!(api.last().target, "/v1/responses?x=1");
+    assert_eq!(chatgpt.received().len(), 1);
+    let stats = stats_after(&sluice, 3, None).await;
+    let sources = &stats["by_source"];
+    for source in ["client_oauth", "client_api_key", "server_key"] {
+        assert_eq!(sources[source]["requests"], 1, "{source}: {stats}");
+    }
+}

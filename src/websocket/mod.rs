@@ -27,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::{SinkExt, StreamExt};
 
+use crate::credentials::CredentialSource;
 use crate::error::Error;
 use crate::metrics::{Outcome, PendingRecord, RequestRecord};
 use crate::protocol::{Protocol, UsageParser};
@@ -182,10 +183,12 @@ async fn handshake(
         admission.guard
     };
 
+    // A subscription login goes to the route's `subscription_upstream`, as over HTTPS.
     let plan = &snapshot.upstream;
-    let url = routing::upstream_url(&plan.routes[index].base, rest, req.uri().query());
+    let lane = plan.lane(index, outbound.source == CredentialSource::ClientOauth);
+    let url = routing::upstream_url(&plan.routes[lane].base, rest, req.uri().query());
     let mut request = clients
-        .client(plan, index)
+        .client(plan, lane)
         .websocket(&url, limit_of(snapshot));
     for (name, value) in outbound.headers.iter() {
         if !is_handshake_header(name) {

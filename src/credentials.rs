@@ -139,7 +139,7 @@ pub struct CredentialRules {
     /// The store URL differs from the one the store opened at start (a restart applies it).
     pub store_url_changed: bool,
     /// The headers every OpenTelemetry export carries.
-    pub otlp_headers: crate::otlp::OtlpHeaders,
+    pub otlp_headers: crate::otlp::headers::OtlpHeaders,
 }
 
 /// The request headers to send upstream, and who the request is on behalf of.
@@ -166,7 +166,7 @@ pub struct SecretMaterial {
     /// other secrets, and a changed one is noticed.
     pub store_url: Option<Secret>,
     /// The headers every OpenTelemetry export carries, from `[otlp] headers_file`.
-    pub otlp_headers: crate::otlp::OtlpHeaders,
+    pub otlp_headers: crate::otlp::headers::OtlpHeaders,
     /// What does not stop a start but should be fixed: secret files others can read, skipped
     /// files in the keys directory.
     pub warnings: Vec<String>,
@@ -367,7 +367,7 @@ impl SecretMaterial {
             .and_then(|source| {
                 let key = "otlp.headers_file";
                 let file = read_one(&source, key.into(), from, &mut errors, &mut warnings)?;
-                crate::otlp::OtlpHeaders::parse(file.expose())
+                crate::otlp::headers::OtlpHeaders::parse(file.expose())
                     .map_err(|reason| {
                         let path = source.describe(&base);
                         errors.push(SettingsError::invalid(key, format!("{path}: {reason}")))

@@ -44,9 +44,6 @@ pub async fn forward(
     state: web::Data<AppState>,
     clients: web::Data<WorkerClients>,
 ) -> HttpResponse {
-    if crate::websocket::is_responses_upgrade(&req) {
-        return crate::websocket::open(req, payload, state, clients).await;
-    }
     let received = Instant::now();
     let mut pending = state.recorder.open(new_record(&req));
     let has_body = RequestBody::of(req.headers()) != RequestBody::None;

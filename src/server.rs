@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
 use crate::admin;
 use crate::connection;
@@ -164,7 +164,7 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
             .route("/dashboard", get_or_head().to(admin::dashboard))
             .route("/dashboard/{file:.*}", get_or_head().to(admin::dashboard))
             .route("/usage", get_or_head().to(admin::usage))
-            .default_service(web::to(proxy::forward))
+            .default_service(web::to(proxied))
     };
     let workers = match settings.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -369,4 +369,18 @@ fn install_signal_handlers(
         }
     });
     Ok(())
+}
+
+/// Every request under a route: a Responses API WebSocket upgrade becomes a proxied socket
+/// ([`crate::websocket`]), anything else a proxied HTTP exchange ([`proxy::forward`]).
+async fn proxied(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    clients: web::Data<WorkerClients>,
+) -> HttpResponse {
+    if crate::websocket::is_responses_upgrade(&req) {
+        return crate::websocket::open(req, payload, state, clients).await;
+    }
+    proxy::forward(req, payload, state, clients).await
 }

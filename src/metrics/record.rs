@@ -115,7 +115,7 @@ pub struct RequestRecord {
     /// The model the request asked for, when its body named one (`model` may be the answer's).
     pub request_model: Option<String>,
     /// The client's W3C `traceparent`, when it sent a valid one (fixed size).
-    pub trace_parent: Option<crate::otlp::TraceParent>,
+    pub trace_parent: Option<crate::otlp::traceparent::TraceParent>,
 }
 
 impl Default for RequestRecord {

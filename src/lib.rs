@@ -18,6 +18,7 @@
 pub mod access;
 pub mod admin;
 pub mod attribution;
+pub mod browser_guard;
 pub mod browsers;
 pub mod check;
 pub mod cli;

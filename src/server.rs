@@ -152,7 +152,7 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
             // awc's client is !Send: one set per worker, built lazily from the current plan.
             .app_data(web::Data::new(WorkerClients::default()))
             .wrap(actix_web::middleware::from_fn(reserved::answer_reserved))
-            .wrap(actix_web::middleware::from_fn(crate::browsers::guard))
+            .wrap(actix_web::middleware::from_fn(crate::browser_guard::guard))
             .wrap(actix_web::middleware::from_fn(logging::request_id_header))
             .wrap(tracing_actix_web::TracingLogger::<RequestSpan>::new())
             .wrap(actix_web::middleware::from_fn(

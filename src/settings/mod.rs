@@ -797,34 +797,9 @@ fn validate_route(i: usize, raw: &file::RouteFile) -> Result<Route, SettingsErro
 }
 
 fn validate_otlp(raw: file::OtlpFile) -> Result<OtlpSettings, SettingsError> {
-    let mut endpoint = Url::parse(&raw.endpoint).map_err(|e| {
-        invalid(
-            "otlp.endpoint",
-            format!("{:?} is not a URL: {e}", raw.endpoint),
-        )
-    })?;
-    if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
-        return Err(invalid(
-            "otlp.endpoint",
-            format!(
-                "{:?} must be an http:// or https:// URL with a host",
-                raw.endpoint
-            ),
-        ));
-    }
-    // Credentials belong in `headers_file`, where they are a watched secret and never logged.
-    if endpoint.query().is_some()
-        || endpoint.fragment().is_some()
-        || !endpoint.username().is_empty()
-        || endpoint.password().is_some()
-    {
-        return Err(invalid(
-            "otlp.endpoint",
-            "must not carry a query, fragment or user info (send credentials with headers_file)",
-        ));
-    }
-    let base_path = endpoint.path().trim_end_matches('/').to_string();
-    endpoint.set_path(&base_path);
+    // Credentials belong in `headers_file`, where they are a watched secret and never logged:
+    // the endpoint is a base URL like an upstream's, with no user info.
+    let endpoint = base_url("otlp.endpoint", &raw.endpoint)?;
     if raw.interval_s == 0 || raw.interval_s > MAX_OTLP_INTERVAL_S {
         return Err(invalid(
             "otlp.interval_s",
@@ -856,10 +831,14 @@ fn base_url(key: &str, raw: &str) -> Result<Url, SettingsError> {
             format!("{raw:?} must be an http:// or https:// URL with a host"),
         ));
     }
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+    if url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
         return Err(invalid(
             key,
-            "must not carry a query, fragment or user info",
+            "must not carry a query, fragment or user info (credentials go in secret files)",
         ));
     }
     let base_path = url.path().trim_end_matches('/').to_string();

@@ -26,7 +26,7 @@ use crate::protocol::{Protocol, RequestModel};
 use crate::quotas::{Ledger, QuotaHold, QuotaSet, Refusal, RequestSubjects};
 use crate::readers::text::TextMeter;
 use crate::routing;
-use crate::settings::Route;
+use crate::settings::{Route, Settings};
 use crate::state::{AppState, Snapshot};
 use crate::upload::{self, Upload};
 use crate::upstream::{Answer, RequestBody, UpstreamRequest, WorkerClients};
@@ -135,16 +135,12 @@ impl<'a> Exchange<'a> {
     /// Which route the path belongs to, and the rest of the path below its prefix. A path that
     /// would leave the prefix is refused here.
     fn route(&self, record: &mut RequestRecord) -> Result<Target<'a>, Error> {
-        let path = self.req.uri().path();
-        let (index, route) = self
-            .snapshot
-            .settings
-            .route_for(path)
-            .ok_or_else(|| Error::NoRoute(path.to_string()))?;
-        record.route = route.prefix.clone();
-        record.provider = Some(route.protocol.as_str());
-        let rest = routing::rest_below(&route.prefix, path)?.to_string();
-        Ok(Target { index, route, rest })
+        let (index, route, rest) = route_of(&self.snapshot.settings, self.req.path(), record)?;
+        Ok(Target {
+            index,
+            route,
+            rest: rest.to_string(),
+        })
     }
 
     /// Whether the request may go on at all: a valid access key when keys are set, and a body
@@ -369,6 +365,23 @@ fn with_body(
     }
 }
 
+/// The route `path` belongs to (its index in the settings), and the rest of the path below its
+/// prefix; the record learns its route and provider. A path that would leave the prefix is
+/// refused. (A request and a WebSocket upgrade are routed alike.)
+pub(crate) fn route_of<'s, 'p>(
+    settings: &'s Settings,
+    path: &'p str,
+    record: &mut RequestRecord,
+) -> Result<(usize, &'s Route, &'p str), Error> {
+    let (index, route) = settings
+        .route_for(path)
+        .ok_or_else(|| Error::NoRoute(path.to_string()))?;
+    record.route = route.prefix.clone();
+    record.provider = Some(route.protocol.as_str());
+    let rest = routing::rest_below(&route.prefix, path)?;
+    Ok((index, route, rest))
+}
+
 /// A request sluice answers itself with an error: logged, recorded with its kind, answered
 /// in the error shape of the route's `protocol` (Anthropic's before a route is known).
 pub(crate) fn record_refusal(
@@ -384,10 +397,11 @@ pub(crate) fn record_refusal(
         status,
         "{err}"
     );
+    let client = pending.get_mut().client;
     pending.finish(status, Outcome::Refused(err.kind()), received);
     match err {
         Error::ClientBody(_) => upload::broken_upload_answer(&err, protocol),
-        _ => err.response_in(protocol),
+        _ => err.response_for(protocol, client),
     }
 }
 

@@ -153,13 +153,7 @@ async fn handshake(
     clients: &WorkerClients,
     record: &mut RequestRecord,
 ) -> Result<Opened, Refused> {
-    let path = req.path();
-    let (index, route) = snapshot
-        .settings
-        .route_for(path)
-        .ok_or_else(|| Error::NoRoute(path.to_string()))?;
-    record.route = route.prefix.clone();
-    let rest = routing::rest_below(&route.prefix, path)?;
+    let (index, route, rest) = proxy::route_of(&snapshot.settings, req.path(), record)?;
     record.project = proxy::attribution_of(req, snapshot.settings.project_header.as_str());
     record.caller = snapshot.credentials.admit(req.headers())?;
     let outbound = snapshot

@@ -123,15 +123,40 @@ impl Error {
     /// The body in `protocol`'s error shape, so that its clients report it as their own; the
     /// message says it is sluice's.
     pub fn body_in(&self, protocol: Protocol) -> String {
-        let status = self.status_code().as_u16();
+        self.body_with_status(protocol, self.status_code())
+    }
+
+    fn body_with_status(&self, protocol: Protocol, status: StatusCode) -> String {
         protocol
             .api()
-            .error_body(status, self.kind(), &format!("sluice: {self}"))
+            .error_body(status.as_u16(), self.kind(), &format!("sluice: {self}"))
+    }
+
+    /// The status `client` (the record's `by_client` name) is told. Codex CLI waits out any
+    /// `retry-after` of a 429 before retrying (it ignores `x-should-retry`) and then hides the
+    /// message, while a 400 stops it at once with the message shown: a quota refusal that frees
+    /// only after longer than a client should wait reads 400 to Codex, as on its WebSocket. A
+    /// shorter wait stays a 429, which Codex retries after the wait. The record keeps the 429.
+    pub fn status_for(&self, client: Option<&str>) -> StatusCode {
+        match self {
+            Error::QuotaExceeded { retry_after_s, .. }
+                if client == Some("codex") && *retry_after_s > LONGEST_RETRY_WAIT_S =>
+            {
+                StatusCode::BAD_REQUEST
+            }
+            _ => self.status_code(),
+        }
     }
 
     /// The whole answer (status, headers, body in `protocol`'s shape).
     pub fn response_in(&self, protocol: Protocol) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status_code());
+        self.response_for(protocol, None)
+    }
+
+    /// The whole answer as `client` is told it (see `status_for`).
+    pub fn response_for(&self, protocol: Protocol, client: Option<&str>) -> HttpResponse {
+        let status = self.status_for(client);
+        let mut response = HttpResponse::build(status);
         response
             .insert_header((header::CONTENT_TYPE, "application/json"))
             .insert_header((SLUICE_ERROR_HEADER, self.kind()));
@@ -151,7 +176,7 @@ impl Error {
         if let Error::MethodNotAllowed(allowed) = self {
             response.insert_header((header::ALLOW, *allowed));
         }
-        response.body(self.body_in(protocol))
+        response.body(self.body_with_status(protocol, status))
     }
 }
 
@@ -189,6 +214,40 @@ impl ResponseError for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_quota_wait_reads_400_to_codex_and_429_to_everyone_else() {
+        let refusal = |retry_after_s| Error::QuotaExceeded {
+            quota: "daily".into(),
+            message: "quota daily reached".into(),
+            retry_after_s,
+        };
+        let long = refusal(3600);
+        assert_eq!(long.status_for(Some("codex")), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            long.status_for(Some("openai-sdk-python")),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(long.status_for(None), StatusCode::TOO_MANY_REQUESTS);
+        // A short wait: Codex retries after it, as for any 429.
+        assert_eq!(
+            refusal(LONGEST_RETRY_WAIT_S).status_for(Some("codex")),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        // Other errors are told as they are.
+        assert_eq!(
+            Error::BodyTooLarge(1).status_for(Some("codex")),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+
+        let answer = long.response_for(Protocol::OpenAi, Some("codex"));
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(answer.headers().get("retry-after").unwrap(), "3600");
+        assert_eq!(
+            answer.headers().get("x-sluice-error").unwrap(),
+            "quota_exceeded"
+        );
+    }
 
     #[test]
     fn errors_have_anthropic_shape() {

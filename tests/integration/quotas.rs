@@ -457,3 +457,67 @@ async fn a_quota_selects_requests_by_client_and_by_provider() {
         "claude-sonnet / anthropic"
     );
 }
+
+#[actix_rt::test]
+async fn codex_is_told_a_long_quota_refusal_as_400_so_it_stops_and_shows_the_message() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(200, r#"{"id":"resp_1","model":"gpt-5.5"}"#));
+    let sluice = sluice()
+        .route(
+            "/openai/v1",
+            &format!("{}/v1", mock.url()),
+            &["protocol = \"openai\""],
+        )
+        .toml("[[quotas]]\nname = \"one-a-day\"\nwindow = \"day\"\nmax_requests = 1\n")
+        .start();
+    let send = |originator: Option<&'static str>| {
+        let mut request = client()
+            .post(sluice.url("/openai/v1/responses"))
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("authorization", "Bearer sk-proj-test-client-key"));
+        if let Some(originator) = originator {
+            request = request.insert_header(("originator", originator));
+        }
+        async move {
+            let mut response = request.send_body(r#"{"model":"gpt-5.5"}"#).await.unwrap();
+            let body: serde_json::Value =
+                serde_json::from_slice(&response.body().await.unwrap()).unwrap();
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_string())
+            };
+            (
+                response.status().as_u16(),
+                header("retry-after"),
+                header("x-sluice-error"),
+                body,
+            )
+        }
+    };
+    assert_eq!(send(Some("codex_exec")).await.0, 200);
+    // Codex waits out a 429's retry-after (hours here) and hides the message; a 400 stops it
+    // at once with the message shown.
+    let (status, retry_after, kind, body) = send(Some("codex_exec")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(kind.as_deref(), Some("quota_exceeded"));
+    assert!(retry_after.unwrap().parse::<u64>().unwrap() > 60);
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("sluice: quota one-a-day reached"),
+        "{message}"
+    );
+    // Every other client gets the 429.
+    let (status, _, kind, _) = send(None).await;
+    assert_eq!(status, 429);
+    assert_eq!(kind.as_deref(), Some("quota_exceeded"));
+    assert_eq!(mock.received().len(), 1, "nothing refused went upstream");
+    let stats = stats_after(&sluice, 3, None).await;
+    assert_eq!(
+        stats["by_status"]["429"], 2,
+        "recorded as the refusals they are"
+    );
+    assert_eq!(stats["by_client"]["codex"]["requests"], 2);
+}

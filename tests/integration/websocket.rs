@@ -18,6 +18,8 @@ use crate::support::*;
 struct Seen {
     /// Each upgrade's headers (lowercase names).
     handshakes: Vec<Vec<(String, String)>>,
+    /// Each upgrade's path.
+    paths: Vec<String>,
     /// Every text message, as received.
     frames: Vec<String>,
     /// Sockets that ended (close frame or connection gone).
@@ -61,6 +63,15 @@ impl WsUpstream {
         format!("http://{}/v1", self.addr)
     }
 
+    /// The base of the ChatGPT backend's Codex API on this server.
+    fn chatgpt_url(&self) -> String {
+        format!("http://{}/backend-api/codex", self.addr)
+    }
+
+    fn handshakes(&self) -> usize {
+        self.seen.lock().unwrap().handshakes.len()
+    }
+
     fn frames(&self) -> Vec<String> {
         self.seen.lock().unwrap().frames.clone()
     }
@@ -75,12 +86,16 @@ async fn answer_socket(
     body: web::Payload,
     seen: web::Data<Arc<Mutex<Seen>>>,
 ) -> actix_web::Result<HttpResponse> {
-    seen.lock().unwrap().handshakes.push(
-        req.headers()
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect(),
-    );
+    {
+        let mut seen = seen.lock().unwrap();
+        seen.handshakes.push(
+            req.headers()
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+        );
+        seen.paths.push(req.path().to_string());
+    }
     let (mut response, mut session, stream) = actix_ws::handle(&req, body)?;
     for (name, value) in [
         ("x-codex-primary-used-percent", "42"),
@@ -135,7 +150,8 @@ async fn answer_socket(
             events.push(
                 serde_json::json!({"type": "response.completed", "response": {
                 "id": id, "model": model, "status": "completed",
-                "usage": {"input_tokens": 100, "output_tokens": 10}}}),
+                "usage": {"input_tokens": 100, "input_tokens_details": {"cached_tokens": 40},
+                    "output_tokens": 10, "output_tokens_details": {"reasoning_tokens": 4}}}}),
             );
             for event in events {
                 if session.text(event.to_string()).await.is_err() {
@@ -206,7 +222,7 @@ async fn next_frame(socket: &mut Socket) -> Frame {
 
 fn start_sluice(upstream: &WsUpstream, extra: &str) -> Sluice {
     sluice()
-        .route("/openai/v1", &upstream.url(), &[])
+        .route("/openai/v1", &upstream.url(), &["protocol = \"openai\""])
         .toml(extra)
         .start()
 }
@@ -266,6 +282,12 @@ async fn each_response_on_a_socket_is_a_record_and_a_prewarm_is_none() {
     assert_eq!(counted["by_model"]["gpt-5.5"]["requests"], 3);
     assert_eq!(counted["by_session"]["codex-session-1"]["requests"], 3);
     assert_eq!(counted["by_status"]["200"], 3);
+    // Each response's own usage (input less its cached part), the prewarm's none.
+    let totals = &counted["totals"];
+    assert_eq!(totals["input_tokens"], 3 * 60, "{totals}");
+    assert_eq!(totals["cache_read_input_tokens"], 3 * 40, "{totals}");
+    assert_eq!(totals["output_tokens"], 3 * 10, "{totals}");
+    assert_eq!(totals["reasoning_output_tokens"], 3 * 4, "{totals}");
 
     socket.send(ws::Message::Close(None)).await.unwrap();
     wait_for("the upstream socket ends", || {
@@ -441,7 +463,7 @@ async fn an_open_socket_holds_a_max_concurrent_slot() {
 async fn access_keys_are_checked_and_never_forwarded() {
     let upstream = WsUpstream::start();
     let sluice = sluice()
-        .route("/openai/v1", &upstream.url(), &[])
+        .route("/openai/v1", &upstream.url(), &["protocol = \"openai\""])
         .team()
         .start();
     assert_eq!(connect(&sluice, &[]).await.err(), Some(401));
@@ -536,7 +558,7 @@ async fn sockets_that_come_and_go_leave_no_file_descriptors_behind() {
 async fn an_access_key_as_the_bearer_takes_the_server_key() {
     let upstream = WsUpstream::start();
     let sluice = sluice()
-        .route("/openai/v1", &upstream.url(), &[])
+        .route("/openai/v1", &upstream.url(), &["protocol = \"openai\""])
         .team()
         .start();
     let bearer = format!("Bearer {ACCESS_KEY}");
@@ -585,4 +607,139 @@ async fn a_stop_signal_lets_the_response_in_flight_end_then_closes_the_socket() 
     };
     assert_eq!(reason.code, ws::CloseCode::Away);
     assert_eq!(sluice.wait_exit(Duration::from_secs(3)), Some(0));
+}
+
+/// A ChatGPT login token as Codex sends it: a JWT bearer.
+const CHATGPT_TOKEN: &str =
+    "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLXRlc3QifQ.c2lnbmF0dXJlLXRlc3Q";
+
+#[actix_rt::test]
+async fn a_chatgpt_login_socket_goes_to_the_subscription_upstream_and_never_gets_the_server_key() {
+    let api = WsUpstream::start();
+    let chatgpt = WsUpstream::start();
+    let subscription = format!("subscription_upstream = \"{}\"", chatgpt.chatgpt_url());
+    let sluice = sluice()
+        .route(
+            "/openai/v1",
+            &api.url(),
+            &["protocol = \"openai\"", &subscription],
+        )
+        .server_key("sk-proj-test-server-key")
+        .start();
+    let bearer = format!("Bearer {CHATGPT_TOKEN}");
+    let mut socket = connect(
+        &sluice,
+        &[
+            ("authorization", bearer.as_str()),
+            ("chatgpt-account-id", "acct-test"),
+            ("session-id", "codex-session-chatgpt"),
+        ],
+    )
+    .await
+    .unwrap();
+    for n in 0..2 {
+        let frame = create("gpt-5.5", &format!("turn {n}"));
+        socket.send(ws::Message::Text(frame.into())).await.unwrap();
+        let events = response_events(&mut socket).await;
+        assert_eq!(events.last().unwrap()["type"], "response.completed");
+    }
+    assert_eq!(api.handshakes(), 0, "nothing of the login went to the API");
+    assert_eq!(
+        chatgpt.seen.lock().unwrap().paths,
+        ["/backend-api/codex/responses"]
+    );
+    let handshake = chatgpt.handshake(0);
+    let values = |name: &str| -> Vec<&str> {
+        handshake
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(values("authorization"), [bearer.as_str()], "{handshake:?}");
+    assert_eq!(values("chatgpt-account-id"), ["acct-test"]);
+    assert!(
+        !handshake
+            .iter()
+            .any(|(_, v)| v.contains("sk-proj-test-server-key")),
+        "{handshake:?}"
+    );
+    assert_eq!(chatgpt.frames().len(), 2);
+
+    // With no credential of its own, a socket goes to the API with the server key.
+    let mut socket = connect(&sluice, &[]).await.unwrap();
+    socket
+        .send(ws::Message::Text(create("gpt-5.5", "hi").into()))
+        .await
+        .unwrap();
+    response_events(&mut socket).await;
+    assert_eq!(api.seen.lock().unwrap().paths, ["/v1/responses"]);
+    assert!(api.handshake(0).contains(&(
+        "authorization".into(),
+        "Bearer sk-proj-test-server-key".into()
+    )));
+    assert_eq!(chatgpt.handshakes(), 1);
+
+    let stats = stats_after(&sluice, 3, None).await;
+    assert_eq!(stats["by_source"]["client_oauth"]["requests"], 2, "{stats}");
+    assert_eq!(stats["by_source"]["client_oauth"]["input_tokens"], 2 * 60);
+    assert_eq!(stats["by_source"]["server_key"]["requests"], 1);
+    assert_eq!(
+        stats["by_session"]["codex-session-chatgpt"]["requests"], 2,
+        "{}",
+        stats["by_session"]
+    );
+    let oauth = format!("client_oauth:{}", fingerprint(CHATGPT_TOKEN));
+    assert_eq!(
+        stats["by_credential"][&oauth]["requests"], 2,
+        "{}",
+        stats["by_credential"]
+    );
+    let windows = &stats["rate_limits"][&oauth]["windows"];
+    assert_eq!(
+        windows["5h"]["utilization"], 0.42,
+        "{}",
+        stats["rate_limits"]
+    );
+}
+
+/// Asks for one response (with 4 kB of input) and reads it to its end.
+async fn ask_and_finish(socket: &mut Socket, n: usize) {
+    let frame = create("gpt-5.5", &format!("turn {n} {}", "x".repeat(4096)));
+    socket.send(ws::Message::Text(frame.into())).await.unwrap();
+    let events = response_events(socket).await;
+    assert_eq!(events.last().unwrap()["type"], "response.completed");
+}
+
+#[actix_rt::test]
+async fn many_responses_on_one_socket_are_counted_exactly_and_memory_stays_flat() {
+    let upstream = WsUpstream::start();
+    let sluice = start_sluice(&upstream, "");
+    let mut socket = connect(&sluice, &[("session-id", "long-socket")])
+        .await
+        .unwrap();
+    for n in 0..100 {
+        ask_and_finish(&mut socket, n).await;
+    }
+    stats_after(&sluice, 100, None).await;
+    let before = sluice.memory_kb("VmRSS");
+    for n in 100..600 {
+        ask_and_finish(&mut socket, n).await;
+    }
+    let stats = stats_after(&sluice, 600, None).await;
+    let after = sluice.memory_kb("VmRSS");
+    let totals = &stats["totals"];
+    assert_eq!(totals["requests"], 600, "{totals}");
+    assert_eq!(totals["streamed"], 600, "{totals}");
+    assert_eq!(totals["incomplete"], 0, "{totals}");
+    assert_eq!(totals["input_tokens"], 600 * 60, "{totals}");
+    assert_eq!(totals["output_tokens"], 600 * 10, "{totals}");
+    assert_eq!(stats["by_session"]["long-socket"]["requests"], 600);
+    assert_eq!(upstream.frames().len(), 600);
+    // 500 more responses (2.5 MB of frames through) must not stay in memory: a leak of their
+    // frames, readers or records would be megabytes.
+    assert!(
+        after < before + 4096,
+        "RSS grew from {before} kB to {after} kB over 500 responses"
+    );
 }

@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
-"""A mock of the two upstreams Codex CLI talks to, on 127.0.0.1 only.
+"""A mock of the upstreams Codex CLI talks to, on 127.0.0.1 only.
 
-Two listeners in one process:
+Listeners in one process:
   --api-port      the OpenAI API (`https://api.openai.com/v1`): API-key traffic
   --chatgpt-port  the ChatGPT backend (`https://chatgpt.com/backend-api/codex`): ChatGPT-login
                   traffic
+  --backend-port  (optional) where Codex's `chatgpt_base_url` points: its non-inference calls
+                  (workspace check, plugins, analytics) and token refreshes, kept apart from
+                  the inference traffic; everything there is logged and answered 404
 
-Both answer the Responses API the way Codex reads it: `POST {base}/responses` with an SSE stream,
+The first two answer the Responses API the way Codex reads it: `POST {base}/responses` with an SSE stream,
 and `GET {base}/responses` with `upgrade: websocket`, where every `response.create` text frame
 is answered with the same events, one JSON text frame each. A `response.create` with
 `"generate": false` (Codex's prewarm) gets `response.created` + `response.completed` with no
 output and no usage. `response.completed` carries usage; the ChatGPT listener also sends the
 `x-codex-primary-*` / `x-codex-secondary-*` headers and, on the socket, a `codex.rate_limits`
-event; the API listener sends `x-ratelimit-*` headers.
+event (a little more used than the headers said); the API listener sends `x-ratelimit-*` headers.
 
 Every request is logged as one JSON line to --log: listener, method, path, query, the headers
 in the order received (values of credential headers replaced by `sha256:<hex>` so the log holds
@@ -20,8 +23,8 @@ no secret), whether the body was zstd/gzip, the body's sha256 (as received, stil
 and the decompressed body's top-level keys, model and stream flag. WebSocket upgrades log the
 handshake the same way; each client frame logs its type, `generate`, keys and model.
 
-Credentials: the API listener accepts `authorization: Bearer <--api-key>`, the ChatGPT listener
-`authorization: Bearer <--chatgpt-token>` together with `chatgpt-account-id: <--account-id>`;
+Credentials: the API listener accepts `authorization: Bearer <--api-key>` (any one given), the ChatGPT
+listener `authorization: Bearer <--chatgpt-token>` together with `chatgpt-account-id: <--account-id>`;
 anything else gets a 401 in OpenAI's error shape (and is logged).
 
 Token refresh: `POST /oauth/token` on either listener (point CODEX_REFRESH_TOKEN_URL_OVERRIDE at
@@ -103,7 +106,7 @@ class Mock:
     def authorized(self, listener, request):
         auth = request.headers.get("authorization", "")
         if listener == "api":
-            return auth == f"Bearer {self.args.api_key}"
+            return auth in [f"Bearer {key}" for key in self.args.api_key]
         return (
             auth == f"Bearer {self.args.chatgpt_token}"
             and request.headers.get("chatgpt-account-id") == self.args.account_id
@@ -135,10 +138,10 @@ class Mock:
             "type": "codex.rate_limits",
             "plan_type": "plus",
             "rate_limits": {
-                "primary": {"used_percent": self.args.primary_used, "window_minutes": 300,
+                "primary": {"used_percent": self.args.event_primary_used, "window_minutes": 300,
                             "reset_at": now + 3600},
-                "secondary": {"used_percent": self.args.secondary_used, "window_minutes": 10080,
-                              "reset_at": now + 5 * 86400},
+                "secondary": {"used_percent": self.args.event_secondary_used,
+                              "window_minutes": 10080, "reset_at": now + 5 * 86400},
             },
         }
 
@@ -179,6 +182,9 @@ class Mock:
         headers = {"x-sluice-error": "quota_exceeded"}
         if self.args.refuse_retry_after:
             headers["retry-after"] = self.args.refuse_retry_after
+        for extra in self.args.refuse_header:
+            name, _, value = extra.partition("=")
+            headers[name] = value
         return {"type": "error", "status": self.args.refuse_status,
                 "error": {"type": self.args.refuse_type, "code": "quota_exceeded",
                           "message": "sluice: quota test reached for alice", "param": None},
@@ -213,6 +219,11 @@ class Mock:
             entry["kind"] = "refresh"
             self.log(entry)
             return self.error(400, "refresh_refused", "mock: no token refresh here")
+        if listener == "backend":
+            entry["kind"] = "backend"
+            entry["status"] = 404
+            self.log(entry)
+            return self.error(404, "not_found", f"mock: nothing at {path}")
         entry["kind"] = "http"
         if not self.authorized(listener, request):
             entry["status"] = 401
@@ -292,8 +303,10 @@ async def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--api-port", type=int, required=True)
     parser.add_argument("--chatgpt-port", type=int, required=True)
+    parser.add_argument("--backend-port", type=int)
     parser.add_argument("--log", required=True)
-    parser.add_argument("--api-key", default="sk-test-codex-api-key")
+    parser.add_argument("--api-key", action="append", required=True,
+                        help="a key the API listener accepts (repeat for more)")
     parser.add_argument("--chatgpt-token", required=True, help="the access token auth.json holds")
     parser.add_argument("--account-id", default="acct-test-0001")
     parser.add_argument("--no-websocket", action="store_true",
@@ -304,6 +317,8 @@ async def main():
     parser.add_argument("--refuse-status", type=int, default=429)
     parser.add_argument("--refuse-type", default="rate_limit_error")
     parser.add_argument("--refuse-retry-after", default="")
+    parser.add_argument("--refuse-header", action="append", default=[],
+                        help="NAME=VALUE: one more header on the refusal")
     parser.add_argument("--reply", default="pong from the mock")
     parser.add_argument("--input-tokens", type=int, default=1200)
     parser.add_argument("--cached-tokens", type=int, default=200)
@@ -311,11 +326,18 @@ async def main():
     parser.add_argument("--reasoning-tokens", type=int, default=10)
     parser.add_argument("--primary-used", type=float, default=42.0)
     parser.add_argument("--secondary-used", type=float, default=7.5)
+    # The socket's codex.rate_limits event reports a little more than the upgrade's headers,
+    # so a test can tell which one it read.
+    parser.add_argument("--event-primary-used", type=float, default=43.5)
+    parser.add_argument("--event-secondary-used", type=float, default=8.0)
     args = parser.parse_args()
     mock = Mock(args)
 
     runners = []
-    for listener, port in (("api", args.api_port), ("chatgpt", args.chatgpt_port)):
+    listeners = [("api", args.api_port), ("chatgpt", args.chatgpt_port)]
+    if args.backend_port:
+        listeners.append(("backend", args.backend_port))
+    for listener, port in listeners:
         server = web.Server(lambda request, listener=listener: mock.handle(listener, request),
                             auto_decompress=False)
         runner = web.ServerRunner(server)

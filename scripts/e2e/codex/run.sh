@@ -2,8 +2,11 @@
 # Codex CLI end to end through sluice: installs the pinned Codex CLI (npm, scripts/e2e/codex/
 # package.json, into scripts/e2e/codex/node_modules) and the mock's Python packages (a venv in
 # scripts/e2e/.deps/codex-venv), then runs checks.py: `codex exec` in API-key and ChatGPT-login
-# mode through sluice over the WebSocket, an access key in a provider's http_headers, a quota
-# that stops Codex with sluice's message. Prints PASS/FAIL per check and "N passed, M failed".
+# mode through sluice's `/openai/v1` route (protocol openai, upstream and subscription_upstream
+# both mocks) over the WebSocket and over HTTPS, byte for byte and metered exactly; access keys
+# in a provider's env_http_headers and as the bearer for the server key; a quota that stops
+# Codex with sluice's message on either transport. Prints PASS/FAIL per check and
+# "N passed, M failed".
 #
 # The run happens in a network namespace of its own with only a loopback interface (unshare),
 # so neither Codex nor anything else can reach beyond the machine; where unshare is not

@@ -294,7 +294,8 @@ path = "{self.work}/sluice-{name}.db"
     def codex(self, name, base, mode, mock, provider_lines=None, websockets=True,
               timeout=90, extra_env=None):
         """`codex exec` with `openai_base_url = base`, or with a custom provider at `base`
-        when `provider_lines` is given. mode: "api" (CODEX_API_KEY) or "chatgpt" (auth.json)."""
+        when `provider_lines` is given. mode: "api" (CODEX_API_KEY), "chatgpt" (auth.json), or
+        "access-key" (neither: the provider's env_key names the access key's variable)."""
         home = os.path.join(self.work, f"home-{name}")
         shutil.rmtree(home, ignore_errors=True)
         codex_home = os.path.join(home, ".codex")
@@ -390,33 +391,50 @@ def check_forwarded(name, tap, mock, listener):
           f"sent {[(r['method'], r['target']) for r in sent]}, mock got "
           f"{[(r['listener'], r['method'], r['path']) for r in got]}")
     base = "/v1" if listener == "api" else "/backend-api/codex"
+    # Codex sends some requests at the same time on connections of their own (its model list
+    # beside the upgrade), so each request it sent is matched with one the mock got.
+    unmatched = list(got)
     problems = []
-    for codex, upstream in zip(sent, got):
-        path, _, query = codex["target"].partition("?")
-        if base + path[len(PREFIX):] != upstream["path"] or query != upstream["query"]:
-            problems.append(f"{codex['target']} went to {upstream['path']}?{upstream['query']}")
-        drop = HANDSHAKE if "messages" in codex else ()
-        added = [h for h in upstream["headers"] if h[0] in ADDED
-                 and h[0] not in {n for n, _ in codex["headers"]}]
-        if len(added) > 1:
-            problems.append(f"{codex['target']}: more than one date added: {added}")
-        upstream_headers = [h for h in upstream["headers"] if h not in added]
-        if stable(codex["headers"], drop) != stable(upstream_headers, drop):
-            extra = set(map(tuple, upstream_headers)) - set(map(tuple, codex["headers"]))
-            lost = set(map(tuple, codex["headers"])) - set(map(tuple, upstream_headers))
-            problems.append(f"{codex['target']} headers: added {sorted(extra - hop_pairs(extra, drop))}"
-                            f" lost {sorted(lost - hop_pairs(lost, drop))}")
-        if "messages" in codex:
-            texts = [sha(body) for kind, body in codex["messages"] if kind == 1]
-            if texts != upstream["messages"]:
-                problems.append(f"socket messages differ: {len(texts)} sent, "
-                                f"{len(upstream['messages'])} received")
-        elif sha(codex["body"]) != upstream.get("body_sha256"):
-            problems.append(f"{codex['target']} body differs ({len(codex['body'])} bytes sent, "
-                            f"{upstream.get('body_len')} received)")
+    for codex in sent:
+        candidates = [(upstream, differences(codex, upstream, base)) for upstream in unmatched]
+        same = [upstream for upstream, found in candidates if not found]
+        if same:
+            unmatched.remove(same[0])
+        else:
+            closest = min((found for _, found in candidates), key=len, default=["nothing"])
+            problems.append(f"{codex['method']} {codex['target']}: {'; '.join(closest)}")
     check(f"{name}: headers (but host, the hop's own and a date) and bodies/messages byte for byte",
           not problems, "; ".join(problems)[:1500])
     return sent
+
+
+def differences(codex, upstream, base):
+    """How what the mock got differs from what Codex sent (empty: the same)."""
+    found = []
+    path, _, query = codex["target"].partition("?")
+    if (codex["method"] != upstream["method"] or base + path[len(PREFIX):] != upstream["path"]
+            or query != upstream["query"]):
+        return [f"went to {upstream['method']} {upstream['path']}?{upstream['query']}"]
+    drop = HANDSHAKE if "messages" in codex else ()
+    added = [h for h in upstream["headers"] if h[0] in ADDED
+             and h[0] not in {n for n, _ in codex["headers"]}]
+    if len(added) > 1:
+        found.append(f"more than one date added: {added}")
+    upstream_headers = [h for h in upstream["headers"] if h not in added]
+    if stable(codex["headers"], drop) != stable(upstream_headers, drop):
+        extra = set(map(tuple, upstream_headers)) - set(map(tuple, codex["headers"]))
+        lost = set(map(tuple, codex["headers"])) - set(map(tuple, upstream_headers))
+        found.append(f"headers added {sorted(extra - hop_pairs(extra, drop))}"
+                     f" lost {sorted(lost - hop_pairs(lost, drop))}")
+    if "messages" in codex:
+        texts = [sha(body) for kind, body in codex["messages"] if kind == 1]
+        if texts != upstream["messages"]:
+            found.append(f"socket messages differ: {len(texts)} sent, "
+                         f"{len(upstream['messages'])} received")
+    elif sha(codex["body"]) != upstream.get("body_sha256"):
+        found.append(f"body differs ({len(codex['body'])} bytes sent, "
+                     f"{upstream.get('body_len')} received)")
+    return found
 
 
 def hop_pairs(pairs, drop):
@@ -564,9 +582,9 @@ def scenarios(run):
                         extra_env={"SLUICE_KEY": ACCESS_KEY})
     check("team-chatgpt: ChatGPT login, access key in env_http_headers: answers",
           done.returncode == 0 and "pong from the mock" in done.stdout, done.stderr[-400:])
-    done, _ = run.codex("team-bearer", base, "api", mock,
-                        provider_lines=['env_key = "CODEX_API_KEY"'],
-                        extra_env={"CODEX_API_KEY": ACCESS_KEY})
+    done, _ = run.codex("team-bearer", base, "access-key", mock,
+                        provider_lines=['env_key = "SLUICE_KEY"'],
+                        extra_env={"SLUICE_KEY": ACCESS_KEY})
     check("team-bearer: the access key as Codex's API key (server key upstream): answers",
           done.returncode == 0 and "pong from the mock" in done.stdout, done.stderr[-400:])
     everything = json.dumps(mock.entries())

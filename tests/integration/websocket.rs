@@ -282,6 +282,7 @@ async fn each_response_on_a_socket_is_a_record_and_a_prewarm_is_none() {
     assert_eq!(counted["by_model"]["gpt-5.5"]["requests"], 3);
     assert_eq!(counted["by_session"]["codex-session-1"]["requests"], 3);
     assert_eq!(counted["by_status"]["200"], 3);
+    assert_eq!(counted["by_provider"]["openai"]["requests"], 3, "{counted}");
     // Each response's own usage (input less its cached part), the prewarm's none.
     let totals = &counted["totals"];
     assert_eq!(totals["input_tokens"], 3 * 60, "{totals}");

@@ -15,6 +15,7 @@ Runs of `codex exec` (non-interactive), each in a scratch HOME:
   api-https     API key through sluice (a provider without WebSockets), over HTTPS + SSE
   chatgpt-ws    ChatGPT login (a test auth.json) through sluice (`openai_base_url`), WebSocket
   chatgpt-https ChatGPT login, the mock refusing upgrades: Codex's own fallback to HTTPS (zstd)
+  chatgpt-provider  ChatGPT login, a provider without WebSockets: HTTPS from the start
   team-*        a sluice with access keys: the key in a provider's env_http_headers (API key
                 and ChatGPT login), and the access key as the bearer for the server key
   quota-*       max_requests = 1: the second run stops with sluice's message (WebSocket, HTTPS)
@@ -564,6 +565,20 @@ def scenarios(run):
           json.dumps(body["by_model"]))
     check_windows("chatgpt-https", body, 0.42, 0.075)
     print(f"     (codex exec took {secs:.1f} s with its fallback to HTTPS)")
+
+    # ChatGPT login over HTTPS from the start: a provider without WebSockets (plain JSON).
+    mock = run.mock("chatgpt-provider")
+    tap, port = run.sluice("chatgpt-provider", mock)
+    done, _ = run.codex("chatgpt-provider", f"http://127.0.0.1:{tap.port}{PREFIX}", "chatgpt",
+                        mock, provider_lines=["requires_openai_auth = true"], websockets=False)
+    check_answered("chatgpt-provider", done, fallback=False)
+    sent = check_forwarded("chatgpt-provider", tap, mock, "chatgpt")
+    check("chatgpt-provider: one POST, no upgrade",
+          [r["method"] for r in sent if r["target"].startswith(f"{PREFIX}/responses")]
+          == ["POST"], f"{[(r['method'], r['target']) for r in sent]}")
+    check_credentials_kept("chatgpt-provider", mock, token)
+    body = check_metered("chatgpt-provider", port, sent, "client_oauth")
+    check_windows("chatgpt-provider", body, 0.42, 0.075)
 
     # A team sluice: every caller needs an access key; it never goes upstream.
     mock = run.mock("team")

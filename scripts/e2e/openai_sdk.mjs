@@ -3,7 +3,7 @@
 // the SDK's own final usage, {"error": {"class", "status", "message"}} with the error it raised,
 // or {"version": …}. Retries stay at the SDK's default, as its users run it.
 //
-// Usage: node openai_sdk.mjs responses|responses-stream|chat-stream|embeddings|error:<size>|version
+// Usage: node openai_sdk.mjs responses|responses-stream|responses-huge|chat-stream|embeddings|error:<size>|version
 //        BASE_URL API_KEY [ACCESS_KEY]
 import { readFileSync } from 'node:fs';
 import OpenAI from 'openai';
@@ -20,9 +20,11 @@ async function usageOf(op) {
   switch (op) {
     case 'responses':
       return (await openai.responses.create({ model: 'gpt-5.5', input: 'ping' })).usage;
-    case 'responses-stream': {
+    case 'responses-stream':
+    case 'responses-huge': {
       let usage = null;
-      const stream = await openai.responses.create({ model: 'gpt-5.3-codex', input: 'ping', stream: true });
+      const input = op === 'responses-huge' ? 'e2e:huge' : 'ping';
+      const stream = await openai.responses.create({ model: 'gpt-5.3-codex', input, stream: true });
       for await (const event of stream) {
         if (event.type === 'response.completed') usage = event.response.usage;
       }

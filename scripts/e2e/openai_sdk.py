@@ -248,9 +248,7 @@ def node_error(base, access="", size=0):
 
 def usage_checks(base):
     for sdk, run in (("python", py_usage), ("node", node_usage)):
-        ops = ["responses", "responses-stream", "chat-stream", "embeddings"]
-        if sdk == "python":
-            ops.insert(2, "responses-huge")
+        ops = ["responses", "responses-stream", "responses-huge", "chat-stream", "embeddings"]
         for op in ops:
             before = stats(base)["totals"]
             try:

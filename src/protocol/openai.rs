@@ -792,4 +792,60 @@ mod tests {
             "chat-stream-usage.sse",
         );
     }
+
+    /// Bytes likely to reach the pruner's corners: JSON syntax, SSE fields, the kept keys.
+    fn tricky_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let tokens: Vec<&'static [u8]> = vec![
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b"\"",
+            b"\\",
+            b":",
+            b",",
+            b" ",
+            b"\n",
+            b"\r\n",
+            b"data: ",
+            b"event: response.completed\n",
+            b"\"type\"",
+            b"\"response\"",
+            b"\"usage\"",
+            b"\"model\"",
+            b"\"error\"",
+            b"\"input_tokens\":",
+            b"7",
+            b"[DONE]",
+            b"\"response.completed\"",
+        ];
+        let piece = prop_oneof![
+            any::<u8>().prop_map(|byte| vec![byte]),
+            proptest::sample::select(tokens).prop_map(<[u8]>::to_vec),
+        ];
+        proptest::collection::vec(piece, 0..200).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_and_read_the_same_however_cut(
+            bytes in tricky_bytes(),
+            cuts in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..12),
+        ) {
+            let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut.index(bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            for format in [AnswerFormat::EventStream, AnswerFormat::Json] {
+                let whole = read_chunks(format, [&bytes[..]]);
+                let mut pieces = Vec::new();
+                let mut start = 0;
+                for &cut in &cuts {
+                    pieces.push(&bytes[start..cut]);
+                    start = cut;
+                }
+                pieces.push(&bytes[start..]);
+                proptest::prop_assert_eq!(read_chunks(format, pieces), whole);
+            }
+        }
+    }
 }

@@ -359,11 +359,12 @@ end
 EOF
 }
 
-# wrk_once TARGET SECONDS: one wrk run; prints "rps p50_us p99_us socket_errors non2xx".
+# wrk_once TARGET SECONDS [SCRIPT]: one wrk run (the request of SCRIPT, default post.lua);
+# prints "rps p50_us p99_us socket_errors non2xx".
 wrk_once() {
-    local target=$1 seconds=$2 out
+    local target=$1 seconds=$2 script=${3:-post.lua} out
     out=$(on_cpu "$HARNESS_CPU" timeout $((seconds + 30)) \
-        wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" --timeout 2s -s "$WORK/post.lua" "$(url_of "$target")") \
+        wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" --timeout 2s -s "$WORK/$script" "$(url_of "$target")") \
         || die "wrk against $target failed: $out"
     echo "$out" >>"$WORK/wrk-$target.log"
     awk '$1 == "RESULT" { print $2, $3, $4, $5, $6 }' <<<"$out"

@@ -7,7 +7,11 @@
 #      median per target;
 #   2. memory: sluice's RSS idle, after the throughput run, and at its peak while
 #      examples/stream_load.rs holds 1,000 and 10,000 concurrent slow SSE streams through it;
-#   3. time added per SSE event: per-event latency through sluice minus direct.
+#   3. time added per SSE event: per-event latency through sluice minus direct;
+#   4. the OpenAI route: wrk POSTs streamed Responses API requests (`/v1/responses`, 10 text
+#      deltas and a `response.completed` with usage each) directly to the mock and through
+#      sluice's `/openai/v1` route, rounds alternating, and /stats must have read every answer's
+#      usage.
 # It prints a markdown report and writes it to bench/results.md (docs/performance.md embeds that file).
 #
 # Usage: bench/run.sh [--quick] [--out FILE] [--keep]
@@ -20,6 +24,7 @@
 #   SUT_CPU, HARNESS_CPU             CPU numbers for the pinning described below (0 and 1)
 #   BENCH_SLUICE_EXTRA               TOML appended to sluice's settings (e.g. "[store]\npath = \"\"")
 #   BENCH_STREAMS=0                  throughput only: skip the memory and streaming tests
+#   BENCH_OPENAI=0                   skip the OpenAI-route run
 #
 # 10,000 streams need about 20,100 open files in sluice (a client and an upstream socket each):
 # where the hard limit is lower (`ulimit -Hn`), the large test is capped to fit and the report
@@ -41,6 +46,7 @@ TARGETS=${BENCH_TARGETS:-direct nginx sluice}
 SUT_CPU=${SUT_CPU:-0}
 HARNESS_CPU=${HARNESS_CPU:-1}
 API_KEY="sk-ant-api03-test-bench-0000000000000000"
+OPENAI_KEY="sk-proj-test-bench-0000000000000000"
 CONNECTIONS=32
 
 PIDS=()       # every process this script started, killed on exit
@@ -84,12 +90,18 @@ size_large_streams() {
 
 start_sluice() {
     SLUICE_PORT=$(free_port)
-    launch_sluice sluice "$WORK" "$SLUICE_PORT" "upstream = \"http://127.0.0.1:$MOCK_PORT\""
+    # Beside /anthropic, the OpenAI route of the built-in settings, to the same mock.
+    launch_sluice sluice "$WORK" "$SLUICE_PORT" "upstream = \"http://127.0.0.1:$MOCK_PORT\"
+
+[[routes]]
+prefix = \"/openai/v1\"
+protocol = \"openai\"
+upstream = \"http://127.0.0.1:$MOCK_PORT/v1\""
     SLUICE_PID=$LAUNCHED_PID
 }
 
 pid_of() {
-    case $1 in direct) echo "$MOCK_PID" ;; nginx) echo "$NGINX_PID" ;; sluice) echo "$SLUICE_PID" ;; esac
+    case ${1#responses-} in direct) echo "$MOCK_PID" ;; nginx) echo "$NGINX_PID" ;; sluice) echo "$SLUICE_PID" ;; esac
 }
 
 url_of() {
@@ -97,13 +109,15 @@ url_of() {
         direct) echo "http://127.0.0.1:$MOCK_PORT/v1/messages" ;;
         nginx) echo "http://127.0.0.1:$NGINX_PORT/v1/messages" ;;
         sluice) echo "http://127.0.0.1:$SLUICE_PORT/anthropic/v1/messages" ;;
+        responses-direct) echo "http://127.0.0.1:$MOCK_PORT/v1/responses" ;;
+        responses-sluice) echo "http://127.0.0.1:$SLUICE_PORT/openai/v1/responses" ;;
     esac
 }
 
 # Put the server under test alone on SUT_CPU, everything else on HARNESS_CPU
 # ("none": everything on HARNESS_CPU).
 arrange_cpus() {
-    local target=$1
+    local target=${1#responses-}
     pin "$MOCK_PID" "$HARNESS_CPU"
     has_target nginx && pin "$NGINX_PID" "$HARNESS_CPU"
     has_target sluice && pin "$SLUICE_PID" "$HARNESS_CPU"
@@ -112,6 +126,48 @@ arrange_cpus() {
         nginx) pin "$NGINX_PID" "$SUT_CPU" ;;
         sluice) pin "$SLUICE_PID" "$SUT_CPU" ;;
     esac
+}
+
+# A streamed Responses API request, as Codex sends one, answered at once (no pause between
+# the deltas): the proxy's cost per streamed answer, usage reader included.
+write_responses_script() {
+    cat >"$WORK/responses.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"model":"gpt-5.3-codex","input":"Hello","stream":true}'
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer $OPENAI_KEY"
+wrk.headers["x-mock-events"] = "10"
+wrk.headers["x-mock-interval-ms"] = "0"
+done = function(s, latency, requests)
+    local e = s.errors
+    io.write(string.format("RESULT %.1f %d %d %d %d\n", s.requests / (s.duration / 1e6),
+        latency:percentile(50), latency:percentile(99),
+        e.connect + e.read + e.write + e.timeout, e.status))
+end
+LUA
+}
+
+# The OpenAI route's run: rounds alternating direct and sluice, as measure_throughput does.
+measure_responses() {
+    local round target line before after
+    mkdir -p "$WORK/tp"
+    for round in $(seq 1 "$ROUNDS"); do
+        for target in responses-direct responses-sluice; do
+            arrange_cpus "$target"
+            wrk_once "$target" "$WARMUP" responses.lua >/dev/null
+            before="$(cpu_ticks "$SUT_CPU");$(cpu_ticks "$HARNESS_CPU")"
+            line=$(wrk_once "$target" "$DURATION" responses.lua)
+            after="$(cpu_ticks "$SUT_CPU");$(cpu_ticks "$HARNESS_CPU")"
+            line+=" $(busy_percent "${before%;*}" "${after%;*}") $(busy_percent "${before#*;}" "${after#*;}")"
+            echo "$line" >>"$WORK/tp/$target"
+            log "round $round/$ROUNDS $target: $(awk '{ printf "%.0f req/s, p50 %d µs, p99 %d µs, errors %d+%d", $1, $2, $3, $4, $5 }' <<<"$line")"
+        done
+    done
+    # Every answer's usage read: 11 output tokens each (10 deltas + 1) on the openai provider.
+    sleep 1
+    curl -fsS --max-time 5 "http://127.0.0.1:$SLUICE_PORT/stats" \
+        | jq -r '.by_provider.openai // {} | "\(.requests // 0) \(.output_tokens // 0) \(.usage_missing // 0)"' \
+        >"$WORK/responses-counted" || echo "0 0 0" >"$WORK/responses-counted"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -183,6 +239,26 @@ write_report() {
             echo
             echo "Streams: each is one HTTP/1.1 connection posting \`\"stream\":true\`; the mock answers message_start, ${SMALL_STREAMS[1]} (${LARGE_STREAMS[1]} for the large test) content_block_delta events ${SMALL_STREAMS[2]} ms (${LARGE_STREAMS[2]} ms) apart, then message_stop; starts are spread over ${SMALL_STREAMS[3]} ms (${LARGE_STREAMS[3]} ms). An event's latency runs from the mock stamping it to stream_load reading it; \"time added\" is sluice's percentile minus the direct one. sluice logs at its default level (one line per request) to a file."
         fi
+        if [[ -s $WORK/tp/responses-sluice ]]; then
+            local rps_d rps_o counted_requests counted_output missing
+            read -r counted_requests counted_output missing <"$WORK/responses-counted"
+            rps_d=$(tp responses-direct 1) rps_o=$(tp responses-sluice 1)
+            echo
+            echo "### OpenAI route: POST /v1/responses, streamed (10 deltas + response.completed)"
+            echo
+            echo "| | direct to mock | sluice /openai/v1 | sluice ÷ direct | target | result |"
+            echo "|---|---:|---:|---:|---|---|"
+            printf '| requests/s | %s | %s | %s | | |\n' "$(count "$rps_d")" "$(count "$rps_o")" "$(ratio "$rps_o" "$rps_d")"
+            printf '| latency p50 | %s | %s | %s | | |\n' "$(ms "$(tp responses-direct 2)")" "$(ms "$(tp responses-sluice 2)")" \
+                "$(ratio "$(tp responses-sluice 2)" "$(tp responses-direct 2)")"
+            printf '| latency p99 | %s | %s | %s | | |\n' "$(ms "$(tp responses-direct 3)")" "$(ms "$(tp responses-sluice 3)")" \
+                "$(ratio "$(tp responses-sluice 3)" "$(tp responses-direct 3)")"
+            printf '| errors (all rounds) | %s | %s | | 0 | %s |\n' "$(tp responses-direct errors)" "$(tp responses-sluice errors)" \
+                "$(pass_if "$(tp responses-sluice errors) == 0")"
+            printf '| usage read (/stats by_provider.openai) | | %s requests, %s output tokens, %s without usage | 11 output tokens per request | %s |\n' \
+                "$counted_requests" "$counted_output" "$missing" \
+                "$(pass_if "$counted_requests > 0 && $counted_output == 11 * $counted_requests && $missing == 0")"
+        fi
     } >"$OUT"
 }
 
@@ -199,6 +275,7 @@ main() {
     decide_pinning
     check_quiet
     write_wrk_script
+    write_responses_script
 
     start_mock
     has_target nginx && start_nginx
@@ -219,6 +296,11 @@ main() {
         OVERHEAD_P50_US=${OVERHEAD_P50_US:-nan}
     fi
     has_target nginx && NGINX_RSS_AFTER_TP=$(rss_kb "$NGINX_PID")
+
+    if has_target sluice && [[ ${BENCH_OPENAI:-1} != 0 ]]; then
+        log "OpenAI route: $ROUNDS rounds × ${DURATION} s, streamed Responses API requests"
+        measure_responses
+    fi
 
     if has_target sluice && [[ ${BENCH_STREAMS:-1} != 0 ]]; then
         # Direct first each time: the reference the "time added" is taken against.

@@ -1,6 +1,9 @@
-//! A fast stand-in for the Anthropic Messages API, for benchmarks (`bench/run.sh`).
+//! A fast stand-in for the Anthropic Messages API and OpenAI's Responses API, for benchmarks
+//! (`bench/run.sh`).
 //!
-//! Every request, whatever its method or path, gets a fixed realistic `/v1/messages` answer.
+//! Every request, whatever its method or path, gets a fixed realistic `/v1/messages` answer;
+//! a path ending in `/responses` gets the Responses API's instead (the same schedule, as
+//! `response.created` … `response.output_text.delta` … `response.completed` with its usage).
 //! A request whose body contains `"stream":true` (or that carries `x-mock-stream: 1`) gets an
 //! Anthropic-shaped SSE stream instead: message_start, content_block_start, ping,
 //! `x-mock-events` content_block_delta events (default 10) `x-mock-interval-ms` apart
@@ -62,6 +65,26 @@ fn tls_config(
 /// The non-streaming answer: the shape of a real `POST /v1/messages` reply, built once.
 const MESSAGE_JSON: &str = r#"{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Hello! How can I help you today?"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":11,"service_tier":"standard"}}"#;
 
+/// The non-streaming Responses API answer, built once.
+const RESPONSE_JSON: &str = r#"{"id":"resp_mock","object":"response","created_at":1764972100,"status":"completed","error":null,"model":"gpt-5.3-codex","output":[{"id":"msg_mock","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","annotations":[],"text":"Hello! How can I help you today?"}]}],"service_tier":"default","usage":{"input_tokens":12,"input_tokens_details":{"cached_tokens":0},"output_tokens":11,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":23}}"#;
+
+/// Which API's answers the mock gives a request, by its path.
+#[derive(Clone, Copy)]
+enum Api {
+    Messages,
+    Responses,
+}
+
+impl Api {
+    fn of(req: &HttpRequest) -> Self {
+        if req.path().ends_with("/responses") {
+            Api::Responses
+        } else {
+            Api::Messages
+        }
+    }
+}
+
 const DEFAULT_EVENTS: u32 = 10;
 const DEFAULT_INTERVAL_MS: u64 = 100;
 /// Upper bounds so a mistyped header cannot make the mock stream forever.
@@ -109,7 +132,10 @@ enum Step {
 }
 
 impl Step {
-    fn render(self, events: u32, sent_us: u128) -> Bytes {
+    fn render(self, api: Api, events: u32, sent_us: u128) -> Bytes {
+        if let Api::Responses = api {
+            return self.render_responses(events, sent_us);
+        }
         let text = match self {
             Step::MessageStart => format!(
                 "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"msg_01XFDUDYJgAACzvnptvVoYEL\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":25,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":1,\"service_tier\":\"standard\"}}}},\"sent_us\":{sent_us}}}\n\n"
@@ -135,6 +161,55 @@ impl Step {
         Bytes::from(text)
     }
 
+    /// The same step as a Responses API event.
+    fn render_responses(self, events: u32, sent_us: u128) -> Bytes {
+        const RESPONSE: &str = r#""id":"resp_mock","object":"response","created_at":1764972100,"model":"gpt-5.3-codex","error":null,"service_tier":"default""#;
+        const ITEM: &str = r#""id":"msg_mock","type":"message","role":"assistant""#;
+        let (name, body) = match self {
+            Step::MessageStart => (
+                "response.created",
+                format!(r#""response":{{{RESPONSE},"status":"in_progress","output":[]}}"#),
+            ),
+            Step::BlockStart => (
+                "response.output_item.added",
+                format!(
+                    r#""output_index":0,"item":{{{ITEM},"status":"in_progress","content":[]}}"#
+                ),
+            ),
+            Step::Ping => (
+                "response.in_progress",
+                format!(r#""response":{{{RESPONSE},"status":"in_progress","output":[]}}"#),
+            ),
+            Step::Delta(i) => (
+                "response.output_text.delta",
+                format!(
+                    r#""item_id":"msg_mock","output_index":0,"content_index":0,"delta":"token {i} ""#
+                ),
+            ),
+            Step::BlockStop => (
+                "response.output_text.done",
+                r#""item_id":"msg_mock","output_index":0,"content_index":0"#.to_string(),
+            ),
+            Step::MessageDelta => (
+                "response.output_item.done",
+                format!(
+                    r#""output_index":0,"item":{{{ITEM},"status":"completed","content":[{{"type":"output_text","annotations":[],"text":"{events} tokens"}}]}}"#
+                ),
+            ),
+            Step::MessageStop => (
+                "response.completed",
+                format!(
+                    r#""response":{{{RESPONSE},"status":"completed","output":[{{{ITEM},"status":"completed","content":[{{"type":"output_text","annotations":[],"text":"{events} tokens"}}]}}],"usage":{{"input_tokens":25,"input_tokens_details":{{"cached_tokens":0}},"output_tokens":{},"output_tokens_details":{{"reasoning_tokens":0}},"total_tokens":{}}}}}"#,
+                    events + 1,
+                    events + 26
+                ),
+            ),
+        };
+        Bytes::from(format!(
+            "event: {name}\ndata: {{\"type\":\"{name}\",{body},\"sent_us\":{sent_us}}}\n\n"
+        ))
+    }
+
     /// The step after this one, and whether the gap before it is the configured interval
     /// (only before each delta: the head and tail of a stream go out back to back).
     fn next(self, events: u32) -> Option<(Step, bool)> {
@@ -152,7 +227,7 @@ impl Step {
     }
 }
 
-fn sse_response(events: u32, interval: Duration) -> HttpResponse {
+fn sse_response(api: Api, events: u32, interval: Duration) -> HttpResponse {
     // Each delta is due `interval` after the previous one was due (not after it was sent), so
     // a slow client or proxy does not stretch the schedule.
     let start = tokio::time::Instant::now();
@@ -160,7 +235,7 @@ fn sse_response(events: u32, interval: Duration) -> HttpResponse {
     let body = stream::unfold(state, move |state| async move {
         let (step, due) = state?;
         tokio::time::sleep_until(due).await;
-        let chunk = step.render(events, unix_micros());
+        let chunk = step.render(api, events, unix_micros());
         let next = step
             .next(events)
             .map(|(next, wait)| (next, if wait { due + interval } else { due }));
@@ -174,6 +249,7 @@ fn sse_response(events: u32, interval: Duration) -> HttpResponse {
 }
 
 async fn messages(req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let api = Api::of(&req);
     if wants_stream(&req, &body) {
         let events = header_number(&req, "x-mock-events")
             .unwrap_or(DEFAULT_EVENTS)
@@ -181,12 +257,16 @@ async fn messages(req: HttpRequest, body: web::Bytes) -> HttpResponse {
         let interval_ms = header_number(&req, "x-mock-interval-ms")
             .unwrap_or(DEFAULT_INTERVAL_MS)
             .min(MAX_INTERVAL_MS);
-        return sse_response(events, Duration::from_millis(interval_ms));
+        return sse_response(api, events, Duration::from_millis(interval_ms));
     }
+    let answer = match api {
+        Api::Messages => MESSAGE_JSON,
+        Api::Responses => RESPONSE_JSON,
+    };
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "application/json"))
         .insert_header(("request-id", "req_mock_json"))
-        .body(Bytes::from_static(MESSAGE_JSON.as_bytes()))
+        .body(Bytes::from_static(answer.as_bytes()))
 }
 
 #[actix_web::main]

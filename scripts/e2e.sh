@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# End-to-end: real clients through sluice. Installs the official Python SDK, the TypeScript SDK
-# and Claude Code (into scripts/e2e/.deps and scripts/e2e/node_modules, both git-ignored), starts
-# a mock Anthropic upstream (scripts/e2e/mock_anthropic.py) and three sluice instances in front of
+# End-to-end: real clients through sluice. Installs the official Python SDKs (anthropic,
+# openai), the TypeScript SDKs (@anthropic-ai/sdk, openai) and Claude Code (into
+# scripts/e2e/.deps and scripts/e2e/node_modules, both git-ignored), starts a mock Anthropic
+# upstream (scripts/e2e/mock_anthropic.py) and three sluice instances in front of
 # it — "open" (a server key, no access keys), "team" (the same server key plus access key
 # "alice") and "tls" (like "open", serving HTTPS with a certificate from a CA made for the run),
 # then runs scripts/e2e/checks.py, which prints PASS/FAIL per check and ends with
-# "N passed, M failed". Everything listens on 127.0.0.1 only; no request leaves the machine.
+# "N passed, M failed". Then scripts/e2e/costs_sdk.py (the Python SDK's own usage of every
+# streamed Anthropic fixture against /stats) and scripts/e2e/openai_sdk.py (the OpenAI SDKs
+# through the openai route: usage, sluice's refusals as the SDKs' own errors, one quota across
+# OpenAI and Anthropic spend), each with its own mock and sluice.
+# Everything listens on 127.0.0.1 only; no request leaves the machine.
 #
 # Idempotent: re-running reuses the installed clients and starts from a clean scratch folder.
 # Env: SLUICE_BIN=path to use a built binary as is; E2E_LATEST=1 to install the newest client
@@ -38,16 +43,16 @@ log "Python SDK (venv in scripts/e2e/.deps/venv)"
 mkdir -p "$deps"
 [ -x "$deps/venv/bin/python" ] || python3 -m venv "$deps/venv"
 if [ "${E2E_LATEST:-}" = 1 ]; then
-  "$deps/venv/bin/pip" install -q --disable-pip-version-check --upgrade anthropic
+  "$deps/venv/bin/pip" install -q --disable-pip-version-check --upgrade anthropic openai
 else
   "$deps/venv/bin/pip" install -q --disable-pip-version-check -r "$e2e/requirements.txt"
 fi
-"$deps/venv/bin/python" -c 'import anthropic; print("anthropic", anthropic.__version__)'
+"$deps/venv/bin/python" -c 'import anthropic, openai; print("anthropic", anthropic.__version__, "openai", openai.__version__)'
 
 log "TypeScript SDK and Claude Code (npm, scripts/e2e/node_modules)"
 if [ "${E2E_LATEST:-}" = 1 ]; then
   (cd "$e2e" && npm install --no-audit --no-fund --no-package-lock --loglevel=error \
-    @anthropic-ai/sdk@latest @anthropic-ai/claude-code@latest --no-save)
+    @anthropic-ai/sdk@latest @anthropic-ai/claude-code@latest openai@latest --no-save)
 else
   (cd "$e2e" && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
 fi
@@ -166,4 +171,8 @@ fi
 
 log "costs: the Python SDK's own usage of every streamed fixture equals what /stats counted"
 SLUICE_BIN=$bin timeout 300 "$deps/venv/bin/python" "$e2e/costs_sdk.py" || status=$?
+
+log "OpenAI SDKs (Python and Node) through the openai route: usage, refusals, a quota across providers"
+SLUICE_BIN=$bin E2E_NODE=$(command -v node) E2E_DIR=$e2e \
+  timeout 600 "$deps/venv/bin/python" "$e2e/openai_sdk.py" || status=$?
 exit "$status"

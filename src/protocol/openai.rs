@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::{Api, BearerKind, CredentialHeader, Reading};
 use crate::readers::json::ValueHandler;
+use crate::readers::pruned::Kept;
 use crate::readers::sse::EventHandler;
 use crate::readers::MAX_NAME_BYTES;
 use crate::usage::{Answer, AnswerFormat, Usage};
@@ -140,6 +141,30 @@ const CONTENT_EVENT_PREFIXES: [&[u8]; 12] = [
     b"response.image_generation_call.",
 ];
 
+/// What a stream event's handling reads of a Responses API `response` object. Its `output` (the
+/// whole answer again, easily megabytes in a coding session) is never held.
+const RESPONSE_KEPT: &[Kept] = &[
+    Kept::value("model"),
+    Kept::value("service_tier"),
+    Kept::value("usage"),
+    Kept::value("error"),
+    Kept::value("status"),
+];
+
+/// What [`AnswerReading::on_event`] reads of an event's data, at any size: the Responses
+/// events' `type`, `code` (of `error`) and `response`; a Chat Completions chunk's `object`,
+/// `model`, `service_tier` and `usage` (never its `choices`); an `error` object.
+const EVENT_KEPT: &[Kept] = &[
+    Kept::value("type"),
+    Kept::value("code"),
+    Kept::value("error"),
+    Kept::object("response", RESPONSE_KEPT),
+    Kept::value("object"),
+    Kept::value("model"),
+    Kept::value("service_tier"),
+    Kept::value("usage"),
+];
+
 /// Reads an OpenAI answer into an [`Answer`]: a Responses API answer (JSON, or SSE with its
 /// usage in `response.completed` / `response.incomplete` / `response.failed`), a Chat
 /// Completions answer (JSON, or SSE chunks, one of which carries `usage` when the request asked
@@ -208,6 +233,10 @@ impl EventHandler for AnswerReading {
         CONTENT_EVENT_PREFIXES
             .iter()
             .any(|prefix| event_name.starts_with(prefix))
+    }
+
+    fn kept_keys(&self, _event_name: &[u8]) -> Option<&'static [Kept]> {
+        Some(EVENT_KEPT)
     }
 
     fn on_event(&mut self, event_name: &[u8], data: &[u8]) {
@@ -594,6 +623,137 @@ mod tests {
         assert!(!answer.completed);
     }
 
+    /// `body` with `items` put first in the `output` array of its last Responses object.
+    fn with_output_items(body: &str, items: &str) -> String {
+        let at = body
+            .rfind(r#""output":["#)
+            .or_else(|| body.rfind(r#""output": ["#));
+        let open = at.unwrap() + body[at.unwrap()..].find('[').unwrap() + 1;
+        let comma = if body[open..].trim_start().starts_with(']') {
+            ""
+        } else {
+            ","
+        };
+        format!("{}{items}{comma}{}", &body[..open], &body[open..])
+    }
+
+    /// What the fixture `name` reads as.
+    fn expected(name: &str) -> Answer {
+        let (.., answer) = fixture_answers()
+            .into_iter()
+            .find(|(fixture, ..)| *fixture == name)
+            .unwrap();
+        answer
+    }
+
+    /// Output items past a megabyte, as a long coding turn's `response.completed` repeats them
+    /// beside its usage: a reasoning summary and a function call's arguments, both full of
+    /// JSON look-alikes (quotes, braces, `usage` keys).
+    fn huge_output_items() -> String {
+        let summary = r#"thinking about \"usage\": {\"input_tokens\": 1} {[ "#.repeat(14_000);
+        let code = r#"fn main() { let usage = \"{\\\"input_tokens\\\": 1}\"; } // ]}\n"#;
+        format!(
+            r#"{{"id":"rs_1","type":"reasoning","summary":[{{"type":"summary_text","text":"{summary}"}}]}},{{"id":"fc_1","type":"function_call","call_id":"call_1","name":"apply_patch","arguments":"{}"}}"#,
+            code.repeat(10_000)
+        )
+    }
+
+    #[test]
+    fn usage_of_a_completed_event_past_a_megabyte_is_read_within_the_cap() {
+        let body = String::from_utf8(fixture("responses-stream.sse")).unwrap();
+        let body = with_output_items(&body, &huge_output_items()).into_bytes();
+        let start = body
+            .windows(25)
+            .position(|w| w == b"event: response.completed")
+            .unwrap();
+        assert!(body.len() - start > 1_000_000);
+        let expected = expected("responses-stream.sse");
+        assert_eq!(
+            read_chunks(AnswerFormat::EventStream, [&body[..]]),
+            expected
+        );
+        assert_eq!(
+            read_chunks(AnswerFormat::EventStream, body.chunks(1)),
+            expected
+        );
+        // Cuts at a stride through the huge event, and at every offset around its usage (the
+        // one-byte chunks above cut everywhere else).
+        let usage_at = start
+            + body[start..]
+                .windows(7)
+                .position(|w| w == b"\"usage\"")
+                .unwrap();
+        let cuts = (start..body.len())
+            .step_by(body.len() / 50)
+            .chain(usage_at - 64..usage_at + 192);
+        for cut in cuts {
+            let (first, second) = body.split_at(cut);
+            assert_eq!(
+                read_chunks(AnswerFormat::EventStream, [first, second]),
+                expected,
+                "cut at {cut}"
+            );
+        }
+        let mut parser = UsageParser::new_for(Protocol::OpenAi, AnswerFormat::EventStream).unwrap();
+        let mut most_held = 0;
+        for chunk in body.chunks(1400) {
+            parser.feed(chunk);
+            most_held = most_held.max(parser.buffered_bytes());
+        }
+        assert_eq!(parser.finish(), expected);
+        assert!(most_held <= 4096, "held {most_held} bytes");
+    }
+
+    #[test]
+    fn a_failed_event_past_a_megabyte_keeps_its_error_and_usage() {
+        let body = String::from_utf8(fixture("responses-failed.sse")).unwrap();
+        let body = with_output_items(&body, &huge_output_items());
+        assert_eq!(
+            read_chunks(AnswerFormat::EventStream, body.as_bytes().chunks(777)),
+            expected("responses-failed.sse")
+        );
+    }
+
+    #[test]
+    fn chat_chunks_with_huge_content_still_give_model_and_usage() {
+        let content = r#"}{\"usage\":[ "#.repeat(40_000);
+        let chunk = |tail: &str| {
+            format!(
+                r#"data: {{"id":"c","object":"chat.completion.chunk","model":"gpt-5.4-mini","service_tier":"flex","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":{tail}}}"#
+            ) + "\n\n"
+        };
+        // Every chunk past the cap, and the usage on the last content chunk (as some servers
+        // send it) rather than on a chunk of its own.
+        let body = [
+            chunk("null}]"),
+            chunk(
+                r#""stop"}],"usage":{"prompt_tokens":40,"completion_tokens":9,"prompt_tokens_details":{"cached_tokens":8}}"#,
+            ),
+            "data: [DONE]\n\n".to_string(),
+        ]
+        .concat();
+        assert!(body.len() > 2 * MAX_BUFFERED_BYTES);
+        assert_eq!(
+            read_chunks(AnswerFormat::EventStream, body.as_bytes().chunks(1000)),
+            answer(usage((32, 0, 8, 9, 0), "flex"), "gpt-5.4-mini")
+        );
+    }
+
+    #[test]
+    fn a_json_answer_past_a_megabyte_is_read_within_the_cap() {
+        let body = String::from_utf8(fixture("responses.json")).unwrap();
+        let body = with_output_items(&body, &huge_output_items());
+        assert!(body.len() > 1_000_000);
+        let mut parser = UsageParser::new_for(Protocol::OpenAi, AnswerFormat::Json).unwrap();
+        let mut most_held = 0;
+        for chunk in body.as_bytes().chunks(3001) {
+            parser.feed(chunk);
+            most_held = most_held.max(parser.buffered_bytes());
+        }
+        assert_eq!(parser.finish(), expected("responses.json"));
+        assert!(most_held <= MAX_BUFFERED_BYTES, "held {most_held} bytes");
+    }
+
     #[test]
     fn costs_of_the_fixtures_priced_by_hand() {
         let prices = crate::settings::default_pricing();
@@ -631,5 +791,61 @@ mod tests {
             (314.0 * 2.5 + 1536.0 * 0.25 + 312.0 * 15.0) / 1e6,
             "chat-stream-usage.sse",
         );
+    }
+
+    /// Bytes likely to reach the pruner's corners: JSON syntax, SSE fields, the kept keys.
+    fn tricky_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let tokens: Vec<&'static [u8]> = vec![
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b"\"",
+            b"\\",
+            b":",
+            b",",
+            b" ",
+            b"\n",
+            b"\r\n",
+            b"data: ",
+            b"event: response.completed\n",
+            b"\"type\"",
+            b"\"response\"",
+            b"\"usage\"",
+            b"\"model\"",
+            b"\"error\"",
+            b"\"input_tokens\":",
+            b"7",
+            b"[DONE]",
+            b"\"response.completed\"",
+        ];
+        let piece = prop_oneof![
+            any::<u8>().prop_map(|byte| vec![byte]),
+            proptest::sample::select(tokens).prop_map(<[u8]>::to_vec),
+        ];
+        proptest::collection::vec(piece, 0..200).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_and_read_the_same_however_cut(
+            bytes in tricky_bytes(),
+            cuts in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..12),
+        ) {
+            let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut.index(bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            for format in [AnswerFormat::EventStream, AnswerFormat::Json] {
+                let whole = read_chunks(format, [&bytes[..]]);
+                let mut pieces = Vec::new();
+                let mut start = 0;
+                for &cut in &cuts {
+                    pieces.push(&bytes[start..cut]);
+                    start = cut;
+                }
+                pieces.push(&bytes[start..]);
+                proptest::prop_assert_eq!(read_chunks(format, pieces), whole);
+            }
+        }
     }
 }

@@ -5,7 +5,9 @@
 //! Memory: whatever the answer's size, a parser holds at most [`MAX_BUFFERED_BYTES`].
 //! - SSE: only the `data` of the event being read is buffered; events the protocol declines by
 //!   name (Anthropic's `content_block_*` and `ping`) are not buffered at all, and an event whose
-//!   `data` grows past the cap is skipped whole.
+//!   `data` grows past the cap is skipped whole. A protocol that reads only some keys of its
+//!   events (OpenAI's) has each event's data cut down to those as it streams by, whatever its
+//!   size (`readers::pruned`).
 //! - JSON: the body is scanned, not buffered; only the top-level values the protocol wants are
 //!   kept, each up to [`MAX_JSON_VALUE_BYTES`] (a longer one is skipped).
 
@@ -14,6 +16,7 @@ use super::{anthropic, gemini, openai, Protocol};
 use crate::pricing::PriceTable;
 pub use crate::readers::json::MAX_JSON_VALUE_BYTES;
 use crate::readers::json::{JsonBodyReader, ValueHandler};
+use crate::readers::pruned::Kept;
 use crate::readers::sse::{EventHandler, EventStreamReader};
 pub use crate::readers::MAX_BUFFERED_BYTES;
 use crate::usage::{Answer, AnswerFormat};
@@ -82,6 +85,14 @@ impl EventHandler for Reading {
             Reading::Anthropic(reading) => reading.skips_data(event_name),
             Reading::OpenAi(reading) => reading.skips_data(event_name),
             Reading::Gemini(reading) => reading.skips_data(event_name),
+        }
+    }
+
+    fn kept_keys(&self, event_name: &[u8]) -> Option<&'static [Kept]> {
+        match self {
+            Reading::Anthropic(reading) => reading.kept_keys(event_name),
+            Reading::OpenAi(reading) => reading.kept_keys(event_name),
+            Reading::Gemini(reading) => reading.kept_keys(event_name),
         }
     }
 

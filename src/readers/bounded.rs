@@ -36,6 +36,16 @@ impl BoundedBuffer {
         self.bytes.extend_from_slice(more);
     }
 
+    /// Bytes held now (0 once overflowed).
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Drops what was pushed after the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.bytes.truncate(len);
+    }
+
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.overflowed = false;

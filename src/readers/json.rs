@@ -1,6 +1,8 @@
 //! A JSON object's top-level values, read in one pass over its bytes without holding the body:
 //! only the values of the keys a [`ValueHandler`] wants are kept, each up to a cap.
 
+use std::borrow::Cow;
+
 use super::bounded::BoundedBuffer;
 
 /// Most bytes kept of one wanted top-level value; a longer one is skipped, not cut.
@@ -216,7 +218,7 @@ impl<K: Copy> JsonBodyReader<K> {
 
 /// Advances through a JSON string's content; returns the bytes used (closing quote included)
 /// and whether the string closed.
-fn scan_string(bytes: &[u8], escaped: &mut bool) -> (usize, bool) {
+pub(super) fn scan_string(bytes: &[u8], escaped: &mut bool) -> (usize, bool) {
     for (at, &byte) in bytes.iter().enumerate() {
         if *escaped {
             *escaped = false;
@@ -231,18 +233,20 @@ fn scan_string(bytes: &[u8], escaped: &mut bool) -> (usize, bool) {
 
 /// Names the key from its raw bytes (between the quotes), decoding escapes if it has any.
 fn wanted_key<K>(raw: &[u8], handler: &impl ValueHandler<Key = K>) -> Option<K> {
-    let decoded;
-    let key = if raw.contains(&b'\\') {
-        let mut quoted = Vec::with_capacity(raw.len() + 2);
-        quoted.push(b'"');
-        quoted.extend_from_slice(raw);
-        quoted.push(b'"');
-        decoded = serde_json::from_slice::<String>(&quoted).ok()?;
-        decoded.as_bytes()
-    } else {
-        raw
-    };
-    handler.wants(key)
+    handler.wants(&decoded_key(raw)?)
+}
+
+/// A key's raw bytes (between the quotes) with its escapes decoded; `None` when they are broken.
+pub(super) fn decoded_key(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
+    if !raw.contains(&b'\\') {
+        return Some(Cow::Borrowed(raw));
+    }
+    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(raw);
+    quoted.push(b'"');
+    let decoded = serde_json::from_slice::<String>(&quoted).ok()?;
+    Some(Cow::Owned(decoded.into_bytes()))
 }
 
 impl<K: Copy> Default for JsonBodyReader<K> {

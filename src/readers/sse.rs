@@ -1,8 +1,10 @@
 //! Server-sent events, read after the WHATWG event-stream rules: `\n`, `\r\n` and `\r` line
 //! ends, multi-line data, comments, a leading byte-order mark. Events go to an
-//! [`EventHandler`], which may decline an event's data by its name before any of it is held.
+//! [`EventHandler`], which may decline an event's data by its name before any of it is held,
+//! or ask for only some keys of its JSON data, read through a [`JsonPruner`] as it streams by.
 
 use super::bounded::BoundedBuffer;
+use super::pruned::{JsonPruner, Kept};
 use super::{MAX_BUFFERED_BYTES, MAX_NAME_BYTES};
 
 // Field names acted on are "data" and "event"; anything longer is ignored unread.
@@ -11,15 +13,81 @@ const MAX_EVENT_NAME_BYTES: usize = 64;
 const MAX_EVENT_DATA_BYTES: usize =
     MAX_BUFFERED_BYTES - MAX_FIELD_NAME_BYTES - MAX_EVENT_NAME_BYTES - 2 * MAX_NAME_BYTES;
 
+/// Most bytes of a pruned event's copy: its kept values are a few small objects.
+const MAX_PRUNED_DATA_BYTES: usize = 16 * 1024;
+
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// What the protocol does with the events of a stream.
 pub trait EventHandler {
     /// True for events that never carry anything wanted: their data is not buffered at all.
     fn skips_data(&self, event_name: &[u8]) -> bool;
+    /// The keys of the event's JSON data the handler reads, when it reads only those: the
+    /// data then streams through a [`JsonPruner`] and [`on_event`](Self::on_event) gets the
+    /// cut-down copy, so an event of any size is read in bounded memory. `None` (the default):
+    /// the data is buffered whole, up to the cap. Asked when the event's first `data` line
+    /// starts.
+    fn kept_keys(&self, _event_name: &[u8]) -> Option<&'static [Kept]> {
+        None
+    }
     /// One whole event: its `event:` name (empty when none) and its data, lines joined by
-    /// `\n`. An event whose data passed the cap is skipped whole, never handed over cut.
+    /// `\n` (or the copy of its kept keys). An event whose data (or copy) passed the cap is
+    /// skipped whole, never handed over cut.
     fn on_event(&mut self, event_name: &[u8], data: &[u8]);
+}
+
+/// Where an event's data goes while it is read.
+#[derive(Debug)]
+enum EventData {
+    /// Buffered as it is.
+    Whole(BoundedBuffer),
+    /// Cut down to the handler's kept keys as it streams by.
+    Pruned(Box<JsonPruner>),
+}
+
+impl EventData {
+    fn push(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Whole(buffer) => buffer.push(bytes),
+            Self::Pruned(pruner) => pruner.feed(bytes),
+        }
+    }
+
+    fn contents(&self) -> Option<&[u8]> {
+        match self {
+            Self::Whole(buffer) => buffer
+                .contents()
+                .map(|data| data.strip_suffix(b"\n").unwrap_or(data)),
+            Self::Pruned(pruner) => pruner.pruned(),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Self::Whole(buffer) => buffer.clear(),
+            Self::Pruned(pruner) => pruner.reset(),
+        }
+    }
+
+    /// Gets ready for an event whose data the handler wants whole (`None`) or cut down: the
+    /// other kind's buffer is released, so only one is ever held.
+    fn prepare(&mut self, kept: Option<&'static [Kept]>) {
+        match (&mut *self, kept) {
+            (Self::Whole(_), None) => {}
+            (Self::Pruned(pruner), Some(kept)) if pruner.keeps(kept) => {}
+            (_, None) => *self = Self::Whole(BoundedBuffer::new(MAX_EVENT_DATA_BYTES)),
+            (_, Some(kept)) => {
+                *self = Self::Pruned(Box::new(JsonPruner::new(kept, MAX_PRUNED_DATA_BYTES)))
+            }
+        }
+    }
+
+    fn held_bytes(&self) -> usize {
+        match self {
+            Self::Whole(buffer) => buffer.held_bytes(),
+            Self::Pruned(pruner) => std::mem::size_of::<JsonPruner>() + pruner.held_bytes(),
+        }
+    }
 }
 
 /// Which SSE field the current line is.
@@ -51,7 +119,7 @@ pub struct EventStreamReader {
     /// No line has ended yet (a UTF-8 BOM may only stand at the very start).
     on_first_line: bool,
     event_name: BoundedBuffer,
-    data: BoundedBuffer,
+    data: EventData,
     /// A `data` field was seen in the event being read.
     has_data: bool,
 }
@@ -64,7 +132,7 @@ impl EventStreamReader {
             after_cr: false,
             on_first_line: true,
             event_name: BoundedBuffer::new(MAX_EVENT_NAME_BYTES),
-            data: BoundedBuffer::new(MAX_EVENT_DATA_BYTES),
+            data: EventData::Whole(BoundedBuffer::new(MAX_EVENT_DATA_BYTES)),
             has_data: false,
         }
     }
@@ -164,10 +232,15 @@ impl EventStreamReader {
         });
         let field = match name {
             Some(b"data") => {
+                let first = !self.has_data;
                 self.has_data = true;
                 if self.skips_data(handler) {
                     SseField::Ignored
                 } else {
+                    if first {
+                        let event_name = self.event_name.contents().unwrap_or_default();
+                        self.data.prepare(handler.kept_keys(event_name));
+                    }
                     SseField::Data
                 }
             }
@@ -193,7 +266,6 @@ impl EventStreamReader {
     fn dispatch(&mut self, handler: &mut impl EventHandler) {
         if self.has_data && !self.skips_data(handler) {
             if let Some(data) = self.data.contents() {
-                let data = data.strip_suffix(b"\n").unwrap_or(data);
                 let event_name = self.event_name.contents().unwrap_or_default();
                 handler.on_event(event_name, data);
             }

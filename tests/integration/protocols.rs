@@ -147,3 +147,221 @@ async fn chatgpt_login_goes_to_the_subscription_upstream_untouched_and_never_get
         assert_eq!(sources[source]["requests"], 1, "{source}: {stats}");
     }
 }
+
+/// One row of the openai credential table: what the client sends, and what must reach which
+/// upstream.
+struct CredentialRow {
+    what: &'static str,
+    sent: Vec<(&'static str, String)>,
+    /// The request goes to the ChatGPT backend (`subscription_upstream`), not the API.
+    to_subscription: bool,
+    authorization: Option<String>,
+    api_key: Option<&'static str>,
+    source: &'static str,
+}
+
+/// Sends each row's request through one sluice and checks where it went, with which
+/// credential headers, counted under which source.
+async fn check_credential_rows(
+    sluice: &Sluice,
+    api: &MockUpstream,
+    chatgpt: Option<&MockUpstream>,
+    rows: &[CredentialRow],
+) {
+    let mut per_source = std::collections::HashMap::new();
+    for (done, row) in rows.iter().enumerate() {
+        let before = (
+            api.received().len(),
+            chatgpt.map_or(0, |m| m.received().len()),
+        );
+        let mut request = client().post(sluice.url("/openai/v1/responses"));
+        for (name, value) in &row.sent {
+            request = request.insert_header((*name, value.as_str()));
+        }
+        let status = request.send_body("{}").await.unwrap().status();
+        assert_eq!(status, 200, "{}", row.what);
+        let after = (
+            api.received().len(),
+            chatgpt.map_or(0, |m| m.received().len()),
+        );
+        let (went, other) = if row.to_subscription {
+            (chatgpt.unwrap(), after.0 - before.0)
+        } else {
+            (api, after.1 - before.1)
+        };
+        assert_eq!(other, 0, "{}: reached the other upstream too", row.what);
+        let sent = went.last();
+        assert_eq!(
+            sent.header("authorization"),
+            row.authorization,
+            "{}",
+            row.what
+        );
+        assert_eq!(
+            sent.header("api-key").as_deref(),
+            row.api_key,
+            "{}",
+            row.what
+        );
+        assert_eq!(sent.header("x-api-key"), None, "{}", row.what);
+        let counted = per_source.entry(row.source).or_insert(0u64);
+        *counted += 1;
+        let stats = stats_after(sluice, done as u64 + 1, None).await;
+        assert_eq!(
+            stats["by_source"][row.source]["requests"], *counted,
+            "{}: {}",
+            row.what, stats["by_source"]
+        );
+    }
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[actix_rt::test]
+async fn openai_credential_table_with_a_server_key_and_a_subscription_upstream() {
+    let api = MockUpstream::start();
+    api.always(Reply::json(200, "{}"));
+    let chatgpt = MockUpstream::start();
+    chatgpt.always(Reply::json(200, "{}"));
+    let subscription = format!(
+        "subscription_upstream = \"{}/backend-api/codex\"",
+        chatgpt.url()
+    );
+    let sluice = sluice()
+        .route(
+            "/openai/v1",
+            &format!("{}/v1", api.url()),
+            &["protocol = \"openai\"", &subscription],
+        )
+        .server_key("sk-proj-test-server-key")
+        .start();
+    let server = Some(bearer("sk-proj-test-server-key"));
+    let rows = [
+        CredentialRow {
+            what: "the client's API key is kept though a server key is set",
+            sent: vec![("authorization", bearer("sk-proj-client-key"))],
+            to_subscription: false,
+            authorization: Some(bearer("sk-proj-client-key")),
+            api_key: None,
+            source: "client_api_key",
+        },
+        CredentialRow {
+            what: "Azure's api-key is a client key: kept, no server key beside it",
+            sent: vec![("api-key", "azure-client-key".into())],
+            to_subscription: false,
+            authorization: None,
+            api_key: Some("azure-client-key"),
+            source: "client_api_key",
+        },
+        CredentialRow {
+            what: "another bearer (a team gateway's token) is kept as it is",
+            sent: vec![("authorization", bearer("team-gateway-token"))],
+            to_subscription: false,
+            authorization: Some(bearer("team-gateway-token")),
+            api_key: None,
+            source: "client_bearer",
+        },
+        CredentialRow {
+            what: "a ChatGPT login goes to the subscription upstream untouched, no server key",
+            sent: vec![
+                ("authorization", bearer(CHATGPT_TOKEN)),
+                ("chatgpt-account-id", "acct-test".into()),
+            ],
+            to_subscription: true,
+            authorization: Some(bearer(CHATGPT_TOKEN)),
+            api_key: None,
+            source: "client_oauth",
+        },
+        CredentialRow {
+            what: "no client credential: the server key is the fallback",
+            sent: vec![],
+            to_subscription: false,
+            authorization: server.clone(),
+            api_key: None,
+            source: "server_key",
+        },
+        CredentialRow {
+            what: "an empty authorization is no credential: the server key replaces it",
+            sent: vec![("authorization", String::new())],
+            to_subscription: false,
+            authorization: server,
+            api_key: None,
+            source: "server_key",
+        },
+    ];
+    check_credential_rows(&sluice, &api, Some(&chatgpt), &rows).await;
+    let stats = stats(&sluice, "", None).await;
+    let credentials: Vec<&String> = stats["by_credential"].as_object().unwrap().keys().collect();
+    for (source, count) in [
+        ("client_api_key", 2),
+        ("client_bearer", 1),
+        ("client_oauth", 1),
+        ("server_key", 1),
+    ] {
+        let keys = credentials
+            .iter()
+            .filter(|key| key.starts_with(&format!("{source}:")))
+            .count();
+        assert_eq!(keys, count, "{source}: {credentials:?}");
+    }
+    let text = stats.to_string();
+    for secret in [
+        "sk-proj-client-key",
+        "azure-client-key",
+        "team-gateway-token",
+        CHATGPT_TOKEN,
+        "sk-proj-test-server-key",
+    ] {
+        assert!(!text.contains(secret), "{secret} in /stats");
+    }
+}
+
+#[actix_rt::test]
+async fn openai_credential_table_without_a_server_key_or_subscription_upstream() {
+    let api = MockUpstream::start();
+    api.always(Reply::json(200, "{}"));
+    let sluice = sluice()
+        .route(
+            "/openai/v1",
+            &format!("{}/v1", api.url()),
+            &["protocol = \"openai\""],
+        )
+        .start();
+    let rows = [
+        CredentialRow {
+            what: "no credential and no server key: no authorization header at all",
+            sent: vec![],
+            to_subscription: false,
+            authorization: None,
+            api_key: None,
+            source: "none",
+        },
+        CredentialRow {
+            what: "a ChatGPT login with no subscription upstream goes to the API untouched",
+            sent: vec![("authorization", bearer(CHATGPT_TOKEN))],
+            to_subscription: false,
+            authorization: Some(bearer(CHATGPT_TOKEN)),
+            api_key: None,
+            source: "client_oauth",
+        },
+        CredentialRow {
+            what: "the client's API key is forwarded",
+            sent: vec![("authorization", bearer("sk-proj-client-key"))],
+            to_subscription: false,
+            authorization: Some(bearer("sk-proj-client-key")),
+            api_key: None,
+            source: "client_api_key",
+        },
+    ];
+    check_credential_rows(&sluice, &api, None, &rows).await;
+    let none = &api.received()[0];
+    assert!(
+        none.headers
+            .iter()
+            .all(|(_, value)| value.as_slice() != b"None"),
+        "{:?}",
+        none.headers
+    );
+}

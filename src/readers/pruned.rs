@@ -1,0 +1,458 @@
+//! A JSON document cut down, in one pass over its bytes and without holding it, to the keys a
+//! protocol reads: a copy that keeps only the named keys' values and descends into the objects
+//! it is told to, so that an OpenAI `response.completed` event's `response.usage` is read from
+//! beside a megabyte of `response.output` with a few hundred bytes held.
+
+use super::bounded::BoundedBuffer;
+use super::json::{decoded_key, scan_string, MAX_JSON_VALUE_BYTES};
+
+// Keys worth keeping are short; longer keys are skipped unread.
+const MAX_KEY_BYTES: usize = 32;
+
+/// A key an object's copy keeps, and how much of its value.
+#[derive(Debug)]
+pub struct Kept {
+    pub key: &'static str,
+    /// Empty: the whole value, up to [`MAX_JSON_VALUE_BYTES`] (a longer one is dropped, not
+    /// cut). Else the value only when it is an object, and of it only these keys.
+    pub inside: &'static [Kept],
+}
+
+impl Kept {
+    /// The key's whole value.
+    pub const fn value(key: &'static str) -> Self {
+        Self { key, inside: &[] }
+    }
+
+    /// The key's object, of which only `inside` is kept.
+    pub const fn object(key: &'static str, inside: &'static [Kept]) -> Self {
+        Self { key, inside }
+    }
+}
+
+/// The shape of the value being scanned, which decides where it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// An object or array: ends at its matching close.
+    Container,
+    /// Ends at its closing quote.
+    String,
+    /// A number, `true`, `false` or `null`: ends before the next delimiter.
+    Bare,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    BeforeBody,
+    FirstKey,
+    NextKey,
+    Key,
+    BeforeColon,
+    BeforeValue,
+    Value(Shape),
+    AfterValue,
+    /// The document ended: what was kept is complete.
+    Done,
+    /// Broken JSON, or bytes after the document: nothing more is read.
+    Unreadable,
+}
+
+/// An object the copy descends into: which of its keys are kept, and whether one was written.
+#[derive(Debug, Clone, Copy)]
+struct OpenObject {
+    keeps: &'static [Kept],
+    written: bool,
+}
+
+/// Where to cut the copy back to when the value being kept outgrows its cap.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    len: usize,
+    written: bool,
+}
+
+/// Scans one JSON document byte by byte (depth, strings, escapes) and writes a copy of it that
+/// holds only the kept keys. A top-level value that is not an object is kept whole (up to the
+/// cap), so that a stream's `[DONE]` still reads as itself. Memory: the copy (at most `cap`),
+/// one key, and one entry per object descended into (as deep as the [`Kept`] tree goes).
+#[derive(Debug)]
+pub struct JsonPruner {
+    root: &'static [Kept],
+    phase: Phase,
+    copy: BoundedBuffer,
+    key: BoundedBuffer,
+    open: Vec<OpenObject>,
+    /// The current key is kept: its entry in the innermost open object.
+    kept: Option<&'static Kept>,
+    /// The current value is written to the copy; where it started.
+    copying: Option<Mark>,
+    /// Open objects and arrays inside the current value.
+    nesting: u64,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl JsonPruner {
+    /// A pruner keeping `root`'s keys of a top-level object, its copy at most `cap` bytes.
+    pub fn new(root: &'static [Kept], cap: usize) -> Self {
+        Self {
+            root,
+            phase: Phase::BeforeBody,
+            copy: BoundedBuffer::new(cap),
+            key: BoundedBuffer::new(MAX_KEY_BYTES),
+            open: Vec::new(),
+            kept: None,
+            copying: None,
+            nesting: 0,
+            in_string: false,
+            escaped: false,
+        }
+    }
+
+    /// Ready for the next document, keeping what it allocated.
+    pub fn reset(&mut self) {
+        self.phase = Phase::BeforeBody;
+        self.copy.clear();
+        self.key.clear();
+        self.open.clear();
+        self.kept = None;
+        self.copying = None;
+    }
+
+    /// Whether this pruner keeps `root`'s keys.
+    pub fn keeps(&self, root: &'static [Kept]) -> bool {
+        std::ptr::eq(self.root, root)
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let mut at = 0;
+        while at < bytes.len() {
+            at += match self.phase {
+                Phase::Key => self.read_key(&bytes[at..]),
+                Phase::Value(shape) => self.read_value(shape, &bytes[at..]),
+                Phase::Unreadable => return,
+                _ => {
+                    self.read_structure(bytes[at]);
+                    1
+                }
+            };
+        }
+    }
+
+    /// The cut-down copy, once the bytes fed were one whole JSON document whose kept parts
+    /// fit the cap; else `None`.
+    pub fn pruned(&self) -> Option<&[u8]> {
+        (self.phase == Phase::Done)
+            .then(|| self.copy.contents())
+            .flatten()
+    }
+
+    pub fn held_bytes(&self) -> usize {
+        self.copy.held_bytes()
+            + self.key.held_bytes()
+            + self.open.capacity() * std::mem::size_of::<OpenObject>()
+    }
+
+    /// One byte between keys and values: whitespace, `{`, `:`, `,`, `}` or a value's start.
+    fn read_structure(&mut self, byte: u8) {
+        if matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            return;
+        }
+        self.phase = match (self.phase, byte) {
+            (Phase::BeforeBody, b'{') => {
+                self.copy.push(b"{");
+                self.open.push(OpenObject {
+                    keeps: self.root,
+                    written: false,
+                });
+                Phase::FirstKey
+            }
+            (Phase::BeforeBody, _) => {
+                self.copying = Some(Mark {
+                    len: 0,
+                    written: false,
+                });
+                self.start_value(byte)
+            }
+            (Phase::FirstKey | Phase::NextKey, b'"') => {
+                self.key.clear();
+                self.escaped = false;
+                Phase::Key
+            }
+            (Phase::FirstKey | Phase::AfterValue, b'}') => self.close_object(),
+            (Phase::BeforeColon, b':') => Phase::BeforeValue,
+            (Phase::BeforeValue, b',' | b':' | b'}' | b']') => Phase::Unreadable,
+            (Phase::BeforeValue, _) => self.begin_value(byte),
+            (Phase::AfterValue, b',') => Phase::NextKey,
+            _ => Phase::Unreadable,
+        };
+    }
+
+    /// Reads key bytes up to the closing quote; returns how many bytes it used.
+    fn read_key(&mut self, bytes: &[u8]) -> usize {
+        let (used, closed) = scan_string(bytes, &mut self.escaped);
+        self.key.push(&bytes[..used - usize::from(closed)]);
+        if closed {
+            let keeps = self.open.last().map_or(&[][..], |object| object.keeps);
+            self.kept = self.key.contents().and_then(|raw| {
+                let key = decoded_key(raw)?;
+                keeps.iter().find(|kept| kept.key.as_bytes() == &key[..])
+            });
+            self.phase = Phase::BeforeColon;
+        }
+        used
+    }
+
+    /// The first byte of a key's value: descend into it, copy it, or skip it.
+    fn begin_value(&mut self, first: u8) -> Phase {
+        match self.kept.take() {
+            Some(kept) if !kept.inside.is_empty() => {
+                if first != b'{' {
+                    return self.start_value(first); // not an object: nothing of it is kept
+                }
+                self.write_key();
+                self.copy.push(b"{");
+                self.open.push(OpenObject {
+                    keeps: kept.inside,
+                    written: false,
+                });
+                Phase::FirstKey
+            }
+            Some(_) => {
+                self.copying = Some(self.write_key());
+                self.start_value(first)
+            }
+            None => self.start_value(first),
+        }
+    }
+
+    /// Writes `"key":` (after a comma when needed); returns where the copy stood before it.
+    fn write_key(&mut self) -> Mark {
+        let mark = Mark {
+            len: self.copy.len(),
+            written: self.open.last().is_some_and(|object| object.written),
+        };
+        if let Some(object) = self.open.last_mut() {
+            if object.written {
+                self.copy.push(b",");
+            }
+            object.written = true;
+        }
+        self.copy.push(b"\"");
+        if let Some(raw) = self.key.contents() {
+            self.copy.push(raw);
+        }
+        self.copy.push(b"\":");
+        mark
+    }
+
+    fn start_value(&mut self, first: u8) -> Phase {
+        self.escaped = false;
+        self.in_string = false;
+        self.nesting = 1;
+        self.copy_value(&[first]);
+        Phase::Value(match first {
+            b'{' | b'[' => Shape::Container,
+            b'"' => Shape::String,
+            _ => Shape::Bare,
+        })
+    }
+
+    /// Reads value bytes up to the value's end; returns how many bytes it used.
+    fn read_value(&mut self, shape: Shape, bytes: &[u8]) -> usize {
+        let (used, ended) = match shape {
+            Shape::Container => self.scan_container(bytes),
+            Shape::String => scan_string(bytes, &mut self.escaped),
+            Shape::Bare => match bytes
+                .iter()
+                .position(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b',' | b'}' | b']'))
+            {
+                // The delimiter is not part of the value: leave it for `read_structure`.
+                Some(end) => (end, true),
+                None => (bytes.len(), false),
+            },
+        };
+        self.copy_value(&bytes[..used]);
+        if ended {
+            self.copying = None;
+            self.phase = if self.open.is_empty() {
+                Phase::Done
+            } else {
+                Phase::AfterValue
+            };
+        }
+        used
+    }
+
+    /// Appends to the kept value; one that outgrows its cap is taken out again, key and all.
+    fn copy_value(&mut self, bytes: &[u8]) {
+        let Some(mark) = self.copying else {
+            return;
+        };
+        self.copy.push(bytes);
+        if self.copy.len().saturating_sub(mark.len) > MAX_JSON_VALUE_BYTES {
+            self.copy.truncate(mark.len);
+            if let Some(object) = self.open.last_mut() {
+                object.written = mark.written;
+            }
+            self.copying = None;
+        }
+    }
+
+    fn scan_container(&mut self, bytes: &[u8]) -> (usize, bool) {
+        for (at, &byte) in bytes.iter().enumerate() {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if byte == b'\\' {
+                    self.escaped = true;
+                } else if byte == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match byte {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.nesting = self.nesting.saturating_add(1),
+                b'}' | b']' => {
+                    self.nesting -= 1;
+                    if self.nesting == 0 {
+                        return (at + 1, true);
+                    }
+                }
+                _ => {}
+            }
+        }
+        (bytes.len(), false)
+    }
+
+    fn close_object(&mut self) -> Phase {
+        self.copy.push(b"}");
+        self.open.pop();
+        if self.open.is_empty() {
+            Phase::Done
+        } else {
+            Phase::AfterValue
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RESPONSE: &[Kept] = &[Kept::value("usage"), Kept::value("model")];
+    const EVENT: &[Kept] = &[
+        Kept::value("type"),
+        Kept::object("response", RESPONSE),
+        Kept::value("error"),
+    ];
+    const CAP: usize = 16 * 1024;
+
+    fn prune(doc: &[u8]) -> Option<String> {
+        let mut pruner = JsonPruner::new(EVENT, CAP);
+        pruner.feed(doc);
+        pruner
+            .pruned()
+            .map(|copy| String::from_utf8(copy.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn keeps_only_the_named_keys_and_descends_where_told() {
+        let doc = br#"{"type":"response.completed","sequence_number":9,"response":{"id":"r","output":[{"usage":{"input_tokens":999},"text":"}\"{"}],"usage":{"input_tokens":5},"model":"gpt-5.5"},"usage":{"ignored":1}}"#;
+        assert_eq!(
+            prune(doc).unwrap(),
+            r#"{"type":"response.completed","response":{"usage":{"input_tokens":5},"model":"gpt-5.5"}}"#
+        );
+    }
+
+    #[test]
+    fn any_split_gives_the_same_copy() {
+        let doc = br#" { "response" : { "model" : "m" , "usage" : { "input_tokens" : 5 } , "x" : [ 1 , "]" ] } , "type" : "t" , "n" : null } "#;
+        let whole = prune(doc).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&whole).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({"response": {"model": "m", "usage": {"input_tokens": 5}}, "type": "t"})
+        );
+        for cut in 0..=doc.len() {
+            let mut pruner = JsonPruner::new(EVENT, CAP);
+            pruner.feed(&doc[..cut]);
+            pruner.feed(&doc[cut..]);
+            assert_eq!(pruner.pruned(), Some(whole.as_bytes()), "cut at {cut}");
+        }
+        let mut pruner = JsonPruner::new(EVENT, CAP);
+        doc.chunks(1).for_each(|byte| pruner.feed(byte));
+        assert_eq!(pruner.pruned(), Some(whole.as_bytes()));
+    }
+
+    #[test]
+    fn a_descended_key_that_is_not_an_object_is_dropped() {
+        assert_eq!(
+            prune(br#"{"response":[{"usage":1}],"type":"t"}"#).unwrap(),
+            r#"{"type":"t"}"#
+        );
+        assert_eq!(prune(br#"{"response":null}"#).unwrap(), "{}");
+    }
+
+    #[test]
+    fn a_kept_value_over_its_cap_is_dropped_whole_and_the_rest_kept() {
+        let doc = format!(
+            r#"{{"error":{{"message":"{}"}},"type":"t","response":{{"model":"m"}}}}"#,
+            "x".repeat(MAX_JSON_VALUE_BYTES)
+        );
+        assert_eq!(
+            prune(doc.as_bytes()).unwrap(),
+            r#"{"type":"t","response":{"model":"m"}}"#
+        );
+    }
+
+    #[test]
+    fn a_top_level_value_other_than_an_object_is_kept_as_it_is() {
+        assert_eq!(prune(b"[DONE]").unwrap(), "[DONE]");
+        assert_eq!(prune(b"\"s\"").unwrap(), "\"s\"");
+    }
+
+    #[test]
+    fn broken_or_unfinished_documents_give_nothing() {
+        for doc in [
+            &br#"{"type":"t""#[..],
+            br#"{"type":}"#,
+            br#"{"type":"t"} trailing"#,
+            br#"{"a" 1}"#,
+            b"",
+        ] {
+            assert_eq!(prune(doc), None, "{}", String::from_utf8_lossy(doc));
+        }
+    }
+
+    #[test]
+    fn keys_spelled_with_escapes_are_recognised() {
+        assert_eq!(
+            prune(br#"{"typ\u0065":"t"}"#).unwrap(),
+            r#"{"typ\u0065":"t"}"#
+        );
+    }
+
+    #[test]
+    fn a_huge_document_is_read_within_the_cap_and_reset_reuses_the_pruner() {
+        let text = "\\\"{[".repeat(256 * 1024);
+        let doc = format!(
+            r#"{{"type":"response.completed","response":{{"output":[{{"text":"{text}"}}],"usage":{{"input_tokens":7}}}}}}"#
+        );
+        let mut pruner = JsonPruner::new(EVENT, CAP);
+        for _ in 0..2 {
+            let mut most = 0;
+            for chunk in doc.as_bytes().chunks(4099) {
+                pruner.feed(chunk);
+                most = most.max(pruner.held_bytes());
+            }
+            assert!(most < 1024, "held {most} bytes");
+            assert_eq!(
+                pruner.pruned().unwrap(),
+                br#"{"type":"response.completed","response":{"usage":{"input_tokens":7}}}"#
+            );
+            pruner.reset();
+        }
+    }
+}

@@ -86,10 +86,15 @@ async fn exchange(
     let target = exchange.route(pending.get_mut())?;
     *protocol = target.route.protocol;
     let body = exchange.admit(pending.get_mut())?;
-    let headers = exchange.credentials(&target, pending.get_mut())?;
+    let (headers, removed) = exchange.credentials(&target, pending.get_mut())?;
     let quota = exchange.quota(pending.get_mut())?;
     let subscription_login = pending.get_mut().source == Some(CredentialSource::ClientOauth);
-    let upstream_request = exchange.upstream_request(&target, clients, headers, subscription_login);
+    let upstream_request = exchange.upstream_request(
+        &target,
+        clients,
+        (headers, removed.as_deref()),
+        subscription_login,
+    );
     let sent = exchange
         .send_upstream(
             &target,
@@ -162,16 +167,22 @@ impl<'a> Exchange<'a> {
     }
 
     /// The headers that go upstream: the client's own credentials first, the server key only
-    /// as the route's policy allows, never an access key or the admin token.
-    fn credentials(&self, target: &Target, record: &mut RequestRecord) -> Result<HeaderMap, Error> {
+    /// as the route's policy allows, never an access key or the admin token. Beside them, a
+    /// client credential in the query string that must not go upstream.
+    fn credentials(
+        &self,
+        target: &Target,
+        record: &mut RequestRecord,
+    ) -> Result<(HeaderMap, Option<String>), Error> {
         let outbound = self.snapshot.credentials.rewrite(
             target.index,
             self.req.method(),
             self.req.headers(),
+            self.req.uri().query(),
         )?;
         record.source = Some(outbound.source);
         record.credential = outbound.credential;
-        Ok(outbound.headers)
+        Ok((outbound.headers, outbound.query_credential_removed))
     }
 
     /// Whether the request fits its quotas, judged once it is known who sends it (caller and
@@ -200,7 +211,7 @@ impl<'a> Exchange<'a> {
         &self,
         target: &Target,
         clients: &WorkerClients,
-        headers: HeaderMap,
+        (headers, removed): (HeaderMap, Option<&str>),
         subscription_login: bool,
     ) -> UpstreamRequest {
         let plan = &self.snapshot.upstream;
@@ -209,7 +220,11 @@ impl<'a> Exchange<'a> {
         UpstreamRequest {
             client: clients.client(plan, lane),
             method: self.req.method().clone(),
-            url: routing::upstream_url(base, &target.rest, self.req.uri().query()),
+            url: routing::upstream_url(
+                base,
+                &target.rest,
+                routing::upstream_query(self.req.uri().query(), removed).as_deref(),
+            ),
             headers,
         }
     }

@@ -84,6 +84,11 @@ pub trait Api: Sync {
     fn model_in_path(&self, _rest: &str) -> Option<String> {
         None
     }
+    /// The client credential a request's query string carries (Gemini's `?key=`), as sent.
+    /// It travels in the URL, never in a header: only its fingerprint is kept.
+    fn query_credential<'q>(&self, _query: &'q str) -> Option<&'q str> {
+        None
+    }
     /// The JSON keys whose string values are an answer's generated text (see `readers::text`).
     fn text_keys(&self) -> &'static [&'static str] {
         &[]
@@ -270,14 +275,14 @@ mod tests {
     }
 
     #[test]
-    fn unread_protocols_have_no_answer_reader() {
-        // A gemini route is forwarded but not metered until its reader exists.
-        for protocol in [Protocol::None, Protocol::Gemini] {
-            assert!(protocol.answer_reader(AnswerFormat::EventStream).is_none());
-            assert!(protocol.answer_reader(AnswerFormat::Json).is_none());
+    fn only_the_none_protocol_has_no_answer_reader() {
+        assert!(Protocol::None
+            .answer_reader(AnswerFormat::EventStream)
+            .is_none());
+        assert!(Protocol::None.answer_reader(AnswerFormat::Json).is_none());
+        for protocol in [Protocol::Anthropic, Protocol::OpenAi, Protocol::Gemini] {
+            assert!(protocol.answer_reader(AnswerFormat::EventStream).is_some());
+            assert!(protocol.answer_reader(AnswerFormat::Json).is_some());
         }
-        assert!(Protocol::Anthropic
-            .answer_reader(AnswerFormat::Json)
-            .is_some());
     }
 }

@@ -24,6 +24,8 @@ pub const API_KEY_QUERY_PARAMETER: &str = "key";
 /// The keys whose string values are generated text (`candidates[].content.parts[].text`,
 /// thoughts included), for estimating an answer whose usage never came.
 pub const TEXT_KEYS: &[&str] = &["text"];
+/// How every Google API key starts.
+const API_KEY_PREFIX: &[u8] = b"AIza";
 
 /// Gemini's answers to [`Api`].
 pub struct Gemini;
@@ -40,9 +42,11 @@ impl Api for Gemini {
     }
 
     /// A bearer token on Gemini's API is a Google OAuth login (Gemini CLI's Google login,
-    /// gcloud).
+    /// gcloud), unless it is an API key (`AIza…`: Gemini CLI sends its key that way with
+    /// `GEMINI_API_KEY_AUTH_MECHANISM=bearer`).
     fn bearer_kind(&self, authorization: &[u8]) -> BearerKind {
         match super::bearer_token(authorization) {
+            Some(token) if token.starts_with(API_KEY_PREFIX) => BearerKind::ApiKey,
             Some(token) if !token.is_empty() => BearerKind::Oauth,
             _ => BearerKind::Other,
         }
@@ -536,9 +540,10 @@ mod tests {
     }
 
     #[test]
-    fn bearer_tokens_are_google_logins() {
-        let cases: [(&[u8], BearerKind); 5] = [
+    fn bearer_tokens_are_google_logins_unless_they_are_api_keys() {
+        let cases: [(&[u8], BearerKind); 6] = [
             (b"Bearer ya29.a0AfH6SMB", BearerKind::Oauth),
+            (b"Bearer AIzaSyD-example", BearerKind::ApiKey),
             (b"bearer\tya29.a0AfH6SMB", BearerKind::Oauth),
             (b"Basic dXNlcjpwYXNz", BearerKind::Other),
             (b"Bearerya29.x", BearerKind::Other),

@@ -252,12 +252,18 @@ impl<'a> Exchange<'a> {
             provider: record.provider,
             client: record.client,
         });
-        let request_side = Rc::new(RefCell::new(RequestSide {
+        let path_model = target.route.protocol.api().model_in_path(&target.rest);
+        let mut side = RequestSide {
             over_limit: false,
             model: target.route.protocol.request_reader(self.req.headers()),
             quota,
             by_model,
-        }));
+        };
+        // A model named by the path (Gemini's) is known before any body byte is read.
+        if let Some(model) = &path_model {
+            side.judge_model(model)?;
+        }
+        let request_side = Rc::new(RefCell::new(side));
         let upload = payload.progress();
         let limited = tap_request_body(payload, limit, request_side.clone());
         let overhead_before = self.received.elapsed();
@@ -287,7 +293,7 @@ impl<'a> Exchange<'a> {
             .model
             .as_mut()
             .and_then(RequestModel::finish)
-            .or_else(|| target.route.protocol.api().model_in_path(&target.rest));
+            .or(path_model);
         Ok(Sent {
             response: response?,
             requested_model,

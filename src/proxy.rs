@@ -130,6 +130,8 @@ struct Sent {
     response: Answer,
     /// The model the client asked for (the answer's own `model` replaces it when it has one).
     requested_model: Option<String>,
+    /// The session the request body names (Gemini CLI's Code Assist calls), when no header did.
+    requested_session: Option<String>,
     overhead_before: Duration,
     head_received: Instant,
     /// The request's hold on its quotas, kept until the answer ends.
@@ -289,6 +291,10 @@ impl<'a> Exchange<'a> {
             record.upstream_failure = err.is_upstream_failure().then(|| err.kind());
         }
         let mut side = request_side.borrow_mut();
+        let requested_session = side
+            .model
+            .as_ref()
+            .and_then(|reader| reader.session().map(str::to_string));
         let requested_model = side
             .model
             .as_mut()
@@ -297,6 +303,7 @@ impl<'a> Exchange<'a> {
         Ok(Sent {
             response: response?,
             requested_model,
+            requested_session,
             overhead_before,
             head_received,
             quota: side.quota.take(),
@@ -308,6 +315,9 @@ impl<'a> Exchange<'a> {
     fn respond(&self, target: &Target, sent: Sent, pending: &mut PendingRecord) -> HttpResponse {
         let upstream = sent.response;
         let record = pending.get_mut();
+        if record.session.is_none() {
+            record.session = sent.requested_session;
+        }
         record.request_model = sent.requested_model.clone();
         record.model = sent.requested_model;
         record.status = upstream.status().as_u16();
@@ -425,7 +435,8 @@ pub fn answer_format(headers: &HeaderMap) -> AnswerFormat {
 struct RequestSide {
     /// The body passed `max_request_body_bytes`.
     over_limit: bool,
-    /// Reads the top-level `model` of the body (bounded memory); fed only until it is found.
+    /// Reads the top-level `model` of the body (bounded memory); fed only until it is found,
+    /// and the session the body names, when its API names one there.
     model: Option<RequestModel>,
     /// The request's hold on its quotas; joined by the quotas on its model once that is read.
     quota: Option<QuotaHold>,
@@ -512,12 +523,19 @@ fn tap_request_body(
             side.over_limit = true;
             return Err(Error::BodyTooLarge(limit));
         }
-        if !model_found {
+        let wanted = side
+            .model
+            .as_ref()
+            .is_some_and(|reader| !model_found || reader.wants_session());
+        if wanted {
             if let Some(reader) = side.model.as_mut() {
                 reader.feed(&chunk);
-                if let Some(model) = reader.model().map(str::to_string) {
-                    model_found = true;
-                    side.judge_model(&model)?;
+                match reader.model().map(str::to_string) {
+                    Some(model) if !model_found => {
+                        model_found = true;
+                        side.judge_model(&model)?;
+                    }
+                    _ => {}
                 }
             }
         }

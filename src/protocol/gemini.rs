@@ -11,7 +11,7 @@
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::{Api, BearerKind, CredentialHeader, Reading};
+use super::{Api, BearerKind, CredentialHeader, Reading, SessionInBody};
 use crate::readers::json::ValueHandler;
 use crate::readers::sse::EventHandler;
 use crate::readers::MAX_NAME_BYTES;
@@ -81,6 +81,14 @@ impl Api for Gemini {
     /// API's bodies do not, and [`model_in_path`](Api::model_in_path) reads it there.
     fn model_in_request_body(&self) -> bool {
         true
+    }
+
+    /// Gemini CLI logged in with Google sends its session id only inside Code Assist's body.
+    fn session_in_request_body(&self) -> Option<SessionInBody> {
+        Some(SessionInBody {
+            within: "request",
+            key: "session_id",
+        })
     }
 
     fn model_in_path(&self, rest: &str) -> Option<String> {

@@ -20,7 +20,7 @@ mod parser;
 mod request;
 
 pub use parser::{Reading, UsageParser, MAX_BUFFERED_BYTES, MAX_JSON_VALUE_BYTES};
-pub use request::RequestModel;
+pub use request::{RequestModel, SessionInBody};
 
 /// How usage is read from a route's answers, and how its credentials and errors look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -82,6 +82,10 @@ pub trait Api: Sync {
     /// The model named by the path below the route's prefix (Gemini's
     /// `models/{model}:generateContent`), when the API puts it there.
     fn model_in_path(&self, _rest: &str) -> Option<String> {
+        None
+    }
+    /// Where a request body names its session, when this API puts one there.
+    fn session_in_request_body(&self) -> Option<SessionInBody> {
         None
     }
     /// The client credential a request's query string carries (Gemini's `?key=`), as sent.
@@ -174,7 +178,7 @@ impl Protocol {
         if !self.api().model_in_request_body() {
             return None;
         }
-        RequestModel::new(request_headers)
+        RequestModel::new(request_headers, self.api().session_in_request_body())
     }
 
     /// A reader for the usage in an answer of this `format`, when this protocol has usage.

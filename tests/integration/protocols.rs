@@ -243,3 +243,48 @@ async fn chatgpt_login_goes_to_the_subscription_upstream_untouched_and_never_get
         assert_eq!(sources[source]["requests"], 1, "{source}: {stats}");
     }
 }
+
+#[actix_rt::test]
+async fn a_code_assist_answer_is_read_through_its_wrapper_with_the_session_its_body_names() {
+    let mock = MockUpstream::start();
+    let chunk = r#"{"response":{"candidates":[{"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9120,"cachedContentTokenCount":8190,"candidatesTokenCount":11,"thoughtsTokenCount":38},"modelVersion":"gemini-2.5-pro"},"traceId":"t-1"}"#;
+    mock.always(Reply::sse(&format!("data: {chunk}\r\n\r\n")));
+    let sluice = sluice()
+        .route(
+            "/code-assist",
+            &mock.url(),
+            &[
+                "protocol = \"gemini\"",
+                "credential_policy = \"client_only\"",
+            ],
+        )
+        .start();
+    let session = "03e3b229-8e68-426d-ade1-fd587a893781";
+    let body = format!(
+        r#"{{"model":"gemini-2.5-pro","project":"p-1","request":{{"contents":[{{"role":"user","parts":[{{"text":"hi"}}]}}],"session_id":"{session}"}}}}"#
+    );
+    let mut response = client()
+        .post(sluice.url("/code-assist/v1internal:streamGenerateContent?alt=sse"))
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("authorization", "Bearer ya29.test-google-login"))
+        .send_body(body)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.body().await.unwrap();
+    assert_eq!(
+        mock.last().header("authorization").as_deref(),
+        Some("Bearer ya29.test-google-login")
+    );
+    let stats = stats_after(&sluice, 1, None).await;
+    let totals = &stats["totals"];
+    assert_eq!(totals["input_tokens"], 930, "{stats}");
+    assert_eq!(totals["cache_read_input_tokens"], 8190, "{stats}");
+    assert_eq!(totals["output_tokens"], 49, "{stats}");
+    assert_eq!(stats["by_session"][session]["requests"], 1, "{stats}");
+    assert_eq!(
+        stats["by_model"]["gemini-2.5-pro"]["requests"], 1,
+        "{stats}"
+    );
+    assert_eq!(stats["by_source"]["client_oauth"]["requests"], 1, "{stats}");
+}

@@ -350,7 +350,9 @@ def cli_checks(run):
     check("%s (Google login): /stats counted its %d calls and the wrapped answers' tokens" % (label, len(reqs)),
           counted["requests"] == len(reqs) and all(counted[f] == want[f] for f in COUNTED), (counted, want))
     sessions = sorted({q["session_id"] for q in reqs if q.get("session_id")})
-    print("     Code Assist session ids sent in the body: %s" % sessions)
+    by_session = run.stats().get("by_session", {})
+    check("%s (Google login): the session id of Code Assist's body counts under by_session %s"
+          % (label, sessions), sessions and all(s in by_session for s in sessions), sorted(by_session))
 
 
 def secret_checks(run):

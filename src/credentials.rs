@@ -150,6 +150,9 @@ pub struct Outbound {
     /// `<source>:<first 12 hex of sha256(secret)>`, absent for source `none`.
     pub credential: Option<String>,
     pub caller: Option<String>,
+    /// A client credential in the query string that must not go upstream (the policy removes
+    /// client credentials): the upstream URL leaves out the query pairs carrying it.
+    pub query_credential_removed: Option<String>,
 }
 
 /// The secret values the settings name, as read from their env vars and files.
@@ -569,7 +572,7 @@ impl CredentialRules {
         let caller = self.admit(incoming)?;
         Ok(Outbound {
             caller,
-            ..self.rewrite(route, method, incoming)?
+            ..self.rewrite(route, method, incoming, None)?
         })
     }
 
@@ -587,19 +590,30 @@ impl CredentialRules {
     /// Under `client_first`, `HEAD` and `OPTIONS` never get the server key: they are probes
     /// (Claude Code sends `HEAD /` without credentials at every start) that need no credential
     /// and bill nothing, so the fallback key has no reason to travel with them.
+    ///
+    /// A credential in the `query` string (Gemini's `?key=`) is a client credential too: the
+    /// URL carries it upstream as sent, unless the policy removes client credentials
+    /// ([`Outbound::query_credential_removed`]); only its fingerprint is kept.
     pub fn rewrite(
         &self,
         route: usize,
         method: &Method,
         incoming: &HeaderMap,
+        query: Option<&str>,
     ) -> Result<Outbound, Error> {
         let rules = &self.routes[route];
+        let api = rules.protocol.api();
         let Copied {
             mut out,
-            client,
-            client_secret,
+            mut client,
+            mut client_secret,
             client_credentials,
-        } = self.copy_end_to_end(rules.protocol.api(), incoming);
+        } = self.copy_end_to_end(api, incoming);
+        let query_credential = query.and_then(|query| api.query_credential(query));
+        if let Some(key) = query_credential.filter(|_| !client.api_key) {
+            client.api_key = true;
+            client_secret = Some(key.as_bytes());
+        }
         let is_probe = *method == Method::HEAD || *method == Method::OPTIONS;
         let server_key_usable =
             rules.server.is_some() && !(is_probe && rules.policy == CredentialPolicy::ClientFirst);
@@ -626,6 +640,9 @@ impl CredentialRules {
             source: decision.source,
             credential,
             caller: None,
+            query_credential_removed: query_credential
+                .filter(|_| !decision.forward_client)
+                .map(str::to_owned),
         })
     }
 
@@ -1366,5 +1383,95 @@ mod tests {
             out.headers.get(header::AUTHORIZATION).unwrap(),
             "Bearer sk-proj-server"
         );
+    }
+
+    /// Rules for one `protocol = "gemini"` route.
+    fn gemini_rules(policy: &str, server_key: Option<&str>) -> CredentialRules {
+        let mut env = HashMap::new();
+        if let Some(key) = server_key {
+            env.insert("GEMINI_API_KEY".to_string(), key.to_string());
+        }
+        let text = format!(
+            "[[routes]]\nprefix = \"/gemini\"\nupstream = \"http://127.0.0.1:1\"\n\
+             protocol = \"gemini\"\nserver_key_env = \"GEMINI_API_KEY\"\n\
+             credential_policy = \"{policy}\"\n"
+        );
+        let env = EnvSource::Fixed(env);
+        let settings = Settings::from_toml(&text, "test", &env).unwrap();
+        CredentialRules::new(&settings, &SecretMaterial::read(&settings, &env).unwrap())
+    }
+
+    fn gemini_headers(out: &Outbound) -> Vec<(String, String)> {
+        let mut found: Vec<_> = out
+            .headers
+            .iter()
+            .filter(|(n, _)| n.as_str() == "x-goog-api-key" || *n == header::AUTHORIZATION)
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// SPEC "Credentials" for gemini routes: `x-goog-api-key`, `?key=` or a Google OAuth
+    /// bearer are the client's and go untouched; else the server key as `x-goog-api-key`.
+    #[test]
+    fn gemini_credential_table_matches_spec() {
+        let server = "AIza-test-server-key";
+        let rules = gemini_rules("client_first", Some(server));
+        let rewrite = |headers: &[(&str, &str)], query: Option<&str>| {
+            rules
+                .rewrite(0, &Method::POST, &request(headers), query)
+                .unwrap()
+        };
+        let out = rewrite(&[("x-goog-api-key", "AIza-client")], Some("alt=sse"));
+        assert_eq!(out.source, CredentialSource::ClientApiKey);
+        assert_eq!(
+            gemini_headers(&out),
+            [pair("x-goog-api-key", "AIza-client")]
+        );
+        assert_eq!(
+            out.credential,
+            Some(format!("client_api_key:{}", fingerprint(b"AIza-client")))
+        );
+
+        let out = rewrite(&[], Some("alt=sse&key=AIza-in-query"));
+        assert_eq!(out.source, CredentialSource::ClientApiKey);
+        assert!(gemini_headers(&out).is_empty(), "no server key beside it");
+        assert_eq!(
+            out.credential,
+            Some(format!("client_api_key:{}", fingerprint(b"AIza-in-query")))
+        );
+        assert_eq!(out.query_credential_removed, None);
+
+        let out = rewrite(&[("authorization", "Bearer ya29.google-login")], None);
+        assert_eq!(out.source, CredentialSource::ClientOauth);
+        assert_eq!(
+            gemini_headers(&out),
+            [pair("authorization", "Bearer ya29.google-login")]
+        );
+
+        let out = rewrite(&[], Some("alt=sse"));
+        assert_eq!(out.source, CredentialSource::ServerKey);
+        assert_eq!(gemini_headers(&out), [pair("x-goog-api-key", server)]);
+    }
+
+    #[test]
+    fn gemini_query_key_is_kept_from_upstream_when_the_policy_removes_client_credentials() {
+        let rules = gemini_rules("server_only", Some("AIza-server"));
+        let out = rules
+            .rewrite(
+                0,
+                &Method::POST,
+                &request(&[]),
+                Some("key=AIza-client&alt=sse"),
+            )
+            .unwrap();
+        assert_eq!(out.source, CredentialSource::ServerKey);
+        assert_eq!(out.query_credential_removed.as_deref(), Some("AIza-client"));
+        let query = crate::routing::upstream_query(
+            Some("key=AIza-client&alt=sse"),
+            out.query_credential_removed.as_deref(),
+        );
+        assert_eq!(query.as_deref(), Some("alt=sse"));
     }
 }

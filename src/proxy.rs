@@ -86,10 +86,15 @@ async fn exchange(
     let target = exchange.route(pending.get_mut())?;
     *protocol = target.route.protocol;
     let body = exchange.admit(pending.get_mut())?;
-    let headers = exchange.credentials(&target, pending.get_mut())?;
+    let (headers, removed) = exchange.credentials(&target, pending.get_mut())?;
     let quota = exchange.quota(pending.get_mut())?;
     let subscription_login = pending.get_mut().source == Some(CredentialSource::ClientOauth);
-    let upstream_request = exchange.upstream_request(&target, clients, headers, subscription_login);
+    let upstream_request = exchange.upstream_request(
+        &target,
+        clients,
+        (headers, removed.as_deref()),
+        subscription_login,
+    );
     let sent = exchange
         .send_upstream(
             &target,
@@ -125,6 +130,8 @@ struct Sent {
     response: Answer,
     /// The model the client asked for (the answer's own `model` replaces it when it has one).
     requested_model: Option<String>,
+    /// The session the request body names (Gemini CLI's Code Assist calls), when no header did.
+    requested_session: Option<String>,
     overhead_before: Duration,
     head_received: Instant,
     /// The request's hold on its quotas, kept until the answer ends.
@@ -158,16 +165,22 @@ impl<'a> Exchange<'a> {
     }
 
     /// The headers that go upstream: the client's own credentials first, the server key only
-    /// as the route's policy allows, never an access key or the admin token.
-    fn credentials(&self, target: &Target, record: &mut RequestRecord) -> Result<HeaderMap, Error> {
+    /// as the route's policy allows, never an access key or the admin token. Beside them, a
+    /// client credential in the query string that must not go upstream.
+    fn credentials(
+        &self,
+        target: &Target,
+        record: &mut RequestRecord,
+    ) -> Result<(HeaderMap, Option<String>), Error> {
         let outbound = self.snapshot.credentials.rewrite(
             target.index,
             self.req.method(),
             self.req.headers(),
+            self.req.uri().query(),
         )?;
         record.source = Some(outbound.source);
         record.credential = outbound.credential;
-        Ok(outbound.headers)
+        Ok((outbound.headers, outbound.query_credential_removed))
     }
 
     /// Whether the request fits its quotas, judged once it is known who sends it (caller and
@@ -196,7 +209,7 @@ impl<'a> Exchange<'a> {
         &self,
         target: &Target,
         clients: &WorkerClients,
-        headers: HeaderMap,
+        (headers, removed): (HeaderMap, Option<&str>),
         subscription_login: bool,
     ) -> UpstreamRequest {
         let plan = &self.snapshot.upstream;
@@ -205,7 +218,11 @@ impl<'a> Exchange<'a> {
         UpstreamRequest {
             client: clients.client(plan, lane),
             method: self.req.method().clone(),
-            url: routing::upstream_url(base, &target.rest, self.req.uri().query()),
+            url: routing::upstream_url(
+                base,
+                &target.rest,
+                routing::upstream_query(self.req.uri().query(), removed).as_deref(),
+            ),
             headers,
         }
     }
@@ -233,12 +250,18 @@ impl<'a> Exchange<'a> {
             provider: record.provider,
             client: record.client,
         });
-        let request_side = Rc::new(RefCell::new(RequestSide {
+        let path_model = target.route.protocol.api().model_in_path(&target.rest);
+        let mut side = RequestSide {
             over_limit: false,
             model: target.route.protocol.request_reader(self.req.headers()),
             quota,
             by_model,
-        }));
+        };
+        // A model named by the path (Gemini's) is known before any body byte is read.
+        if let Some(model) = &path_model {
+            side.judge_model(model)?;
+        }
+        let request_side = Rc::new(RefCell::new(side));
         let upload = payload.progress();
         let limited = tap_request_body(payload, limit, request_side.clone());
         let overhead_before = self.received.elapsed();
@@ -264,14 +287,19 @@ impl<'a> Exchange<'a> {
             record.upstream_failure = err.is_upstream_failure().then(|| err.kind());
         }
         let mut side = request_side.borrow_mut();
+        let requested_session = side
+            .model
+            .as_ref()
+            .and_then(|reader| reader.session().map(str::to_string));
         let requested_model = side
             .model
             .as_mut()
             .and_then(RequestModel::finish)
-            .or_else(|| target.route.protocol.api().model_in_path(&target.rest));
+            .or(path_model);
         Ok(Sent {
             response: response?,
             requested_model,
+            requested_session,
             overhead_before,
             head_received,
             quota: side.quota.take(),
@@ -283,6 +311,9 @@ impl<'a> Exchange<'a> {
     fn respond(&self, target: &Target, sent: Sent, pending: &mut PendingRecord) -> HttpResponse {
         let upstream = sent.response;
         let record = pending.get_mut();
+        if record.session.is_none() {
+            record.session = sent.requested_session;
+        }
         record.request_model = sent.requested_model.clone();
         record.model = sent.requested_model;
         record.status = upstream.status().as_u16();
@@ -418,7 +449,8 @@ pub fn answer_format(headers: &HeaderMap) -> AnswerFormat {
 struct RequestSide {
     /// The body passed `max_request_body_bytes`.
     over_limit: bool,
-    /// Reads the top-level `model` of the body (bounded memory); fed only until it is found.
+    /// Reads the top-level `model` of the body (bounded memory); fed only until it is found,
+    /// and the session the body names, when its API names one there.
     model: Option<RequestModel>,
     /// The request's hold on its quotas; joined by the quotas on its model once that is read.
     quota: Option<QuotaHold>,
@@ -505,12 +537,19 @@ fn tap_request_body(
             side.over_limit = true;
             return Err(Error::BodyTooLarge(limit));
         }
-        if !model_found {
+        let wanted = side
+            .model
+            .as_ref()
+            .is_some_and(|reader| !model_found || reader.wants_session());
+        if wanted {
             if let Some(reader) = side.model.as_mut() {
                 reader.feed(&chunk);
-                if let Some(model) = reader.model().map(str::to_string) {
-                    model_found = true;
-                    side.judge_model(&model)?;
+                match reader.model().map(str::to_string) {
+                    Some(model) if !model_found => {
+                        model_found = true;
+                        side.judge_model(&model)?;
+                    }
+                    _ => {}
                 }
             }
         }

@@ -100,6 +100,21 @@ pub fn upstream_url(base: &str, rest: &str, query: Option<&str>) -> String {
     url
 }
 
+/// The query string to send upstream: `query` as sent, or without its pairs whose value is
+/// `removed` (a client credential the route's policy keeps from going upstream). An empty
+/// result is no query at all.
+pub fn upstream_query(query: Option<&str>, removed: Option<&str>) -> Option<String> {
+    let query = query?;
+    let Some(removed) = removed else {
+        return Some(query.to_owned());
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split_once('=').map(|(_, value)| value) != Some(removed))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
 fn base_has_path(base: &str) -> bool {
     let after_scheme = base.split_once("://").map_or(base, |(_, rest)| rest);
     after_scheme.contains('/')
@@ -166,6 +181,24 @@ mod tests {
         assert_eq!(
             upstream_url("http://gw/base", "", Some("a=b")),
             "http://gw/base?a=b"
+        );
+    }
+
+    #[test]
+    fn upstream_query_leaves_out_only_the_removed_credential() {
+        assert_eq!(upstream_query(None, Some("k")), None);
+        assert_eq!(
+            upstream_query(Some("a=1&key=k"), None).as_deref(),
+            Some("a=1&key=k")
+        );
+        assert_eq!(
+            upstream_query(Some("a=1&key=k"), Some("k")).as_deref(),
+            Some("a=1")
+        );
+        assert_eq!(upstream_query(Some("key=k"), Some("k")), None);
+        assert_eq!(
+            upstream_query(Some("key=k2&b"), Some("k")).as_deref(),
+            Some("key=k2&b")
         );
     }
 }

@@ -652,12 +652,128 @@ fn openai_service_tier_of_the_answer_sets_the_rate() {
     assert_usd(prices.cost_usd(Some("gpt-5.5"), &long).unwrap(), expected);
 }
 
+/// Gemini model ids with their prices as settings/sluice.toml's sources list them. Google bills
+/// no per-token cache write: both cache-write rates are the input price, never charged.
+fn gemini_sources() -> Vec<Expected> {
+    let gemini = |model, input: f64, output, cache_read| {
+        row(model, [input, output, input, input, cache_read])
+    };
+    let pro_3_long = Some((200_000, 4.0, 18.0, 4.0, 4.0, 0.4));
+    vec![
+        Expected {
+            long_context: pro_3_long,
+            ..gemini("gemini-3.1-pro-preview", 2.0, 12.0, 0.2)
+        },
+        Expected {
+            long_context: pro_3_long,
+            ..gemini("gemini-3.1-pro-preview-customtools", 2.0, 12.0, 0.2)
+        },
+        Expected {
+            long_context: pro_3_long,
+            ..gemini("gemini-3-pro-preview", 2.0, 12.0, 0.2)
+        },
+        gemini("gemini-3.5-flash", 1.5, 9.0, 0.15),
+        gemini("gemini-3-flash-preview", 0.5, 3.0, 0.05),
+        gemini("gemini-3-flash", 0.5, 3.0, 0.05),
+        gemini("gemini-3.1-flash-lite", 0.25, 1.5, 0.025),
+        gemini("gemini-3.1-flash-lite-preview", 0.25, 1.5, 0.025),
+        Expected {
+            long_context: Some((200_000, 2.5, 15.0, 2.5, 2.5, 0.25)),
+            ..gemini("gemini-2.5-pro", 1.25, 10.0, 0.125)
+        },
+        gemini("gemini-2.5-flash", 0.3, 2.5, 0.03),
+        gemini("gemini-2.5-flash-lite", 0.1, 0.4, 0.01),
+        gemini("gemini-2.5-flash-lite-preview-09-2025", 0.1, 0.4, 0.01),
+        row("gemini-embedding-001", [0.15, 0.0, 0.15, 0.15, 0.15]),
+    ]
+}
+
+#[test]
+fn every_built_in_gemini_model_is_priced_as_its_sources_say() {
+    let prices = PriceTable::new(crate::settings::default_pricing());
+    for expected in gemini_sources() {
+        let model = expected.model;
+        let (_, price) = prices
+            .lookup(model)
+            .unwrap_or_else(|| panic!("{model} has no built-in price"));
+        let actual = [
+            price.input,
+            price.output,
+            price.cache_write,
+            price.cache_write_1h(),
+            price.cache_read,
+        ];
+        let wanted = [
+            expected.input,
+            expected.output,
+            expected.cache_write_5m,
+            expected.cache_write_1h,
+            expected.cache_read,
+        ];
+        assert_eq!(actual, wanted, "{model}");
+        let long = price.long_context.as_ref().map(|long| {
+            let rates = long.rates();
+            (
+                long.threshold,
+                rates.input,
+                rates.output,
+                rates.cache_write_5m,
+                rates.cache_write_1h,
+                rates.cache_read,
+            )
+        });
+        assert_eq!(long, expected.long_context, "{model} long context");
+        assert_eq!(price.batch, Some(0.5), "{model} batch");
+    }
+    // No source prices it: it stays visible as unpriced rather than guessed.
+    assert!(prices.lookup("gemini-3.8-flash").is_none());
+}
+
+#[test]
+fn gemini_answers_cost_what_google_charges_worked_by_hand() {
+    let prices = PriceTable::new(crate::settings::default_pricing());
+    let cost = |model, usage: &Usage, batch| {
+        prices
+            .cost_usd_billed(Some(model), usage, batch)
+            .unwrap_or_else(|| panic!("{model} unpriced"))
+    };
+    // As protocol::gemini reads answers: input excludes cached tokens; output has thoughts.
+    let usage = |input, cache_read, output| tokens(input, output, 0, cache_read);
+    // generate-content.json: 1173 in, 59 + 112 thinking out, 2.5 Flash:
+    // 1173 × 0.30 + 171 × 2.50 = 351.9 + 427.5 = 779.4 per million.
+    assert_usd(
+        cost("gemini-2.5-flash", &usage(1173, 0, 171), false),
+        779.4e-6,
+    );
+    // stream-generate-content.sse: 399 in, 11,883 cached, 145 out, 2.5 Pro:
+    // 399 × 1.25 + 11,883 × 0.125 + 145 × 10 = 498.75 + 1,485.375 + 1,450 = 3,434.125.
+    let pro = usage(399, 11_883, 145);
+    assert_usd(cost("gemini-2.5-pro", &pro, false), 3434.125e-6);
+    // The same at the batch rate: half.
+    assert_usd(cost("gemini-2.5-pro", &pro, true), 1717.0625e-6);
+    // A 3.1 Pro prompt of exactly 200,000 tokens (150,000 fresh + 50,000 cached) stays at the
+    // standard rates: 150,000 × 2 + 50,000 × 0.2 + 1,000 × 12 = 322,000 per million.
+    let at_threshold = usage(150_000, 50_000, 1_000);
+    assert_usd(cost("gemini-3.1-pro-preview", &at_threshold, false), 0.322);
+    // One token more and every token is charged at the long-context rates:
+    // 150,001 × 4 + 50,000 × 0.4 + 1,000 × 18 = 638,004 per million.
+    let over = usage(150_001, 50_000, 1_000);
+    assert_usd(cost("gemini-3.1-pro-preview", &over, false), 0.638004);
+    // Flash models have one rate whatever the prompt: 300,000 × 0.5 + 2,000 × 3 on 3 Flash.
+    let long_flash = usage(300_000, 0, 2_000);
+    assert_usd(cost("gemini-3-flash-preview", &long_flash, false), 0.156);
+    // An embedding: 8 input tokens at $0.15 per million.
+    assert_usd(cost("gemini-embedding-001", &usage(8, 0, 0), false), 1.2e-6);
+}
+
 #[test]
 fn every_built_in_price_key_is_one_the_sources_list() {
     let built_in = crate::settings::default_pricing();
     let openai = openai_sources();
+    let gemini = gemini_sources();
     let listed: Vec<&str> = (sources().iter().map(|row| row.model))
         .chain(openai.iter().map(|row| row.0))
+        .chain(gemini.iter().map(|row| row.model))
         .collect();
     for key in built_in.keys() {
         assert!(

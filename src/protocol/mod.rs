@@ -20,7 +20,7 @@ mod parser;
 mod request;
 
 pub use parser::{Reading, UsageParser, MAX_BUFFERED_BYTES, MAX_JSON_VALUE_BYTES};
-pub use request::RequestModel;
+pub use request::{RequestModel, SessionInBody};
 
 /// How usage is read from a route's answers, and how its credentials and errors look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -82,6 +82,15 @@ pub trait Api: Sync {
     /// The model named by the path below the route's prefix (Gemini's
     /// `models/{model}:generateContent`), when the API puts it there.
     fn model_in_path(&self, _rest: &str) -> Option<String> {
+        None
+    }
+    /// Where a request body names its session, when this API puts one there.
+    fn session_in_request_body(&self) -> Option<SessionInBody> {
+        None
+    }
+    /// The client credential a request's query string carries (Gemini's `?key=`), as sent.
+    /// It travels in the URL, never in a header: only its fingerprint is kept.
+    fn query_credential<'q>(&self, _query: &'q str) -> Option<&'q str> {
         None
     }
     /// The JSON keys whose string values are an answer's generated text (see `readers::text`).
@@ -169,7 +178,7 @@ impl Protocol {
         if !self.api().model_in_request_body() {
             return None;
         }
-        RequestModel::new(request_headers)
+        RequestModel::new(request_headers, self.api().session_in_request_body())
     }
 
     /// A reader for the usage in an answer of this `format`, when this protocol has usage.
@@ -270,14 +279,14 @@ mod tests {
     }
 
     #[test]
-    fn unread_protocols_have_no_answer_reader() {
-        // A gemini route is forwarded but not metered until its reader exists.
-        for protocol in [Protocol::None, Protocol::Gemini] {
-            assert!(protocol.answer_reader(AnswerFormat::EventStream).is_none());
-            assert!(protocol.answer_reader(AnswerFormat::Json).is_none());
+    fn only_the_none_protocol_has_no_answer_reader() {
+        assert!(Protocol::None
+            .answer_reader(AnswerFormat::EventStream)
+            .is_none());
+        assert!(Protocol::None.answer_reader(AnswerFormat::Json).is_none());
+        for protocol in [Protocol::Anthropic, Protocol::OpenAi, Protocol::Gemini] {
+            assert!(protocol.answer_reader(AnswerFormat::EventStream).is_some());
+            assert!(protocol.answer_reader(AnswerFormat::Json).is_some());
         }
-        assert!(Protocol::Anthropic
-            .answer_reader(AnswerFormat::Json)
-            .is_some());
     }
 }

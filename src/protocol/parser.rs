@@ -116,6 +116,13 @@ impl ValueHandler for Reading {
         }
     }
 
+    fn opens(&self, key: ReadingKey) -> bool {
+        match (self, key) {
+            (Reading::Gemini(reading), ReadingKey::Gemini(key)) => reading.opens(key),
+            _ => false,
+        }
+    }
+
     fn on_value(&mut self, key: ReadingKey, value: &[u8]) {
         match (self, key) {
             (Reading::Anthropic(reading), ReadingKey::Anthropic(key)) => {

@@ -156,9 +156,10 @@ async fn handshake(
     let (index, route, rest) = proxy::route_of(&snapshot.settings, req.path(), record)?;
     record.project = proxy::attribution_of(req, snapshot.settings.project_header.as_str());
     record.caller = snapshot.credentials.admit(req.headers())?;
-    let outbound = snapshot
-        .credentials
-        .rewrite(index, req.method(), req.headers())?;
+    let outbound =
+        snapshot
+            .credentials
+            .rewrite(index, req.method(), req.headers(), req.uri().query())?;
     record.source = Some(outbound.source);
     record.credential = outbound.credential;
     let slot = if state.quotas.is_empty() {
@@ -180,7 +181,11 @@ async fn handshake(
     // A subscription login goes to the route's `subscription_upstream`, as over HTTPS.
     let plan = &snapshot.upstream;
     let lane = plan.lane(index, outbound.source == CredentialSource::ClientOauth);
-    let url = routing::upstream_url(&plan.routes[lane].base, rest, req.uri().query());
+    let query = routing::upstream_query(
+        req.uri().query(),
+        outbound.query_credential_removed.as_deref(),
+    );
+    let url = routing::upstream_url(&plan.routes[lane].base, rest, query.as_deref());
     let mut request = clients
         .client(plan, lane)
         .websocket(&url, limit_of(snapshot));

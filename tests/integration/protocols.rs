@@ -1,6 +1,6 @@
 //! SPEC "Protocols: OpenAI and Gemini beside Anthropic": each route speaks its protocol —
 //! credentials, sluice's own errors, rate-limit headers — and a route whose answers are not
-//! read yet is forwarded untouched and counted without tokens.
+//! read is forwarded untouched and metered.
 
 use crate::support::*;
 
@@ -57,10 +57,10 @@ async fn openai_server_key_goes_as_a_bearer_token() {
 }
 
 #[actix_rt::test]
-async fn a_gemini_route_is_forwarded_and_counted_without_tokens() {
+async fn a_gemini_answer_is_metered_with_the_model_of_its_path_and_the_server_key() {
     let mock = MockUpstream::start();
-    let answer =
-        r#"{"candidates":[],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":3}}"#;
+    // No `modelVersion`: the model comes from the request path.
+    let answer = r#"{"candidates":[{"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":7,"cachedContentTokenCount":2,"candidatesTokenCount":3,"thoughtsTokenCount":4}}"#;
     mock.always(Reply::json(200, answer));
     let sluice = sluice()
         .route("/gemini", &mock.url(), &["protocol = \"gemini\""])
@@ -82,7 +82,103 @@ async fn a_gemini_route_is_forwarded_and_counted_without_tokens() {
     let totals = &stats["totals"];
     assert_eq!(totals["requests"], 1, "{stats}");
     assert_eq!(totals["errors"], 0, "{stats}");
-    assert_eq!(totals["input_tokens"], 0, "{stats}");
+    assert_eq!(totals["input_tokens"], 5, "{stats}");
+    assert_eq!(totals["cache_read_input_tokens"], 2, "{stats}");
+    assert_eq!(totals["output_tokens"], 7, "{stats}");
+    assert_eq!(totals["reasoning_output_tokens"], 4, "{stats}");
+    assert_eq!(
+        stats["by_model"]["gemini-2.5-flash"]["requests"], 1,
+        "{stats}"
+    );
+    assert_eq!(stats["by_provider"]["gemini"]["requests"], 1, "{stats}");
+}
+
+#[actix_rt::test]
+async fn a_gemini_key_in_the_query_is_forwarded_as_sent_and_never_shown() {
+    let mock = MockUpstream::start();
+    let stream = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/gemini/stream-generate-content.sse"
+    ))
+    .unwrap();
+    mock.always(Reply::sse(&stream));
+    let sluice = sluice()
+        .route("/gemini", &mock.url(), &["protocol = \"gemini\""])
+        .server_key("gemini-test-server-key")
+        .start();
+    let key = "AIzaSy-test-key-in-the-query-9c1d";
+    let path =
+        format!("/gemini/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse&key={key}");
+    let mut response = client()
+        .post(sluice.url(&path))
+        .insert_header(("content-type", "application/json"))
+        .send_body(r#"{"contents":[]}"#)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.body().await.unwrap();
+    let sent = mock.last();
+    assert_eq!(
+        sent.target,
+        format!("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse&key={key}")
+    );
+    assert_eq!(
+        sent.header("x-goog-api-key"),
+        None,
+        "the client's key is used"
+    );
+    let stats = stats_after(&sluice, 1, None).await;
+    // The last chunk: 12282 prompt − 11883 cached; 101 candidates + 44 thoughts.
+    let totals = &stats["totals"];
+    assert_eq!(totals["input_tokens"], 399, "{stats}");
+    assert_eq!(totals["cache_read_input_tokens"], 11_883, "{stats}");
+    assert_eq!(totals["output_tokens"], 145, "{stats}");
+    let credential = format!("client_api_key:{}", fingerprint(key));
+    assert_eq!(
+        stats["by_credential"][&credential]["requests"], 1,
+        "{stats}"
+    );
+    let metrics = admin_text(&sluice, "/metrics").await;
+    let usage = admin_text(&sluice, "/usage").await;
+    for (what, text) in [
+        ("stats", stats.to_string()),
+        ("metrics", metrics),
+        ("usage", usage),
+        ("log", sluice.logs()),
+    ] {
+        assert!(!text.contains(key), "the key shows in {what}");
+    }
+}
+
+async fn admin_text(sluice: &Sluice, path: &str) -> String {
+    let mut response = client().get(sluice.url(path)).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    let body = response.body().limit(16 << 20).await.unwrap();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+#[actix_rt::test]
+async fn sluice_errors_on_a_gemini_route_take_googles_shape() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(200, "{}"));
+    let sluice = sluice()
+        .route("/gemini", &mock.url(), &["protocol = \"gemini\""])
+        .toml("[limits]\nmax_request_body_bytes = 10")
+        .start();
+    let mut response = client()
+        .post(sluice.url("/gemini/v1beta/models/gemini-2.5-pro:generateContent"))
+        .insert_header(("content-type", "application/json"))
+        .send_body(r#"{"contents":[{"parts":[{"text":"over ten bytes"}]}]}"#)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = serde_json::from_slice(&response.body().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], 413, "{body}");
+    assert_eq!(body["error"]["status"], "INVALID_ARGUMENT", "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("sluice: "));
 }
 
 /// A ChatGPT login token as Codex sends it: a JWT bearer.
@@ -364,4 +460,49 @@ async fn openai_credential_table_without_a_server_key_or_subscription_upstream()
         "{:?}",
         none.headers
     );
+}
+
+#[actix_rt::test]
+async fn a_code_assist_answer_is_read_through_its_wrapper_with_the_session_its_body_names() {
+    let mock = MockUpstream::start();
+    let chunk = r#"{"response":{"candidates":[{"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9120,"cachedContentTokenCount":8190,"candidatesTokenCount":11,"thoughtsTokenCount":38},"modelVersion":"gemini-2.5-pro"},"traceId":"t-1"}"#;
+    mock.always(Reply::sse(&format!("data: {chunk}\r\n\r\n")));
+    let sluice = sluice()
+        .route(
+            "/code-assist",
+            &mock.url(),
+            &[
+                "protocol = \"gemini\"",
+                "credential_policy = \"client_only\"",
+            ],
+        )
+        .start();
+    let session = "03e3b229-8e68-426d-ade1-fd587a893781";
+    let body = format!(
+        r#"{{"model":"gemini-2.5-pro","project":"p-1","request":{{"contents":[{{"role":"user","parts":[{{"text":"hi"}}]}}],"session_id":"{session}"}}}}"#
+    );
+    let mut response = client()
+        .post(sluice.url("/code-assist/v1internal:streamGenerateContent?alt=sse"))
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("authorization", "Bearer ya29.test-google-login"))
+        .send_body(body)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.body().await.unwrap();
+    assert_eq!(
+        mock.last().header("authorization").as_deref(),
+        Some("Bearer ya29.test-google-login")
+    );
+    let stats = stats_after(&sluice, 1, None).await;
+    let totals = &stats["totals"];
+    assert_eq!(totals["input_tokens"], 930, "{stats}");
+    assert_eq!(totals["cache_read_input_tokens"], 8190, "{stats}");
+    assert_eq!(totals["output_tokens"], 49, "{stats}");
+    assert_eq!(stats["by_session"][session]["requests"], 1, "{stats}");
+    assert_eq!(
+        stats["by_model"]["gemini-2.5-pro"]["requests"], 1,
+        "{stats}"
+    );
+    assert_eq!(stats["by_source"]["client_oauth"]["requests"], 1, "{stats}");
 }

@@ -521,3 +521,48 @@ async fn codex_is_told_a_long_quota_refusal_as_400_so_it_stops_and_shows_the_mes
     );
     assert_eq!(stats["by_client"]["codex"]["requests"], 2);
 }
+
+#[actix_rt::test]
+async fn a_quota_on_a_model_holds_for_the_model_a_gemini_path_names() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(
+        200,
+        r#"{"candidates":[{"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":3}}"#,
+    ));
+    let sluice = sluice()
+        .route("/gemini", &mock.url(), &["protocol = \"gemini\""])
+        .toml("[[quotas]]\nname = \"pro\"\nmodel = \"gemini-2.5-pro\"\nwindow = \"day\"\nmax_requests = 1\n")
+        .start();
+    let send = |model: &'static str| {
+        let sluice = &sluice;
+        async move {
+            let path = format!("/gemini/v1beta/models/{model}:generateContent");
+            let mut response = client()
+                .post(sluice.url(&path))
+                .insert_header(("content-type", "application/json"))
+                .send_body(r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#)
+                .await
+                .unwrap();
+            let body = response.body().await.unwrap();
+            (response.status().as_u16(), body)
+        }
+    };
+    assert_eq!(send("gemini-2.5-pro").await.0, 200);
+    let (status, body) = send("gemini-2.5-pro").await;
+    assert_eq!(status, 429);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("sluice: quota pro reached"),
+        "{body}"
+    );
+    assert_eq!(send("gemini-2.5-flash").await.0, 200);
+    assert_eq!(
+        mock.received().len(),
+        2,
+        "the refused request never went upstream"
+    );
+}

@@ -288,23 +288,15 @@ impl ValueHandler for AnswerReading {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Protocol, UsageParser, MAX_BUFFERED_BYTES};
+    use crate::protocol::{fixture_reads, Protocol};
     use crate::usage::AnswerFormat;
 
-    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gemini/");
-
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{FIXTURES}{name}");
-        std::fs::read(&path).unwrap_or_else(|error| panic!("cannot read {path}: {error}"))
+        fixture_reads::fixture("gemini", name)
     }
 
     fn read_chunks<'a>(format: AnswerFormat, chunks: impl IntoIterator<Item = &'a [u8]>) -> Answer {
-        let mut parser = UsageParser::new_for(Protocol::Gemini, format).unwrap();
-        for chunk in chunks {
-            parser.feed(chunk);
-            assert!(parser.buffered_bytes() <= MAX_BUFFERED_BYTES);
-        }
-        parser.finish()
+        fixture_reads::read_chunks(Protocol::Gemini, format, chunks)
     }
 
     /// Tokens in sluice's meaning: (input, cache read, output, reasoning), read to the end.
@@ -373,36 +365,16 @@ mod tests {
     }
 
     #[test]
-    fn every_fixture_read_whole_gives_its_expected_answer() {
+    fn every_fixture_read_whole_split_anywhere_or_byte_by_byte_gives_its_expected_answer() {
         for (name, format, expected) in fixture_answers() {
-            assert_eq!(
-                read_chunks(format, [&fixture(name)[..]]),
-                expected,
-                "{name}"
+            let body = fixture(name);
+            fixture_reads::assert_read_alike_however_cut(
+                Protocol::Gemini,
+                format,
+                name,
+                &body,
+                &expected,
             );
-        }
-    }
-
-    #[test]
-    fn every_fixture_split_in_two_at_every_offset_gives_the_same_answer() {
-        for (name, format, expected) in fixture_answers() {
-            let body = fixture(name);
-            for cut in 0..=body.len() {
-                let (first, second) = body.split_at(cut);
-                assert_eq!(
-                    read_chunks(format, [first, second]),
-                    expected,
-                    "{name} cut at {cut}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn every_fixture_in_one_byte_chunks_gives_the_same_answer() {
-        for (name, format, expected) in fixture_answers() {
-            let body = fixture(name);
-            assert_eq!(read_chunks(format, body.chunks(1)), expected, "{name}");
         }
     }
 

@@ -14,6 +14,8 @@ use crate::usage::AnswerFormat;
 
 pub mod anthropic;
 pub mod batch_results;
+#[cfg(test)]
+mod fixture_reads;
 pub mod gemini;
 pub mod openai;
 mod parser;

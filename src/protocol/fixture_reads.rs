@@ -1,0 +1,54 @@
+//! What every protocol's reader tests do with its recorded answers: read a fixture, feed it in
+//! chunks with the memory bound checked after each, and check that however the bytes are cut
+//! the answer is the same.
+
+use super::{Protocol, UsageParser, MAX_BUFFERED_BYTES};
+use crate::usage::{Answer, AnswerFormat};
+
+/// A recorded answer of `tests/fixtures/{dir}/`.
+pub fn fixture(dir: &str, name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{dir}/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|error| panic!("cannot read {path}: {error}"))
+}
+
+/// Feeds the chunks one by one, checking the memory bound after each, then finishes.
+pub fn read_chunks<'a>(
+    protocol: Protocol,
+    format: AnswerFormat,
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> Answer {
+    let mut parser = UsageParser::new_for(protocol, format).unwrap();
+    for chunk in chunks {
+        parser.feed(chunk);
+        assert!(parser.buffered_bytes() <= MAX_BUFFERED_BYTES);
+    }
+    parser.finish()
+}
+
+/// The body read whole, split in two at every offset, and in 1-byte chunks gives `expected`.
+pub fn assert_read_alike_however_cut(
+    protocol: Protocol,
+    format: AnswerFormat,
+    name: &str,
+    body: &[u8],
+    expected: &Answer,
+) {
+    assert_eq!(
+        &read_chunks(protocol, format, [body]),
+        expected,
+        "{name} read whole"
+    );
+    for cut in 0..=body.len() {
+        let (first, second) = body.split_at(cut);
+        assert_eq!(
+            &read_chunks(protocol, format, [first, second]),
+            expected,
+            "{name} cut at {cut}"
+        );
+    }
+    assert_eq!(
+        &read_chunks(protocol, format, body.chunks(1)),
+        expected,
+        "{name} in 1-byte chunks"
+    );
+}

@@ -395,3 +395,29 @@ async fn streams_refused_unprocessed_are_sent_again_on_another_connection() {
     assert!(upstream.connections_with_requests() >= 2);
     assert_counted_once(&stats_after(&sluice, n as u64, None).await, n as u64);
 }
+
+#[actix_rt::test]
+async fn at_pool_max_connections_h2_requests_wait_for_a_stream_instead_of_opening_more() {
+    let upstream =
+        TlsUpstream::start_with_stream_limit(H2_AND_HTTP11, Duration::from_millis(5), Some(1));
+    let sluice = h2_route(
+        &upstream.url(),
+        &upstream.ca_pem,
+        1,
+        "[pool]\nmax_connections = 2\n[timeouts]\nfirst_byte_ms = 20000",
+    );
+    let n = 12;
+    assert_all_complete(&streams(&sluice, "/anthropic", n).await, &sluice);
+    // The handshake that asks which protocol the upstream picks, then two connections.
+    assert!(
+        upstream.accepted() <= 3,
+        "{} connections with max_connections = 2",
+        upstream.accepted()
+    );
+    assert!(
+        upstream.most_in_flight() <= 2,
+        "{}",
+        upstream.most_in_flight()
+    );
+    assert_counted_once(&stats_after(&sluice, n as u64, None).await, n as u64);
+}

@@ -245,6 +245,14 @@ impl H2Route {
             match connections.when_full() {
                 NoRoom::Open => return self.open().await,
                 NoRoom::Wait => connections.wait(changed).await,
+                NoRoom::AtCap => {
+                    // No other connection can be had: a refused stream goes back to the
+                    // connection that refused it rather than wait for nothing.
+                    if let Some(stream) = avoid.and_then(|_| connections.take(None)) {
+                        return Ok(stream);
+                    }
+                    connections.wait(changed).await
+                }
             }
         }
     }

@@ -77,6 +77,8 @@ pub(super) enum NoRoom {
     Open,
     /// Wait for `changed`: connections being opened will have room, or the cap is reached.
     Wait,
+    /// Wait for `changed`: the cap is reached and no connection is being opened.
+    AtCap,
 }
 
 impl Connections {
@@ -116,6 +118,8 @@ impl Connections {
         let below_cap = self.max_connections == 0 || connections < self.max_connections;
         if self.waiting.get() >= promised && below_cap {
             NoRoom::Open
+        } else if !below_cap && self.opening.get() == 0 {
+            NoRoom::AtCap
         } else {
             NoRoom::Wait
         }

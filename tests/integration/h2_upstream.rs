@@ -421,3 +421,29 @@ async fn at_pool_max_connections_h2_requests_wait_for_a_stream_instead_of_openin
     );
     assert_counted_once(&stats_after(&sluice, n as u64, None).await, n as u64);
 }
+
+#[actix_rt::test]
+async fn at_pool_max_connections_a_refused_stream_is_sent_again_on_the_same_connection() {
+    // One connection allowed, and it refuses every stream after the fifth: the second attempt
+    // goes back to it at once (and is refused again) rather than wait for another connection
+    // that may not be opened.
+    let upstream = RawH2Upstream::start(FirstConnection::Refuse { processed: 5 }, 100);
+    let sluice = h2_route(
+        &upstream.url(),
+        &upstream.ca_pem,
+        1,
+        "[pool]\nmax_connections = 1\n[timeouts]\nfirst_byte_ms = 20000",
+    );
+    let started = std::time::Instant::now();
+    let answers = streams(&sluice, "/anthropic", 10).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 502, 502, 502, 502, 502]);
+    assert_eq!(upstream.connections_with_requests(), 1);
+    assert_eq!(upstream.answered(), 5);
+}

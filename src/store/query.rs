@@ -408,8 +408,11 @@ pub struct UsageReport {
     pub group_by: Vec<Group>,
     pub rows: Vec<UsageRow>,
     pub totals: Counters,
-    /// Rows were left out to keep to the query's `limit`: how many there were in all.
-    pub truncated_from: Option<usize>,
+    /// Rows were left out to keep to the query's `limit`.
+    pub truncated: bool,
+    /// Grouped rows read from the store to answer (with a group by keys only, at most
+    /// `limit + 1` per piece of the window).
+    pub rows_read: usize,
 }
 
 fn counters_json(counters: &Counters, into: &mut serde_json::Map<String, serde_json::Value>) {
@@ -438,7 +441,7 @@ impl UsageReport {
             "group_by": self.group_by.iter().map(|g| g.name()).collect::<Vec<_>>(),
             "rows": rows,
             "totals": self.totals,
-            "truncated": self.truncated_from.is_some(),
+            "truncated": self.truncated,
         })
     }
 
@@ -462,10 +465,10 @@ impl UsageReport {
             out.push_str(&fields.join(","));
             out.push('\n');
         }
-        if let Some(all) = self.truncated_from {
+        if self.truncated {
             // A trailer, so the header stays the first line; `#` starts no row.
             out.push_str(&format!(
-                "# truncated: {} of {all} rows; the totals count them all. Set limit (at most \
+                "# truncated: the first {} rows; the totals count them all. Set limit (at most \
                  {MAX_USAGE_ROWS}) or narrow the query.\n",
                 self.rows.len()
             ));
@@ -501,7 +504,29 @@ pub fn usage(db: &mut Db, query: &UsageQuery, now: SystemTime) -> Result<UsageRe
     let days = query.group_by.iter().all(|g| {
         matches!(g, Group::Day | Group::Week | Group::Month) || g.dimension() != Dim::Bucket
     }) && is_utc(&query.tz);
-    let grouped = read_grouped(db, &dims, since, until, &query.filters, days)?;
+    // Groups by keys only (no period): the database hands over at most `limit + 1` groups of
+    // each piece of the window, and the totals come from a query of their own. Periods are
+    // made of several buckets each, and stay bounded by the window (at most 35,040 buckets a
+    // year in 15-minute units, fewer from the rollups).
+    let by_keys_only = !dims.is_empty() && !dims.contains(&Dim::Bucket);
+    let first = by_keys_only.then_some(query.limit.saturating_add(1));
+    let Grouped {
+        groups: grouped,
+        rows_read,
+        cut,
+    } = read_grouped_first(db, &dims, since, until, &query.filters, days, first)?;
+    let key_totals = if by_keys_only {
+        let all = read_grouped(db, &[], since, until, &query.filters, days)?;
+        Some(
+            all.into_iter()
+                .fold(Counters::default(), |mut totals, (_, c)| {
+                    totals.merge(&c);
+                    totals
+                }),
+        )
+    } else {
+        None
+    };
 
     let blocks = if query.group_by.contains(&Group::Block) {
         let at = dims
@@ -540,7 +565,8 @@ pub fn usage(db: &mut Db, query: &UsageQuery, now: SystemTime) -> Result<UsageRe
         rows.entry(keys).or_default().merge(&counters);
     }
     // The first rows in key order (periods from the oldest) up to the limit.
-    let all = rows.len();
+    let truncated = rows.len() > query.limit || cut;
+    let totals = key_totals.unwrap_or(totals);
     Ok(UsageReport {
         since: since.map(super::rfc3339_ms),
         until: until.map(super::rfc3339_ms),
@@ -551,7 +577,8 @@ pub fn usage(db: &mut Db, query: &UsageQuery, now: SystemTime) -> Result<UsageRe
             .map(|(keys, counters)| UsageRow { keys, counters })
             .collect(),
         totals,
-        truncated_from: (all > query.limit).then_some(all),
+        truncated,
+        rows_read,
     })
 }
 
@@ -829,6 +856,33 @@ fn read_grouped(
     filters: &[Filter],
     days: bool,
 ) -> Result<Vec<(Vec<Cell>, Counters)>, String> {
+    read_grouped_first(db, dims, since, until, filters, days, None).map(|read| read.groups)
+}
+
+/// What [`read_grouped_first`] read.
+struct Grouped {
+    groups: Vec<(Vec<Cell>, Counters)>,
+    /// Grouped rows the database handed over, over every piece of the window.
+    rows_read: usize,
+    /// A piece had more groups than the limit: some were not read.
+    cut: bool,
+}
+
+/// [`read_grouped`], reading with `first = Some(n)` only the first `n` groups of each piece of
+/// the window in key order (`LIMIT` in the SQL, so the database hands over no more): the first
+/// `n` groups of the whole window are among them, since a group among those has fewer than `n`
+/// groups before it in any piece. Only for keys that sort in SQL as here (not time buckets,
+/// which several make one row).
+fn read_grouped_first(
+    db: &mut Db,
+    dims: &[Dim],
+    since: Option<i64>,
+    until: Option<i64>,
+    filters: &[Filter],
+    days: bool,
+    first: Option<usize>,
+) -> Result<Grouped, String> {
+    let (mut rows_read, mut cut) = (0usize, false);
     let rollups = dims.iter().all(|d| d.in_rollup()) && filters.iter().all(|f| f.dim.in_rollup());
     // The key columns grouped or filtered by: with at most one, the marginal rollup serves
     // (without any, each of its dimensions sums to the totals; route is as good as any).
@@ -936,7 +990,23 @@ fn read_grouped(
             // An aggregate over no rows is one row of NULLs: skip it.
             sql.push_str(" HAVING COUNT(*) > 0");
         }
-        for mut cells in db.select(&sql, &params, &cols)? {
+        if let (Some(first), false) = (first, dims.is_empty()) {
+            // Byte order, as the answer sorts its keys (PostgreSQL's default collation may
+            // follow a locale; SQLite compares bytes).
+            let order: Vec<String> = select_dims
+                .iter()
+                .zip(dims)
+                .map(|(expr, dim)| match (dim.col(), db.is_postgres()) {
+                    (Col::Text, true) => format!("{expr} COLLATE \"C\""),
+                    _ => expr.clone(),
+                })
+                .collect();
+            sql.push_str(&format!(" ORDER BY {} LIMIT {first}", order.join(", ")));
+        }
+        let selected = db.select(&sql, &params, &cols)?;
+        rows_read += selected.len();
+        cut |= first.is_some_and(|first| !dims.is_empty() && selected.len() >= first);
+        for mut cells in selected {
             let counters = counters_of(&cells[dims.len()..]);
             cells.truncate(dims.len());
             let key = cells
@@ -958,7 +1028,7 @@ fn read_grouped(
     }
     // A group that something was taken from and that is left with nothing was only outside the
     // window. (Imported history may hold groups with tokens and no requests: those stay.)
-    Ok(net
+    let groups = net
         .into_values()
         .filter_map(|(cells, plus, minus)| {
             let net = plus.saturating_sub(&minus);
@@ -969,7 +1039,12 @@ fn read_grouped(
                 });
             (!emptied).then_some((cells, net))
         })
-        .collect())
+        .collect();
+    Ok(Grouped {
+        groups,
+        rows_read,
+        cut,
+    })
 }
 
 /// One session (or other key) of a `/stats` window.
@@ -1661,7 +1736,8 @@ mod tests {
                 })
                 .collect(),
             totals: Counters::default(),
-            truncated_from: None,
+            truncated: false,
+            rows_read: 0,
         };
         let (_, csv) = report.render(Format::Csv);
         assert!(

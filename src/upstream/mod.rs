@@ -6,6 +6,7 @@
 
 mod framing;
 mod h2;
+mod h2_connections;
 mod send;
 
 pub use framing::RequestBody;
@@ -122,13 +123,7 @@ pub(crate) fn tls_config(
 fn build_client(route: &UpstreamRoute, timeouts: Timeouts, pool: Pool) -> RouteClient {
     RouteClient {
         awc: build_awc(route, timeouts, pool),
-        h2: h2::H2Route::build(
-            &route.base,
-            route.http2,
-            &route.tls,
-            timeouts.connect,
-            pool.idle_keepalive,
-        ),
+        h2: h2::H2Route::build(&route.base, route.http2, &route.tls, timeouts.connect, pool),
         connect: timeouts.connect,
     }
 }

@@ -17,7 +17,7 @@ use futures_util::Stream;
 use hyper::body::Body as _;
 
 use super::framing::RequestBody;
-use super::h2::{feed, H2Answer, H2Route, Pump};
+use super::h2::{feed, H2Answer, H2Route, H2Stream, Pump};
 use crate::error::Error;
 
 /// A worker's way to one route's upstream: its awc client, and for an `https://` route that
@@ -108,7 +108,13 @@ impl Answer {
     pub fn into_body(self) -> AnswerBody {
         match self {
             Answer::Awc(response) => AnswerBody::Awc(response),
-            Answer::H2(H2Answer { body, pump, .. }) => AnswerBody::H2 { body, pump },
+            Answer::H2(H2Answer {
+                body, pump, stream, ..
+            }) => AnswerBody::H2 {
+                body,
+                pump,
+                _stream: stream,
+            },
         }
     }
 }
@@ -119,6 +125,8 @@ pub enum AnswerBody {
     H2 {
         body: hyper::body::Incoming,
         pump: Option<Pump>,
+        /// Counted on its connection until the answer is read or dropped.
+        _stream: H2Stream,
     },
 }
 
@@ -138,7 +146,7 @@ impl Stream for AnswerBody {
             AnswerBody::Awc(response) => Pin::new(response)
                 .poll_next(cx)
                 .map(|item| item.map(|chunk| chunk.map_err(AnswerBodyError::from))),
-            AnswerBody::H2 { body, pump } => {
+            AnswerBody::H2 { body, pump, .. } => {
                 // The request body may still be on its way while the answer comes.
                 feed(pump, cx);
                 loop {

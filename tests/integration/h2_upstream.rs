@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 
+use crate::support::raw_h2::{FirstConnection, RawH2Upstream};
 use crate::support::tls_upstream::{TlsUpstream, H2_AND_HTTP11, HTTP11_ONLY};
 use crate::support::*;
 
@@ -310,4 +311,139 @@ async fn silence_inside_an_h2_stream_closes_it_after_idle_timeout() {
     assert!(!matches!(end, Some(Ok(_))), "{end:?}");
     sluice.wait_for_log("outcome=idle_timeout", Duration::from_secs(2));
     assert_eq!(versions(&upstream.seen()), ["HTTP/2.0"]);
+}
+
+/// sluice with `workers` workers and one `/anthropic` route over HTTP/2 to `url`.
+fn h2_route(url: &str, ca_pem: &str, workers: usize, toml: &str) -> Sluice {
+    sluice()
+        .env("SLUICE__WORKERS", &workers.to_string())
+        .route("/anthropic", url, &["ca_file = \"ca.pem\"", "http2 = true"])
+        .file("ca.pem", ca_pem)
+        .toml(toml)
+        .start()
+}
+
+/// Every request answered once, counted once: 200s only, none an error.
+fn assert_counted_once(stats: &serde_json::Value, n: u64) {
+    assert_eq!(stats["totals"]["requests"], n, "{}", stats["totals"]);
+    assert_eq!(stats["totals"]["errors"], 0, "{}", stats["totals"]);
+    assert_eq!(stats["by_status"], serde_json::json!({"200": n}));
+}
+
+#[actix_rt::test]
+async fn a_stream_limit_of_one_opens_more_connections_instead_of_queueing_requests() {
+    // Each answer takes ~240 ms (8 events, 30 ms apart): queued one after another on a
+    // connection per worker, the last would wait ~6 s, past the first-byte timeout.
+    let upstream =
+        TlsUpstream::start_with_stream_limit(H2_AND_HTTP11, Duration::from_millis(30), Some(1));
+    let sluice = h2_route(
+        &upstream.url(),
+        &upstream.ca_pem,
+        WORKERS,
+        "[timeouts]\nfirst_byte_ms = 3000",
+    );
+    let n = 50;
+    assert_all_complete(&streams(&sluice, "/anthropic", n).await, &sluice);
+    assert!(
+        upstream.accepted() > 2 * WORKERS,
+        "{n} requests took {} connections",
+        upstream.accepted()
+    );
+    assert!(
+        upstream.most_in_flight() > WORKERS,
+        "the answers did not overlap: at most {} at once",
+        upstream.most_in_flight()
+    );
+    assert_eq!(versions(&upstream.seen()), ["HTTP/2.0"]);
+    assert_counted_once(&stats_after(&sluice, n as u64, None).await, n as u64);
+}
+
+#[actix_rt::test]
+async fn streams_above_a_goaway_last_stream_id_are_sent_again_and_counted_once() {
+    let n = 50;
+    // All 50 on one connection (one worker, 100 streams allowed); the upstream processes
+    // the first 5 and says GOAWAY for the rest.
+    let upstream = RawH2Upstream::start(
+        FirstConnection::GoAway {
+            streams: n,
+            processed: 5,
+        },
+        100,
+    );
+    let sluice = h2_route(&upstream.url(), &upstream.ca_pem, 1, "");
+    assert_all_complete(&streams(&sluice, "/anthropic", n).await, &sluice);
+    assert_eq!(
+        upstream.answered(),
+        n,
+        "each request processed exactly once"
+    );
+    assert!(upstream.connections_with_requests() >= 2);
+    assert_counted_once(&stats_after(&sluice, n as u64, None).await, n as u64);
+}
+
+#[actix_rt::test]
+async fn streams_refused_unprocessed_are_sent_again_on_another_connection() {
+    let n = 50;
+    let upstream = RawH2Upstream::start(FirstConnection::Refuse { processed: 5 }, 100);
+    let sluice = h2_route(&upstream.url(), &upstream.ca_pem, 1, "");
+    assert_all_complete(&streams(&sluice, "/anthropic", n).await, &sluice);
+    assert_eq!(
+        upstream.answered(),
+        n,
+        "each request processed exactly once"
+    );
+    assert!(upstream.connections_with_requests() >= 2);
+    assert_counted_once(&stats_after(&sluice, n as u64, None).await, n as u64);
+}
+
+#[actix_rt::test]
+async fn at_pool_max_connections_h2_requests_wait_for_a_stream_instead_of_opening_more() {
+    let upstream =
+        TlsUpstream::start_with_stream_limit(H2_AND_HTTP11, Duration::from_millis(5), Some(1));
+    let sluice = h2_route(
+        &upstream.url(),
+        &upstream.ca_pem,
+        1,
+        "[pool]\nmax_connections = 2\n[timeouts]\nfirst_byte_ms = 20000",
+    );
+    let n = 12;
+    assert_all_complete(&streams(&sluice, "/anthropic", n).await, &sluice);
+    // The handshake that asks which protocol the upstream picks, then two connections.
+    assert!(
+        upstream.accepted() <= 3,
+        "{} connections with max_connections = 2",
+        upstream.accepted()
+    );
+    assert!(
+        upstream.most_in_flight() <= 2,
+        "{}",
+        upstream.most_in_flight()
+    );
+    assert_counted_once(&stats_after(&sluice, n as u64, None).await, n as u64);
+}
+
+#[actix_rt::test]
+async fn at_pool_max_connections_a_refused_stream_is_sent_again_on_the_same_connection() {
+    // One connection allowed, and it refuses every stream after the fifth: the second attempt
+    // goes back to it at once (and is refused again) rather than wait for another connection
+    // that may not be opened.
+    let upstream = RawH2Upstream::start(FirstConnection::Refuse { processed: 5 }, 100);
+    let sluice = h2_route(
+        &upstream.url(),
+        &upstream.ca_pem,
+        1,
+        "[pool]\nmax_connections = 1\n[timeouts]\nfirst_byte_ms = 20000",
+    );
+    let started = std::time::Instant::now();
+    let answers = streams(&sluice, "/anthropic", 10).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 502, 502, 502, 502, 502]);
+    assert_eq!(upstream.connections_with_requests(), 1);
+    assert_eq!(upstream.answered(), 5);
 }

@@ -628,5 +628,6 @@ pub fn fingerprint(secret: &str) -> String {
 pub mod known_rows;
 pub mod otlp;
 pub mod pg;
+pub mod raw_h2;
 pub mod test_ca;
 pub mod tls_upstream;

@@ -58,6 +58,12 @@ pub const HTTP11_ONLY: &[&[u8]] = &[b"http/1.1"];
 
 impl TlsUpstream {
     pub fn start(alpn: &[&[u8]], pause: Duration) -> Self {
+        Self::start_with_stream_limit(alpn, pause, None)
+    }
+
+    /// As `start`, announcing `SETTINGS_MAX_CONCURRENT_STREAMS = limit` on h2 (hyper's
+    /// default otherwise) and refusing streams over it.
+    pub fn start_with_stream_limit(alpn: &[&[u8]], pause: Duration, limit: Option<u32>) -> Self {
         let ca = TestCa::new();
         let mut config = ca.server_config();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -88,6 +94,7 @@ impl TlsUpstream {
                     pause,
                     go_away,
                     reset,
+                    limit,
                 ));
             }
         });
@@ -143,12 +150,16 @@ async fn serve(
     pause: Duration,
     mut go_away: watch::Receiver<u32>,
     mut reset: watch::Receiver<u32>,
+    limit: Option<u32>,
 ) {
     let Ok(tls) = acceptor.accept(tcp).await else {
         return;
     };
     let service = hyper::service::service_fn(move |req| answer(req, shared.clone(), pause));
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Some(limit) = limit {
+        builder.http2().max_concurrent_streams(limit);
+    }
     let connection = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(connection);
     loop {

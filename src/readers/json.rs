@@ -199,30 +199,12 @@ impl<K: Copy> JsonBodyReader<K> {
     }
 
     fn scan_container(&mut self, bytes: &[u8]) -> (usize, bool) {
-        for (at, &byte) in bytes.iter().enumerate() {
-            if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                } else if byte == b'\\' {
-                    self.escaped = true;
-                } else if byte == b'"' {
-                    self.in_string = false;
-                }
-                continue;
-            }
-            match byte {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => self.nesting = self.nesting.saturating_add(1),
-                b'}' | b']' => {
-                    self.nesting -= 1;
-                    if self.nesting == 0 {
-                        return (at + 1, true);
-                    }
-                }
-                _ => {}
-            }
-        }
-        (bytes.len(), false)
+        scan_container(
+            bytes,
+            &mut self.nesting,
+            &mut self.in_string,
+            &mut self.escaped,
+        )
     }
 
     fn end_value(&mut self, handler: &mut impl ValueHandler<Key = K>) {
@@ -237,6 +219,41 @@ impl<K: Copy> JsonBodyReader<K> {
     pub fn held_bytes(&self) -> usize {
         self.key.held_bytes() + self.value.held_bytes()
     }
+}
+
+/// Reads a container value's bytes (after its opening bracket, `nesting` open) up to its
+/// matching close, tracking strings and escapes; returns how many bytes it used and whether
+/// the container closed.
+pub(super) fn scan_container(
+    bytes: &[u8],
+    nesting: &mut u64,
+    in_string: &mut bool,
+    escaped: &mut bool,
+) -> (usize, bool) {
+    for (at, &byte) in bytes.iter().enumerate() {
+        if *in_string {
+            if *escaped {
+                *escaped = false;
+            } else if byte == b'\\' {
+                *escaped = true;
+            } else if byte == b'"' {
+                *in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => *in_string = true,
+            b'{' | b'[' => *nesting = nesting.saturating_add(1),
+            b'}' | b']' => {
+                *nesting -= 1;
+                if *nesting == 0 {
+                    return (at + 1, true);
+                }
+            }
+            _ => {}
+        }
+    }
+    (bytes.len(), false)
 }
 
 /// Advances through a JSON string's content; returns the bytes used (closing quote included)

@@ -4,7 +4,7 @@
 //! beside a megabyte of `response.output` with a few hundred bytes held.
 
 use super::bounded::BoundedBuffer;
-use super::json::{decoded_key, scan_string, MAX_JSON_VALUE_BYTES};
+use super::json::{decoded_key, scan_container, scan_string, MAX_JSON_VALUE_BYTES};
 
 // Keys worth keeping are short; longer keys are skipped unread.
 const MAX_KEY_BYTES: usize = 32;
@@ -300,30 +300,12 @@ impl JsonPruner {
     }
 
     fn scan_container(&mut self, bytes: &[u8]) -> (usize, bool) {
-        for (at, &byte) in bytes.iter().enumerate() {
-            if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                } else if byte == b'\\' {
-                    self.escaped = true;
-                } else if byte == b'"' {
-                    self.in_string = false;
-                }
-                continue;
-            }
-            match byte {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => self.nesting = self.nesting.saturating_add(1),
-                b'}' | b']' => {
-                    self.nesting -= 1;
-                    if self.nesting == 0 {
-                        return (at + 1, true);
-                    }
-                }
-                _ => {}
-            }
-        }
-        (bytes.len(), false)
+        scan_container(
+            bytes,
+            &mut self.nesting,
+            &mut self.in_string,
+            &mut self.escaped,
+        )
     }
 
     fn close_object(&mut self) -> Phase {

@@ -50,7 +50,9 @@ cleanup() {
 }
 trap cleanup EXIT
 if [[ $PG_TEMP == 1 ]]; then
-    PG=$(scripts/pg-test-server.sh start)
+    # The throwaway server takes a random port: another try when it was taken.
+    for _ in 1 2 3; do PG=$(scripts/pg-test-server.sh start) && break; done
+    [[ -n $PG ]] || { echo "bench/store.sh: the throwaway PostgreSQL did not start" >&2; exit 1; }
 fi
 
 cargo build --release --quiet --example store_bench

@@ -9,15 +9,20 @@
 #        memory=target/release/sluice:bench/store-memory.toml
 #   +VAR=VALUE sets one environment variable for that build, e.g. SLUICE_TEST_WITHOUT_STORE=1
 #   for a build with the test-hooks feature (bench/store.sh uses it for its store-off baseline).
-# For each NAME it starts the binary under callgrind in front of examples/mock_upstream, once
-# with no traffic (start-up and shutdown cost) and once under wrk for SECONDS (default 8), and
-# prints (instructions with traffic - instructions without) / requests answered.
+# For each NAME it starts the binary under callgrind in front of examples/mock_upstream, twice:
+# each run first warms up (wrk for 2 s, so that start-up, the first store batch and its prepared
+# statements, first connections and buffers are all behind it), then zeroes callgrind's counters;
+# then one run stays idle and the other runs wrk for SECONDS (default 8); both then stop. It
+# prints (instructions with traffic - instructions without) / requests answered in the window,
+# and the average rows per batch of its SQLite store (under callgrind sluice answers far fewer requests
+# per second than natively, so each batch's fixed cost is shared by fewer rows than in
+# bench/run.sh: compare builds at similar rows per batch).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SECONDS_UNDER_LOAD=8
 if [[ ${1:-} == --requests-for ]]; then SECONDS_UNDER_LOAD=$2; shift 2; fi
 [[ $# -gt 0 ]] || { sed -n 2,14p "$0"; exit 2; }
-for tool in valgrind wrk curl; do
+for tool in valgrind callgrind_control wrk curl; do
     command -v "$tool" >/dev/null || { echo "bench/cpu.sh: needs $tool (apt-get install $tool)" >&2; exit 1; }
 done
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sluice-cpu.XXXXXX")
@@ -61,6 +66,9 @@ run() {
     pid=$!
     PIDS+=("$pid")
     for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
+    wrk -t1 -c4 -d2s -s "$WORK/post.lua" "http://127.0.0.1:$port/anthropic/v1/messages" >"$dir/warmup.txt"
+    sleep 1
+    callgrind_control -z "$pid" >/dev/null 2>&1
     local requests=0
     if [[ $secs != 0 ]]; then
         wrk -t1 -c4 -d"${secs}s" -s "$WORK/post.lua" "http://127.0.0.1:$port/anthropic/v1/messages" >"$dir/wrk.txt"
@@ -69,10 +77,26 @@ run() {
     sleep 1
     kill -TERM "$pid"
     wait "$pid" || true
-    echo "$(awk '/^(summary|totals):/ {print $2; exit}' "$dir/callgrind.out") $requests"
+    # A zeroed run dumps what came after the zeroing into callgrind.out.N (the last one counts).
+    local out
+    out=$(ls -t "$dir"/callgrind.out* | head -n 1)
+    echo "$(awk '/^(summary|totals):/ {print $2; exit}' "$out") $requests $(rows_per_batch "$dir")"
 }
 
-printf '| build | instructions per request | requests counted |\n|---|---:|---:|\n'
+# rows_per_batch DIR: rows ÷ batches in the run's SQLite store (— without one).
+rows_per_batch() {
+    python3 - "$1/state/sluice.db" <<'PY' 2>/dev/null || echo —
+import sqlite3, sys, os
+if not os.path.exists(sys.argv[1]):
+    raise SystemExit(1)
+db = sqlite3.connect(sys.argv[1])
+rows = db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+batches = db.execute("SELECT COUNT(*) FROM store_batches").fetchone()[0]
+print(rows // batches if batches else "—")
+PY
+}
+
+printf '| build | instructions per request | requests counted | rows per store batch |\n|---|---:|---:|---:|\n'
 for spec in "$@"; do
     name=${spec%%=*}
     rest=${spec#*=}
@@ -84,7 +108,7 @@ for spec in "$@"; do
     bin=${rest%%:*}
     extra=""
     [[ $rest == *:* ]] && extra=${rest#*:}
-    read -r idle _ < <(run "$name" "$bin" "$extra" "$envset" 0)
-    read -r busy requests < <(run "$name" "$bin" "$extra" "$envset" "$SECONDS_UNDER_LOAD")
-    printf '| %s | %s | %s |\n' "$name" "$(( (busy - idle) / requests ))" "$requests"
+    read -r idle _ _ < <(run "$name" "$bin" "$extra" "$envset" 0)
+    read -r busy requests batch_rows < <(run "$name" "$bin" "$extra" "$envset" "$SECONDS_UNDER_LOAD")
+    printf '| %s | %s | %s | %s |\n' "$name" "$(( (busy - idle) / requests ))" "$requests" "$batch_rows"
 done

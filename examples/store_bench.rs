@@ -4,6 +4,13 @@
 //! Then adds a burst of hostile requests (each a new model, credential and session) and times
 //! `/stats`' store part over it.
 //!
+//! With `--instances K`, instead: K stores open on the same database at once, as K sluices
+//! would be, each fed `--rate` rows/s of team traffic (default 30,000, about what one sluice
+//! answers in `bench/run.sh`) for `--seconds` (default 20) by a load generator thread of its
+//! own; prints the rows written and dropped and the backlog left when the load stopped. An
+//! instance is served when none of its rows were dropped and its backlog is under a second of
+//! rows (`bench/store.sh --fleet` raises K until that fails).
+//!
 //! Run: `cargo run --release --example store_bench -- [--rows 1000000] [--hostile 100000]
 //! [--runs 5] [--db PATH] [--pg URL]` (SQLite in a temporary directory unless `--db` or `--pg`
 //! is given). Prints one line per measurement, then all of them as a markdown table
@@ -139,14 +146,17 @@ fn fill(store: &store::StoreHandle, rows: u64, mut make: impl FnMut(u64) -> Stor
     while made < rows {
         let n = chunk.min(rows - made);
         let batch: Vec<StoreRow> = (made..made + n).map(&mut make).collect();
-        // Stay under the queue's bound: a benchmark must not drop rows.
-        while store.status().pending > 50_000 {
+        // Stay well under the queue's bounds (rows and bytes: 12 MiB are ~20,000 team rows): a
+        // benchmark must not drop rows.
+        while store.status().pending > 10_000 {
             std::thread::sleep(Duration::from_millis(2));
         }
         store.submit(batch);
         made += n;
     }
     while store.status().rows_written < before + rows {
+        let status = store.status();
+        assert_eq!(status.dropped, 0, "the store dropped rows: {status:?}");
         std::thread::sleep(Duration::from_millis(2));
     }
     started.elapsed().as_secs_f64()
@@ -167,7 +177,82 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
+/// K stores on `target`, each fed `rate` rows/s for `seconds` by a thread of its own. Prints one
+/// line: `fleet K rate R: written W dropped D backlog B served yes|no`.
+fn fleet(target: &Target, instances: usize, rate: u64, seconds: u64) {
+    let stores: Vec<store::StoreHandle> = (0..instances)
+        .map(|_| store::open(StoreOptions::new(target.clone())).expect("open store"))
+        .collect();
+    let tick = Duration::from_millis(10);
+    let per_tick = (rate / 100).max(1);
+    let started = Instant::now();
+    let backlogs: Vec<u64> = std::thread::scope(|scope| {
+        let generators: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(n, store)| {
+                scope.spawn(move || {
+                    let mut rng = Rng(0x5eed + n as u64);
+                    let mut next = Instant::now();
+                    let mut made = 0u64;
+                    while started.elapsed() < Duration::from_secs(seconds) {
+                        let now_ms = store_now_ms();
+                        let batch: Vec<StoreRow> = (0..per_tick)
+                            .map(|i| {
+                                let mut row = row(&mut rng, now_ms, (made + i) / 200);
+                                row.instance = format!("bench-{n}");
+                                row
+                            })
+                            .collect();
+                        made += per_tick;
+                        store.submit(batch);
+                        next += tick;
+                        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    store.status().pending
+                })
+            })
+            .collect();
+        generators
+            .into_iter()
+            .map(|g| g.join().expect("generator"))
+            .collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let (mut written, mut dropped) = (0, 0);
+    for store in &stores {
+        store.close().expect("close");
+        let status = store.status();
+        written += status.rows_written;
+        dropped += status.dropped;
+    }
+    let backlog = backlogs.iter().copied().max().unwrap_or(0);
+    let served = dropped == 0 && backlog < rate;
+    println!(
+        "fleet {instances} rate {rate}: written {written} dropped {dropped} backlog {backlog} \
+         written_per_s {:.0} served {}",
+        written as f64 / elapsed,
+        if served { "yes" } else { "no" }
+    );
+}
+
 fn main() {
+    if let Some(instances) = arg("--instances") {
+        let instances: usize = instances.parse().expect("--instances K");
+        let rate: u64 = arg("--rate").map_or(30_000, |r| r.parse().expect("--rate N"));
+        let seconds: u64 = arg("--seconds").map_or(20, |r| r.parse().expect("--seconds N"));
+        let temp = tempfile::tempdir().expect("temp dir");
+        let target = match arg("--pg") {
+            Some(url) => Target::Postgres(url),
+            None => {
+                Target::Sqlite(arg("--db").map_or_else(|| temp.path().join("fleet.db"), Into::into))
+            }
+        };
+        fleet(&target, instances, rate, seconds);
+        return;
+    }
     let rows: u64 = arg("--rows").map_or(1_000_000, |r| r.parse().expect("--rows N"));
     let hostile: u64 = arg("--hostile").map_or(100_000, |r| r.parse().expect("--hostile N"));
     let runs: usize = arg("--runs").map_or(5, |r| r.parse().expect("--runs N"));

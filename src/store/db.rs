@@ -1008,47 +1008,59 @@ fn cached_sql(table: &'static str, rows: usize, build: impl FnOnce() -> String) 
         .or_insert_with(|| Box::leak(build().into_boxed_str()))
 }
 
-/// Runs `insert` (made by [`insert_sql`] for `rows.len()` rows) for `rows`.
+/// Runs `insert` (made by [`insert_sql`] for `rows.len()` rows) for `rows`. `previous`: the rows
+/// the same statement was last run for, in this transaction. SQLite keeps a statement's bindings
+/// after it runs, so a value equal to the one in the same place last time is not bound again:
+/// most of a row (instance, route, method, model, source, …) repeats the rows before it, and
+/// binding a text makes SQLite copy it.
 fn insert_rows(
     insert: &mut rusqlite::CachedStatement<'_>,
     rows: &[StoreRow],
+    previous: Option<&[StoreRow]>,
 ) -> rusqlite::Result<()> {
     let mut at = 0;
-    let mut bind = |value: &dyn rusqlite::ToSql| {
-        at += 1;
-        insert.raw_bind_parameter(at, value)
-    };
-    for row in rows {
-        bind(&row.finished_ms)?;
-        bind(&row.instance)?;
-        bind(&row.route)?;
-        bind(&row.method)?;
-        bind(&i64::from(row.status))?;
-        bind(&row.outcome)?;
-        bind(&i64::from(row.streamed))?;
-        bind(&row.model)?;
-        bind(&row.source)?;
-        bind(&row.credential)?;
-        bind(&row.caller)?;
-        bind(&row.session)?;
-        bind(&row.agent)?;
-        bind(&row.parent_agent)?;
-        bind(&row.project)?;
-        bind(&clamp(row.input_tokens))?;
-        bind(&clamp(row.output_tokens))?;
-        bind(&clamp(row.cache_write_5m_tokens))?;
-        bind(&clamp(row.cache_write_1h_tokens))?;
-        bind(&clamp(row.cache_read_tokens))?;
-        bind(&clamp(row.web_search_requests))?;
-        bind(&row.cost_usd)?;
-        bind(&row.ttfb_ms.map(clamp))?;
-        bind(&clamp(row.total_ms))?;
-        bind(&row.overhead_ms.map(clamp))?;
-        bind(&row.provider)?;
-        bind(&row.client)?;
-        bind(&clamp(row.reasoning_output_tokens))?;
-        bind(&i64::from(row.usage_missing))?;
+    for (n, row) in rows.iter().enumerate() {
+        let last = previous.and_then(|p| p.get(n));
+        // Binds `value` (made from `row.field`) unless `field` is what was bound there before.
+        macro_rules! bind {
+            ($field:ident, $value:expr) => {{
+                at += 1;
+                if last.map_or(true, |last| last.$field != row.$field) {
+                    insert.raw_bind_parameter(at, $value)?;
+                }
+            }};
+        }
+        bind!(finished_ms, row.finished_ms);
+        bind!(instance, &row.instance);
+        bind!(route, &row.route);
+        bind!(method, &row.method);
+        bind!(status, i64::from(row.status));
+        bind!(outcome, &row.outcome);
+        bind!(streamed, i64::from(row.streamed));
+        bind!(model, &row.model);
+        bind!(source, &row.source);
+        bind!(credential, &row.credential);
+        bind!(caller, &row.caller);
+        bind!(session, &row.session);
+        bind!(agent, &row.agent);
+        bind!(parent_agent, &row.parent_agent);
+        bind!(project, &row.project);
+        bind!(input_tokens, clamp(row.input_tokens));
+        bind!(output_tokens, clamp(row.output_tokens));
+        bind!(cache_write_5m_tokens, clamp(row.cache_write_5m_tokens));
+        bind!(cache_write_1h_tokens, clamp(row.cache_write_1h_tokens));
+        bind!(cache_read_tokens, clamp(row.cache_read_tokens));
+        bind!(web_search_requests, clamp(row.web_search_requests));
+        bind!(cost_usd, row.cost_usd);
+        bind!(ttfb_ms, row.ttfb_ms.map(clamp));
+        bind!(total_ms, clamp(row.total_ms));
+        bind!(overhead_ms, row.overhead_ms.map(clamp));
+        bind!(provider, &row.provider);
+        bind!(client, &row.client);
+        bind!(reasoning_output_tokens, clamp(row.reasoning_output_tokens));
+        bind!(usage_missing, i64::from(row.usage_missing));
     }
+    debug_assert_eq!(at, rows.len() * ROW_COLUMNS.len());
     insert.raw_execute().map(|_| ())
 }
 
@@ -1256,15 +1268,21 @@ impl Db {
                         insert_sql(SQLITE_INSERT_ROWS)
                     }))
                     .map_err(sqlite_err)?;
+                // A statement taken from the cache has no bindings: the first run binds all.
+                let mut previous = None;
                 for chunk in chunks.by_ref() {
-                    insert_rows(&mut many, chunk).map_err(sqlite_err)?;
+                    insert_rows(&mut many, chunk, previous).map_err(sqlite_err)?;
+                    previous = Some(chunk);
                 }
                 drop(many);
                 let mut insert = tx
                     .prepare_cached(cached_sql("requests", 1, || insert_sql(1)))
                     .map_err(sqlite_err)?;
+                let mut previous = None;
                 for row in chunks.remainder() {
-                    insert_rows(&mut insert, std::slice::from_ref(row)).map_err(sqlite_err)?;
+                    let row = std::slice::from_ref(row);
+                    insert_rows(&mut insert, row, previous).map_err(sqlite_err)?;
+                    previous = Some(row);
                 }
                 drop(insert);
                 rollup_upserts(rollups, |upsert| {
@@ -1609,6 +1627,87 @@ mod tests {
         assert!(reader.batch_committed("w-1").unwrap());
         let mut other = Db::open(&Target::memory(), true).unwrap();
         assert!(!other.batch_committed("w-1").unwrap());
+    }
+
+    /// Rows whose values repeat, change every row, every few rows or between present and absent,
+    /// across the 32-row statements and the single-row rest of a batch.
+    fn varied_rows(count: usize) -> Vec<StoreRow> {
+        (0..count)
+            .map(|i| StoreRow {
+                finished_ms: 1_000 + i as i64,
+                instance: "host/127.0.0.1:4080/1".into(),
+                route: if i % 7 == 0 { "/openai" } else { "/anthropic" }.into(),
+                method: "POST".into(),
+                status: if i % 5 == 0 { 429 } else { 200 },
+                outcome: "completed".into(),
+                streamed: i % 3 == 0,
+                model: format!("model-{}", i / 10),
+                source: "client_api_key".into(),
+                credential: format!("client_api_key:{:012x}", i % 4),
+                session: if i % 2 == 0 {
+                    String::new()
+                } else {
+                    format!("s-{i}")
+                },
+                input_tokens: (i % 33) as u64,
+                output_tokens: 7,
+                cost_usd: if i % 9 == 0 { 0.5 } else { 0.25 },
+                ttfb_ms: (i % 4 != 0).then_some(3),
+                total_ms: (i % 32) as u64,
+                overhead_ms: (i % 31 == 0).then_some(1),
+                provider: "anthropic".into(),
+                usage_missing: i % 11 == 0,
+                ..StoreRow::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_value_of_every_row_is_stored_when_repeated_bindings_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut db = Db::open(&Target::Sqlite(path.clone()), true).unwrap();
+        // Two batches: the second starts with statements whose bindings were cleared.
+        let rows = varied_rows(2 * SQLITE_INSERT_ROWS + 11);
+        db.write_batch(&rows, "w-1").unwrap();
+        let more = varied_rows(SQLITE_INSERT_ROWS + 3);
+        db.write_batch(&more, "w-2").unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let sql = format!(
+            "SELECT {} FROM requests ORDER BY id",
+            ROW_COLUMNS.join(", ")
+        );
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let stored: Vec<Vec<rusqlite::types::Value>> = stmt
+            .query_map([], |r| {
+                (0..ROW_COLUMNS.len())
+                    .map(|c| r.get::<_, rusqlite::types::Value>(c))
+                    .collect()
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let expected: Vec<Vec<rusqlite::types::Value>> = rows
+            .iter()
+            .chain(&more)
+            .map(|row| {
+                let mut params = Vec::new();
+                row_params(row, &mut params);
+                params
+                    .into_iter()
+                    .map(|p| match p {
+                        Param::Int(v) => rusqlite::types::Value::Integer(v),
+                        Param::Real(v) => rusqlite::types::Value::Real(v),
+                        Param::Text(v) => rusqlite::types::Value::Text(v),
+                        Param::NullInt => rusqlite::types::Value::Null,
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(stored.len(), expected.len());
+        for (n, (stored, expected)) in stored.iter().zip(&expected).enumerate() {
+            assert_eq!(stored, expected, "row {n}");
+        }
     }
 
     #[test]

@@ -62,7 +62,10 @@ impl RateLimitLog {
             let target = target.clone();
             std::thread::Builder::new()
                 .name("sluice-ratelimits".into())
-                .spawn(move || run(&shared, &target, &mut db))
+                .spawn(move || {
+                    crate::service::run_as_background();
+                    run(&shared, &target, &mut db)
+                })
                 .map_err(|e| StoreError::Database(format!("cannot start a thread: {e}")))?
         };
         Ok(RateLimitLog {

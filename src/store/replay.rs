@@ -174,6 +174,7 @@ pub fn poll_other_instances(
     std::thread::Builder::new()
         .name("sluice-fleet".into())
         .spawn(move || {
+            crate::service::run_as_background();
             let mut poller = Poller::new(after_id);
             while !store.is_closed() {
                 let now = Instant::now();

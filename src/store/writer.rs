@@ -238,7 +238,10 @@ pub fn open(options: StoreOptions) -> Result<StoreHandle, StoreError> {
         let shared = shared.clone();
         std::thread::Builder::new()
             .name("sluice-store".into())
-            .spawn(move || Writer::new(options, shared, db).run())
+            .spawn(move || {
+                crate::service::run_as_background();
+                Writer::new(options, shared, db).run()
+            })
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?
     };
     Ok(StoreHandle {
@@ -733,6 +736,46 @@ impl Writer {
                 self.sweeping = false;
                 self.next_retention = Instant::now() + self.options.retention_interval;
             }
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// Scheduling policy and nice value of each of this process's threads named `name`.
+    fn scheduling_of_threads(name: &str) -> Vec<(i64, i64)> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim() != name {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the command name: the 3rd field of the line is the first here.
+            let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+            let nice = fields[19 - 3].parse().unwrap();
+            let policy = fields[41 - 3].parse().unwrap();
+            found.push((policy, nice));
+        }
+        found
+    }
+
+    #[test]
+    fn the_writer_thread_runs_below_the_http_workers() {
+        let store = open(StoreOptions::new(Target::memory())).unwrap();
+        // Once a row is written, the writer has set itself up.
+        store.submit(vec![StoreRow::default()]);
+        assert!(store.settle(Duration::from_secs(30)));
+        let threads = scheduling_of_threads("sluice-store");
+        store.close().unwrap();
+        assert!(!threads.is_empty());
+        for (policy, nice) in threads {
+            assert_eq!(policy, i64::from(libc::SCHED_BATCH));
+            assert_eq!(nice, i64::from(crate::service::BACKGROUND_NICE));
         }
     }
 }

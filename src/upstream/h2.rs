@@ -18,7 +18,6 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::web::Bytes;
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 use futures_util::Stream;
-use hyper::body::{Frame, SizeHint};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -26,6 +25,7 @@ use rustls::ClientConfig;
 use tokio::sync::mpsc;
 
 use super::framing::RequestBody;
+use super::h2_body::{BodyCut, OutgoingBody};
 use super::h2_connections::{Connections, NoRoom};
 use crate::error::Error;
 
@@ -598,54 +598,6 @@ impl Upload {
             },
             Some(pump.boxed_local()),
         )
-    }
-}
-
-/// The request body as hyper takes it (its connection tasks need it `Send`): the client's
-/// chunks handed over one at a time by the pump, so no more than one chunk waits between the
-/// client and the upstream. The pump reads the client's upload, so it runs where the request
-/// handler runs (the upload wakes one task only): beside the wait for the answer's head, then
-/// inside the answer's body.
-pub(super) struct OutgoingBody {
-    chunks: Option<mpsc::Receiver<Result<Bytes, BodyCut>>>,
-    length: Option<u64>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("the request body failed before its end")]
-pub(super) struct BodyCut;
-
-impl hyper::body::Body for OutgoingBody {
-    type Data = Bytes;
-    type Error = BodyCut;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyCut>>> {
-        let Some(chunks) = self.chunks.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match chunks.poll_recv(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(chunk)) => Poll::Ready(Some(chunk.map(Frame::data))),
-            Poll::Ready(None) => {
-                self.chunks = None;
-                Poll::Ready(None)
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.chunks.is_none()
-    }
-
-    /// An exact size declares `content-length` upstream, as the client declared it.
-    fn size_hint(&self) -> SizeHint {
-        match self.length {
-            Some(length) => SizeHint::with_exact(length),
-            None => SizeHint::default(),
-        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// The connection's side of hyper's HTTP/2 client, as requests send on it.
-pub(super) type Sender = hyper::client::conn::http2::SendRequest<super::h2::OutgoingBody>;
+pub(super) type Sender = hyper::client::conn::http2::SendRequest<super::h2_body::OutgoingBody>;
 
 /// Reads the stream limit the upstream announced on a connection, now (`usize::MAX` before
 /// its SETTINGS came); `None` once the connection has ended.

@@ -6,6 +6,7 @@
 
 mod framing;
 mod h2;
+mod h2_body;
 mod h2_connections;
 mod send;
 

@@ -492,41 +492,48 @@ fn sources() -> Vec<Expected> {
     ]
 }
 
+/// The model's built-in token rates and long-context rates are `expected`'s; its price, for the
+/// checks that follow.
+fn assert_rates<'p>(prices: &'p PriceTable, expected: &Expected) -> &'p Price {
+    let model = expected.model;
+    let (_, price) = prices
+        .lookup(model)
+        .unwrap_or_else(|| panic!("{model} has no built-in price"));
+    let actual = [
+        price.input,
+        price.output,
+        price.cache_write,
+        price.cache_write_1h(),
+        price.cache_read,
+    ];
+    let wanted = [
+        expected.input,
+        expected.output,
+        expected.cache_write_5m,
+        expected.cache_write_1h,
+        expected.cache_read,
+    ];
+    assert_eq!(actual, wanted, "{model}");
+    let long = price.long_context.as_ref().map(|long| {
+        let rates = long.rates();
+        (
+            long.threshold,
+            rates.input,
+            rates.output,
+            rates.cache_write_5m,
+            rates.cache_write_1h,
+            rates.cache_read,
+        )
+    });
+    assert_eq!(long, expected.long_context, "{model} long context");
+    price
+}
+
 #[test]
 fn every_built_in_model_is_priced_as_its_sources_say() {
     let prices = PriceTable::new(crate::settings::default_pricing());
     for expected in sources() {
-        let model = expected.model;
-        let (_, price) = prices
-            .lookup(model)
-            .unwrap_or_else(|| panic!("{model} has no built-in price"));
-        let actual = [
-            price.input,
-            price.output,
-            price.cache_write,
-            price.cache_write_1h(),
-            price.cache_read,
-        ];
-        let wanted = [
-            expected.input,
-            expected.output,
-            expected.cache_write_5m,
-            expected.cache_write_1h,
-            expected.cache_read,
-        ];
-        assert_eq!(actual, wanted, "{model}");
-        let long = price.long_context.as_ref().map(|long| {
-            let rates = long.rates();
-            (
-                long.threshold,
-                rates.input,
-                rates.output,
-                rates.cache_write_5m,
-                rates.cache_write_1h,
-                rates.cache_read,
-            )
-        });
-        assert_eq!(long, expected.long_context, "{model} long context");
+        let (model, price) = (expected.model, assert_rates(&prices, &expected));
         assert_eq!(
             price.speed.get("fast").copied(),
             expected.fast,
@@ -692,37 +699,7 @@ fn gemini_sources() -> Vec<Expected> {
 fn every_built_in_gemini_model_is_priced_as_its_sources_say() {
     let prices = PriceTable::new(crate::settings::default_pricing());
     for expected in gemini_sources() {
-        let model = expected.model;
-        let (_, price) = prices
-            .lookup(model)
-            .unwrap_or_else(|| panic!("{model} has no built-in price"));
-        let actual = [
-            price.input,
-            price.output,
-            price.cache_write,
-            price.cache_write_1h(),
-            price.cache_read,
-        ];
-        let wanted = [
-            expected.input,
-            expected.output,
-            expected.cache_write_5m,
-            expected.cache_write_1h,
-            expected.cache_read,
-        ];
-        assert_eq!(actual, wanted, "{model}");
-        let long = price.long_context.as_ref().map(|long| {
-            let rates = long.rates();
-            (
-                long.threshold,
-                rates.input,
-                rates.output,
-                rates.cache_write_5m,
-                rates.cache_write_1h,
-                rates.cache_read,
-            )
-        });
-        assert_eq!(long, expected.long_context, "{model} long context");
+        let (model, price) = (expected.model, assert_rates(&prices, &expected));
         assert_eq!(price.batch, Some(0.5), "{model} batch");
     }
     // No source prices it: it stays visible as unpriced rather than guessed.

@@ -99,11 +99,11 @@ user=$(engine exec "$name" id -u)
 [ "$user" != 0 ] || { echo "runs as root" >&2; exit 1; }
 status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/anthropic/v1/messages" -d '{}')
 [ "$status" = 401 ] || { echo "a request without an access key got $status, not 401" >&2; exit 1; }
-engine logs "$name" 2>&1 | grep -q "access keys: alice" || { engine logs "$name"; exit 1; }
+engine logs "$name" 2>&1 | grep "access keys: alice" >/dev/null || { engine logs "$name"; exit 1; }
 engine stop -t 10 "$name" >/dev/null
 engine rm "$name" >/dev/null
 engine_run --rm -v "$name:/var/lib/sluice" --entrypoint /bin/ls "$tag" /var/lib/sluice/state \
-  | grep -qx sluice.db || { echo "no store (state/sluice.db) in the volume after a stop" >&2; exit 1; }
+  | grep -x sluice.db >/dev/null || { echo "no store (state/sluice.db) in the volume after a stop" >&2; exit 1; }
 # A new container on the same volume: the refused request is still counted, from the store.
 start
 requests=$(curl -sf "http://127.0.0.1:$port/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totals"]["requests"])')

@@ -9,7 +9,7 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 pub use super::BearerKind;
-use super::{Api, CredentialHeader, Reading};
+use super::{Api, Reading};
 use crate::readers::json::ValueHandler;
 use crate::readers::sse::EventHandler;
 use crate::usage::{Answer, Tokens, Usage};
@@ -30,14 +30,8 @@ const API_KEY_PREFIX: &[u8] = b"sk-ant-api";
 pub struct Anthropic;
 
 impl Api for Anthropic {
-    fn credential_header(&self, name: &HeaderName) -> Option<CredentialHeader> {
-        if *name == API_KEY_HEADER {
-            Some(CredentialHeader::ApiKey)
-        } else if *name == header::AUTHORIZATION {
-            Some(CredentialHeader::Authorization)
-        } else {
-            None
-        }
+    fn api_key_header(&self) -> HeaderName {
+        API_KEY_HEADER
     }
 
     fn bearer_kind(&self, authorization: &[u8]) -> BearerKind {

@@ -8,10 +8,10 @@
 //! `usageMetadata` is cumulative within a stream and leaves out fields that are zero, so the
 //! last one seen replaces the earlier ones whole (as the SDKs report it), never field by field.
 
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::{Api, BearerKind, CredentialHeader, Reading, SessionInBody};
+use super::{Api, BearerKind, Reading, SessionInBody};
 use crate::readers::json::ValueHandler;
 use crate::readers::sse::EventHandler;
 use crate::readers::MAX_NAME_BYTES;
@@ -31,14 +31,8 @@ const API_KEY_PREFIX: &[u8] = b"AIza";
 pub struct Gemini;
 
 impl Api for Gemini {
-    fn credential_header(&self, name: &HeaderName) -> Option<CredentialHeader> {
-        if *name == API_KEY_HEADER {
-            Some(CredentialHeader::ApiKey)
-        } else if *name == header::AUTHORIZATION {
-            Some(CredentialHeader::Authorization)
-        } else {
-            None
-        }
+    fn api_key_header(&self) -> HeaderName {
+        API_KEY_HEADER
     }
 
     /// A bearer token on Gemini's API is a Google OAuth login (Gemini CLI's Google login,

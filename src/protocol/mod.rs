@@ -61,8 +61,18 @@ pub enum CredentialHeader {
 /// The questions every API's module answers. Implementations are unit structs, reached through
 /// [`Protocol::api`].
 pub trait Api: Sync {
+    /// The header this API takes an API key in (`authorization` carries the other credentials).
+    fn api_key_header(&self) -> HeaderName;
     /// The kind of client credential header `name` is on this API, if it is one.
-    fn credential_header(&self, name: &HeaderName) -> Option<CredentialHeader>;
+    fn credential_header(&self, name: &HeaderName) -> Option<CredentialHeader> {
+        if *name == header::AUTHORIZATION {
+            Some(CredentialHeader::Authorization)
+        } else if *name == self.api_key_header() {
+            Some(CredentialHeader::ApiKey)
+        } else {
+            None
+        }
+    }
     /// What the token of an `authorization` value is (`Bearer <token>`, any letter case).
     fn bearer_kind(&self, authorization: &[u8]) -> BearerKind;
     /// The header value the server key `secret` is sent as (`None`: it cannot be one).
@@ -105,8 +115,8 @@ pub trait Api: Sync {
 struct Unread;
 
 impl Api for Unread {
-    fn credential_header(&self, name: &HeaderName) -> Option<CredentialHeader> {
-        anthropic::Anthropic.credential_header(name)
+    fn api_key_header(&self) -> HeaderName {
+        anthropic::Anthropic.api_key_header()
     }
     fn bearer_kind(&self, authorization: &[u8]) -> BearerKind {
         anthropic::Anthropic.bearer_kind(authorization)

@@ -7,7 +7,7 @@
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::{Api, BearerKind, CredentialHeader, Reading};
+use super::{Api, BearerKind, Reading};
 use crate::readers::json::ValueHandler;
 use crate::readers::pruned::Kept;
 use crate::readers::sse::EventHandler;
@@ -32,14 +32,8 @@ pub fn is_codex_plan_header(name: &str) -> bool {
 pub const TEXT_KEYS: &[&str] = &["delta", "content", "refusal", "arguments"];
 
 impl Api for OpenAi {
-    fn credential_header(&self, name: &HeaderName) -> Option<CredentialHeader> {
-        if *name == header::AUTHORIZATION {
-            Some(CredentialHeader::Authorization)
-        } else if *name == AZURE_API_KEY_HEADER {
-            Some(CredentialHeader::ApiKey)
-        } else {
-            None
-        }
+    fn api_key_header(&self) -> HeaderName {
+        AZURE_API_KEY_HEADER
     }
 
     /// `Bearer sk-…` is an API key, a JWT a ChatGPT login (Codex sends one with

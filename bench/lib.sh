@@ -342,21 +342,32 @@ EOF
     log "nginx on 127.0.0.1:$NGINX_PORT (pid $NGINX_PID)"
 }
 
-write_wrk_script() {
-    # A small Messages request; done() prints one parseable line (latencies in µs).
-    cat >"$WORK/post.lua" <<EOF
-wrk.method = "POST"
-wrk.body = '{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Hello"}]}'
-wrk.headers["content-type"] = "application/json"
-wrk.headers["anthropic-version"] = "2023-06-01"
-wrk.headers["x-api-key"] = "$API_KEY"
+# write_wrk_request FILE BODY NAME=VALUE...: a wrk script POSTing BODY with these headers, whose
+# done() prints one parseable line (latencies in µs): "RESULT rps p50 p99 socket_errors non2xx".
+write_wrk_request() {
+    local file=$1 body=$2 header
+    shift 2
+    {
+        echo 'wrk.method = "POST"'
+        echo "wrk.body = '$body'"
+        for header in "$@"; do
+            echo "wrk.headers[\"${header%%=*}\"] = \"${header#*=}\""
+        done
+        cat <<'LUA'
 done = function(s, latency, requests)
     local e = s.errors
     io.write(string.format("RESULT %.1f %d %d %d %d\n", s.requests / (s.duration / 1e6),
         latency:percentile(50), latency:percentile(99),
         e.connect + e.read + e.write + e.timeout, e.status))
 end
-EOF
+LUA
+    } >"$WORK/$file"
+}
+
+write_wrk_script() { # a small Messages request
+    write_wrk_request post.lua \
+        '{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Hello"}]}' \
+        content-type=application/json anthropic-version=2023-06-01 "x-api-key=$API_KEY"
 }
 
 # wrk_once TARGET SECONDS [SCRIPT]: one wrk run (the request of SCRIPT, default post.lua);

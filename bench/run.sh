@@ -132,20 +132,9 @@ arrange_cpus() {
 # A streamed Responses API request, as Codex sends one, answered at once (no pause between
 # the deltas): the proxy's cost per streamed answer, usage reader included.
 write_responses_script() {
-    cat >"$WORK/responses.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{"model":"gpt-5.3-codex","input":"Hello","stream":true}'
-wrk.headers["content-type"] = "application/json"
-wrk.headers["authorization"] = "Bearer $OPENAI_KEY"
-wrk.headers["x-mock-events"] = "10"
-wrk.headers["x-mock-interval-ms"] = "0"
-done = function(s, latency, requests)
-    local e = s.errors
-    io.write(string.format("RESULT %.1f %d %d %d %d\n", s.requests / (s.duration / 1e6),
-        latency:percentile(50), latency:percentile(99),
-        e.connect + e.read + e.write + e.timeout, e.status))
-end
-LUA
+    write_wrk_request responses.lua '{"model":"gpt-5.3-codex","input":"Hello","stream":true}' \
+        content-type=application/json "authorization=Bearer $OPENAI_KEY" \
+        x-mock-events=10 x-mock-interval-ms=0
 }
 
 # The OpenAI route's run: rounds alternating direct and sluice, as measure_throughput does.

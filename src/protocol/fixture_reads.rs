@@ -52,3 +52,16 @@ pub fn assert_read_alike_however_cut(
         "{name} in 1-byte chunks"
     );
 }
+
+/// Bytes likely to reach a reader's corners: random bytes mixed with `tokens` (the syntax,
+/// field names and keys the protocol's reader acts on), up to 200 pieces.
+pub fn tricky_bytes(
+    tokens: Vec<&'static [u8]>,
+) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let piece = prop_oneof![
+        any::<u8>().prop_map(|byte| vec![byte]),
+        proptest::sample::select(tokens).prop_map(<[u8]>::to_vec),
+    ];
+    proptest::collection::vec(piece, 0..200).prop_map(|pieces| pieces.concat())
+}

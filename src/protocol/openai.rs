@@ -761,7 +761,6 @@ mod tests {
 
     /// Bytes likely to reach the pruner's corners: JSON syntax, SSE fields, the kept keys.
     fn tricky_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
-        use proptest::prelude::*;
         let tokens: Vec<&'static [u8]> = vec![
             b"{",
             b"}",
@@ -786,11 +785,7 @@ mod tests {
             b"[DONE]",
             b"\"response.completed\"",
         ];
-        let piece = prop_oneof![
-            any::<u8>().prop_map(|byte| vec![byte]),
-            proptest::sample::select(tokens).prop_map(<[u8]>::to_vec),
-        ];
-        proptest::collection::vec(piece, 0..200).prop_map(|pieces| pieces.concat())
+        fixture_reads::tricky_bytes(tokens)
     }
 
     proptest::proptest! {

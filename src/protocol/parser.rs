@@ -1192,11 +1192,7 @@ mod tests {
             b"7",
             b"\xef\xbb\xbf",
         ];
-        let piece = prop_oneof![
-            any::<u8>().prop_map(|byte| vec![byte]),
-            proptest::sample::select(tokens).prop_map(<[u8]>::to_vec),
-        ];
-        proptest::collection::vec(piece, 0..200).prop_map(|pieces| pieces.concat())
+        crate::protocol::fixture_reads::tricky_bytes(tokens)
     }
 
     proptest! {

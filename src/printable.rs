@@ -26,7 +26,8 @@ pub fn must_escape(c: char) -> bool {
 /// `text` with every character of [`must_escape`] written as Rust writes it in a string literal
 /// (`\n`, `\t`, `\r`, `\u{1b}`, `\u{202e}`); the rest kept. Borrowed when nothing needed it.
 pub fn escape(text: &str) -> Cow<'_, str> {
-    if !text.contains(must_escape) {
+    // Printable ASCII, what nearly every logged value is, needs no character-by-character look.
+    if text.bytes().all(|b| (b' '..=b'~').contains(&b)) || !text.contains(must_escape) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);

@@ -58,8 +58,25 @@ impl TextMeter {
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
-        for &byte in chunk {
-            self.step(byte);
+        let mut at = 0;
+        while at < chunk.len() {
+            // Inside a string, every byte up to the next quote, backslash or line end is plain
+            // text: taken as a run, which is most of an answer's bytes.
+            if let State::InString {
+                counting,
+                escaped: false,
+            } = self.state
+            {
+                let rest = &chunk[at..];
+                let run = memchr::memchr3(b'"', b'\\', b'\n', rest).unwrap_or(rest.len());
+                self.take_run(counting, &rest[..run]);
+                at += run;
+                if at == chunk.len() {
+                    break;
+                }
+            }
+            self.step(chunk[at]);
+            at += 1;
         }
     }
 
@@ -114,6 +131,16 @@ impl TextMeter {
         }
     }
 
+    fn take_run(&mut self, counting: bool, run: &[u8]) {
+        if counting {
+            self.bytes += run.len() as u64;
+        } else {
+            let room = MAX_KEY_BYTES - self.key.len();
+            self.key.extend_from_slice(&run[..run.len().min(room)]);
+            self.key_too_long |= run.len() > room;
+        }
+    }
+
     fn take(&mut self, counting: bool, byte: u8) {
         if counting {
             self.bytes += 1;
@@ -162,6 +189,24 @@ mod tests {
             meter.feed(&body[cut..]);
             assert_eq!(meter.text_bytes(), whole, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn runs_of_text_count_as_byte_by_byte_reading_does() {
+        let long_key = format!(
+            "{{\"text{}\":\"not text\",\"text\":\"yes\"}}",
+            "x".repeat(40)
+        );
+        let body = format!(
+            "data: {{\"delta\":{{\"text\":\"{}\\n\\\"q\\\" end\"}}}}\n\n{long_key}\n",
+            "é…".repeat(300)
+        );
+        let mut byte_by_byte = TextMeter::new(KEYS);
+        for byte in body.as_bytes() {
+            byte_by_byte.feed(std::slice::from_ref(byte));
+        }
+        assert_eq!(count(body.as_bytes()), byte_by_byte.text_bytes());
+        assert_eq!(byte_by_byte.text_bytes(), 300 * 5 + 8 + 3);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
+use super::request::NamesInBody;
 use super::{Api, BearerKind, Reading, SessionInBody};
 use crate::readers::documents::DocumentHandler;
 use crate::readers::pruned::Kept;
@@ -78,11 +79,12 @@ impl Api for Gemini {
         true
     }
 
-    /// Gemini CLI logged in with Google sends its session id only inside Code Assist's body.
+    /// Gemini CLI logged in with Google sends its session id only inside Code Assist's body,
+    /// and names the model of a `countTokens` call only there too.
     fn session_in_request_body(&self) -> Option<SessionInBody> {
         Some(SessionInBody {
-            within: "request",
-            key: "session_id",
+            kept: CODE_ASSIST_REQUEST_KEPT,
+            names: code_assist_names,
         })
     }
 
@@ -108,6 +110,30 @@ pub fn query_key(query: &str) -> Option<&str> {
         .find(|(name, _)| *name == API_KEY_QUERY_PARAMETER)
         .map(|(_, value)| value)
         .filter(|value| !value.is_empty())
+}
+
+/// What a Code Assist request body names inside its `request`, whatever its size.
+const CODE_ASSIST_REQUEST_KEPT: &[Kept] = &[Kept::object("request", CODE_ASSIST_INNER_KEPT)];
+const CODE_ASSIST_INNER_KEPT: &[Kept] = &[Kept::value("session_id"), Kept::value("model")];
+
+/// The session and model a Code Assist body names inside `request`: Gemini CLI puts its
+/// session id there (`generateContent`, `streamGenerateContent`), and the model of a
+/// `v1internal:countTokens` call as the Gemini API's path would (`models/{model}`), where
+/// the top level names none.
+fn code_assist_names(body: &Value) -> NamesInBody {
+    let name = |key: &str| {
+        body.get("request")?
+            .get(key)?
+            .as_str()
+            .filter(|name| !name.is_empty() && name.len() <= MAX_NAME_BYTES)
+    };
+    NamesInBody {
+        session: name("session_id").map(str::to_owned),
+        model: name("model")
+            .and_then(|model| model.rsplit('/').next())
+            .filter(|model| !model.is_empty())
+            .map(str::to_owned),
+    }
 }
 
 /// Google's canonical error status for an HTTP status.

@@ -610,6 +610,42 @@ mod tests {
         assert!(!got.completed);
     }
 
+    /// Bytes likely to reach the readers' corners: JSON syntax, SSE fields, the kept keys.
+    fn tricky_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        let tokens: Vec<&'static [u8]> = vec![
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b"\"",
+            b"\\",
+            b":",
+            b",",
+            b" ",
+            b"\r\n",
+            b"data: ",
+            b"\"response\"",
+            b"\"candidates\"",
+            b"\"finishReason\"",
+            b"\"usageMetadata\"",
+            b"\"promptTokenCount\":",
+            b"7",
+            b"\"modelVersion\"",
+            b"\"error\"",
+        ];
+        fixture_reads::tricky_bytes(tokens)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_and_read_the_same_however_cut(
+            bytes in tricky_bytes(),
+            cuts in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..12),
+        ) {
+            fixture_reads::read_alike_at_cuts(Protocol::Gemini, &bytes, &cuts)?;
+        }
+    }
+
     #[test]
     fn usage_metadata_below_the_answer_is_not_read() {
         // A function call's arguments may hold anything, `usageMetadata` included.

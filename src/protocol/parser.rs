@@ -6,8 +6,8 @@
 //! - SSE: only the `data` of the event being read is buffered; events the protocol declines by
 //!   name (Anthropic's `content_block_*` and `ping`) are not buffered at all, and an event whose
 //!   `data` grows past the cap is skipped whole. A protocol that reads only some keys of its
-//!   events (OpenAI's) has each event's data cut down to those as it streams by, whatever its
-//!   size (`readers::pruned`).
+//!   events (OpenAI's, Gemini's) has each event's data cut down to those as it streams by,
+//!   whatever its size (`readers::pruned`).
 //! - JSON: the body is scanned, not buffered; only the top-level values the protocol wants are
 //!   kept, each up to [`MAX_JSON_VALUE_BYTES`] (a longer one is skipped). A protocol whose JSON
 //!   answers may be a streamed array of chunks (Gemini's) has the body read as its documents,

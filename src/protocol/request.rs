@@ -80,7 +80,8 @@ impl NestedNames {
     }
 }
 
-/// Reads the top-level `model` of a request body.
+/// Reads the `model` of a request body (its top-level one, else the one its API nests) and the
+/// session it nests.
 #[derive(Debug)]
 pub struct RequestModel(Body);
 

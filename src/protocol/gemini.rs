@@ -447,6 +447,12 @@ mod tests {
             (930.0 * 1.25 + 8190.0 * 0.125 + 49.0 * 10.0) / 1e6,
             "code-assist-stream.sse",
         );
+        // gemini-2.5-flash: $0.30 in, $0.03 cached, $2.50 out.
+        close(
+            cost("stream-generate-content.json", AnswerFormat::Json),
+            (1024.0 * 0.30 + 1024.0 * 0.03 + 248.0 * 2.50) / 1e6,
+            "stream-generate-content.json",
+        );
         // gemini-2.5-flash-lite: $0.10 in, $0.40 out.
         close(
             cost("code-assist-generate.json", AnswerFormat::Json),

@@ -65,3 +65,26 @@ pub fn tricky_bytes(
     ];
     proptest::collection::vec(piece, 0..200).prop_map(|pieces| pieces.concat())
 }
+
+/// `bytes` read as SSE and as JSON give the same answer whole and cut at `cuts` (picked
+/// anywhere in it, in any order): what a property test of a protocol's readers checks.
+pub fn read_alike_at_cuts(
+    protocol: Protocol,
+    bytes: &[u8],
+    cuts: &[proptest::sample::Index],
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut.index(bytes.len() + 1)).collect();
+    cuts.sort_unstable();
+    for format in [AnswerFormat::EventStream, AnswerFormat::Json] {
+        let whole = read_chunks(protocol, format, [bytes]);
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        for &cut in &cuts {
+            pieces.push(&bytes[start..cut]);
+            start = cut;
+        }
+        pieces.push(&bytes[start..]);
+        proptest::prop_assert_eq!(read_chunks(protocol, format, pieces), whole);
+    }
+    Ok(())
+}

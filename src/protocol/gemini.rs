@@ -11,8 +11,10 @@
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
+use super::request::NamesInBody;
 use super::{Api, BearerKind, Reading, SessionInBody};
-use crate::readers::json::ValueHandler;
+use crate::readers::documents::DocumentHandler;
+use crate::readers::pruned::Kept;
 use crate::readers::sse::EventHandler;
 use crate::readers::MAX_NAME_BYTES;
 use crate::usage::{Answer, Usage};
@@ -77,11 +79,12 @@ impl Api for Gemini {
         true
     }
 
-    /// Gemini CLI logged in with Google sends its session id only inside Code Assist's body.
+    /// Gemini CLI logged in with Google sends its session id only inside Code Assist's body,
+    /// and names the model of a `countTokens` call only there too.
     fn session_in_request_body(&self) -> Option<SessionInBody> {
         Some(SessionInBody {
-            within: "request",
-            key: "session_id",
+            kept: CODE_ASSIST_REQUEST_KEPT,
+            names: code_assist_names,
         })
     }
 
@@ -107,6 +110,30 @@ pub fn query_key(query: &str) -> Option<&str> {
         .find(|(name, _)| *name == API_KEY_QUERY_PARAMETER)
         .map(|(_, value)| value)
         .filter(|value| !value.is_empty())
+}
+
+/// What a Code Assist request body names inside its `request`, whatever its size.
+const CODE_ASSIST_REQUEST_KEPT: &[Kept] = &[Kept::object("request", CODE_ASSIST_INNER_KEPT)];
+const CODE_ASSIST_INNER_KEPT: &[Kept] = &[Kept::value("session_id"), Kept::value("model")];
+
+/// The session and model a Code Assist body names inside `request`: Gemini CLI puts its
+/// session id there (`generateContent`, `streamGenerateContent`), and the model of a
+/// `v1internal:countTokens` call as the Gemini API's path would (`models/{model}`), where
+/// the top level names none.
+fn code_assist_names(body: &Value) -> NamesInBody {
+    let name = |key: &str| {
+        body.get("request")?
+            .get(key)?
+            .as_str()
+            .filter(|name| !name.is_empty() && name.len() <= MAX_NAME_BYTES)
+    };
+    NamesInBody {
+        session: name("session_id").map(str::to_owned),
+        model: name("model")
+            .and_then(|model| model.rsplit('/').next())
+            .filter(|model| !model.is_empty())
+            .map(str::to_owned),
+    }
 }
 
 /// Google's canonical error status for an HTTP status.
@@ -158,20 +185,39 @@ pub fn usage_from_json(metadata: &Value) -> Option<Usage> {
     })
 }
 
-/// The keys of a JSON answer that metering reads, at the top level or inside Code Assist's
-/// `response`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WantedKey {
-    UsageMetadata,
-    ModelVersion,
-    Error,
-    /// Code Assist's wrapper: its keys are read as if they stood at the top.
-    Response,
+/// What [`AnswerReading`] reads of one answer (a JSON answer, an SSE chunk, an element of a
+/// streamed JSON array), at any size: `usageMetadata`, `modelVersion`, whether a candidate
+/// finished (`candidates[].finishReason`) or the prompt was blocked, never the candidates'
+/// content (long text, inline images, function calls).
+const ANSWER_KEPT: &[Kept] = &[
+    Kept::value("usageMetadata"),
+    Kept::value("modelVersion"),
+    Kept::array("candidates", CANDIDATE_KEPT),
+    Kept::object("promptFeedback", PROMPT_FEEDBACK_KEPT),
+];
+const CANDIDATE_KEPT: &[Kept] = &[Kept::value("finishReason")];
+const PROMPT_FEEDBACK_KEPT: &[Kept] = &[Kept::value("blockReason")];
+
+/// [`ANSWER_KEPT`] at the top, or inside Code Assist's `response` wrapper, and an `error`.
+const CHUNK_KEPT: &[Kept] = &[
+    Kept::value("error"),
+    Kept::object("response", ANSWER_KEPT),
+    Kept::value("usageMetadata"),
+    Kept::value("modelVersion"),
+    Kept::array("candidates", CANDIDATE_KEPT),
+    Kept::object("promptFeedback", PROMPT_FEEDBACK_KEPT),
+];
+
+/// The keys of a JSON answer's documents that [`AnswerReading`] reads.
+pub fn json_kept_keys() -> &'static [Kept] {
+    CHUNK_KEPT
 }
 
 /// Reads a Gemini (or Code Assist) answer into an [`Answer`]: a JSON answer
 /// (`generateContent`, `embedContent`, `countTokens`, an error), or a stream of answer chunks
-/// (`streamGenerateContent?alt=sse`), the last `usageMetadata` winning.
+/// (`streamGenerateContent?alt=sse` as SSE, `streamGenerateContent` alone as a JSON array),
+/// the last `usageMetadata` winning. Each chunk is read cut down to [`CHUNK_KEPT`], whatever
+/// its size.
 #[derive(Debug, Default)]
 pub struct AnswerReading {
     pub answer: Answer,
@@ -200,8 +246,9 @@ impl AnswerReading {
         }
     }
 
-    /// One streamed answer chunk (an SSE event's data), wrapped by Code Assist or not.
-    fn read_chunk(&mut self, chunk: &Value) {
+    /// One answer or streamed chunk, wrapped by Code Assist or not; `whole` unless the body
+    /// was cut inside it (a chunk cut short never completes the answer).
+    fn read_chunk(&mut self, chunk: &Value, whole: bool) {
         if let Some(error) = chunk.get("error").filter(|error| error.is_object()) {
             self.set_error(error);
         }
@@ -225,7 +272,7 @@ impl AnswerReading {
             .get("promptFeedback")
             .and_then(|feedback| feedback.get("blockReason"))
             .is_some();
-        if finished || blocked {
+        if whole && (finished || blocked) {
             self.answer.completed = true;
         }
     }
@@ -236,41 +283,21 @@ impl EventHandler for AnswerReading {
         false // Gemini's events have no names: every chunk may carry usage
     }
 
+    fn kept_keys(&self, _event_name: &[u8]) -> Option<&'static [Kept]> {
+        Some(CHUNK_KEPT)
+    }
+
     fn on_event(&mut self, _event_name: &[u8], data: &[u8]) {
         if let Ok(chunk) = serde_json::from_slice::<Value>(data) {
-            self.read_chunk(&chunk);
+            self.read_chunk(&chunk, true);
         }
     }
 }
 
-impl ValueHandler for AnswerReading {
-    type Key = WantedKey;
-
-    fn wants(&self, key: &[u8]) -> Option<WantedKey> {
-        match key {
-            b"usageMetadata" => Some(WantedKey::UsageMetadata),
-            b"modelVersion" => Some(WantedKey::ModelVersion),
-            b"error" => Some(WantedKey::Error),
-            b"response" => Some(WantedKey::Response),
-            _ => None,
-        }
-    }
-
-    fn opens(&self, key: WantedKey) -> bool {
-        key == WantedKey::Response
-    }
-
-    fn on_value(&mut self, key: WantedKey, value: &[u8]) {
-        let Ok(value) = serde_json::from_slice::<Value>(value) else {
-            return;
-        };
-        match key {
-            WantedKey::UsageMetadata => self.set_usage(&value),
-            WantedKey::ModelVersion => self.answer.set_model(Some(&value)),
-            WantedKey::Error if value.is_object() => self.set_error(&value),
-            WantedKey::Error => {}
-            // Only reached when `response` is not an object: nothing to read in it.
-            WantedKey::Response => {}
+impl DocumentHandler for AnswerReading {
+    fn on_document(&mut self, document: &[u8], whole: bool) {
+        if let Ok(chunk) = serde_json::from_slice::<Value>(document) {
+            self.read_chunk(&chunk, whole);
         }
     }
 
@@ -282,7 +309,7 @@ impl ValueHandler for AnswerReading {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{fixture_reads, Protocol};
+    use crate::protocol::{fixture_reads, Protocol, UsageParser, MAX_BUFFERED_BYTES};
     use crate::usage::AnswerFormat;
 
     fn fixture(name: &str) -> Vec<u8> {
@@ -342,6 +369,13 @@ mod tests {
                 "code-assist-generate.json",
                 Json,
                 answer((1507, 0, 17, 0), Some("gemini-2.5-flash-lite")),
+            ),
+            // Streamed without `alt=sse`, a JSON array of chunks; the last: 2048 prompt − 1024
+            // cached; 18 + 230 thoughts.
+            (
+                "stream-generate-content.json",
+                Json,
+                answer((1024, 1024, 248, 230), Some("gemini-2.5-flash")),
             ),
             // Counting tokens uses none: nothing to charge.
             ("count-tokens.json", Json, answer((0, 0, 0, 0), None)),
@@ -413,6 +447,12 @@ mod tests {
             (930.0 * 1.25 + 8190.0 * 0.125 + 49.0 * 10.0) / 1e6,
             "code-assist-stream.sse",
         );
+        // gemini-2.5-flash: $0.30 in, $0.03 cached, $2.50 out.
+        close(
+            cost("stream-generate-content.json", AnswerFormat::Json),
+            (1024.0 * 0.30 + 1024.0 * 0.03 + 248.0 * 2.50) / 1e6,
+            "stream-generate-content.json",
+        );
         // gemini-2.5-flash-lite: $0.10 in, $0.40 out.
         close(
             cost("code-assist-generate.json", AnswerFormat::Json),
@@ -474,6 +514,142 @@ mod tests {
         );
         let got = read_chunks(AnswerFormat::Json, body.as_bytes().chunks(4096));
         assert_eq!(got, answer((7, 0, 90_000, 0), Some("gemini-2.5-pro")));
+    }
+
+    /// What the fixture `name` reads as.
+    fn expected(name: &str) -> Answer {
+        let (.., answer) = fixture_answers()
+            .into_iter()
+            .find(|(fixture, ..)| *fixture == name)
+            .unwrap();
+        answer
+    }
+
+    /// The fixture `name` with parts past the SSE event cap put first among its last chunk's
+    /// parts, beside its usage: a long text full of JSON look-alikes, an inline image, and a
+    /// function call whose arguments hold `usageMetadata` and `candidates` of their own.
+    fn with_huge_parts(name: &str) -> Vec<u8> {
+        let body = String::from_utf8(fixture(name)).unwrap();
+        let text = r#"\"usageMetadata\": {\"promptTokenCount\": 1} }]{[ \\"#.repeat(1200);
+        let image = "iVBORw0KGgoAAAANSUhEUgAA".repeat(2000);
+        let args = r#"{"usageMetadata":{"promptTokenCount":999},"candidates":[{"finishReason":"X"}],"s":"]}"},"#
+            .repeat(400);
+        let parts = format!(
+            r#"{{"text":"{text}"}},{{"inlineData":{{"mimeType":"image/png","data":"{image}"}}}},{{"functionCall":{{"name":"write_file","args":{{"list":[{args}0]}}}}}},"#
+        );
+        let parts_at = body.rfind("\"parts\"").unwrap();
+        let open = parts_at + body[parts_at..].find('[').unwrap() + 1;
+        format!("{}{parts}{}", &body[..open], &body[open..]).into_bytes()
+    }
+
+    /// The body, read whole, byte by byte, cut at a stride and at every offset around its last
+    /// `usageMetadata`, gives `expected`, holding a few kilobytes at most.
+    fn assert_read_within_the_cap(format: AnswerFormat, name: &str, expected: &Answer) {
+        let body = with_huge_parts(name);
+        assert!(body.len() > 2 * MAX_BUFFERED_BYTES);
+        assert_eq!(&read_chunks(format, [&body[..]]), expected, "{name} whole");
+        assert_eq!(
+            &read_chunks(format, body.chunks(1)),
+            expected,
+            "{name} byte by byte"
+        );
+        let usage_at = body
+            .windows(15)
+            .rposition(|w| w == b"\"usageMetadata\"")
+            .unwrap();
+        let cuts = (0..body.len())
+            .step_by(body.len() / 40)
+            .chain(usage_at - 64..usage_at + 256);
+        for cut in cuts {
+            let (first, second) = body.split_at(cut);
+            assert_eq!(
+                &read_chunks(format, [first, second]),
+                expected,
+                "{name} cut at {cut}"
+            );
+        }
+        let mut parser = UsageParser::new_for(Protocol::Gemini, format).unwrap();
+        let mut most_held = 0;
+        for chunk in body.chunks(1400) {
+            parser.feed(chunk);
+            most_held = most_held.max(parser.buffered_bytes());
+        }
+        assert_eq!(&parser.finish(), expected, "{name} in 1400-byte chunks");
+        assert!(most_held <= 4096, "{name}: held {most_held} bytes");
+    }
+
+    #[test]
+    fn usage_of_a_stream_chunk_past_the_event_cap_is_read_within_the_cap() {
+        for name in ["stream-generate-content.sse", "code-assist-stream.sse"] {
+            assert_read_within_the_cap(AnswerFormat::EventStream, name, &expected(name));
+        }
+    }
+
+    #[test]
+    fn usage_of_a_json_answer_or_streamed_array_past_the_cap_is_read_within_the_cap() {
+        for name in [
+            "generate-content.json",
+            "code-assist-generate.json",
+            "stream-generate-content.json",
+        ] {
+            assert_read_within_the_cap(AnswerFormat::Json, name, &expected(name));
+        }
+    }
+
+    #[test]
+    fn a_streamed_array_cut_short_keeps_the_usage_seen_and_is_not_complete() {
+        let body = fixture("stream-generate-content.json");
+        let last = body.windows(4).rposition(|w| w == b",\r\n{").unwrap();
+        let got = read_chunks(AnswerFormat::Json, [&body[..last + 40]]);
+        // The second chunk's usage: 5 candidates + 230 thoughts.
+        assert_eq!(got.usage.output_tokens, 235);
+        assert_eq!(got.model.as_deref(), Some("gemini-2.5-flash"));
+        assert!(!got.completed);
+        // A JSON answer cut after its usage keeps it, and is not complete either.
+        let body = fixture("generate-content.json");
+        let end = body
+            .windows(14)
+            .rposition(|w| w == b"\"modelVersion\"")
+            .unwrap();
+        let got = read_chunks(AnswerFormat::Json, [&body[..end + 20]]);
+        assert_eq!(got.usage, expected("generate-content.json").usage);
+        assert!(!got.completed);
+    }
+
+    /// Bytes likely to reach the readers' corners: JSON syntax, SSE fields, the kept keys.
+    fn tricky_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        let tokens: Vec<&'static [u8]> = vec![
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b"\"",
+            b"\\",
+            b":",
+            b",",
+            b" ",
+            b"\r\n",
+            b"data: ",
+            b"\"response\"",
+            b"\"candidates\"",
+            b"\"finishReason\"",
+            b"\"usageMetadata\"",
+            b"\"promptTokenCount\":",
+            b"7",
+            b"\"modelVersion\"",
+            b"\"error\"",
+        ];
+        fixture_reads::tricky_bytes(tokens)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_and_read_the_same_however_cut(
+            bytes in tricky_bytes(),
+            cuts in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..12),
+        ) {
+            fixture_reads::read_alike_at_cuts(Protocol::Gemini, &bytes, &cuts)?;
+        }
     }
 
     #[test]

@@ -794,19 +794,7 @@ mod tests {
             bytes in tricky_bytes(),
             cuts in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..12),
         ) {
-            let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut.index(bytes.len() + 1)).collect();
-            cuts.sort_unstable();
-            for format in [AnswerFormat::EventStream, AnswerFormat::Json] {
-                let whole = read_chunks(format, [&bytes[..]]);
-                let mut pieces = Vec::new();
-                let mut start = 0;
-                for &cut in &cuts {
-                    pieces.push(&bytes[start..cut]);
-                    start = cut;
-                }
-                pieces.push(&bytes[start..]);
-                proptest::prop_assert_eq!(read_chunks(format, pieces), whole);
-            }
+            fixture_reads::read_alike_at_cuts(Protocol::OpenAi, &bytes, &cuts)?;
         }
     }
 }

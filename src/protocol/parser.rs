@@ -6,14 +6,17 @@
 //! - SSE: only the `data` of the event being read is buffered; events the protocol declines by
 //!   name (Anthropic's `content_block_*` and `ping`) are not buffered at all, and an event whose
 //!   `data` grows past the cap is skipped whole. A protocol that reads only some keys of its
-//!   events (OpenAI's) has each event's data cut down to those as it streams by, whatever its
-//!   size (`readers::pruned`).
+//!   events (OpenAI's, Gemini's) has each event's data cut down to those as it streams by,
+//!   whatever its size (`readers::pruned`).
 //! - JSON: the body is scanned, not buffered; only the top-level values the protocol wants are
-//!   kept, each up to [`MAX_JSON_VALUE_BYTES`] (a longer one is skipped).
+//!   kept, each up to [`MAX_JSON_VALUE_BYTES`] (a longer one is skipped). A protocol whose JSON
+//!   answers may be a streamed array of chunks (Gemini's) has the body read as its documents,
+//!   each cut down to the keys it reads (`readers::documents`).
 
 use super::batch_results::BatchResultsReader;
 use super::{anthropic, gemini, openai, Protocol};
 use crate::pricing::PriceTable;
+use crate::readers::documents::{DocumentHandler, JsonDocumentsReader};
 pub use crate::readers::json::MAX_JSON_VALUE_BYTES;
 use crate::readers::json::{JsonBodyReader, ValueHandler};
 use crate::readers::pruned::Kept;
@@ -42,7 +45,6 @@ pub enum Reading {
 pub enum ReadingKey {
     Anthropic(anthropic::WantedKey),
     OpenAi(openai::WantedKey),
-    Gemini(gemini::WantedKey),
 }
 
 impl Reading {
@@ -66,6 +68,16 @@ impl Reading {
     fn on_body_end(&mut self, format: AnswerFormat) {
         if let Reading::OpenAi(reading) = self {
             reading.on_body_end(format);
+        }
+    }
+
+    /// The keys of each document a JSON answer is read as, when this protocol reads its JSON
+    /// answers as documents (one answer, or a streamed array of chunks) rather than by their
+    /// top-level values.
+    fn json_documents(&self) -> Option<&'static [Kept]> {
+        match self {
+            Reading::Gemini(_) => Some(gemini::json_kept_keys()),
+            _ => None,
         }
     }
 
@@ -112,14 +124,7 @@ impl ValueHandler for Reading {
         match self {
             Reading::Anthropic(reading) => reading.wants(key).map(ReadingKey::Anthropic),
             Reading::OpenAi(reading) => reading.wants(key).map(ReadingKey::OpenAi),
-            Reading::Gemini(reading) => reading.wants(key).map(ReadingKey::Gemini),
-        }
-    }
-
-    fn opens(&self, key: ReadingKey) -> bool {
-        match (self, key) {
-            (Reading::Gemini(reading), ReadingKey::Gemini(key)) => reading.opens(key),
-            _ => false,
+            Reading::Gemini(_) => None, // read as documents
         }
     }
 
@@ -129,7 +134,6 @@ impl ValueHandler for Reading {
                 reading.on_value(key, value)
             }
             (Reading::OpenAi(reading), ReadingKey::OpenAi(key)) => reading.on_value(key, value),
-            (Reading::Gemini(reading), ReadingKey::Gemini(key)) => reading.on_value(key, value),
             _ => {}
         }
     }
@@ -138,8 +142,20 @@ impl ValueHandler for Reading {
         match self {
             Reading::Anthropic(reading) => reading.on_end(complete),
             Reading::OpenAi(reading) => reading.on_end(complete),
-            Reading::Gemini(reading) => reading.on_end(complete),
+            Reading::Gemini(reading) => DocumentHandler::on_end(reading, complete),
         }
+    }
+}
+
+impl DocumentHandler for Reading {
+    fn on_document(&mut self, document: &[u8], whole: bool) {
+        if let Reading::Gemini(reading) = self {
+            reading.on_document(document, whole);
+        }
+    }
+
+    fn on_end(&mut self, complete: bool) {
+        ValueHandler::on_end(self, complete);
     }
 }
 
@@ -156,6 +172,8 @@ pub struct UsageParser {
 enum BodyReader {
     EventStream(EventStreamReader),
     Json(JsonBodyReader<ReadingKey>),
+    /// A JSON body read as its documents (see [`Reading::json_documents`]).
+    JsonDocuments(JsonDocumentsReader),
     /// Message Batches results (JSONL), each line priced as it ends.
     BatchResults(Box<BatchResultsReader>),
     Other,
@@ -176,7 +194,10 @@ impl UsageParser {
     fn with_reading(reading: Reading, format: AnswerFormat) -> Self {
         let reader = match format {
             AnswerFormat::EventStream => BodyReader::EventStream(EventStreamReader::new()),
-            AnswerFormat::Json => BodyReader::Json(JsonBodyReader::new()),
+            AnswerFormat::Json => match reading.json_documents() {
+                Some(kept) => BodyReader::JsonDocuments(JsonDocumentsReader::new(kept)),
+                None => BodyReader::Json(JsonBodyReader::new()),
+            },
             AnswerFormat::Other => BodyReader::Other,
         };
         Self {
@@ -208,6 +229,7 @@ impl UsageParser {
         match &mut self.reader {
             BodyReader::EventStream(reader) => reader.feed(chunk, &mut self.reading),
             BodyReader::Json(reader) => reader.feed(chunk, &mut self.reading),
+            BodyReader::JsonDocuments(reader) => reader.feed(chunk, &mut self.reading),
             BodyReader::BatchResults(reader) => reader.feed(chunk),
             BodyReader::Other => {}
         }
@@ -220,6 +242,7 @@ impl UsageParser {
             self.finished = true;
             match &mut self.reader {
                 BodyReader::EventStream(reader) => reader.finish(&mut self.reading),
+                BodyReader::JsonDocuments(reader) => reader.finish(&mut self.reading),
                 BodyReader::BatchResults(reader) => {
                     let results = reader.finish();
                     let answer = self.reading.answer_mut();
@@ -266,6 +289,7 @@ impl UsageParser {
         let reader = match &self.reader {
             BodyReader::EventStream(reader) => reader.held_bytes(),
             BodyReader::Json(reader) => reader.held_bytes(),
+            BodyReader::JsonDocuments(reader) => reader.held_bytes(),
             BodyReader::BatchResults(reader) => reader.held_bytes(),
             BodyReader::Other => 0,
         };

@@ -1,4 +1,5 @@
-//! [`RequestModel`]: the `model` a request's JSON body names, read from copies of its chunks as
+//! [`RequestModel`]: the `model` a request's JSON body names (at its top level, or nested where
+//! its API puts it, with the session: [`SessionInBody`]), read from copies of its chunks as
 //! they stream upstream (bounded memory, any split), and from a decompressed copy when the
 //! client compressed the body (`content-encoding: gzip` or `zstd`). The body itself is never
 //! touched.
@@ -9,64 +10,78 @@ use serde_json::Value;
 
 use super::UsageParser;
 use crate::readers::decoded::{ContentCoding, DecodedCopy, DecodedSink};
-use crate::readers::json::{JsonBodyReader, ValueHandler};
-use crate::readers::MAX_NAME_BYTES;
+use crate::readers::pruned::{JsonPruner, Kept, MAX_PRUNED_BYTES};
 use crate::usage::AnswerFormat;
 
-/// Where a request body names its session, when its API puts one there: the object key that
-/// holds it (opened, however large) and the key of the id itself. Code Assist (Gemini CLI's
-/// Google login): `{"request": {…, "session_id": "…"}}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a request body names its session, and its model when it nests it, below the top
+/// level, when its API puts them there: the keys of the body kept (read however large the
+/// body is, see `readers::pruned`) and how to name them from the body cut down to those. Code
+/// Assist (Gemini CLI's Google login): `{"request": {…, "session_id": "…"}}`, and a
+/// `countTokens` call's `{"request": {"model": "models/…", …}}`.
+#[derive(Debug, Clone, Copy)]
 pub struct SessionInBody {
-    pub within: &'static str,
-    pub key: &'static str,
+    pub kept: &'static [Kept],
+    pub names: fn(&Value) -> NamesInBody,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SessionKey {
-    Within,
-    Id,
+/// The session and the model a request body names below its top level.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NamesInBody {
+    pub session: Option<String>,
+    pub model: Option<String>,
 }
 
-/// Reads the session id a body names at [`SessionInBody`].
+/// Reads the names a body holds at [`SessionInBody`], once the body (or what came of it) ends.
 #[derive(Debug)]
-struct SessionReading {
+struct NestedNames {
     place: SessionInBody,
-    session: Option<String>,
+    pruner: JsonPruner,
+    /// What was read, once the body ended.
+    names: Option<NamesInBody>,
 }
 
-impl ValueHandler for SessionReading {
-    type Key = SessionKey;
-
-    fn wants(&self, key: &[u8]) -> Option<SessionKey> {
-        if key == self.place.within.as_bytes() {
-            Some(SessionKey::Within)
-        } else if key == self.place.key.as_bytes() && self.session.is_none() {
-            Some(SessionKey::Id)
-        } else {
-            None
+impl NestedNames {
+    fn new(place: SessionInBody) -> Self {
+        Self {
+            place,
+            pruner: JsonPruner::new(place.kept, MAX_PRUNED_BYTES),
+            names: None,
         }
     }
 
-    fn opens(&self, key: SessionKey) -> bool {
-        key == SessionKey::Within
-    }
-
-    fn on_value(&mut self, key: SessionKey, value: &[u8]) {
-        if key != SessionKey::Id {
+    fn feed(&mut self, bytes: &[u8]) {
+        if self.names.is_some() {
             return;
         }
-        if let Ok(Value::String(id)) = serde_json::from_slice::<Value>(value) {
-            if !id.is_empty() && id.len() <= MAX_NAME_BYTES {
-                self.session = Some(id);
-            }
+        self.pruner.feed(bytes);
+        if self.pruner.is_done() {
+            self.read(self.pruner.pruned().map(<[u8]>::to_vec));
         }
     }
 
-    fn on_end(&mut self, _complete: bool) {}
+    /// The body ended, maybe cut: the names among what of it was read.
+    fn finish(&mut self) {
+        if self.names.is_none() {
+            self.read(self.pruner.pruned_so_far());
+        }
+    }
+
+    fn read(&mut self, pruned: Option<Vec<u8>>) {
+        let body = pruned.and_then(|copy| serde_json::from_slice::<Value>(&copy).ok());
+        self.names = Some(
+            body.map(|body| (self.place.names)(&body))
+                .unwrap_or_default(),
+        );
+    }
+
+    /// Still worth feeding: the body has not ended, nor turned out not to be JSON.
+    fn wants_more(&self) -> bool {
+        self.names.is_none() && !self.pruner.is_unreadable()
+    }
 }
 
-/// Reads the top-level `model` of a request body.
+/// Reads the `model` of a request body (its top-level one, else the one its API nests) and the
+/// session it nests.
 #[derive(Debug)]
 pub struct RequestModel(Body);
 
@@ -84,8 +99,8 @@ const BOM: &[u8] = b"\xef\xbb\xbf";
 #[derive(Debug)]
 struct ModelParser {
     parser: UsageParser,
-    /// The session's reader, when the API names one in the body.
-    session: Option<Box<(JsonBodyReader<SessionKey>, SessionReading)>>,
+    /// The reader of the names nested in the body, when the API nests them.
+    nested: Option<Box<NestedNames>>,
     /// The body's first bytes while they may still be a byte-order mark.
     head: Vec<u8>,
     past_head: bool,
@@ -95,13 +110,7 @@ impl ModelParser {
     fn new(session: Option<SessionInBody>) -> Self {
         Self {
             parser: UsageParser::new(AnswerFormat::Json),
-            session: session.map(|place| {
-                let reading = SessionReading {
-                    place,
-                    session: None,
-                };
-                Box::new((JsonBodyReader::new(), reading))
-            }),
+            nested: session.map(|place| Box::new(NestedNames::new(place))),
             head: Vec::with_capacity(BOM.len()),
             past_head: false,
         }
@@ -128,21 +137,31 @@ impl ModelParser {
 
     fn read(&mut self, bytes: &[u8]) {
         self.parser.feed(bytes);
-        if let Some(session) = self.session.as_deref_mut() {
-            let (reader, reading) = session;
-            reader.feed(bytes, reading);
+        if let Some(nested) = self.nested.as_deref_mut() {
+            nested.feed(bytes);
         }
     }
 
-    fn session(&self) -> Option<&str> {
-        self.session.as_ref()?.1.session.as_deref()
+    fn nested_names(&self) -> Option<&NamesInBody> {
+        self.nested.as_ref()?.names.as_ref()
     }
 
-    /// Still looking for a session the body may name.
+    fn session(&self) -> Option<&str> {
+        self.nested_names()?.session.as_deref()
+    }
+
+    /// The model: the body's top-level `model`, else the one it nests (once read).
+    fn model(&self) -> Option<&str> {
+        self.parser
+            .answer_model()
+            .or_else(|| self.nested_names()?.model.as_deref())
+    }
+
+    /// Still reading the names the body may nest.
     fn wants_session(&self) -> bool {
-        self.session
+        self.nested
             .as_ref()
-            .is_some_and(|session| session.1.session.is_none())
+            .is_some_and(|nested| nested.wants_more())
     }
 
     fn finish(&mut self) -> Option<String> {
@@ -151,7 +170,11 @@ impl ModelParser {
             let head = std::mem::take(&mut self.head);
             self.read(&head);
         }
-        self.parser.finish().model
+        if let Some(nested) = self.nested.as_deref_mut() {
+            nested.finish();
+        }
+        let model = self.parser.finish().model;
+        model.or_else(|| self.nested_names()?.model.clone())
     }
 }
 
@@ -183,7 +206,7 @@ impl RequestModel {
 
     /// The model read so far.
     pub fn model(&self) -> Option<&str> {
-        self.parser().answer_model()
+        self.model_parser().model()
     }
 
     /// The session id the body named, when its API names one there and it was read.
@@ -192,7 +215,7 @@ impl RequestModel {
     }
 
     /// Whether later chunks are still worth reading once the model is known: the body may
-    /// name a session after it.
+    /// name a session (or its model) below its top level, read when the body ends.
     pub fn wants_session(&self) -> bool {
         self.model_parser().wants_session()
     }
@@ -209,10 +232,6 @@ impl RequestModel {
         parser.finish()
     }
 
-    fn parser(&self) -> &UsageParser {
-        &self.model_parser().parser
-    }
-
     fn model_parser(&self) -> &ModelParser {
         match &self.0 {
             Body::Plain(model) => model,
@@ -224,6 +243,7 @@ impl RequestModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{gemini::Gemini, Api};
     use actix_web::http::header::{self, HeaderValue};
     use std::io::Write;
 
@@ -278,10 +298,7 @@ mod tests {
         let body = br#"{"model":"gemini-3-flash","project":"p-1","user_prompt_id":"u-1",
             "request":{"contents":[{"role":"user","parts":[{"text":"hi \"session_id\": \"x\""}]}],
             "generationConfig":{"temperature":1},"session_id":"03e3b229-8e68-426d-ade1"}}"#;
-        let place = Some(SessionInBody {
-            within: "request",
-            key: "session_id",
-        });
+        let place = Gemini.session_in_request_body();
         for chunk in [1, 7, body.len()] {
             let mut reader = RequestModel::new(&HeaderMap::new(), place).unwrap();
             assert!(reader.wants_session());
@@ -297,6 +314,32 @@ mod tests {
         reader.feed(body);
         assert_eq!(reader.session(), None);
         assert!(!reader.wants_session());
+    }
+
+    #[test]
+    fn a_code_assist_count_tokens_body_names_its_model_inside_request() {
+        // Gemini CLI's `v1internal:countTokens` (code_assist/converter.ts,
+        // `toCountTokenRequest`): the model only inside `request`, as `models/{model}`,
+        // after contents of any size.
+        let text = "x\\\"}]".repeat(50_000);
+        let body = format!(
+            r#"{{"request":{{"contents":[{{"role":"user","parts":[{{"text":"{text}"}}]}}],"model":"models/gemini-3.8-flash"}}}}"#
+        );
+        let place = Gemini.session_in_request_body();
+        for cut in [0, 1, 17, body.len() - 40, body.len() - 1] {
+            let mut reader = RequestModel::new(&HeaderMap::new(), place).unwrap();
+            reader.feed(&body.as_bytes()[..cut]);
+            assert_eq!(reader.model(), None);
+            reader.feed(&body.as_bytes()[cut..]);
+            assert_eq!(reader.model(), Some("gemini-3.8-flash"), "cut at {cut}");
+            assert_eq!(reader.session(), None);
+            assert_eq!(reader.finish().as_deref(), Some("gemini-3.8-flash"));
+        }
+        // A body cut after the model still names it.
+        let cut = body.len() - 2;
+        let mut reader = RequestModel::new(&HeaderMap::new(), place).unwrap();
+        reader.feed(&body.as_bytes()[..cut]);
+        assert_eq!(reader.finish().as_deref(), Some("gemini-3.8-flash"));
     }
 
     #[test]

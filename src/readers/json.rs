@@ -9,8 +9,6 @@ use super::bounded::BoundedBuffer;
 pub const MAX_JSON_VALUE_BYTES: usize = 8 * 1024;
 // Top-level keys of interest are short; longer keys are skipped unread.
 const MAX_JSON_KEY_BYTES: usize = 32;
-// Objects opened one inside another; a deeper one is kept or skipped like any value.
-const MAX_OPENED_OBJECTS: u8 = 4;
 
 /// What the protocol wants of a JSON body.
 pub trait ValueHandler {
@@ -18,12 +16,6 @@ pub trait ValueHandler {
     type Key: Copy;
     /// The key (escapes decoded) is wanted: its value will be kept.
     fn wants(&self, key: &[u8]) -> Option<Self::Key>;
-    /// The wanted key's value, when it is an object, is not kept but opened: its keys are
-    /// offered to [`wants`](Self::wants) as if they stood at the top (an answer wrapped in
-    /// `{"response": {…}}`), whatever its size.
-    fn opens(&self, _key: Self::Key) -> bool {
-        false
-    }
     /// A wanted key's whole value, as raw JSON text (never cut: an over-long one is skipped).
     fn on_value(&mut self, key: Self::Key, value: &[u8]);
     /// The top-level object closed (`true`), or bytes followed it after all (`false`).
@@ -70,8 +62,6 @@ pub struct JsonBodyReader<K> {
     nesting: u64,
     in_string: bool,
     escaped: bool,
-    /// Objects opened (see [`ValueHandler::opens`]) and not yet closed.
-    opened: u8,
 }
 
 impl<K: Copy> JsonBodyReader<K> {
@@ -84,7 +74,6 @@ impl<K: Copy> JsonBodyReader<K> {
             nesting: 0,
             in_string: false,
             escaped: false,
-            opened: 0,
         }
     }
 
@@ -115,24 +104,12 @@ impl<K: Copy> JsonBodyReader<K> {
                 self.escaped = false;
                 JsonPhase::Key
             }
-            (JsonPhase::FirstKey | JsonPhase::AfterValue, b'}') if self.opened > 0 => {
-                self.opened -= 1;
-                JsonPhase::AfterValue
-            }
             (JsonPhase::FirstKey | JsonPhase::AfterValue, b'}') => {
                 handler.on_end(true);
                 JsonPhase::Done
             }
             (JsonPhase::BeforeColon, b':') => JsonPhase::BeforeValue,
             (JsonPhase::BeforeValue, b',' | b':' | b'}' | b']') => JsonPhase::Unreadable,
-            (JsonPhase::BeforeValue, b'{')
-                if self.opened < MAX_OPENED_OBJECTS
-                    && self.wanted.is_some_and(|key| handler.opens(key)) =>
-            {
-                self.wanted = None;
-                self.opened += 1;
-                JsonPhase::FirstKey
-            }
             (JsonPhase::BeforeValue, _) => self.start_value(byte),
             (JsonPhase::AfterValue, b',') => JsonPhase::NextKey,
             (JsonPhase::Done, _) => {

@@ -1,7 +1,8 @@
 //! A JSON document cut down, in one pass over its bytes and without holding it, to the keys a
 //! protocol reads: a copy that keeps only the named keys' values and descends into the objects
-//! it is told to, so that an OpenAI `response.completed` event's `response.usage` is read from
-//! beside a megabyte of `response.output` with a few hundred bytes held.
+//! and arrays it is told to, so that an OpenAI `response.completed` event's `response.usage`
+//! is read from beside a megabyte of `response.output`, or a Gemini chunk's
+//! `candidates[].finishReason` beside its inline image, with a few hundred bytes held.
 
 use super::bounded::BoundedBuffer;
 use super::json::{decoded_key, scan_container, scan_string, MAX_JSON_VALUE_BYTES};
@@ -9,24 +10,53 @@ use super::json::{decoded_key, scan_container, scan_string, MAX_JSON_VALUE_BYTES
 // Keys worth keeping are short; longer keys are skipped unread.
 const MAX_KEY_BYTES: usize = 32;
 
+/// Most bytes of one document's cut-down copy: what a protocol keeps of an event or an answer
+/// is a few small objects.
+pub const MAX_PRUNED_BYTES: usize = 16 * 1024;
+
 /// A key an object's copy keeps, and how much of its value.
 #[derive(Debug)]
 pub struct Kept {
     pub key: &'static str,
-    /// Empty: the whole value, up to [`MAX_JSON_VALUE_BYTES`] (a longer one is dropped, not
-    /// cut). Else the value only when it is an object, and of it only these keys.
-    pub inside: &'static [Kept],
+    pub descent: Descent,
+}
+
+/// How much of a kept key's value the copy keeps.
+#[derive(Debug, Clone, Copy)]
+pub enum Descent {
+    /// The whole value, up to [`MAX_JSON_VALUE_BYTES`] (a longer one is dropped, not cut).
+    Whole,
+    /// The value only when it is an object, and of it only these keys.
+    Object(&'static [Kept]),
+    /// The value only when it is an array, and of it only its objects, each cut down to these
+    /// keys (its other elements are dropped).
+    Array(&'static [Kept]),
 }
 
 impl Kept {
     /// The key's whole value.
     pub const fn value(key: &'static str) -> Self {
-        Self { key, inside: &[] }
+        Self {
+            key,
+            descent: Descent::Whole,
+        }
     }
 
     /// The key's object, of which only `inside` is kept.
     pub const fn object(key: &'static str, inside: &'static [Kept]) -> Self {
-        Self { key, inside }
+        Self {
+            key,
+            descent: Descent::Object(inside),
+        }
+    }
+
+    /// The key's array, of whose objects only `inside` is kept (Gemini's
+    /// `candidates[].finishReason`).
+    pub const fn array(key: &'static str, inside: &'static [Kept]) -> Self {
+        Self {
+            key,
+            descent: Descent::Array(inside),
+        }
     }
 }
 
@@ -49,6 +79,10 @@ enum Phase {
     Key,
     BeforeColon,
     BeforeValue,
+    /// Just inside an array descended into: an element or its close.
+    FirstElement,
+    /// After a comma in an array descended into.
+    NextElement,
     Value(Shape),
     AfterValue,
     /// The document ended: what was kept is complete.
@@ -57,11 +91,23 @@ enum Phase {
     Unreadable,
 }
 
-/// An object the copy descends into: which of its keys are kept, and whether one was written.
+/// An object or array the copy descends into: which keys (of it, or of its objects) are kept,
+/// and whether anything was written in it yet.
 #[derive(Debug, Clone, Copy)]
-struct OpenObject {
+struct Open {
     keeps: &'static [Kept],
+    array: bool,
     written: bool,
+}
+
+impl Open {
+    fn closer(&self) -> u8 {
+        if self.array {
+            b']'
+        } else {
+            b'}'
+        }
+    }
 }
 
 /// Where to cut the copy back to when the value being kept outgrows its cap.
@@ -74,14 +120,15 @@ struct Mark {
 /// Scans one JSON document byte by byte (depth, strings, escapes) and writes a copy of it that
 /// holds only the kept keys. A top-level value that is not an object is kept whole (up to the
 /// cap), so that a stream's `[DONE]` still reads as itself. Memory: the copy (at most `cap`),
-/// one key, and one entry per object descended into (as deep as the [`Kept`] tree goes).
+/// one key, and one entry per object or array descended into (as deep as the [`Kept`] tree
+/// goes).
 #[derive(Debug)]
 pub struct JsonPruner {
     root: &'static [Kept],
     phase: Phase,
     copy: BoundedBuffer,
     key: BoundedBuffer,
-    open: Vec<OpenObject>,
+    open: Vec<Open>,
     /// The current key is kept: its entry in the innermost open object.
     kept: Option<&'static Kept>,
     /// The current value is written to the copy; where it started.
@@ -124,19 +171,42 @@ impl JsonPruner {
         std::ptr::eq(self.root, root)
     }
 
+    /// Feeds bytes of one document; any but whitespace after its end make it unreadable.
     pub fn feed(&mut self, bytes: &[u8]) {
+        self.read(bytes, false);
+    }
+
+    /// Feeds bytes up to the end of the document and no further (the rest belongs to what
+    /// follows it); returns how many bytes it used.
+    pub fn feed_document(&mut self, bytes: &[u8]) -> usize {
+        self.read(bytes, true)
+    }
+
+    fn read(&mut self, bytes: &[u8], stop_at_end: bool) -> usize {
         let mut at = 0;
         while at < bytes.len() {
             at += match self.phase {
                 Phase::Key => self.read_key(&bytes[at..]),
                 Phase::Value(shape) => self.read_value(shape, &bytes[at..]),
-                Phase::Unreadable => return,
+                Phase::Unreadable => return at,
+                Phase::Done if stop_at_end => return at,
                 _ => {
                     self.read_structure(bytes[at]);
                     1
                 }
             };
         }
+        at
+    }
+
+    /// The document ended (whether or not its kept parts fitted the cap).
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// The bytes fed are not JSON, or not one document: nothing will come of them.
+    pub fn is_unreadable(&self) -> bool {
+        self.phase == Phase::Unreadable
     }
 
     /// The cut-down copy, once the bytes fed were one whole JSON document whose kept parts
@@ -147,26 +217,53 @@ impl JsonPruner {
             .flatten()
     }
 
+    /// The copy of a document cut short: the kept values that ended, in the objects and arrays
+    /// still open, closed. `None` when nothing of an object was read or the copy outgrew its
+    /// cap; the whole copy once the document ended.
+    pub fn pruned_so_far(&self) -> Option<Vec<u8>> {
+        if self.phase == Phase::Done {
+            return self.pruned().map(<[u8]>::to_vec);
+        }
+        if self.phase == Phase::Unreadable || self.open.is_empty() {
+            return None;
+        }
+        let copy = self.copy.contents()?;
+        let ended = self.copying.map_or(copy.len(), |mark| mark.len);
+        let mut so_far = copy[..ended].to_vec();
+        so_far.extend(self.open.iter().rev().map(Open::closer));
+        Some(so_far)
+    }
+
     pub fn held_bytes(&self) -> usize {
         self.copy.held_bytes()
             + self.key.held_bytes()
-            + self.open.capacity() * std::mem::size_of::<OpenObject>()
+            + self.open.capacity() * std::mem::size_of::<Open>()
     }
 
-    /// One byte between keys and values: whitespace, `{`, `:`, `,`, `}` or a value's start.
+    fn in_array(&self) -> bool {
+        self.open.last().is_some_and(|open| open.array)
+    }
+
+    /// One byte between keys, values and elements: whitespace, `{`, `:`, `,`, `}`, `]` or a
+    /// value's start.
     fn read_structure(&mut self, byte: u8) {
         if matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
             return;
         }
         self.phase = match (self.phase, byte) {
-            (Phase::BeforeBody, b'{') => {
-                self.copy.push(b"{");
-                self.open.push(OpenObject {
-                    keeps: self.root,
-                    written: false,
-                });
-                Phase::FirstKey
+            (Phase::BeforeBody, b'{') => self.open(self.root, false),
+            (Phase::FirstKey | Phase::NextKey, b'"') => {
+                self.key.clear();
+                self.escaped = false;
+                Phase::Key
             }
+            (Phase::FirstKey | Phase::AfterValue, b'}') if !self.in_array() => self.close(),
+            (Phase::FirstElement | Phase::AfterValue, b']') if self.in_array() => self.close(),
+            (Phase::BeforeColon, b':') => Phase::BeforeValue,
+            (
+                Phase::BeforeBody | Phase::BeforeValue | Phase::FirstElement | Phase::NextElement,
+                b',' | b':' | b'}' | b']',
+            ) => Phase::Unreadable,
             (Phase::BeforeBody, _) => {
                 self.copying = Some(Mark {
                     len: 0,
@@ -174,15 +271,11 @@ impl JsonPruner {
                 });
                 self.start_value(byte)
             }
-            (Phase::FirstKey | Phase::NextKey, b'"') => {
-                self.key.clear();
-                self.escaped = false;
-                Phase::Key
-            }
-            (Phase::FirstKey | Phase::AfterValue, b'}') => self.close_object(),
-            (Phase::BeforeColon, b':') => Phase::BeforeValue,
-            (Phase::BeforeValue, b',' | b':' | b'}' | b']') => Phase::Unreadable,
             (Phase::BeforeValue, _) => self.begin_value(byte),
+            (Phase::FirstElement | Phase::NextElement, b'{') => self.open_element(),
+            // An element that is not an object: nothing of it is kept.
+            (Phase::FirstElement | Phase::NextElement, _) => self.start_value(byte),
+            (Phase::AfterValue, b',') if self.in_array() => Phase::NextElement,
             (Phase::AfterValue, b',') => Phase::NextKey,
             _ => Phase::Unreadable,
         };
@@ -205,25 +298,53 @@ impl JsonPruner {
 
     /// The first byte of a key's value: descend into it, copy it, or skip it.
     fn begin_value(&mut self, first: u8) -> Phase {
-        match self.kept.take() {
-            Some(kept) if !kept.inside.is_empty() => {
-                if first != b'{' {
-                    return self.start_value(first); // not an object: nothing of it is kept
-                }
-                self.write_key();
-                self.copy.push(b"{");
-                self.open.push(OpenObject {
-                    keeps: kept.inside,
-                    written: false,
-                });
-                Phase::FirstKey
-            }
-            Some(_) => {
+        let Some(kept) = self.kept.take() else {
+            return self.start_value(first);
+        };
+        match (kept.descent, first) {
+            (Descent::Whole, _) => {
                 self.copying = Some(self.write_key());
                 self.start_value(first)
             }
-            None => self.start_value(first),
+            (Descent::Object(inside), b'{') => {
+                self.write_key();
+                self.open(inside, false)
+            }
+            (Descent::Array(inside), b'[') => {
+                self.write_key();
+                self.open(inside, true)
+            }
+            // Not the shape descended into: nothing of it is kept.
+            _ => self.start_value(first),
         }
+    }
+
+    /// Writes `{` or `[` and descends into it.
+    fn open(&mut self, keeps: &'static [Kept], array: bool) -> Phase {
+        self.copy.push(if array { b"[" } else { b"{" });
+        self.open.push(Open {
+            keeps,
+            array,
+            written: false,
+        });
+        if array {
+            Phase::FirstElement
+        } else {
+            Phase::FirstKey
+        }
+    }
+
+    /// An object in an array descended into: kept, cut down like the array's other objects.
+    fn open_element(&mut self) -> Phase {
+        let Some(array) = self.open.last_mut() else {
+            return Phase::Unreadable;
+        };
+        let keeps = array.keeps;
+        if array.written {
+            self.copy.push(b",");
+        }
+        array.written = true;
+        self.open(keeps, false)
     }
 
     /// Writes `"key":` (after a comma when needed); returns where the copy stood before it.
@@ -308,9 +429,11 @@ impl JsonPruner {
         )
     }
 
-    fn close_object(&mut self) -> Phase {
-        self.copy.push(b"}");
-        self.open.pop();
+    /// Writes the close of the innermost object or array and leaves it.
+    fn close(&mut self) -> Phase {
+        if let Some(open) = self.open.pop() {
+            self.copy.push(&[open.closer()]);
+        }
         if self.open.is_empty() {
             Phase::Done
         } else {
@@ -366,6 +489,96 @@ mod tests {
         let mut pruner = JsonPruner::new(EVENT, CAP);
         doc.chunks(1).for_each(|byte| pruner.feed(byte));
         assert_eq!(pruner.pruned(), Some(whole.as_bytes()));
+    }
+
+    const CANDIDATE: &[Kept] = &[Kept::value("finishReason")];
+    const CHUNK: &[Kept] = &[
+        Kept::array("candidates", CANDIDATE),
+        Kept::value("usageMetadata"),
+    ];
+
+    fn prune_chunk(doc: &[u8]) -> Option<String> {
+        let mut pruner = JsonPruner::new(CHUNK, CAP);
+        pruner.feed(doc);
+        pruner
+            .pruned()
+            .map(|copy| String::from_utf8(copy.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn an_array_descended_into_keeps_its_objects_cut_down() {
+        let doc = br#"{"candidates":[{"content":{"parts":[{"text":"]}["}]},"finishReason":"STOP","index":0},7,"x",[{"finishReason":"NO"}],{},{"finishReason":null}],"usageMetadata":{"promptTokenCount":5}}"#;
+        assert_eq!(
+            prune_chunk(doc).unwrap(),
+            r#"{"candidates":[{"finishReason":"STOP"},{},{"finishReason":null}],"usageMetadata":{"promptTokenCount":5}}"#
+        );
+        for cut in 0..=doc.len() {
+            let mut pruner = JsonPruner::new(CHUNK, CAP);
+            pruner.feed(&doc[..cut]);
+            pruner.feed(&doc[cut..]);
+            assert_eq!(
+                pruner.pruned().map(<[u8]>::to_vec),
+                prune_chunk(doc).map(String::into_bytes),
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(
+            prune_chunk(br#"{"candidates":[ ],"usageMetadata":1}"#).unwrap(),
+            r#"{"candidates":[],"usageMetadata":1}"#
+        );
+    }
+
+    #[test]
+    fn an_array_key_that_is_not_an_array_is_dropped() {
+        assert_eq!(
+            prune_chunk(br#"{"candidates":{"finishReason":"STOP"},"usageMetadata":2}"#).unwrap(),
+            r#"{"usageMetadata":2}"#
+        );
+    }
+
+    #[test]
+    fn broken_arrays_give_nothing() {
+        for doc in [
+            &br#"{"candidates":[{},]}"#[..],
+            br#"{"candidates":[,{}]}"#,
+            br#"{"candidates":[{}}"#,
+            br#"{"candidates":[{}]]"#,
+            br#"{"candidates":[{} {}]}"#,
+        ] {
+            assert_eq!(prune_chunk(doc), None, "{}", String::from_utf8_lossy(doc));
+        }
+    }
+
+    #[test]
+    fn a_document_cut_short_gives_the_values_that_ended_closed() {
+        let doc = br#"{"candidates":[{"finishReason":"STOP"},{"finishReason":"MAX_TOKENS"}],"usageMetadata":{"promptTokenCount":5}}"#;
+        let mut pruner = JsonPruner::new(CHUNK, CAP);
+        assert_eq!(pruner.pruned_so_far(), None);
+        for (at, &byte) in doc.iter().enumerate() {
+            pruner.feed(&[byte]);
+            let so_far = pruner.pruned_so_far().unwrap();
+            let parsed: serde_json::Value = serde_json::from_slice(&so_far)
+                .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&so_far)));
+            if at + 1 == doc.len() {
+                assert_eq!(so_far, pruner.pruned().unwrap());
+            }
+            if at > 60 {
+                assert_eq!(parsed["candidates"][0]["finishReason"], "STOP", "{at}");
+            }
+        }
+    }
+
+    #[test]
+    fn feeding_a_document_stops_at_its_end() {
+        let body = br#" {"usageMetadata":{"a":[1]}} , {"usageMetadata":2}"#;
+        let mut pruner = JsonPruner::new(CHUNK, CAP);
+        let used = pruner.feed_document(body);
+        assert_eq!(&body[..used], br#" {"usageMetadata":{"a":[1]}}"#);
+        assert!(pruner.is_done());
+        assert_eq!(pruner.feed_document(&body[used..]), 0);
+        pruner.reset();
+        assert_eq!(pruner.feed_document(b"12 ,"), 2);
+        assert_eq!(pruner.pruned(), Some(&b"12"[..]));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! or ask for only some keys of its JSON data, read through a [`JsonPruner`] as it streams by.
 
 use super::bounded::BoundedBuffer;
-use super::pruned::{JsonPruner, Kept};
+use super::pruned::{JsonPruner, Kept, MAX_PRUNED_BYTES};
 use super::{MAX_BUFFERED_BYTES, MAX_NAME_BYTES};
 
 // Field names acted on are "data" and "event"; anything longer is ignored unread.
@@ -12,9 +12,6 @@ const MAX_FIELD_NAME_BYTES: usize = 16;
 const MAX_EVENT_NAME_BYTES: usize = 64;
 const MAX_EVENT_DATA_BYTES: usize =
     MAX_BUFFERED_BYTES - MAX_FIELD_NAME_BYTES - MAX_EVENT_NAME_BYTES - 2 * MAX_NAME_BYTES;
-
-/// Most bytes of a pruned event's copy: its kept values are a few small objects.
-const MAX_PRUNED_DATA_BYTES: usize = 16 * 1024;
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -77,7 +74,7 @@ impl EventData {
             (Self::Pruned(pruner), Some(kept)) if pruner.keeps(kept) => {}
             (_, None) => *self = Self::Whole(BoundedBuffer::new(MAX_EVENT_DATA_BYTES)),
             (_, Some(kept)) => {
-                *self = Self::Pruned(Box::new(JsonPruner::new(kept, MAX_PRUNED_DATA_BYTES)))
+                *self = Self::Pruned(Box::new(JsonPruner::new(kept, MAX_PRUNED_BYTES)))
             }
         }
     }

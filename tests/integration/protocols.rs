@@ -506,3 +506,81 @@ async fn a_code_assist_answer_is_read_through_its_wrapper_with_the_session_its_b
     );
     assert_eq!(stats["by_source"]["client_oauth"]["requests"], 1, "{stats}");
 }
+
+#[actix_rt::test]
+async fn a_gemini_stream_without_alt_sse_is_read_as_its_json_array_of_chunks() {
+    use bytes::Bytes;
+    use std::time::Duration;
+    let mock = MockUpstream::start();
+    let array = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/gemini/stream-generate-content.json"
+    ))
+    .unwrap();
+    // As a stream comes: in small pieces, cut anywhere.
+    let pieces = array
+        .chunks(97)
+        .map(|piece| (Duration::ZERO, Bytes::copy_from_slice(piece)))
+        .collect();
+    let json = vec![(
+        "content-type".into(),
+        "application/json; charset=UTF-8".into(),
+    )];
+    mock.always(Reply::Chunks(200, json, pieces));
+    let sluice = sluice()
+        .route("/gemini", &mock.url(), &["protocol = \"gemini\""])
+        .server_key("gemini-test-server-key")
+        .start();
+    let mut response = client()
+        .post(sluice.url("/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent"))
+        .insert_header(("content-type", "application/json"))
+        .send_body(r#"{"contents":[]}"#)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.body().await.unwrap(), array);
+    let stats = stats_after(&sluice, 1, None).await;
+    // The last chunk: 2048 prompt − 1024 cached; 18 candidates + 230 thoughts.
+    let totals = &stats["totals"];
+    assert_eq!(totals["input_tokens"], 1024, "{stats}");
+    assert_eq!(totals["cache_read_input_tokens"], 1024, "{stats}");
+    assert_eq!(totals["output_tokens"], 248, "{stats}");
+    assert_eq!(totals["reasoning_output_tokens"], 230, "{stats}");
+    assert_eq!(
+        stats["by_model"]["gemini-2.5-flash"]["requests"], 1,
+        "{stats}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_code_assist_count_tokens_call_counts_under_the_model_its_body_nests() {
+    let mock = MockUpstream::start();
+    mock.always(Reply::json(200, r#"{"totalTokens":1342}"#));
+    let sluice = sluice()
+        .route(
+            "/code-assist",
+            &mock.url(),
+            &[
+                "protocol = \"gemini\"",
+                "credential_policy = \"client_only\"",
+            ],
+        )
+        .start();
+    // What Gemini CLI sends (code_assist/converter.ts, `toCountTokenRequest`).
+    let body = r#"{"request":{"model":"models/gemini-2.5-flash","contents":[{"role":"user","parts":[{"text":"hi"}]}]}}"#;
+    let mut response = client()
+        .post(sluice.url("/code-assist/v1internal:countTokens"))
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("authorization", "Bearer ya29.test-google-login"))
+        .send_body(body)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.body().await.unwrap();
+    let stats = stats_after(&sluice, 1, None).await;
+    assert_eq!(
+        stats["by_model"]["gemini-2.5-flash"]["requests"], 1,
+        "{stats}"
+    );
+    assert_eq!(stats["totals"]["input_tokens"], 0, "{stats}");
+}

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pricing::PriceTable;
 use crate::usage::AnswerFormat;
+use batch_results::BatchReading;
 
 pub mod anthropic;
 pub mod batch_results;
@@ -109,6 +110,12 @@ pub trait Api: Sync {
     fn text_keys(&self) -> &'static [&'static str] {
         &[]
     }
+    /// How the answer to a request (`method`, `path` with the route's prefix) carries a batch's
+    /// results, when the request fetches them: recognised by the request, since the answers'
+    /// content types say nothing more than a file download.
+    fn batch_reading(&self, _method: &str, _path: &str) -> Option<&'static BatchReading> {
+        None
+    }
 }
 
 /// `Protocol::None`: credentials and sluice's errors as on an Anthropic route, answers unread.
@@ -198,10 +205,10 @@ impl Protocol {
         UsageParser::new_for(self, format)
     }
 
-    /// A reader for the answer to this request: the results of a Message Batch, when the
-    /// request fetched them and they came back (JSONL, priced line by line with `prices` at
-    /// the batch rate), else as [`answer_reader`](Self::answer_reader) reads `format`. An error
-    /// answer to a results request is JSON and read as one.
+    /// A reader for the answer to this request: a batch's results, when the request fetched
+    /// them and they came back (priced result by result with `prices` at the batch rate, see
+    /// [`Api::batch_reading`]), else as [`answer_reader`](Self::answer_reader) reads `format`.
+    /// An error answer to a results request is JSON and read as one.
     pub fn answer_reader_for(
         self,
         method: &Method,
@@ -210,11 +217,12 @@ impl Protocol {
         format: AnswerFormat,
         prices: impl FnOnce() -> PriceTable,
     ) -> Option<UsageParser> {
-        let batch_results = self == Protocol::Anthropic
-            && status.is_success()
-            && batch_results::is_batch_results_request(method.as_str(), path);
-        if batch_results {
-            return Some(UsageParser::batch_results(prices()));
+        let batch = status
+            .is_success()
+            .then(|| self.api().batch_reading(method.as_str(), path))
+            .flatten();
+        if let Some(reading) = batch {
+            return Some(UsageParser::batch_results(prices(), reading));
         }
         self.answer_reader(format)
     }

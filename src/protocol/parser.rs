@@ -11,7 +11,7 @@
 //! - JSON: the body is scanned, not buffered; only the top-level values the protocol wants are
 //!   kept, each up to [`MAX_JSON_VALUE_BYTES`] (a longer one is skipped).
 
-use super::batch_results::BatchResultsReader;
+use super::batch_results::{BatchReading, BatchResultsReader};
 use super::{anthropic, gemini, openai, Protocol};
 use crate::pricing::PriceTable;
 pub use crate::readers::json::MAX_JSON_VALUE_BYTES;
@@ -156,7 +156,7 @@ pub struct UsageParser {
 enum BodyReader {
     EventStream(EventStreamReader),
     Json(JsonBodyReader<ReadingKey>),
-    /// Message Batches results (JSONL), each line priced as it ends.
+    /// A batch's results (JSONL, or a document listing them), each priced as it ends.
     BatchResults(Box<BatchResultsReader>),
     Other,
 }
@@ -187,12 +187,12 @@ impl UsageParser {
         }
     }
 
-    /// A reader for the JSONL results of a Message Batch, which prices each result line with
+    /// A reader for a batch's results as `reading` finds them, which prices each result with
     /// `prices` at the batch rate: the answer it gives carries its cost.
-    pub fn batch_results(prices: PriceTable) -> Self {
+    pub fn batch_results(prices: PriceTable, reading: &'static BatchReading) -> Self {
         Self {
             format: AnswerFormat::Other,
-            reader: BodyReader::BatchResults(Box::new(BatchResultsReader::new(prices))),
+            reader: BodyReader::BatchResults(Box::new(BatchResultsReader::new(prices, reading))),
             reading: Reading::Anthropic(Default::default()),
             finished: false,
         }

@@ -116,6 +116,12 @@ pub trait Api: Sync {
     fn batch_reading(&self, _method: &str, _path: &str) -> Option<&'static BatchReading> {
         None
     }
+    /// Whether the answer to a request to `path` describes a batch with the tokens its results
+    /// used summed up (OpenAI's Batch object), which are counted from the results when they
+    /// are fetched: read as the request's own usage, every poll would count them again.
+    fn answer_sums_batch_usage(&self, _path: &str) -> bool {
+        false
+    }
 }
 
 /// `Protocol::None`: credentials and sluice's errors as on an Anthropic route, answers unread.
@@ -208,7 +214,8 @@ impl Protocol {
     /// A reader for the answer to this request: a batch's results, when the request fetched
     /// them and they came back (priced result by result with `prices` at the batch rate, see
     /// [`Api::batch_reading`]), else as [`answer_reader`](Self::answer_reader) reads `format`.
-    /// An error answer to a results request is JSON and read as one.
+    /// An error answer to a results request is JSON and read as one. A successful answer that
+    /// describes a batch ([`Api::answer_sums_batch_usage`]) is not read.
     pub fn answer_reader_for(
         self,
         method: &Method,
@@ -223,6 +230,9 @@ impl Protocol {
             .flatten();
         if let Some(reading) = batch {
             return Some(UsageParser::batch_results(prices(), reading));
+        }
+        if status.is_success() && self.api().answer_sums_batch_usage(path) {
+            return self.answer_reader(AnswerFormat::Other);
         }
         self.answer_reader(format)
     }

@@ -77,6 +77,18 @@ impl Api for OpenAi {
     fn batch_reading(&self, method: &str, path: &str) -> Option<&'static BatchReading> {
         is_file_content_request(method, path).then_some(&BATCH_OUTPUT)
     }
+
+    /// A Batch object (`…/batches`, `…/batches/{id}`, `…/batches/{id}/cancel`) carries the
+    /// `model` and summed `usage` of its requests, which its output file counts.
+    fn answer_sums_batch_usage(&self, path: &str) -> bool {
+        let segments: Vec<&str> = path.trim_end_matches('/').rsplit('/').take(3).collect();
+        match segments[..] {
+            ["batches", ..] => true,
+            [id, "batches", ..] => !id.is_empty(),
+            ["cancel", id, "batches"] => !id.is_empty(),
+            _ => false,
+        }
+    }
 }
 
 /// A JSON Web Token: three base64url parts, the first a JSON header (`eyJ` is `{"`).

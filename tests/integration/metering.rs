@@ -890,6 +890,10 @@ async fn batch_results_fetched_through_sluice_are_counted_at_batch_prices() {
     );
 }
 
+/// A finished OpenAI Batch object (openai-python `types/batch.py`): its `usage` sums the
+/// requests its output file holds.
+const OPENAI_BATCH: &str = r#"{"id":"batch_abc123","object":"batch","endpoint":"/v1/responses","model":"gpt-5-2025-08-07","errors":null,"input_file_id":"file-in123","completion_window":"24h","status":"completed","output_file_id":"file-xyz123","error_file_id":"file-err123","created_at":1765051000,"in_progress_at":1765051010,"expires_at":1765137400,"finalizing_at":1765051190,"completed_at":1765051200,"request_counts":{"total":5,"completed":3,"failed":2},"usage":{"input_tokens":1713,"input_tokens_details":{"cached_tokens":1024},"output_tokens":1300,"output_tokens_details":{"reasoning_tokens":832},"total_tokens":3013},"metadata":null}"#;
+
 #[actix_rt::test]
 async fn gemini_and_openai_batch_outputs_fetched_through_sluice_are_counted_at_batch_prices() {
     let mock = MockUpstream::start();
@@ -900,6 +904,9 @@ async fn gemini_and_openai_batch_outputs_fetched_through_sluice_are_counted_at_b
             ("gemini", "batch-inlined-responses.json")
         } else if req.target.ends_with("/files/file-xyz123/content") {
             ("openai", "batch-output.jsonl")
+        } else if req.target.ends_with("/batches/batch_abc123") {
+            // The Batch object sums its requests' usage, which the output file counts.
+            return Reply::json(200, OPENAI_BATCH);
         } else {
             return Reply::json(404, r#"{"error":{"code":404,"status":"NOT_FOUND"}}"#);
         };
@@ -948,9 +955,17 @@ async fn gemini_and_openai_batch_outputs_fetched_through_sluice_are_counted_at_b
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(body, protocol_fixture(dir, name).as_bytes(), "{path}");
     }
-    let stats = stats_after(&sluice, 3, None).await;
+    // Polling the batch gets its summed usage again: not counted.
+    let mut polled = client()
+        .get(sluice.url("/openai/v1/batches/batch_abc123"))
+        .insert_header(("authorization", "Bearer sk-test-batch-client"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(polled.body().await.unwrap(), OPENAI_BATCH.as_bytes());
+    let stats = stats_after(&sluice, 4, None).await;
     let totals = &stats["totals"];
-    assert_eq!(totals["requests"], 3);
+    assert_eq!(totals["requests"], 4);
     assert_eq!(totals["errors"], 0);
     // The reader's tests work each file out by hand: Gemini's responses file 4,020 in (8,000
     // cached) / 2,987 out, its inlined responses 2,000 / 800, OpenAI's output 689 (1,024

@@ -398,6 +398,32 @@ fn a_line_over_the_value_cap_does_not_break_the_lines_after_it() {
 }
 
 #[test]
+fn openai_batch_objects_are_recognised_by_their_path() {
+    let yes = [
+        "/openai/v1/batches",
+        "/openai/v1/batches/",
+        "/openai/v1/batches/batch_abc123",
+        "/openai/v1/batches/batch_abc123/cancel",
+    ];
+    let no = [
+        "/openai/v1/responses",
+        "/openai/v1/batches//cancel",
+        "/openai/v1/vector_stores/vs_1/file_batches/vsfb_1",
+        "/openai/v1/files/file-xyz123/content",
+    ];
+    let api = Protocol::OpenAi.api();
+    for path in yes {
+        assert!(api.answer_sums_batch_usage(path), "{path}");
+    }
+    for path in no {
+        assert!(!api.answer_sums_batch_usage(path), "{path}");
+    }
+    for protocol in [Protocol::Anthropic, Protocol::Gemini] {
+        assert!(!protocol.api().answer_sums_batch_usage("/v1/batches/b1"));
+    }
+}
+
+#[test]
 fn each_protocol_recognises_its_batch_results_by_method_and_path() {
     let reading = |protocol: Protocol, method: &str, path: &str| {
         protocol

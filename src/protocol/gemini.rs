@@ -105,8 +105,8 @@ impl Api for Gemini {
 
 /// A batch's results as Gemini gives them: the responses file a batch made from an input file
 /// wrote (`GET …/files/{id}:download?alt=media`, under `/download/v1beta/` as the REST docs
-/// fetch it or `/v1beta/` as the SDKs do), or the batch itself (`GET …/batches/{id}`), which
-/// holds its inlined responses once done.
+/// fetch it, or under the SDK's API version: google-genai 3.6.1 sends `/v1/`), or the batch
+/// itself (`GET …/batches/{id}`), which holds its inlined responses once done.
 fn batch_reading_for(method: &str, path: &str) -> Option<&'static BatchReading> {
     if !method.eq_ignore_ascii_case("GET") {
         return None;

@@ -441,7 +441,7 @@ fn each_protocol_recognises_its_batch_results_by_method_and_path() {
         (
             Protocol::Gemini,
             "GET",
-            "/gemini/v1beta/files/batch-8b6ssu2x:download",
+            "/gemini/v1/files/batch-8b6ssu2x:download",
             Some(&BATCH_RESPONSES_FILE),
         ),
         (

@@ -2,8 +2,9 @@
 //! `gemini`), each answering the same questions through [`Api`]: what a client credential is and
 //! how the server key is sent; how usage is read from a JSON answer and an SSE stream; what an
 //! error body looks like; which response headers carry rate limits; which model a request asks
-//! for. The request path asks the route's [`Protocol`] and never matches on a provider's name:
-//! a fourth API is one module and one variant here.
+//! for; which requests fetch a batch's results, and how they are read ([`batch_results`]: one
+//! reader for all three). The request path asks the route's [`Protocol`] and never matches on a
+//! provider's name: a fourth API is one module and one variant here.
 
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};

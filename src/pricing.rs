@@ -8,7 +8,7 @@
 //! - the token cost is multiplied by the model's multiplier for `usage.inference_geo`, for
 //!   `usage.speed` (a speed with a multiplier is priced flat over the whole context, without the
 //!   long-context rates) and for the `service_tier` the answer reports (OpenAI's flex and
-//!   priority processing), and by the batch rate for Message Batches results;
+//!   priority processing), and by the batch rate for batch results;
 //! - each web search costs `web_search_per_1k / 1000`, whatever the other multipliers.
 
 use std::collections::BTreeMap;
@@ -41,7 +41,7 @@ pub struct Price {
     /// USD per 1,000 web searches; `[pricing_defaults]` when not set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web_search_per_1k: Option<f64>,
-    /// What Message Batches results cost as a share of the normal price; `[pricing_defaults]`
+    /// What batch results cost as a share of the normal price; `[pricing_defaults]`
     /// when not set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<f64>,
@@ -91,7 +91,7 @@ pub struct PricingDefaults {
 
 /// $10 per 1,000 web searches on the Anthropic API.
 pub const DEFAULT_WEB_SEARCH_PER_1K: f64 = 10.0;
-/// Message Batches are billed at 50 % of the normal price.
+/// Batches are billed at 50 % of the normal price (Anthropic, OpenAI and Gemini alike).
 pub const DEFAULT_BATCH: f64 = 0.5;
 
 fn default_web_search_per_1k() -> f64 {
@@ -308,7 +308,7 @@ impl LongContext {
     }
 }
 
-/// What `usage` cost at `price`; `batch` for Message Batches results. Every rule of the
+/// What `usage` cost at `price`; `batch` for a batch's results. Every rule of the
 /// module documentation, and nothing else: the one place a dollar amount is decided.
 pub fn cost_usd(price: &Price, usage: &Usage, batch: bool) -> f64 {
     let multiplier_for = |table: &BTreeMap<String, f64>, key: Option<&str>| {

@@ -211,8 +211,8 @@ pub struct Answer {
     pub completed: bool,
     /// The `error` event's `error.type` (SSE), or the JSON error body's `error.type`.
     pub error_type: Option<String>,
-    /// The cost, when the reader worked it out itself: Message Batches results are priced
-    /// line by line (each line's own model and long-context check) at the batch rate.
+    /// The cost, when the reader worked it out itself: a batch's results are priced
+    /// result by result (each one's own model and long-context check) at the batch rate.
     pub priced_usd: Option<f64>,
     /// The answer ended without the usage its protocol sends at the end (a Chat Completions
     /// stream whose request did not ask for `stream_options.include_usage`): its tokens are

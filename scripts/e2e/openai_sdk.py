@@ -12,6 +12,9 @@ message.json for the cross-provider quota).
   a body over `max_request_body_bytes` its `APIStatusError` with status 413, and a spent quota its
   `RateLimitError` (429) — each with sluice's "sluice: …" message, and the 429 not retried (the
   quota counts exactly one refusal per call).
+- Batches: `batches.retrieve` of a finished batch (whose Batch object sums its requests'
+  usage) counts no tokens; `files.content` of its output file counts every 200 line's usage, as
+  the SDK's own types parse it, priced at the batch rate.
 - Cross-provider quota: one caller's `max_usd` quota counts OpenAI and Anthropic spend together:
   a Responses request and an Anthropic message are admitted, the next request on either
   provider is refused, and the quota's spend is the sum of both.
@@ -78,13 +81,43 @@ def huge_completed_stream():
     return "\n\n".join(events).encode()
 
 
+# A finished Batch object (openai-python `types/batch.py`) whose output file is batch-output.jsonl;
+# its `usage` sums the requests the file holds.
+BATCH = {"id": "batch_e2e", "object": "batch", "endpoint": "/v1/responses", "model": "gpt-5-2025-08-07",
+         "errors": None, "input_file_id": "file-in", "completion_window": "24h",
+         "status": "completed", "output_file_id": "file-out", "error_file_id": None,
+         "created_at": 1765051000, "completed_at": 1765051200,
+         "request_counts": {"total": 5, "completed": 3, "failed": 2},
+         "usage": {"input_tokens": 1713, "input_tokens_details": {"cached_tokens": 1024},
+                   "output_tokens": 1300, "output_tokens_details": {"reasoning_tokens": 832},
+                   "total_tokens": 3013}}
+# batch-output.jsonl at half the price, each line with its own model (worked out in
+# src/protocol/batch_results/tests.rs): (669.6 + 10,625 + 0.26) µ$ / 2.
+BATCH_OUTPUT_USD = 0.00564743
+
+
 class Mock(http.server.BaseHTTPRequestHandler):
-    """Answers the OpenAI API's POST endpoints with the fixtures, and Anthropic's /v1/messages."""
+    """Answers the OpenAI API's POST endpoints with the fixtures, and Anthropic's /v1/messages;
+    GET a Batch object and its output file."""
 
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):
         pass
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path == "/v1/batches/batch_e2e":
+            answer, kind = json.dumps(BATCH).encode(), "application/json"
+        elif path == "/v1/files/file-out/content":
+            answer, kind = (FIXTURES / "batch-output.jsonl").read_bytes(), "application/octet-stream"
+        else:
+            answer, kind = b"", "text/plain"
+        self.send_response(200 if answer else 404)
+        self.send_header("content-type", kind)
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
 
     def do_POST(self):
         raw = self.rfile.read(int(self.headers.get("content-length", 0)))
@@ -264,6 +297,32 @@ def usage_checks(base):
                   f"sdk usage {usage}\nexpected {want}\ncounted {counted}")
 
 
+def batch_checks(base):
+    client = py_client(base)
+    before = stats(base)["totals"]
+    batch = client.batches.retrieve("batch_e2e")
+    counted, _ = counted_since(base, before)
+    check("python SDK batches.retrieve: the Batch object's summed usage counts no tokens",
+          batch.usage is not None and batch.usage.input_tokens > 0 and counted["requests"] == 1
+          and counted["input_tokens"] == counted["output_tokens"] == 0 and counted["cost_usd"] == 0,
+          counted)
+    before = stats(base)["totals"]
+    lines = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
+    usages = [line["response"]["body"]["usage"] for line in lines
+              if line.get("response") and line["response"]["status_code"] == 200]
+    want = {field: 0 for field in COUNTED}
+    for usage in usages:
+        for field, value in expected_counters(usage).items():
+            want[field] += value
+    want["requests"] = 1
+    counted, _ = counted_since(base, before)
+    check(f"python SDK files.content: /stats counted the {len(usages)} answered lines of the "
+          "output file, as the SDK reads them",
+          len(usages) == 3 and {**want, "cost_usd": counted["cost_usd"]} == counted, (want, counted))
+    check(f"python SDK files.content: priced at the batch rate ({BATCH_OUTPUT_USD} USD)",
+          abs(counted["cost_usd"] - BATCH_OUTPUT_USD) < 1e-9, counted["cost_usd"])
+
+
 def refusal_checks(team, quota_usd):
     for sdk, error in (("python", py_error), ("node", node_error)):
         kind, status, message = error(team)
@@ -322,6 +381,7 @@ def main():
             sluice, open_base = start_sluice(scratch, "open", port)
             processes.append(sluice)
             usage_checks(open_base)
+            batch_checks(open_base)
             # The cost of one Responses request and one Anthropic message, measured here, sets
             # the quota between them: the Responses request alone stays under it, both pass it.
             before = stats(open_base)["totals"]

@@ -95,7 +95,7 @@ pub struct RequestRecord {
     pub usage: Usage,
     /// A stream that ended without ever reporting its usage.
     pub usage_missing: bool,
-    /// The cost the answer's reader worked out (Message Batches results), which the
+    /// The cost the answer's reader worked out (a batch's results), which the
     /// aggregator takes instead of pricing `usage` by `model`.
     pub priced_usd: Option<f64>,
     /// The answer was an event stream.

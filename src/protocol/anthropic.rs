@@ -8,6 +8,7 @@
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
+use super::batch_results::{self, BatchReading, BatchResult};
 pub use super::BearerKind;
 use super::{Api, Reading};
 use crate::readers::json::ValueHandler;
@@ -75,6 +76,50 @@ impl Api for Anthropic {
     }
     fn text_keys(&self) -> &'static [&'static str] {
         TEXT_KEYS
+    }
+
+    fn batch_reading(&self, method: &str, path: &str) -> Option<&'static BatchReading> {
+        is_batch_results_request(method, path).then_some(&BATCH_RESULTS)
+    }
+}
+
+/// Whether a request fetches a Message Batch's results (a `GET` of
+/// `…/messages/batches/{id}/results`), whose answer the API documents only as a `.jsonl`
+/// download.
+pub fn is_batch_results_request(method: &str, path: &str) -> bool {
+    let mut segments = path.trim_end_matches('/').rsplit('/');
+    method.eq_ignore_ascii_case("GET")
+        && segments.next() == Some("results")
+        && segments.next().is_some_and(|id| !id.is_empty())
+        && segments.next() == Some("batches")
+        && segments.next() == Some("messages")
+}
+
+/// A Message Batch's results: one JSON object a line, `{"custom_id", "result": {"type",
+/// "message": {…the answer…}}}`; a `succeeded` result's `message` carries `model` and `usage`,
+/// the others (`errored`, `canceled`, `expired`) nothing to charge.
+pub static BATCH_RESULTS: BatchReading = BatchReading {
+    lines: true,
+    results_at: &[&[]],
+    values: &[
+        &["result", "type"],
+        &["result", "message", "model"],
+        &["result", "message", "usage"],
+    ],
+    read: read_batch_result,
+};
+
+fn read_batch_result(values: &[Option<Value>]) -> BatchResult {
+    let [kind, model, usage] = values else {
+        return BatchResult::Unknown;
+    };
+    match kind.as_ref().and_then(Value::as_str) {
+        Some("succeeded") => BatchResult::Succeeded {
+            model: batch_results::name(model),
+            usage: usage.as_ref().map(usage_from_json).unwrap_or_default(),
+        },
+        Some(_) => BatchResult::NotSucceeded,
+        None => BatchResult::Unknown,
     }
 }
 

@@ -11,6 +11,7 @@
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
+use super::batch_results::{self, BatchReading, BatchResult, ANY_ELEMENT};
 use super::request::NamesInBody;
 use super::{Api, BearerKind, Reading, SessionInBody};
 use crate::readers::documents::DocumentHandler;
@@ -98,6 +99,86 @@ impl Api for Gemini {
 
     fn text_keys(&self) -> &'static [&'static str] {
         TEXT_KEYS
+    }
+
+    fn batch_reading(&self, method: &str, path: &str) -> Option<&'static BatchReading> {
+        batch_reading_for(method, path)
+    }
+}
+
+/// A batch's results as Gemini gives them: the responses file a batch made from an input file
+/// wrote (`GET …/files/{id}:download?alt=media`, under `/download/v1beta/` as the REST docs
+/// fetch it, or under the SDK's API version: google-genai 3.6.1 sends `/v1/`), or the batch
+/// itself (`GET …/batches/{id}`), which holds its inlined responses once done.
+fn batch_reading_for(method: &str, path: &str) -> Option<&'static BatchReading> {
+    if !method.eq_ignore_ascii_case("GET") {
+        return None;
+    }
+    let mut segments = path.trim_end_matches('/').rsplit('/');
+    let last = segments.next()?;
+    let parent = segments.next()?;
+    match (parent, last.split_once(':')) {
+        ("files", Some((id, "download"))) if !id.is_empty() => Some(&BATCH_RESPONSES_FILE),
+        ("batches", None) if !last.is_empty() => Some(&BATCH_INLINED_RESPONSES),
+        _ => None,
+    }
+}
+
+/// The responses file of a batch: one JSON object a line, `{"key", "response": {…a
+/// GenerateContentResponse…}}` or `{"key", "error": {…a status…}}`.
+pub static BATCH_RESPONSES_FILE: BatchReading = BatchReading {
+    lines: true,
+    results_at: &[&[]],
+    values: BATCH_RESULT_VALUES,
+    read: read_batch_result,
+};
+
+/// A batch (`batches.get`: a long-running operation) whose inlined responses are in its
+/// `response` (`GenerateContentBatchOutput`) and mirrored in `metadata.output`, each list under
+/// `inlinedResponses.inlinedResponses[]` as `{"response": {…}, "metadata": {…}}` or
+/// `{"error": {…}}`. The `response` copy counts; the mirror only when it is the one sent.
+pub static BATCH_INLINED_RESPONSES: BatchReading = BatchReading {
+    lines: false,
+    results_at: &[
+        &[
+            "response",
+            "inlinedResponses",
+            "inlinedResponses",
+            ANY_ELEMENT,
+        ],
+        &[
+            "metadata",
+            "output",
+            "inlinedResponses",
+            "inlinedResponses",
+            ANY_ELEMENT,
+        ],
+    ],
+    values: BATCH_RESULT_VALUES,
+    read: read_batch_result,
+};
+
+const BATCH_RESULT_VALUES: &[&[&str]] = &[
+    &["response", "usageMetadata"],
+    &["response", "modelVersion"],
+    &["error"],
+];
+
+/// One batch result: an `error` counts nothing; a `response` counts its `usageMetadata`, priced
+/// at its `modelVersion`.
+fn read_batch_result(values: &[Option<Value>]) -> BatchResult {
+    let [metadata, model, error] = values else {
+        return BatchResult::Unknown;
+    };
+    if error.as_ref().is_some_and(Value::is_object) {
+        return BatchResult::NotSucceeded;
+    }
+    match metadata.as_ref().and_then(usage_from_json) {
+        Some(usage) => BatchResult::Succeeded {
+            model: batch_results::name(model),
+            usage,
+        },
+        None => BatchResult::Unknown,
     }
 }
 

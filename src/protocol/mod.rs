@@ -2,8 +2,9 @@
 //! `gemini`), each answering the same questions through [`Api`]: what a client credential is and
 //! how the server key is sent; how usage is read from a JSON answer and an SSE stream; what an
 //! error body looks like; which response headers carry rate limits; which model a request asks
-//! for. The request path asks the route's [`Protocol`] and never matches on a provider's name:
-//! a fourth API is one module and one variant here.
+//! for; which requests fetch a batch's results, and how they are read ([`batch_results`]: one
+//! reader for all three). The request path asks the route's [`Protocol`] and never matches on a
+//! provider's name: a fourth API is one module and one variant here.
 
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pricing::PriceTable;
 use crate::usage::AnswerFormat;
+use batch_results::BatchReading;
 
 pub mod anthropic;
 pub mod batch_results;
@@ -109,6 +111,18 @@ pub trait Api: Sync {
     fn text_keys(&self) -> &'static [&'static str] {
         &[]
     }
+    /// How the answer to a request (`method`, `path` with the route's prefix) carries a batch's
+    /// results, when the request fetches them: recognised by the request, since the answers'
+    /// content types say nothing more than a file download.
+    fn batch_reading(&self, _method: &str, _path: &str) -> Option<&'static BatchReading> {
+        None
+    }
+    /// Whether the answer to a request to `path` describes a batch with the tokens its results
+    /// used summed up (OpenAI's Batch object), which are counted from the results when they
+    /// are fetched: read as the request's own usage, every poll would count them again.
+    fn answer_sums_batch_usage(&self, _path: &str) -> bool {
+        false
+    }
 }
 
 /// `Protocol::None`: credentials and sluice's errors as on an Anthropic route, answers unread.
@@ -198,10 +212,11 @@ impl Protocol {
         UsageParser::new_for(self, format)
     }
 
-    /// A reader for the answer to this request: the results of a Message Batch, when the
-    /// request fetched them and they came back (JSONL, priced line by line with `prices` at
-    /// the batch rate), else as [`answer_reader`](Self::answer_reader) reads `format`. An error
-    /// answer to a results request is JSON and read as one.
+    /// A reader for the answer to this request: a batch's results, when the request fetched
+    /// them and they came back (priced result by result with `prices` at the batch rate, see
+    /// [`Api::batch_reading`]), else as [`answer_reader`](Self::answer_reader) reads `format`.
+    /// An error answer to a results request is JSON and read as one. A successful answer that
+    /// describes a batch ([`Api::answer_sums_batch_usage`]) is not read.
     pub fn answer_reader_for(
         self,
         method: &Method,
@@ -210,11 +225,15 @@ impl Protocol {
         format: AnswerFormat,
         prices: impl FnOnce() -> PriceTable,
     ) -> Option<UsageParser> {
-        let batch_results = self == Protocol::Anthropic
-            && status.is_success()
-            && batch_results::is_batch_results_request(method.as_str(), path);
-        if batch_results {
-            return Some(UsageParser::batch_results(prices()));
+        let batch = status
+            .is_success()
+            .then(|| self.api().batch_reading(method.as_str(), path))
+            .flatten();
+        if let Some(reading) = batch {
+            return Some(UsageParser::batch_results(prices(), reading));
+        }
+        if status.is_success() && self.api().answer_sums_batch_usage(path) {
+            return self.answer_reader(AnswerFormat::Other);
         }
         self.answer_reader(format)
     }

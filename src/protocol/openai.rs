@@ -7,6 +7,7 @@
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
+use super::batch_results::{self, BatchReading, BatchResult};
 use super::{Api, BearerKind, Reading};
 use crate::readers::json::ValueHandler;
 use crate::readers::pruned::Kept;
@@ -71,6 +72,22 @@ impl Api for OpenAi {
     }
     fn text_keys(&self) -> &'static [&'static str] {
         TEXT_KEYS
+    }
+
+    fn batch_reading(&self, method: &str, path: &str) -> Option<&'static BatchReading> {
+        is_file_content_request(method, path).then_some(&BATCH_OUTPUT)
+    }
+
+    /// A Batch object (`…/batches`, `…/batches/{id}`, `…/batches/{id}/cancel`) carries the
+    /// `model` and summed `usage` of its requests, which its output file counts.
+    fn answer_sums_batch_usage(&self, path: &str) -> bool {
+        let segments: Vec<&str> = path.trim_end_matches('/').rsplit('/').take(3).collect();
+        match segments[..] {
+            ["batches", ..] => true,
+            [id, "batches", ..] => !id.is_empty(),
+            ["cancel", id, "batches"] => !id.is_empty(),
+            _ => false,
+        }
     }
 }
 
@@ -324,6 +341,50 @@ impl ValueHandler for AnswerReading {
 
     fn on_end(&mut self, complete: bool) {
         self.answer.completed = complete;
+    }
+}
+
+/// Whether a request fetches a file's content (`GET …/files/{file_id}/content`): a batch's
+/// output file is fetched so. Any other file has no batch output lines and counts nothing.
+fn is_file_content_request(method: &str, path: &str) -> bool {
+    let mut segments = path.trim_end_matches('/').rsplit('/');
+    method.eq_ignore_ascii_case("GET")
+        && segments.next() == Some("content")
+        && segments.next().is_some_and(|id| !id.is_empty())
+        && segments.next() == Some("files")
+}
+
+/// A batch's output (or error) file: one JSON object a line, `{"id", "custom_id", "response":
+/// {"status_code", "request_id", "body": {…the answer…}}, "error"}`. The body is a Responses,
+/// Chat Completions or Embeddings answer with its `model` and `usage`.
+pub static BATCH_OUTPUT: BatchReading = BatchReading {
+    lines: true,
+    results_at: &[&[]],
+    values: &[
+        &["response", "status_code"],
+        &["response", "body", "model"],
+        &["response", "body", "usage"],
+        &["error"],
+    ],
+    read: read_batch_output,
+};
+
+/// One output line: a 200 answer counts its body's usage; an `error`, or any other status,
+/// nothing. The body's `service_tier` is not read: the batch rate is the line's price.
+fn read_batch_output(values: &[Option<Value>]) -> BatchResult {
+    let [status, model, usage, error] = values else {
+        return BatchResult::Unknown;
+    };
+    if error.as_ref().is_some_and(Value::is_object) {
+        return BatchResult::NotSucceeded;
+    }
+    match status.as_ref().and_then(Value::as_u64) {
+        Some(200) => BatchResult::Succeeded {
+            model: batch_results::name(model),
+            usage: usage.as_ref().and_then(usage_from_json).unwrap_or_default(),
+        },
+        Some(_) => BatchResult::NotSucceeded,
+        None => BatchResult::Unknown,
     }
 }
 

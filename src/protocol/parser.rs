@@ -13,7 +13,7 @@
 //!   answers may be a streamed array of chunks (Gemini's) has the body read as its documents,
 //!   each cut down to the keys it reads (`readers::documents`).
 
-use super::batch_results::BatchResultsReader;
+use super::batch_results::{BatchReading, BatchResultsReader};
 use super::{anthropic, gemini, openai, Protocol};
 use crate::pricing::PriceTable;
 use crate::readers::documents::{DocumentHandler, JsonDocumentsReader};
@@ -174,7 +174,7 @@ enum BodyReader {
     Json(JsonBodyReader<ReadingKey>),
     /// A JSON body read as its documents (see [`Reading::json_documents`]).
     JsonDocuments(JsonDocumentsReader),
-    /// Message Batches results (JSONL), each line priced as it ends.
+    /// A batch's results (JSONL, or a document listing them), each priced as it ends.
     BatchResults(Box<BatchResultsReader>),
     Other,
 }
@@ -208,12 +208,12 @@ impl UsageParser {
         }
     }
 
-    /// A reader for the JSONL results of a Message Batch, which prices each result line with
+    /// A reader for a batch's results as `reading` finds them, which prices each result with
     /// `prices` at the batch rate: the answer it gives carries its cost.
-    pub fn batch_results(prices: PriceTable) -> Self {
+    pub fn batch_results(prices: PriceTable, reading: &'static BatchReading) -> Self {
         Self {
             format: AnswerFormat::Other,
-            reader: BodyReader::BatchResults(Box::new(BatchResultsReader::new(prices))),
+            reader: BodyReader::BatchResults(Box::new(BatchResultsReader::new(prices, reading))),
             reading: Reading::Anthropic(Default::default()),
             finished: false,
         }

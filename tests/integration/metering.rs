@@ -890,6 +890,107 @@ async fn batch_results_fetched_through_sluice_are_counted_at_batch_prices() {
     );
 }
 
+/// A finished OpenAI Batch object (openai-python `types/batch.py`): its `usage` sums the
+/// requests its output file holds.
+const OPENAI_BATCH: &str = r#"{"id":"batch_abc123","object":"batch","endpoint":"/v1/responses","model":"gpt-5-2025-08-07","errors":null,"input_file_id":"file-in123","completion_window":"24h","status":"completed","output_file_id":"file-xyz123","error_file_id":"file-err123","created_at":1765051000,"in_progress_at":1765051010,"expires_at":1765137400,"finalizing_at":1765051190,"completed_at":1765051200,"request_counts":{"total":5,"completed":3,"failed":2},"usage":{"input_tokens":1713,"input_tokens_details":{"cached_tokens":1024},"output_tokens":1300,"output_tokens_details":{"reasoning_tokens":832},"total_tokens":3013},"metadata":null}"#;
+
+#[actix_rt::test]
+async fn gemini_and_openai_batch_outputs_fetched_through_sluice_are_counted_at_batch_prices() {
+    let mock = MockUpstream::start();
+    mock.reply(move |req| {
+        let (dir, name) = if req.target.contains("/files/batch-1:download") {
+            ("gemini", "batch-responses.jsonl")
+        } else if req.target.ends_with("/batches/inlined-1") {
+            ("gemini", "batch-inlined-responses.json")
+        } else if req.target.ends_with("/files/file-xyz123/content") {
+            ("openai", "batch-output.jsonl")
+        } else if req.target.ends_with("/batches/batch_abc123") {
+            // The Batch object sums its requests' usage, which the output file counts.
+            return Reply::json(200, OPENAI_BATCH);
+        } else {
+            return Reply::json(404, r#"{"error":{"code":404,"status":"NOT_FOUND"}}"#);
+        };
+        // Sent in uneven chunks, as a download arrives.
+        let chunks = protocol_fixture(dir, name)
+            .as_bytes()
+            .chunks(97)
+            .map(|chunk| (Duration::ZERO, bytes::Bytes::copy_from_slice(chunk)))
+            .collect();
+        let binary = vec![(
+            "content-type".to_string(),
+            "application/octet-stream".to_string(),
+        )];
+        Reply::Chunks(200, binary, chunks)
+    });
+    let sluice = sluice()
+        .route("/gemini", &mock.url(), &["protocol = \"gemini\""])
+        .route("/openai/v1", &mock.url(), &["protocol = \"openai\""])
+        .start();
+    let fetches = [
+        (
+            "/gemini/download/v1beta/files/batch-1:download?alt=media",
+            "gemini",
+            "batch-responses.jsonl",
+        ),
+        (
+            "/gemini/v1beta/batches/inlined-1",
+            "gemini",
+            "batch-inlined-responses.json",
+        ),
+        (
+            "/openai/v1/files/file-xyz123/content",
+            "openai",
+            "batch-output.jsonl",
+        ),
+    ];
+    for (path, dir, name) in fetches {
+        let mut response = client()
+            .get(sluice.url(path))
+            .insert_header(("x-goog-api-key", "AIza-test-batch-client"))
+            .insert_header(("authorization", "Bearer sk-test-batch-client"))
+            .send()
+            .await
+            .unwrap();
+        let body = response.body().limit(1 << 20).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(body, protocol_fixture(dir, name).as_bytes(), "{path}");
+    }
+    // Polling the batch gets its summed usage again: not counted.
+    let mut polled = client()
+        .get(sluice.url("/openai/v1/batches/batch_abc123"))
+        .insert_header(("authorization", "Bearer sk-test-batch-client"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(polled.body().await.unwrap(), OPENAI_BATCH.as_bytes());
+    let stats = stats_after(&sluice, 4, None).await;
+    let totals = &stats["totals"];
+    assert_eq!(totals["requests"], 4);
+    assert_eq!(totals["errors"], 0);
+    // The reader's tests work each file out by hand: Gemini's responses file 4,020 in (8,000
+    // cached) / 2,987 out, its inlined responses 2,000 / 800, OpenAI's output 689 (1,024
+    // cached) / 1,300.
+    assert_eq!(totals["input_tokens"], 4_020 + 2_000 + 689);
+    assert_eq!(totals["cache_read_input_tokens"], 8_000 + 1_024);
+    assert_eq!(totals["output_tokens"], 2_987 + 800 + 1_300);
+    // Each line at half its model's price: 0.01123675 + 0.00026 + 0.00564743 USD.
+    let cost = totals["cost_usd"].as_f64().unwrap();
+    assert!((cost - 0.01714418).abs() < 1e-9, "{cost}");
+    assert_eq!(stats["by_provider"]["gemini"]["requests"], 2, "{stats}");
+    assert_eq!(
+        stats["by_model"]["gemini-2.5-flash"]["requests"], 1,
+        "{stats}"
+    );
+    assert_eq!(
+        stats["by_model"]["gemini-2.5-flash-lite"]["requests"], 1,
+        "{stats}"
+    );
+    assert_eq!(
+        stats["by_model"]["gpt-5-mini-2025-08-07"]["requests"], 1,
+        "{stats}"
+    );
+}
+
 /// A `model` holding a line break, ESC or NUL — from the client's request or from the upstream's
 /// answer — stays inside its own log line, escaped.
 #[actix_rt::test]

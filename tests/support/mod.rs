@@ -21,8 +21,13 @@ pub const ACCESS_KEY: &str = "sluice-test-access-key-alice-5f3e";
 pub const ADMIN_TOKEN: &str = "sluice-test-admin-token-77aa";
 
 pub fn fixture(name: &str) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/anthropic/");
-    std::fs::read_to_string(format!("{path}{name}")).unwrap()
+    protocol_fixture("anthropic", name)
+}
+
+/// A recorded answer of `tests/fixtures/{dir}/`.
+pub fn protocol_fixture(dir: &str, name: &str) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
+    std::fs::read_to_string(format!("{path}{dir}/{name}")).unwrap()
 }
 
 /// What the mock upstream received.

@@ -380,11 +380,42 @@ def secret_checks(run):
     check("the store file (%d bytes) holds none of the keys used" % len(raw), raw and not found, found)
 
 
+# The mock's batch (mock_gemini.BATCH_USAGE), each response priced on its own at the batch rate:
+# gemini-2.5-flash, half of $0.30 in, $0.03 cached, $2.50 out (thoughts included) per million.
+# (120 × 0.30 + 80 × 2.50) + (300 × 0.30 + 600 × 0.03 + 70 × 2.50) = 519 µ$, half: 259.5 µ$.
+BATCH_COST_USD = 0.0002595
+
+
+def batch_checks(run):
+    base = run.base + "/gemini"
+    access = "x-sluice-key=" + run.access_key
+    for mode, name in (("batch-get", "batches/e2e-inlined"),
+                       ("batch-download", "files/e2e-responses")):
+        before = run.stats()["totals"]
+        out = subprocess.run([sys.executable, str(HERE / "client_genai.py"), base, run.client_key,
+                              mode, name, access], capture_output=True, text=True, timeout=60)
+        reqs = run.new_requests()
+        if not check("google-genai %s: the call succeeds through sluice (%s)"
+                     % (mode, [q["path"] for q in reqs]), out.returncode == 0, out.stderr[-2000:]):
+            continue
+        sdk = json.loads(out.stdout)
+        counted = run.totals_after(before, 1)
+        want = counters(sdk["usage"])
+        check("google-genai %s: /stats counted the usage of the %d responses the SDK read %s"
+              % (mode, sdk["responses"], sdk["usage"]),
+              sdk["responses"] == 2 and counted["requests"] == 1
+              and all(counted[f] == want[f] for f in COUNTED), (counted, want))
+        cost = run.stats()["totals"]["cost_usd"] - before["cost_usd"]
+        check("google-genai %s: priced at the batch rate (%.7f USD)" % (mode, BATCH_COST_USD),
+              abs(cost - BATCH_COST_USD) < 1e-9, cost)
+
+
 def main():
     scratch = tempfile.mkdtemp(prefix="sluice-gemini-e2e-")
     run = Run(scratch)
     try:
         for title, fn in (("google-genai (Python SDK) through sluice", sdk_checks),
+                          ("google-genai batches through sluice", batch_checks),
                           ("Gemini CLI through sluice", cli_checks),
                           ("Keys never shown", secret_checks)):
             print("\n== " + title, flush=True)

@@ -4,8 +4,11 @@ SDK itself reports as JSON on stdout: {"text", "model_version", "usage": {prompt
 cached, thoughts, tool_use}} — for streams, the last chunk's usage_metadata (cumulative).
 
 Usage: client_genai.py BASE_URL API_KEY MODE [MODEL] [HEADER=VALUE ...]
-    MODE: generate | stream | count | embed | key-in-query
+    MODE: generate | stream | count | embed | key-in-query | batch-get | batch-download
     key-in-query sends the key as `?key=` (no x-goog-api-key header), as some clients do.
+    batch-get (`batches.get`, MODEL is the batch's name) and batch-download (`files.download`,
+    MODEL is the responses file's name) print the usage of every response, summed, and how
+    many responses carried one.
 """
 
 import json
@@ -25,6 +28,11 @@ def usage_of(meta):
         "thoughts": meta.thoughts_token_count or 0,
         "tool_use": meta.tool_use_prompt_token_count or 0,
     }
+
+
+def summed(metas):
+    usages = [usage_of(meta) for meta in metas]
+    return {name: sum(usage[name] for usage in usages) for name in usage_of(None)}
 
 
 def main():
@@ -58,6 +66,16 @@ def main():
     elif mode == "count":
         answer = client.models.count_tokens(model=model, contents="Say hello.")
         result = {"total_tokens": answer.total_tokens, "usage": usage_of(None)}
+    elif mode == "batch-get":
+        job = client.batches.get(name=model)
+        metas = [r.response.usage_metadata for r in job.dest.inlined_responses if r.response]
+        result = {"state": job.state.name, "responses": len(metas), "usage": summed(metas)}
+    elif mode == "batch-download":
+        data = client.files.download(file=model)
+        lines = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+        metas = [types.GenerateContentResponseUsageMetadata.model_validate(line["response"]["usageMetadata"])
+                 for line in lines if line.get("response")]
+        result = {"lines": len(lines), "responses": len(metas), "usage": summed(metas)}
     elif mode == "embed":
         answer = client.models.embed_content(model=model, contents="Say hello.")
         result = {"dimensions": len(answer.embeddings[0].values), "usage": usage_of(None)}

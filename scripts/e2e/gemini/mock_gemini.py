@@ -9,6 +9,11 @@ Gemini API (`/v1beta/models/{model}:{method}`, also `/v1/`):
     :embedContent                 -> {"embedding": {"values": [...]}}
     :batchEmbedContents           -> {"embeddings": [{"values": [...]}]}
     GET /v1beta/models[/ID]       -> a model list / one model
+    GET /v1beta/batches/ID        -> a done batch (a long-running operation) with two inlined
+                                     responses and one error, in `response` and mirrored in
+                                     `metadata.output`, as the Batch API returns them
+    GET /v1beta/files/ID:download?alt=media (also under /download/) -> a batch's responses
+                                     file: JSONL, two `response` lines and one `error` line
 Code Assist (`/v1internal:{method}`): the same answers wrapped as {"response": {...}}, and
 loadCodeAssist / onboardUser / listExperiments / retrieveUserQuota and other calls answered
 with what lets Gemini CLI proceed (empty objects otherwise).
@@ -48,6 +53,42 @@ USAGE_STREAM = [
     {"promptTokenCount": 1200, "candidatesTokenCount": 11, "totalTokenCount": 1251,
      "cachedContentTokenCount": 1000, "thoughtsTokenCount": 40},
 ]
+# A batch's results: (key, usageMetadata) per response, and one error, model gemini-2.5-flash.
+BATCH_USAGE = [
+    ("request-1", {"promptTokenCount": 120, "candidatesTokenCount": 30, "totalTokenCount": 200,
+                   "thoughtsTokenCount": 50}),
+    ("request-2", {"promptTokenCount": 900, "candidatesTokenCount": 70, "totalTokenCount": 970,
+                   "cachedContentTokenCount": 600}),
+]
+BATCH_ERROR = {"code": 400, "message": "Request contains an invalid argument.",
+               "status": "INVALID_ARGUMENT"}
+
+
+def batch_response(usage):
+    return {"candidates": [{"content": {"role": "model", "parts": [{"text": TEXT}]},
+                            "finishReason": "STOP", "index": 0}],
+            "usageMetadata": usage, "modelVersion": "gemini-2.5-flash"}
+
+
+def batch_operation(name):
+    inlined = [{"response": batch_response(usage), "metadata": {"key": key}}
+               for key, usage in BATCH_USAGE]
+    inlined.append({"error": BATCH_ERROR, "metadata": {"key": "request-3"}})
+    output = {"inlinedResponses": {"inlinedResponses": inlined}}
+    return {"name": name, "done": True,
+            "metadata": {"@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
+                         "name": name, "model": "models/gemini-2.5-flash", "displayName": "e2e",
+                         "state": "BATCH_STATE_SUCCEEDED", "output": output,
+                         "batchStats": {"requestCount": "3", "successfulRequestCount": "2",
+                                        "failedRequestCount": "1"}},
+            "response": {"@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatchOutput",
+                         **output}}
+
+
+def batch_responses_file():
+    lines = [{"key": key, "response": batch_response(usage)} for key, usage in BATCH_USAGE]
+    lines.insert(1, {"key": "request-3", "error": BATCH_ERROR})
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()
 
 
 class Recorder:
@@ -146,6 +187,16 @@ class Handler(BaseHTTPRequestHandler):
             since = int(dict(urllib.parse.parse_qsl(url.query)).get("since", 0))
             return self._send_json(200, self.recorder.since(since))
         self._record(b"")
+        if "/batches/" in url.path:
+            return self._send_json(200, batch_operation("batches/" + url.path.rsplit("/", 1)[1]))
+        if url.path.endswith(":download") and "/files/" in url.path:
+            data = batch_responses_file()
+            self.send_response(200)
+            self.send_header("content-type", "application/octet-stream")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return None
         if url.path.endswith("/models"):
             return self._send_json(200, {"models": [
                 {"name": "models/gemini-2.5-pro"}, {"name": "models/gemini-2.5-flash"}]})

@@ -2,8 +2,9 @@
 # Gemini end to end through sluice: installs the pinned Gemini CLI (npm, scripts/e2e/gemini/
 # package.json, into scripts/e2e/gemini/node_modules) and the pinned google-genai Python SDK (a
 # venv in scripts/e2e/.deps/gemini-venv), then runs checks.py: the SDK streamed and not,
-# countTokens, embedContent, a `?key=` request, the server key as x-goog-api-key, a sluice error
-# in Google's shape, `gemini -p` in API-key mode and in Google-login (Code Assist) mode, and no
+# countTokens, embedContent, a batch's results (`batches.get` with inlined responses and
+# `files.download` of its responses file, at the batch rate), a `?key=` request, the server key
+# as x-goog-api-key, a sluice error in Google's shape, `gemini -p` in API-key mode and in Google-login (Code Assist) mode, and no
 # key in the log, /stats, /usage, /metrics or the store file. Prints PASS/FAIL per check and
 # "N passed, M failed"; exits non-zero on any failure.
 #

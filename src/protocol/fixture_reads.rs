@@ -53,12 +53,18 @@ pub fn assert_read_alike_however_cut(
     );
 }
 
-/// Bytes likely to reach a reader's corners: random bytes mixed with `tokens` (the syntax,
-/// field names and keys the protocol's reader acts on), up to 200 pieces.
+/// JSON's and SSE's syntax, which every reader acts on.
+const SYNTAX: [&[u8]; 14] = [
+    b"{", b"}", b"[", b"]", b"\"", b"\\", b":", b",", b" ", b"\n", b"\r", b"\r\n", b"data: ", b"7",
+];
+
+/// Bytes likely to reach a reader's corners: random bytes mixed with JSON and SSE syntax and with
+/// `tokens` (the field names and keys the protocol's reader acts on), up to 200 pieces.
 pub fn tricky_bytes(
-    tokens: Vec<&'static [u8]>,
+    mut tokens: Vec<&'static [u8]>,
 ) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
     use proptest::prelude::*;
+    tokens.extend(SYNTAX);
     let piece = prop_oneof![
         any::<u8>().prop_map(|byte| vec![byte]),
         proptest::sample::select(tokens).prop_map(<[u8]>::to_vec),

@@ -203,7 +203,15 @@ class Mock:
         upgrade = request.headers.get("upgrade", "").lower() == "websocket"
         if upgrade:
             return await self.websocket(listener, request, entry)
-        raw = await request.content.read(MAX_BODY)
+        # read(n) returns whatever has arrived, up to n bytes: a body that comes in two pieces
+        # (a loaded machine) must be read on to its end, not parsed from its first piece.
+        raw = bytearray()
+        while len(raw) <= MAX_BODY:
+            piece = await request.content.read(1024 * 1024)
+            if not piece:
+                break
+            raw += piece
+        raw = bytes(raw)
         encoding = request.headers.get("content-encoding", "")
         entry["body_len"] = len(raw)
         entry["body_sha256"] = sha(raw)

@@ -11,7 +11,9 @@
 #
 # Usage: bench/stack.sh [--quick] [--out FILE] [--keep]
 # Environment: SLUICE_BIN, MOCK_BIN, BARE_BIN (use these binaries instead of building them),
-#   BENCH_TARGETS (subset of "nginx sluice actix-awc actix-hyper hyper"), SUT_CPU, HARNESS_CPU.
+#   BENCH_TARGETS (subset of "nginx sluice actix-awc actix-hyper hyper"), SUT_CPU, HARNESS_CPU,
+#   BEFORE_BIN (another sluice binary, e.g. an earlier commit's, measured as one more target
+#   "sluice-before" in the same rounds: a before/after comparison from one run).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,6 +22,7 @@ OUT="$ROOT/bench/results-stack.md"
 QUICK=0
 KEEP=0
 TARGETS=${BENCH_TARGETS:-nginx sluice actix-awc actix-hyper hyper}
+[[ -z ${BEFORE_BIN:-} ]] || TARGETS="${TARGETS/sluice/sluice-before sluice}"
 SUT_CPU=${SUT_CPU:-0}
 HARNESS_CPU=${HARNESS_CPU:-1}
 API_KEY="sk-ant-api03-test-bench-0000000000000000"
@@ -33,7 +36,7 @@ source "$ROOT/bench/lib.sh"
 
 pid_of() {
     case $1 in
-        nginx) echo "$NGINX_PID" ;; sluice) echo "$SLUICE_PID" ;;
+        nginx) echo "$NGINX_PID" ;; sluice) echo "$SLUICE_PID" ;; sluice-before) echo "$BEFORE_PID" ;;
         actix-awc) echo "$ACTIX_PID" ;; actix-hyper) echo "$MIXED_PID" ;; hyper) echo "$HYPER_PID" ;;
     esac
 }
@@ -42,6 +45,7 @@ url_of() {
     case $1 in
         nginx) echo "http://127.0.0.1:$NGINX_PORT/v1/messages" ;;
         sluice) echo "http://127.0.0.1:$SLUICE_PORT/anthropic/v1/messages" ;;
+        sluice-before) echo "http://127.0.0.1:$BEFORE_PORT/anthropic/v1/messages" ;;
         actix-awc) echo "http://127.0.0.1:$ACTIX_PORT/v1/messages" ;;
         actix-hyper) echo "http://127.0.0.1:$MIXED_PORT/v1/messages" ;;
         hyper) echo "http://127.0.0.1:$HYPER_PORT/v1/messages" ;;
@@ -114,6 +118,7 @@ report() {
         case $target in
             nginx) label="nginx (proxy_pass, upstream keepalive)" ;;
             sluice) label="sluice (store on, default settings)" ;;
+            sluice-before) label="sluice before ($BEFORE_LABEL, same settings)" ;;
             actix-awc) label="bare proxy, actix-web + awc (sluice's stack)" ;;
             actix-hyper) label="bare proxy, actix-web + hyper-util client" ;;
             hyper) label="bare proxy, hyper + hyper-util client" ;;
@@ -146,6 +151,14 @@ main() {
         SLUICE_PORT=$(free_port)
         launch_sluice sluice "$WORK" "$SLUICE_PORT" "upstream = \"http://127.0.0.1:$MOCK_PORT\""
         SLUICE_PID=$LAUNCHED_PID
+    fi
+    if [[ -n ${BEFORE_BIN:-} ]]; then
+        BEFORE_PORT=$(free_port)
+        BEFORE_LABEL=${BEFORE_LABEL:-$(basename "$BEFORE_BIN")}
+        mkdir -p "$WORK/before"
+        SLUICE_BIN=$BEFORE_BIN launch_sluice sluice-before "$WORK/before" "$BEFORE_PORT" \
+            "upstream = \"http://127.0.0.1:$MOCK_PORT\""
+        BEFORE_PID=$LAUNCHED_PID
     fi
     if has_target actix-awc; then start_bare actix; ACTIX_PID=$BARE_PID ACTIX_PORT=$BARE_PORT; fi
     if has_target actix-hyper; then start_bare actix-hyper; MIXED_PID=$BARE_PID MIXED_PORT=$BARE_PORT; fi

@@ -56,16 +56,21 @@ async fn openai_server_key_goes_as_a_bearer_token() {
     assert_eq!(sent.header("x-api-key"), None);
 }
 
+/// sluice with one Gemini route, to `mock`, and a server key for it.
+fn gemini_sluice(mock: &MockUpstream) -> Sluice {
+    sluice()
+        .route("/gemini", &mock.url(), &["protocol = \"gemini\""])
+        .server_key("gemini-test-server-key")
+        .start()
+}
+
 #[actix_rt::test]
 async fn a_gemini_answer_is_metered_with_the_model_of_its_path_and_the_server_key() {
     let mock = MockUpstream::start();
     // No `modelVersion`: the model comes from the request path.
     let answer = r#"{"candidates":[{"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":7,"cachedContentTokenCount":2,"candidatesTokenCount":3,"thoughtsTokenCount":4}}"#;
     mock.always(Reply::json(200, answer));
-    let sluice = sluice()
-        .route("/gemini", &mock.url(), &["protocol = \"gemini\""])
-        .server_key("gemini-test-server-key")
-        .start();
+    let sluice = gemini_sluice(&mock);
     let mut response = client()
         .post(sluice.url("/gemini/v1beta/models/gemini-2.5-flash:generateContent"))
         .insert_header(("content-type", "application/json"))
@@ -102,10 +107,7 @@ async fn a_gemini_key_in_the_query_is_forwarded_as_sent_and_never_shown() {
     ))
     .unwrap();
     mock.always(Reply::sse(&stream));
-    let sluice = sluice()
-        .route("/gemini", &mock.url(), &["protocol = \"gemini\""])
-        .server_key("gemini-test-server-key")
-        .start();
+    let sluice = gemini_sluice(&mock);
     let key = "AIzaSy-test-key-in-the-query-9c1d";
     let path =
         format!("/gemini/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse&key={key}");
@@ -527,10 +529,7 @@ async fn a_gemini_stream_without_alt_sse_is_read_as_its_json_array_of_chunks() {
         "application/json; charset=UTF-8".into(),
     )];
     mock.always(Reply::Chunks(200, json, pieces));
-    let sluice = sluice()
-        .route("/gemini", &mock.url(), &["protocol = \"gemini\""])
-        .server_key("gemini-test-server-key")
-        .start();
+    let sluice = gemini_sluice(&mock);
     let mut response = client()
         .post(sluice.url("/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent"))
         .insert_header(("content-type", "application/json"))

@@ -87,12 +87,11 @@ impl Api for Anthropic {
 /// `…/messages/batches/{id}/results`), whose answer the API documents only as a `.jsonl`
 /// download.
 pub fn is_batch_results_request(method: &str, path: &str) -> bool {
-    let mut segments = path.trim_end_matches('/').rsplit('/');
     method.eq_ignore_ascii_case("GET")
-        && segments.next() == Some("results")
-        && segments.next().is_some_and(|id| !id.is_empty())
-        && segments.next() == Some("batches")
-        && segments.next() == Some("messages")
+        && super::path_ends_with(
+            path,
+            &["messages", "batches", super::ANY_SEGMENT, "results"],
+        )
 }
 
 /// A Message Batch's results: one JSON object a line, `{"custom_id", "result": {"type",

@@ -25,6 +25,17 @@ pub fn read_chunks<'a>(
     parser.finish()
 }
 
+/// Calls `check` with the body whole, split in two at every offset, and in 1-byte chunks, each
+/// with words for a failure message: how every reader test proves a split changes nothing.
+pub fn for_every_cut(body: &[u8], mut check: impl FnMut(&[&[u8]], &str)) {
+    check(&[body], "read whole");
+    for cut in 0..=body.len() {
+        let (first, second) = body.split_at(cut);
+        check(&[first, second], &format!("cut at {cut}"));
+    }
+    check(&body.chunks(1).collect::<Vec<_>>(), "in 1-byte chunks");
+}
+
 /// The body read whole, split in two at every offset, and in 1-byte chunks gives `expected`.
 pub fn assert_read_alike_however_cut(
     protocol: Protocol,
@@ -33,24 +44,13 @@ pub fn assert_read_alike_however_cut(
     body: &[u8],
     expected: &Answer,
 ) {
-    assert_eq!(
-        &read_chunks(protocol, format, [body]),
-        expected,
-        "{name} read whole"
-    );
-    for cut in 0..=body.len() {
-        let (first, second) = body.split_at(cut);
+    for_every_cut(body, |chunks, how| {
         assert_eq!(
-            &read_chunks(protocol, format, [first, second]),
+            &read_chunks(protocol, format, chunks.iter().copied()),
             expected,
-            "{name} cut at {cut}"
+            "{name} {how}"
         );
-    }
-    assert_eq!(
-        &read_chunks(protocol, format, body.chunks(1)),
-        expected,
-        "{name} in 1-byte chunks"
-    );
+    });
 }
 
 /// JSON's and SSE's syntax, which every reader acts on.

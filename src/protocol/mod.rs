@@ -239,6 +239,24 @@ impl Protocol {
     }
 }
 
+/// Stands for any one non-empty path segment in [`path_ends_with`].
+pub(crate) const ANY_SEGMENT: &str = "{}";
+
+/// Whether `path` (a trailing `/` aside) ends with the segments of `pattern`, where
+/// [`ANY_SEGMENT`] matches any non-empty one: how an API's endpoints are told apart by path.
+pub(crate) fn path_ends_with(path: &str, pattern: &[&str]) -> bool {
+    let mut segments = path.trim_end_matches('/').rsplit('/');
+    pattern.iter().rev().all(|&want| {
+        segments.next().is_some_and(|got| {
+            if want == ANY_SEGMENT {
+                !got.is_empty()
+            } else {
+                got == want
+            }
+        })
+    })
+}
+
 /// The token of `Bearer <token>` (any letter case, any run of spaces or tabs after the
 /// scheme), else `None`.
 pub(crate) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
@@ -260,6 +278,16 @@ pub(crate) fn bearer_value(secret: &str) -> Option<HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_ends_with_its_last_segments_any_segment_matching_a_non_empty_one() {
+        let pattern = ["files", ANY_SEGMENT, "content"];
+        assert!(path_ends_with("/v1/files/file-abc/content", &pattern));
+        assert!(path_ends_with("/v1/files/file-abc/content/", &pattern));
+        assert!(!path_ends_with("/v1/files//content", &pattern));
+        assert!(!path_ends_with("/v1/files/file-abc/contents", &pattern));
+        assert!(!path_ends_with("file-abc/content", &pattern));
+    }
 
     #[test]
     fn protocol_names_are_the_settings_values() {

@@ -81,13 +81,10 @@ impl Api for OpenAi {
     /// A Batch object (`…/batches`, `…/batches/{id}`, `…/batches/{id}/cancel`) carries the
     /// `model` and summed `usage` of its requests, which its output file counts.
     fn answer_sums_batch_usage(&self, path: &str) -> bool {
-        let segments: Vec<&str> = path.trim_end_matches('/').rsplit('/').take(3).collect();
-        match segments[..] {
-            ["batches", ..] => true,
-            [id, "batches", ..] => !id.is_empty(),
-            ["cancel", id, "batches"] => !id.is_empty(),
-            _ => false,
-        }
+        use super::{path_ends_with, ANY_SEGMENT};
+        path_ends_with(path, &["batches"])
+            || path_ends_with(path, &["batches", ANY_SEGMENT])
+            || path_ends_with(path, &["batches", ANY_SEGMENT, "cancel"])
     }
 }
 
@@ -347,11 +344,8 @@ impl ValueHandler for AnswerReading {
 /// Whether a request fetches a file's content (`GET …/files/{file_id}/content`): a batch's
 /// output file is fetched so. Any other file has no batch output lines and counts nothing.
 fn is_file_content_request(method: &str, path: &str) -> bool {
-    let mut segments = path.trim_end_matches('/').rsplit('/');
     method.eq_ignore_ascii_case("GET")
-        && segments.next() == Some("content")
-        && segments.next().is_some_and(|id| !id.is_empty())
-        && segments.next() == Some("files")
+        && super::path_ends_with(path, &["files", super::ANY_SEGMENT, "content"])
 }
 
 /// A batch's output (or error) file: one JSON object a line, `{"id", "custom_id", "response":

@@ -101,11 +101,7 @@ async fn a_gemini_answer_is_metered_with_the_model_of_its_path_and_the_server_ke
 #[actix_rt::test]
 async fn a_gemini_key_in_the_query_is_forwarded_as_sent_and_never_shown() {
     let mock = MockUpstream::start();
-    let stream = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/gemini/stream-generate-content.sse"
-    ))
-    .unwrap();
+    let stream = protocol_fixture("gemini", "stream-generate-content.sse");
     mock.always(Reply::sse(&stream));
     let sluice = gemini_sluice(&mock);
     let key = "AIzaSy-test-key-in-the-query-9c1d";
@@ -514,11 +510,7 @@ async fn a_gemini_stream_without_alt_sse_is_read_as_its_json_array_of_chunks() {
     use bytes::Bytes;
     use std::time::Duration;
     let mock = MockUpstream::start();
-    let array = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/gemini/stream-generate-content.json"
-    ))
-    .unwrap();
+    let array = protocol_fixture("gemini", "stream-generate-content.json").into_bytes();
     // As a stream comes: in small pieces, cut anywhere.
     let pieces = array
         .chunks(97)

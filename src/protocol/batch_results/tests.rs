@@ -87,12 +87,9 @@ fn assert_read_alike_however_cut(
     body: &[u8],
     expected: &BatchResults,
 ) {
-    assert_same(&read_as(reading, [body]), expected, "whole");
-    for cut in 0..=body.len() {
-        let results = read_as(reading, [&body[..cut], &body[cut..]]);
-        assert_same(&results, expected, &format!("cut at {cut}"));
-    }
-    assert_same(&read_as(reading, body.chunks(1)), expected, "1-byte chunks");
+    fixture_reads::for_every_cut(body, |chunks, how| {
+        assert_same(&read_as(reading, chunks.iter().copied()), expected, how);
+    });
 }
 
 #[test]

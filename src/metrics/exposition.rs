@@ -45,22 +45,6 @@ enum CounterFamily {
     Usd(Family<RequestLabels, Counter<f64, AtomicU64>>),
 }
 
-impl CounterFamily {
-    fn add(&self, labels: &RequestLabels, amount: Amount) {
-        match (self, amount) {
-            (CounterFamily::Count(family), Amount::Count(n)) if n > 0 => {
-                family.get_or_create(labels).inc_by(n);
-            }
-            (CounterFamily::Usd(family), Amount::Usd(usd)) if usd > 0.0 => {
-                family.get_or_create(labels).inc_by(usd);
-            }
-            _ => {}
-        }
-    }
-}
-
-/// How many models without a price get a `model` label of their own; requests of further ones
-/// are labelled `model="other"`. Models in the price table always have their own.
 pub const MAX_UNPRICED_MODEL_LABELS: usize = 50;
 
 /// Which `model` label a request gets. A Prometheus series, once there, keeps counting, so the
@@ -71,16 +55,16 @@ pub(crate) struct ModelLabels {
 }
 
 impl ModelLabels {
-    pub(crate) fn label(&mut self, model: Option<&str>, priced: bool) -> String {
+    pub(crate) fn label<'a>(&mut self, model: Option<&'a str>, priced: bool) -> &'a str {
         let model = model.unwrap_or_default();
         if priced || model.is_empty() || self.unpriced.contains(model) {
-            return model.to_string();
+            return model;
         }
         if self.unpriced.len() < MAX_UNPRICED_MODEL_LABELS {
             self.unpriced.insert(model.to_string());
-            return model.to_string();
+            return model;
         }
-        super::stats::OTHER.to_string()
+        super::stats::OTHER
     }
 }
 
@@ -165,46 +149,102 @@ impl Default for Exposition {
 }
 
 impl Sink for Exposition {
+    /// Records of one client usually come in runs with the same labels (route, model, source,
+    /// status class): each run's series are looked up once, not once per record and family.
     fn accept(&mut self, batch: &[Finished]) {
-        for finished in batch {
-            let model = self
-                .models
-                .label(finished.record.model.as_deref(), finished.cost.is_some());
-            self.observe(&finished.record, model, finished.cost.unwrap_or(0.0));
-            self.note_subscription(&finished.record);
+        let mut start = 0;
+        while start < batch.len() {
+            let key = self.series_of(&batch[start]);
+            let mut end = start + 1;
+            while end < batch.len() && self.series_of(&batch[end]) == key {
+                end += 1;
+            }
+            self.observe(key, &batch[start..end]);
+            for finished in &batch[start..end] {
+                self.note_subscription(&finished.record);
+            }
+            start = end;
         }
     }
 }
 
+/// What a record's [`RequestLabels`] are made of, borrowed.
+#[derive(Clone, Copy, PartialEq)]
+struct SeriesOf<'a> {
+    route: &'a str,
+    provider: &'static str,
+    model: &'a str,
+    source: &'static str,
+    status_class: u16,
+}
+
 impl Exposition {
-    fn observe(&self, record: &RequestRecord, model: String, cost: f64) {
+    fn series_of<'a>(&mut self, finished: &'a Finished) -> SeriesOf<'a> {
+        let record = &finished.record;
+        SeriesOf {
+            route: &record.route,
+            provider: record.provider.unwrap_or_default(),
+            model: self
+                .models
+                .label(record.model.as_deref(), finished.cost.is_some()),
+            source: record.source.map(|s| s.as_str()).unwrap_or_default(),
+            status_class: record.status / 100,
+        }
+    }
+
+    /// Counts a run of records with the same labels. Counts are summed first; dollars are
+    /// added record by record, as they always were, so the float sums come out the same.
+    fn observe(&self, series: SeriesOf<'_>, run: &[Finished]) {
         let labels = RequestLabels {
-            route: record.route.clone(),
-            provider: record.provider.unwrap_or_default().to_string(),
-            model,
-            source: record
-                .source
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
-            status_class: format!("{}xx", record.status / 100),
+            route: series.route.to_string(),
+            provider: series.provider.to_string(),
+            model: series.model.to_string(),
+            source: series.source.to_string(),
+            status_class: format!("{}xx", series.status_class),
         };
-        let amounts = Counters::of_record(record, cost).amounts();
-        for (family, amount) in self.counters.iter().zip(amounts) {
-            family.add(&labels, amount);
+        let of = |finished: &Finished| {
+            Counters::of_record(&finished.record, finished.cost.unwrap_or(0.0)).amounts()
+        };
+        let mut sums = Counters::default();
+        for finished in run {
+            sums.merge(&Counters::from_amounts(of(finished)));
+        }
+        for (field, (family, sum)) in self.counters.iter().zip(sums.amounts()).enumerate() {
+            match (family, sum) {
+                (CounterFamily::Count(family), Amount::Count(n)) if n > 0 => {
+                    family.get_or_create(&labels).inc_by(n);
+                }
+                (CounterFamily::Usd(family), Amount::Usd(usd)) if usd > 0.0 => {
+                    let counter = family.get_or_create(&labels);
+                    for finished in run {
+                        if let Amount::Usd(usd) = of(finished)[field] {
+                            if usd > 0.0 {
+                                counter.inc_by(usd);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
         let route = RouteLabels {
-            route: record.route.clone(),
+            route: series.route.to_string(),
         };
-        if let Some(ttfb) = record.ttfb {
-            self.ttfb.get_or_create(&route).observe(ttfb.as_secs_f64());
-        }
-        self.total
-            .get_or_create(&route)
-            .observe(record.total.as_secs_f64());
-        if let Some(overhead) = record.overhead {
-            self.overhead
-                .get_or_create(&route)
-                .observe(overhead.as_secs_f64());
+        // A series appears once it has a value, as before: no empty ttfb series for a run of
+        // requests that never got an answer head.
+        let (mut ttfb, mut overhead) = (None, None);
+        let total = self.total.get_or_create(&route);
+        for finished in run {
+            let record = &finished.record;
+            if let Some(time) = record.ttfb {
+                let histogram = ttfb.get_or_insert_with(|| self.ttfb.get_or_create(&route));
+                histogram.observe(time.as_secs_f64());
+            }
+            total.observe(record.total.as_secs_f64());
+            if let Some(time) = record.overhead {
+                let histogram = overhead.get_or_insert_with(|| self.overhead.get_or_create(&route));
+                histogram.observe(time.as_secs_f64());
+            }
         }
     }
 
@@ -347,6 +387,67 @@ mod tests {
             .filter(|line| line.starts_with("sluice_subscription_utilization{"))
             .map(str::to_string)
             .collect()
+    }
+
+    /// A batch counted in runs shows exactly what counting its records one at a time shows:
+    /// interleaved labels, unpriced models, answers without a head, costs whose float sums
+    /// depend on their order.
+    #[test]
+    fn a_batch_counted_in_runs_shows_what_one_record_at_a_time_shows() {
+        use crate::credentials::CredentialSource;
+        use std::time::Duration;
+        let finished = |n: u64| {
+            let mut record = RequestRecord {
+                finished_at: SystemTime::now(),
+                // Labels change every few records, so runs of several records form.
+                route: ["/anthropic", "/openai"][(n / 17 % 2) as usize].into(),
+                provider: Some(["anthropic", "openai"][(n / 17 % 2) as usize]),
+                method: "POST".into(),
+                status: [200, 200, 200, 529][(n / 5 % 4) as usize],
+                model: (n % 29 != 3)
+                    .then(|| ["claude-sonnet-4-5", "mystery-1"][(n / 23 % 2) as usize].into()),
+                source: Some(CredentialSource::ClientApiKey),
+                ttfb: (n % 4 != 0).then(|| Duration::from_micros(300 + n)),
+                total: Duration::from_micros(900 + 7 * n),
+                overhead: (n % 6 != 0).then(|| Duration::from_micros(20 + n % 9)),
+                streamed: n % 3 == 0,
+                ..RequestRecord::default()
+            };
+            record.usage.input_tokens = 10 + n;
+            record.usage.output_tokens = n % 5;
+            Finished {
+                record,
+                cost: (n / 23 % 2 == 0).then(|| (n as f64).sqrt() * 0.37),
+            }
+        };
+        let mut batch: Vec<Finished> = (0..200).map(finished).collect();
+        // A run whose answers never came: no ttfb or overhead series for its route.
+        let mut unanswered = finished(1);
+        unanswered.record.route = "/gemini".into();
+        (unanswered.record.ttfb, unanswered.record.overhead) = (None, None);
+        batch.insert(100, unanswered);
+        let mut in_runs = Exposition::default();
+        in_runs.accept(&batch);
+        let mut one_by_one = Exposition::default();
+        for record in &batch {
+            one_by_one.accept(std::slice::from_ref(record));
+        }
+        // Series come out in hash order, which differs between two expositions.
+        let lines = |exposition: &Exposition| {
+            let mut lines: Vec<String> = exposition.render().lines().map(str::to_string).collect();
+            lines.sort();
+            lines
+        };
+        let (in_runs, one_by_one) = (lines(&in_runs), lines(&one_by_one));
+        let differing: Vec<_> = in_runs
+            .iter()
+            .filter(|line| !one_by_one.contains(line))
+            .collect();
+        assert!(differing.is_empty(), "{differing:?}");
+        assert_eq!(in_runs.len(), one_by_one.len());
+        assert!(in_runs
+            .iter()
+            .any(|line| line.contains("model=\"mystery-1\"")));
     }
 
     #[test]

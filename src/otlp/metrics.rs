@@ -161,10 +161,13 @@ impl MetricsState {
     pub fn key(&mut self, finished: &Finished, provider: Option<String>) -> SeriesKey {
         let record = &finished.record;
         let priced = finished.cost.is_some();
-        let response_model = self.models.label(record.model.as_deref(), priced);
+        let response_model = self
+            .models
+            .label(record.model.as_deref(), priced)
+            .to_string();
         let request_model = match record.request_model.as_deref() {
             Some(asked) if Some(asked) != record.model.as_deref() => {
-                self.models.label(Some(asked), false)
+                self.models.label(Some(asked), false).to_string()
             }
             _ => response_model.clone(),
         };

@@ -70,16 +70,16 @@ fn row(rng: &mut Rng, finished_ms: i64, session: u64) -> StoreRow {
             "client_api_key"
         }
         .into(),
-        credential: format!("client_oauth:{caller:012x}"),
-        caller: format!("caller-{caller}"),
-        session: format!("{session:08x}-7959-40b6-be6e-3b4a31afd82c"),
+        credential: format!("client_oauth:{caller:012x}").into(),
+        caller: format!("caller-{caller}").into(),
+        session: format!("{session:08x}-7959-40b6-be6e-3b4a31afd82c").into(),
         agent: if rng.below(4) == 0 {
-            format!("agent-{}", rng.below(1000))
+            format!("agent-{}", rng.below(1000)).into()
         } else {
-            String::new()
+            String::new().into()
         },
-        parent_agent: String::new(),
-        project: format!("project-{}", caller * 2 + rng.below(2)),
+        parent_agent: String::new().into(),
+        project: format!("project-{}", caller * 2 + rng.below(2)).into(),
         provider: "anthropic".into(),
         client: "claude-code".into(),
         input_tokens: rng.below(20_000),
@@ -127,10 +127,10 @@ fn hostile_row(i: u64, finished_ms: i64) -> StoreRow {
         method: "POST".into(),
         status: 404,
         outcome: "completed".into(),
-        model: format!("hostile-model-{i}"),
+        model: format!("hostile-model-{i}").into(),
         source: "client_api_key".into(),
-        credential: format!("client_api_key:{i:012x}"),
-        session: format!("session-{i}"),
+        credential: format!("client_api_key:{i:012x}").into(),
+        session: format!("session-{i}").into(),
         total_ms: 1,
         ..StoreRow::default()
     }
@@ -200,7 +200,7 @@ fn fleet(target: &Target, instances: usize, rate: u64, seconds: u64) {
                         let batch: Vec<StoreRow> = (0..per_tick)
                             .map(|i| {
                                 let mut row = row(&mut rng, now_ms, (made + i) / 200);
-                                row.instance = format!("bench-{n}");
+                                row.instance = format!("bench-{n}").into();
                                 row
                             })
                             .collect();

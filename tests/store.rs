@@ -92,7 +92,7 @@ fn random_rows(rng: &mut Rng, count: usize, from: i64, to: i64) -> Vec<StoreRow>
                     .pick(&["s-1", "s-2", "s-3", "s-4", "s-5", "s-6", "s-7", ""])
                     .into(),
                 agent: rng.pick(&["", "", "agent-a", "agent-b"]).into(),
-                parent_agent: String::new(),
+                parent_agent: String::new().into(),
                 project: rng.pick(&["", "sluice", "web"]).into(),
                 provider: rng
                     .pick(&["anthropic", "anthropic", "openai", "none"])
@@ -302,17 +302,17 @@ fn expected_key(group: &str, row: &StoreRow, tz: &TimeZone, blocks: &BTreeMap<i6
     match group {
         "hour" | "day" | "week" | "month" => expected_time_key(group, row.finished_ms, tz),
         "block" => local_label(blocks[&row.finished_ms], tz),
-        "session" => row.session.clone(),
-        "caller" => row.caller.clone(),
-        "model" => row.model.clone(),
-        "credential" => row.credential.clone(),
-        "source" => row.source.clone(),
-        "route" => row.route.clone(),
-        "agent" => row.agent.clone(),
-        "project" => row.project.clone(),
+        "session" => row.session.to_string(),
+        "caller" => row.caller.to_string(),
+        "model" => row.model.to_string(),
+        "credential" => row.credential.to_string(),
+        "source" => row.source.to_string(),
+        "route" => row.route.to_string(),
+        "agent" => row.agent.to_string(),
+        "project" => row.project.to_string(),
         "status" => row.status.to_string(),
-        "provider" => row.provider.clone(),
-        "client" => row.client.clone(),
+        "provider" => row.provider.to_string(),
+        "client" => row.client.to_string(),
         other => panic!("unknown group {other}"),
     }
 }
@@ -581,7 +581,7 @@ fn check_window(store: &StoreHandle, rows: &[StoreRow], since: Option<i64>, unti
             ("by_client", &row.client),
         ] {
             if !key.is_empty() {
-                groups.entry((group, key.clone())).or_default().add(row);
+                groups.entry((group, key.to_string())).or_default().add(row);
             }
         }
         *statuses.entry(row.status.to_string()).or_default() += 1;
@@ -595,7 +595,7 @@ fn check_window(store: &StoreHandle, rows: &[StoreRow], since: Option<i64>, unti
                 let entry = recent
                     .entry(group)
                     .or_default()
-                    .entry(key.clone())
+                    .entry(key.to_string())
                     .or_default();
                 entry.0 = entry.0.max(row.finished_ms);
                 entry.1.add(row);
@@ -746,7 +746,7 @@ fn as_before_providers(rows: &[StoreRow]) -> Vec<StoreRow> {
                 _ => "none",
             }
             .into(),
-            client: String::new(),
+            client: String::new().into(),
             reasoning_output_tokens: 0,
             usage_missing: false,
             ..row.clone()
@@ -786,11 +786,11 @@ fn store_from_before_providers_reads_them_from_its_routes(
         match i % 10 {
             0 => {
                 row.route = "/plain".into();
-                row.model = String::new();
+                row.model = String::new().into();
             }
             1 => {
-                row.route = String::new();
-                row.model = String::new();
+                row.route = String::new().into();
+                row.model = String::new().into();
             }
             _ => {}
         }
@@ -905,8 +905,8 @@ fn a_burst_just_after_a_window_starts_is_counted_exactly() {
     // Many keys later that day: the rest of the day is then read as the whole day less its start.
     let mut later = random_rows(&mut rng, 600, bucket + 900_000, bucket + 2_700_000);
     for (i, row) in later.iter_mut().enumerate() {
-        row.session = format!("later-{i}");
-        row.model = format!("later-model-{i}");
+        row.session = format!("later-{i}").into();
+        row.model = format!("later-model-{i}").into();
     }
     rows.extend(later);
     // Keys seen only before the window (left out) and only in the burst (most recent).
@@ -914,8 +914,8 @@ fn a_burst_just_after_a_window_starts_is_counted_exactly() {
     rows[0].credential = "client_api_key:before000000".into();
     rows[0].model = "model-before-only".into();
     for (i, row) in rows.iter_mut().enumerate().skip(40).step_by(7) {
-        row.session = format!("burst-{i}");
-        row.model = format!("burst-model-{}", i % 5);
+        row.session = format!("burst-{i}").into();
+        row.model = format!("burst-model-{}", i % 5).into();
     }
     fill(&store, &rows);
     for (since, until) in [
@@ -1215,9 +1215,9 @@ fn the_queue_is_bounded_by_the_memory_its_rows_hold() {
             .enumerate()
             .map(|(j, mut row)| {
                 // Past the column limit: cut to 256 bytes each when queued.
-                row.session = format!("{i}-{j}-{}", "s".repeat(400));
-                row.model = format!("{i}-{j}-{}", "m".repeat(400));
-                row.credential = format!("{i}-{j}-{}", "c".repeat(400));
+                row.session = format!("{i}-{j}-{}", "s".repeat(400)).into();
+                row.model = format!("{i}-{j}-{}", "m".repeat(400)).into();
+                row.credential = format!("{i}-{j}-{}", "c".repeat(400)).into();
                 row
             })
             .collect()
@@ -2139,7 +2139,7 @@ fn check_usage_reads_at_most_its_limit(store: &StoreHandle) {
     let n = 3_000;
     let mut rows = random_rows(&mut rng, n, now_ms - 3 * 86_400_000, now_ms - 60_000);
     for (i, row) in rows.iter_mut().enumerate() {
-        row.session = format!("s-{i:05}");
+        row.session = format!("s-{i:05}").into();
     }
     fill(store, &rows);
     let q = UsageQuery::parse("group_by=session&limit=25").unwrap();
@@ -2173,7 +2173,7 @@ fn usage_with_more_groups_than_its_limit_is_capped_and_says_truncated() {
     let now_ms = Timestamp::now().as_millisecond();
     let mut rows = random_rows(&mut rng, 40, now_ms - 3_600_000, now_ms - 60_000);
     for (i, row) in rows.iter_mut().enumerate() {
-        row.session = format!("s-{i:03}");
+        row.session = format!("s-{i:03}").into();
     }
     fill(&store, &rows);
     let capped = usage(&store, "group_by=session&limit=25");

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::pg_tls::pg_err;
-use super::{Counters, StoreError, StoreRow, ERROR_OUTCOMES, INCOMPLETE_OUTCOMES};
+use super::{Counters, StoreError, StoreRow, Text, ERROR_OUTCOMES, INCOMPLETE_OUTCOMES};
 use crate::metrics::counters::Amount;
 
 /// Width of a rollup bucket.
@@ -619,6 +619,15 @@ struct RowKeys<'a> {
     text: [&'a str; 10],
 }
 
+impl RowKeys<'_> {
+    /// `==`, without reading the texts a row shares with the one before it (see [`Text`]).
+    fn same_as(&self, other: &RowKeys<'_>) -> bool {
+        self.bucket == other.bucket
+            && self.status == other.status
+            && (self.text.iter().zip(&other.text)).all(|(a, b)| std::ptr::eq(*a, *b) || a == b)
+    }
+}
+
 /// Adds a run of rows with the same keys to the batch's sums.
 fn add_run<'a>(
     groups: &mut std::collections::HashMap<RowKeys<'a>, (i64, Counters)>,
@@ -653,7 +662,7 @@ impl<'a> Rollups<'a> {
                 ],
             };
             match &mut run {
-                Some((same, last_ms, counters)) if *same == keys => {
+                Some((same, last_ms, counters)) if same.same_as(&keys) => {
                     *last_ms = (*last_ms).max(row.finished_ms);
                     counters.merge(&row.counters());
                 }
@@ -828,7 +837,7 @@ impl<'a> Rollups<'a> {
 }
 
 fn row_params(row: &StoreRow, out: &mut Vec<Param>) {
-    let text = |s: &String| Param::Text(s.clone());
+    let text = |s: &Text| Param::Text(s.to_string());
     let opt = |v: Option<u64>| v.map_or(Param::NullInt, |v| Param::Int(clamp(v)));
     out.extend([
         Param::Int(row.finished_ms),
@@ -1641,13 +1650,13 @@ mod tests {
                 status: if i % 5 == 0 { 429 } else { 200 },
                 outcome: "completed".into(),
                 streamed: i % 3 == 0,
-                model: format!("model-{}", i / 10),
+                model: format!("model-{}", i / 10).into(),
                 source: "client_api_key".into(),
-                credential: format!("client_api_key:{:012x}", i % 4),
+                credential: format!("client_api_key:{:012x}", i % 4).into(),
                 session: if i % 2 == 0 {
-                    String::new()
+                    String::new().into()
                 } else {
-                    format!("s-{i}")
+                    format!("s-{i}").into()
                 },
                 input_tokens: (i % 33) as u64,
                 output_tokens: 7,

@@ -18,6 +18,7 @@ mod replay;
 mod wiring;
 mod writer;
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -50,6 +51,83 @@ pub const INCOMPLETE_OUTCOMES: [&str; 5] = [
     "shutdown",
 ];
 
+/// A text column of a [`StoreRow`]. Rows of one client repeat the same texts (route, model,
+/// credential, …): the store's sink gives consecutive rows the same shared text, so queued rows
+/// hold one copy, and comparing two rows' texts (which the writer does for every row, to skip
+/// binding a value again and to sum rows into rollups) is a pointer comparison.
+#[derive(Clone, Default)]
+pub struct Text(std::sync::Arc<str>);
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The same text, quickly when it is shared.
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl Eq for Text {}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl From<&str> for Text {
+    fn from(text: &str) -> Text {
+        Text(text.into())
+    }
+}
+
+impl From<String> for Text {
+    fn from(text: String) -> Text {
+        Text(text.into())
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl serde::Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl rusqlite::ToSql for Text {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
 /// One finished request. Text columns are `""` when absent. Never holds a secret, a body, a query
 /// string or a header value other than these.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -57,27 +135,27 @@ pub struct StoreRow {
     /// When the request finished, unix milliseconds.
     pub finished_ms: i64,
     /// Which sluice wrote it (several may share one database).
-    pub instance: String,
-    pub route: String,
-    pub method: String,
+    pub instance: Text,
+    pub route: Text,
+    pub method: Text,
     pub status: u16,
     /// `completed`, `client_gone`, …, or sluice's own error kind.
-    pub outcome: String,
+    pub outcome: Text,
     /// The answer was an event stream.
     pub streamed: bool,
-    pub model: String,
-    pub source: String,
+    pub model: Text,
+    pub source: Text,
     /// `<source>:<fingerprint>`, never the secret.
-    pub credential: String,
-    pub caller: String,
-    pub session: String,
-    pub agent: String,
-    pub parent_agent: String,
-    pub project: String,
+    pub credential: Text,
+    pub caller: Text,
+    pub session: Text,
+    pub agent: Text,
+    pub parent_agent: Text,
+    pub project: Text,
     /// The route's protocol (`anthropic`, `openai`, `gemini`, `none`).
-    pub provider: String,
+    pub provider: Text,
     /// The agent or SDK that sent the request (a closed set of names).
-    pub client: String,
+    pub client: Text,
     pub input_tokens: u64,
     pub output_tokens: u64,
     /// Cache writes with the 5-minute lifetime (all of them when the answer gives no split).
@@ -122,7 +200,7 @@ impl StoreRow {
             &self.provider,
             &self.client,
         ];
-        std::mem::size_of::<Self>() + texts.iter().map(|t| t.capacity()).sum::<usize>()
+        std::mem::size_of::<Self>() + texts.iter().map(|t| t.len()).sum::<usize>()
     }
 
     /// Cuts every text column to [`MAX_KEY_BYTES`].
@@ -148,8 +226,7 @@ impl StoreRow {
                 while !text.is_char_boundary(end) {
                     end -= 1;
                 }
-                text.truncate(end);
-                text.shrink_to_fit();
+                *text = Text::from(&text[..end]);
             }
         }
         if !self.cost_usd.is_finite() || self.cost_usd < 0.0 {
@@ -288,7 +365,7 @@ mod tests {
     #[test]
     fn long_keys_are_cut_on_a_char_boundary() {
         let mut row = StoreRow {
-            model: "é".repeat(MAX_KEY_BYTES),
+            model: "é".repeat(MAX_KEY_BYTES).into(),
             cost_usd: f64::NAN,
             ..StoreRow::default()
         };

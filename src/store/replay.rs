@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::db::{Cell, Col, Db, Param};
-use super::{StoreError, StoreHandle, StoreRow};
+use super::{StoreError, StoreHandle, StoreRow, Text};
 use crate::quotas::{spent_of, timestamp, Ledger, RequestSubjects};
 use crate::usage::Usage;
 
@@ -77,7 +77,7 @@ pub(crate) fn rows_after(
             let id = next().int();
             let finished_ms = next().int();
             let [instance, route, model, source, caller, project, provider, client] =
-                std::array::from_fn(|_| next().into_text());
+                std::array::from_fn(|_| Text::from(next().into_text()));
             let count = |cell: Cell| u64::try_from(cell.int()).unwrap_or(0);
             let input_tokens = count(next());
             let output_tokens = count(next());

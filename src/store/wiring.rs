@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use super::{resolve_path, RateLimitLog, StoreError, StoreHandle, StoreOptions, StoreRow, Target};
+use super::{
+    resolve_path, RateLimitLog, StoreError, StoreHandle, StoreOptions, StoreRow, Target, Text,
+};
 use crate::metrics::stats::RateLimitState;
 use crate::metrics::{Finished, Sink};
 use crate::settings::{StoreLocation, StoreSettings};
@@ -62,6 +64,19 @@ fn read_url_file(path: &Path) -> Result<String, StoreError> {
 
 /// The row of one finished request. `instance` names this sluice.
 pub fn row_of(finished: &Finished, instance: &str) -> StoreRow {
+    row_after(finished, &Text::from(instance), None)
+}
+
+fn or_empty(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or_default()
+}
+
+/// As [`row_of`], with every text that `previous` has too shared with it rather than copied.
+fn row_after(finished: &Finished, instance: &Text, previous: Option<&StoreRow>) -> StoreRow {
+    let text = |column: fn(&StoreRow) -> &Text, value: &str| match previous.map(column) {
+        Some(same) if **same == *value => same.clone(),
+        _ => Text::from(value),
+    };
     let record = &finished.record;
     let usage = &record.usage;
     let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -70,25 +85,25 @@ pub fn row_of(finished: &Finished, instance: &str) -> StoreRow {
     let cache_5m = usage.cache_creation_input_tokens.saturating_sub(cache_1h);
     StoreRow {
         finished_ms: super::unix_ms(record.finished_at),
-        instance: instance.to_string(),
-        route: record.route.clone(),
-        method: record.method.clone(),
+        instance: instance.clone(),
+        route: text(|r| &r.route, &record.route),
+        method: text(|r| &r.method, &record.method),
         status: record.status,
-        outcome: record.outcome.as_str().to_string(),
+        outcome: text(|r| &r.outcome, record.outcome.as_str()),
         streamed: record.streamed,
-        model: record.model.clone().unwrap_or_default(),
-        source: record
-            .source
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_default(),
-        credential: record.credential.clone().unwrap_or_default(),
-        caller: record.caller.clone().unwrap_or_default(),
-        session: record.session.clone().unwrap_or_default(),
-        agent: record.agent.clone().unwrap_or_default(),
-        parent_agent: record.parent_agent.clone().unwrap_or_default(),
-        project: record.project.clone().unwrap_or_default(),
-        provider: record.provider.unwrap_or_default().to_string(),
-        client: record.client.unwrap_or_default().to_string(),
+        model: text(|r| &r.model, or_empty(&record.model)),
+        source: text(
+            |r| &r.source,
+            record.source.map(|s| s.as_str()).unwrap_or_default(),
+        ),
+        credential: text(|r| &r.credential, or_empty(&record.credential)),
+        caller: text(|r| &r.caller, or_empty(&record.caller)),
+        session: text(|r| &r.session, or_empty(&record.session)),
+        agent: text(|r| &r.agent, or_empty(&record.agent)),
+        parent_agent: text(|r| &r.parent_agent, or_empty(&record.parent_agent)),
+        project: text(|r| &r.project, or_empty(&record.project)),
+        provider: text(|r| &r.provider, record.provider.unwrap_or_default()),
+        client: text(|r| &r.client, record.client.unwrap_or_default()),
         input_tokens: usage.input_tokens,
         output_tokens: usage.output_tokens,
         cache_write_5m_tokens: cache_5m,
@@ -108,7 +123,9 @@ pub fn row_of(finished: &Finished, instance: &str) -> StoreRow {
 /// the database).
 pub struct StoreSink {
     store: StoreHandle,
-    instance: String,
+    instance: Text,
+    /// The last row handed over, whose texts the next batch's first row may share.
+    last: Option<StoreRow>,
     rate_limits: Option<RateLimitLog>,
 }
 
@@ -116,7 +133,8 @@ impl StoreSink {
     pub fn new(store: StoreHandle, instance: String) -> Self {
         Self {
             store,
-            instance,
+            instance: instance.into(),
+            last: None,
             rate_limits: None,
         }
     }
@@ -130,8 +148,13 @@ impl StoreSink {
 
 impl Sink for StoreSink {
     fn accept(&mut self, batch: &[Finished]) {
-        self.store
-            .submit(batch.iter().map(|f| row_of(f, &self.instance)).collect());
+        let mut rows: Vec<StoreRow> = Vec::with_capacity(batch.len());
+        for finished in batch {
+            let row = row_after(finished, &self.instance, rows.last().or(self.last.as_ref()));
+            rows.push(row);
+        }
+        self.last = rows.last().cloned();
+        self.store.submit(rows);
         if let Some(log) = &self.rate_limits {
             for finished in batch {
                 let record = &finished.record;
@@ -346,5 +369,24 @@ mod tests {
             (Some(250), 1500, None)
         );
         assert_eq!(row.cost_usd, 0.25);
+
+        // The next row shares the texts that did not change and has its own for the rest.
+        let mut next = finished;
+        next.record.model = Some("claude-opus-4-1".into());
+        next.record.outcome = Outcome::Completed;
+        let instance = Text::from("host/127.0.0.1:4080");
+        let next_row = row_after(&next, &instance, Some(&row));
+        let same = |a: &Text, b: &Text| std::ptr::eq(a.as_str(), b.as_str());
+        assert!(same(&next_row.route, &row.route) && same(&next_row.agent, &row.agent));
+        assert!(same(&next_row.caller, &row.caller) && same(&next_row.source, &row.source));
+        assert_eq!(
+            (next_row.model.as_str(), row.model.as_str()),
+            ("claude-opus-4-1", "claude-sonnet-4-5")
+        );
+        assert_eq!(
+            (next_row.outcome.as_str(), row.outcome.as_str()),
+            ("completed", "client_gone")
+        );
+        assert_eq!(next_row, row_of(&next, "host/127.0.0.1:4080"));
     }
 }

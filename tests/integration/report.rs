@@ -230,7 +230,7 @@ mod known {
     impl Sums {
         fn add(&mut self, row: &StoreRow) {
             self.requests += 1;
-            self.errors += u64::from(row.status >= 400 || row.outcome == "upstream_error_event");
+            self.errors += u64::from(row.status >= 400 || &*row.outcome == "upstream_error_event");
             self.streamed += u64::from(row.streamed);
             self.input += row.input_tokens;
             self.output += row.output_tokens;

@@ -399,12 +399,31 @@ impl PriceTable {
     }
 
     /// The longest key that is a prefix of `model`, with its price.
+    ///
+    /// Every key that is a prefix of `model` sorts at or before it, a longer one after a
+    /// shorter one, so the answer is the last key at or before `model` that is its prefix. The
+    /// key there otherwise agrees with `model` only in its first `shared` bytes, and every
+    /// prefix of `model` sorting before that key is at most that long: the search goes on from
+    /// `model`'s first `shared` bytes, a few steps of the map's ordered search in all instead of
+    /// a test of every key (this runs for every request).
     pub fn lookup(&self, model: &str) -> Option<(&str, &Price)> {
-        self.prices
-            .iter()
-            .filter(|(prefix, _)| model.starts_with(prefix.as_str()))
-            .max_by_key(|(prefix, _)| prefix.len())
-            .map(|(prefix, price)| (prefix.as_str(), price))
+        let mut bound = model;
+        loop {
+            let at_or_before = (std::ops::Bound::Unbounded, std::ops::Bound::Included(bound));
+            let (key, price) = self.prices.range::<str, _>(at_or_before).next_back()?;
+            if model.starts_with(key.as_str()) {
+                return Some((key.as_str(), price));
+            }
+            let mut shared = key
+                .bytes()
+                .zip(model.bytes())
+                .take_while(|(a, b)| a == b)
+                .count();
+            while !model.is_char_boundary(shared) {
+                shared -= 1;
+            }
+            bound = &model[..shared];
+        }
     }
 
     /// What `usage` cost, or `None` when the model is unknown or has no price: the caller

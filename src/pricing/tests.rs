@@ -68,6 +68,49 @@ fn longest_matching_prefix_wins() {
     assert_eq!(prices.lookup("claude-haiku-4-5").unwrap().0, "claude");
 }
 
+/// The ordered search finds what testing every key finds: random tables and models over a
+/// small alphabet (so that keys share prefixes, and with a two-byte letter), the empty key
+/// included.
+#[test]
+fn lookup_finds_the_longest_prefix_that_testing_every_key_finds() {
+    let alphabet = ["a", "b", "-", "4", "é"];
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let word = |next: &mut dyn FnMut(u64) -> u64| {
+        let len = next(7);
+        (0..len)
+            .map(|_| alphabet[next(5) as usize])
+            .collect::<String>()
+    };
+    for _ in 0..300 {
+        let keys: Vec<String> = (0..next(12)).map(|_| word(&mut next)).collect();
+        let prices = table(
+            &keys
+                .iter()
+                .map(|key| (key.as_str(), sonnet()))
+                .collect::<Vec<_>>(),
+        );
+        for _ in 0..40 {
+            let model = word(&mut next);
+            let every_key = keys
+                .iter()
+                .filter(|key| model.starts_with(key.as_str()))
+                .max_by_key(|key| key.len())
+                .map(String::as_str);
+            assert_eq!(
+                prices.lookup(&model).map(|(key, _)| key),
+                every_key,
+                "{model:?} in {keys:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn key_longer_than_model_or_not_a_prefix_does_not_match() {
     let prices = table(&[("claude-sonnet-4-5", sonnet())]);

@@ -27,7 +27,7 @@ pub fn must_escape(c: char) -> bool {
 /// (`\n`, `\t`, `\r`, `\u{1b}`, `\u{202e}`); the rest kept. Borrowed when nothing needed it.
 pub fn escape(text: &str) -> Cow<'_, str> {
     // Printable ASCII, what nearly every logged value is, needs no character-by-character look.
-    if text.bytes().all(|b| (b' '..=b'~').contains(&b)) || !text.contains(must_escape) {
+    if is_printable_ascii(text.as_bytes()) || !text.contains(must_escape) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -35,6 +35,24 @@ pub fn escape(text: &str) -> Cow<'_, str> {
         push_escaped(&mut out, c);
     }
     Cow::Owned(out)
+}
+
+/// Whether every byte of `text` is printable ASCII (space to `~`), looked at eight at a time.
+fn is_printable_ascii(text: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = text.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // A byte below 0x20 borrows and keeps its high bit clear; 0x7f carries into it; a byte
+        // from 0x80 has it. A borrow or carry across bytes only comes from such a byte itself.
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH_BITS;
+        let del_or_beyond_ascii = (word.wrapping_add(ONES) | word) & HIGH_BITS;
+        if control | del_or_beyond_ascii != 0 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|b| (b' '..=b'~').contains(b))
 }
 
 fn push_escaped(out: &mut String, c: char) {
@@ -142,6 +160,46 @@ mod tests {
             escape("claude-sonnet-4-5 é 日本"),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn printable_ascii_is_told_from_every_other_byte_at_every_place() {
+        let printable = |text: &[u8]| text.iter().all(|b| (b' '..=b'~').contains(b));
+        for len in 1..=17 {
+            for at in 0..len {
+                for byte in 0..=u8::MAX {
+                    let mut text = vec![b'a'; len];
+                    text[at] = byte;
+                    for neighbour in [b' ', b'~', b'a'] {
+                        if at + 1 < len {
+                            text[at + 1] = neighbour;
+                        }
+                        if at > 0 {
+                            text[at - 1] = neighbour;
+                        }
+                        assert_eq!(
+                            is_printable_ascii(&text),
+                            printable(&text),
+                            "{len} {at} {byte:#x}"
+                        );
+                    }
+                }
+            }
+        }
+        // Mixes of the bytes at the edges, where a borrow or carry could cross bytes.
+        let edges = [0x00, 0x1f, 0x20, 0x21, 0x7e, 0x7f, 0x80, 0xff, b'a'];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..200_000 {
+            let text: Vec<u8> = (0..16)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    edges[(state % 64) as usize % edges.len()]
+                })
+                .collect();
+            assert_eq!(is_printable_ascii(&text), printable(&text), "{text:?}");
+        }
     }
 
     #[test]

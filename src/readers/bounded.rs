@@ -51,6 +51,12 @@ impl BoundedBuffer {
         self.overflowed = false;
     }
 
+    /// Empties it and gives its memory back.
+    pub fn release(&mut self) {
+        self.bytes = Vec::new();
+        self.overflowed = false;
+    }
+
     /// Holds something, or held something that overflowed.
     pub fn is_used(&self) -> bool {
         !self.bytes.is_empty() || self.overflowed

@@ -4,13 +4,16 @@
 
 pub mod client;
 
+use actix_web::http::header::HeaderName;
+
 /// Headers in this namespace are addressed to sluice: read, never forwarded.
 pub const SLUICE_HEADER_PREFIX: &str = "x-sluice-";
 /// The header a project names itself with unless `[attribution] project_header` says otherwise.
 pub const DEFAULT_PROJECT_HEADER: &str = "x-sluice-project";
 /// Claude Code's subagent id, and the id of the agent that started it.
-pub const AGENT_HEADER: &str = "x-claude-code-agent-id";
-pub const PARENT_AGENT_HEADER: &str = "x-claude-code-parent-agent-id";
+pub const AGENT_HEADER: HeaderName = HeaderName::from_static("x-claude-code-agent-id");
+pub const PARENT_AGENT_HEADER: HeaderName =
+    HeaderName::from_static("x-claude-code-parent-agent-id");
 /// Longer attribution values are cut to this many bytes (they are keys, not content).
 pub const MAX_ATTRIBUTION_BYTES: usize = 128;
 

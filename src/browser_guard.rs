@@ -12,12 +12,11 @@ use crate::settings::ADMIN_PATHS;
 use crate::state::AppState;
 
 /// The host a request names: its `Host` header, else (HTTP/2) the URI's authority.
-fn requested_host(req: &ServiceRequest) -> Option<String> {
+fn requested_host(req: &ServiceRequest) -> Option<&str> {
     req.headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_string()))
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
 /// Refuses what the module describes, before routing, in the route protocol's error shape.
@@ -32,8 +31,8 @@ pub async fn guard<B: MessageBody + 'static>(
             let host = requested_host(&req);
             match routing::first_segment_among(req.path(), &ADMIN_PATHS) {
                 Some("/healthz") => Ok(()),
-                Some(_) => policy.check_admin(host.as_deref()),
-                None => policy.check_proxied(host.as_deref(), req.headers()),
+                Some(_) => policy.check_admin(host),
+                None => policy.check_proxied(host, req.headers()),
             }
         }
         None => Ok(()),

@@ -15,9 +15,12 @@
 //! name: a `Host` that is an address was not rebound), and the names in `allowed_hosts`. A
 //! sluice reached by name from other machines needs that name listed.
 
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::header::{self, HeaderMap, HeaderName};
 
 use crate::error::Error;
+
+/// Where a browser says which site a request comes from.
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// Names sluice answers to and browser origins it serves, from the settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,7 +76,7 @@ impl BrowserPolicy {
                 .trim()
                 .to_ascii_lowercase()
         });
-        let fetch_site = headers.get("sec-fetch-site").map(|v| {
+        let fetch_site = headers.get(SEC_FETCH_SITE).map(|v| {
             String::from_utf8_lossy(v.as_bytes())
                 .trim()
                 .to_ascii_lowercase()

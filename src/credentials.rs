@@ -630,8 +630,7 @@ impl CredentialRules {
             for (name, value) in client_credentials {
                 out.append(name.clone(), value.clone());
             }
-            client_secret
-                .map(|secret| format!("{}:{}", decision.source.as_str(), fingerprint(secret)))
+            client_secret.map(|secret| client_credential_label(decision.source, secret))
         } else {
             None
         };
@@ -692,6 +691,48 @@ impl CredentialRules {
         copied
     }
 }
+
+/// `<source>:<fingerprint>` of a client's credential, as the record names it.
+///
+/// A worker sees the same few client credentials request after request, and SHA-256 plus the
+/// formatting was most of the credential phase's cost: each worker thread remembers the labels
+/// it made last, keyed by a 128-bit hash of the secret under keys drawn at random per thread,
+/// so that no secret is kept, and at most [`REMEMBERED_LABELS`] of them.
+fn client_credential_label(source: CredentialSource, secret: &[u8]) -> String {
+    use std::cell::RefCell;
+    use std::hash::BuildHasher;
+
+    struct Remembered {
+        keys: [std::collections::hash_map::RandomState; 2],
+        labels: Vec<(CredentialSource, u128, String)>,
+    }
+    thread_local! {
+        static REMEMBERED: RefCell<Remembered> = RefCell::new(Remembered {
+            keys: [Default::default(), Default::default()],
+            labels: Vec::new(),
+        });
+    }
+    REMEMBERED.with_borrow_mut(|remembered| {
+        let [high, low] = &remembered.keys;
+        let hash = (u128::from(high.hash_one(secret)) << 64) | u128::from(low.hash_one(secret));
+        let known = remembered
+            .labels
+            .iter()
+            .find(|(known, known_hash, _)| *known == source && *known_hash == hash);
+        if let Some((_, _, label)) = known {
+            return label.clone();
+        }
+        let label = format!("{}:{}", source.as_str(), fingerprint(secret));
+        if remembered.labels.len() == REMEMBERED_LABELS {
+            remembered.labels.remove(0);
+        }
+        remembered.labels.push((source, hash, label.clone()));
+        label
+    })
+}
+
+/// How many client credential labels each worker thread remembers.
+const REMEMBERED_LABELS: usize = 16;
 
 /// What [`CredentialRules::copy_end_to_end`] kept of a request's headers.
 struct Copied<'h> {
@@ -771,6 +812,26 @@ mod tests {
     use crate::protocol::anthropic::{self, ANTHROPIC_BETA};
     use crate::settings::{EnvSource, Settings};
     use std::collections::HashMap;
+
+    #[test]
+    fn remembered_credential_labels_match_the_fingerprint_of_each_secret() {
+        // More secrets than a worker remembers, each asked for twice, under two sources.
+        for round in 0..2 {
+            for n in 0..(REMEMBERED_LABELS * 2) {
+                let secret = format!("sk-ant-api03-secret-{n}");
+                for source in [
+                    CredentialSource::ClientApiKey,
+                    CredentialSource::ClientBearer,
+                ] {
+                    assert_eq!(
+                        client_credential_label(source, secret.as_bytes()),
+                        format!("{}:{}", source.as_str(), fingerprint(secret.as_bytes())),
+                        "secret {n}, round {round}"
+                    );
+                }
+            }
+        }
+    }
 
     const OAUTH: &str = "Bearer sk-ant-oat01-test-client-oauth";
     const API_KEY: &str = "sk-ant-api03-test-client-key";

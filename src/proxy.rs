@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BodyStream, SizedStream};
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::header::{self, HeaderMap, HeaderName};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
@@ -32,9 +32,10 @@ use crate::upload::{self, Upload};
 use crate::upstream::{Answer, RequestBody, UpstreamRequest, WorkerClients};
 use crate::usage::AnswerFormat;
 
-const SESSION_HEADER: &str = "x-claude-code-session-id";
+const SESSION_HEADER: HeaderName = HeaderName::from_static("x-claude-code-session-id");
 /// Codex CLI's session id (it also sends the same value as `thread-id`).
-const CODEX_SESSION_HEADER: &str = "session-id";
+const CODEX_SESSION_HEADER: HeaderName = HeaderName::from_static("session-id");
+const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
 
 /// Forwards any request under a route's prefix, phase by phase. Whatever happens, the request
 /// yields exactly one record: the tap sends it when the answer ends, and a refusal here.
@@ -46,15 +47,15 @@ pub async fn forward(
 ) -> HttpResponse {
     let received = Instant::now();
     let mut pending = state.recorder.open(new_record(&req));
-    let has_body = RequestBody::of(req.headers()) != RequestBody::None;
+    let body = RequestBody::of(req.headers());
     let idle = state.snapshot().upstream.timeouts.idle;
-    let (upload, upload_watch) = upload::watch(payload, has_body, idle);
+    let (upload, upload_watch) = upload::watch(payload, body != RequestBody::None, idle);
     // The route's protocol, once the route is known: sluice's own errors take its shape.
     let mut protocol = Protocol::Anthropic;
     let exchanged = upload_watch
         .guard(exchange(
             &req,
-            upload,
+            (upload, body),
             &state,
             &clients,
             (&mut pending, &mut protocol),
@@ -70,7 +71,7 @@ pub async fn forward(
 /// The phases in order. Each returns what the next needs or the error the client is told.
 async fn exchange(
     req: &HttpRequest,
-    payload: Upload,
+    (payload, body): (Upload, RequestBody),
     state: &AppState,
     clients: &WorkerClients,
     (pending, protocol): (&mut PendingRecord, &mut Protocol),
@@ -85,7 +86,7 @@ async fn exchange(
     };
     let target = exchange.route(pending.get_mut())?;
     *protocol = target.route.protocol;
-    let body = exchange.admit(pending.get_mut())?;
+    exchange.admit(body, pending.get_mut())?;
     let (headers, removed) = exchange.credentials(&target, pending.get_mut())?;
     let quota = exchange.quota(pending.get_mut())?;
     let subscription_login = pending.get_mut().source == Some(CredentialSource::ClientOauth);
@@ -122,7 +123,7 @@ struct Exchange<'a> {
 struct Target<'s> {
     index: usize,
     route: &'s Route,
-    rest: String,
+    rest: &'s str,
 }
 
 /// What came back from upstream, and what the request side saw on its way out.
@@ -143,25 +144,20 @@ impl<'a> Exchange<'a> {
     /// would leave the prefix is refused here.
     fn route(&self, record: &mut RequestRecord) -> Result<Target<'a>, Error> {
         let (index, route, rest) = route_of(&self.snapshot.settings, self.req.path(), record)?;
-        Ok(Target {
-            index,
-            route,
-            rest: rest.to_string(),
-        })
+        Ok(Target { index, route, rest })
     }
 
     /// Whether the request may go on at all: a valid access key when keys are set, and a body
     /// within the size limit (when it declares its length; a chunked one is cut as it streams).
     /// Also who it counts for: the caller (access key name) and the project it names.
-    fn admit(&self, record: &mut RequestRecord) -> Result<RequestBody, Error> {
-        let body = RequestBody::of(self.req.headers());
+    fn admit(&self, body: RequestBody, record: &mut RequestRecord) -> Result<(), Error> {
         let limit = self.snapshot.settings.max_request_body_bytes;
         if matches!(body, RequestBody::Sized(length) if length > limit) {
             return Err(Error::BodyTooLarge(limit));
         }
-        record.project = attribution_of(self.req, self.snapshot.settings.project_header.as_str());
+        record.project = attribution_of(self.req, &self.snapshot.settings.project_header);
         record.caller = self.snapshot.credentials.admit(self.req.headers())?;
-        Ok(body)
+        Ok(())
     }
 
     /// The headers that go upstream: the client's own credentials first, the server key only
@@ -220,7 +216,7 @@ impl<'a> Exchange<'a> {
             method: self.req.method().clone(),
             url: routing::upstream_url(
                 base,
-                &target.rest,
+                target.rest,
                 routing::upstream_query(self.req.uri().query(), removed).as_deref(),
             ),
             headers,
@@ -250,7 +246,7 @@ impl<'a> Exchange<'a> {
             provider: record.provider,
             client: record.client,
         });
-        let path_model = target.route.protocol.api().model_in_path(&target.rest);
+        let path_model = target.route.protocol.api().model_in_path(target.rest);
         let mut side = RequestSide {
             over_limit: false,
             model: target.route.protocol.request_reader(self.req.headers()),
@@ -265,7 +261,9 @@ impl<'a> Exchange<'a> {
         let upload = payload.progress();
         let limited = tap_request_body(payload, limit, request_side.clone());
         let overhead_before = self.received.elapsed();
-        let sending = request.send(body, limited);
+        // Boxed: the upstream exchange's state is most of this request's future, which is
+        // otherwise moved (copied) whole as it is handed from future to future.
+        let sending = Box::pin(request.send(body, limited));
         let timeouts = self.snapshot.upstream.timeouts;
         let sent = tokio::select! {
             sent = tokio::time::timeout(timeouts.first_byte, sending) => sent,
@@ -544,12 +542,15 @@ fn tap_request_body(
         if wanted {
             if let Some(reader) = side.model.as_mut() {
                 reader.feed(&chunk);
-                match reader.model().map(str::to_string) {
-                    Some(model) if !model_found => {
-                        model_found = true;
-                        side.judge_model(&model)?;
+                if !model_found && reader.model().is_some() {
+                    model_found = true;
+                    // A copy only when quotas on the model are still to be judged.
+                    if side.by_model.is_some() {
+                        let model = side.model.as_ref().and_then(RequestModel::model);
+                        if let Some(model) = model.map(str::to_string) {
+                            side.judge_model(&model)?;
+                        }
                     }
-                    _ => {}
                 }
             }
         }
@@ -557,18 +558,21 @@ fn tap_request_body(
     })
 }
 
-pub(crate) fn attribution_of(req: &HttpRequest, header: &str) -> Option<String> {
+pub(crate) fn attribution_of(
+    req: &HttpRequest,
+    header: impl header::AsHeaderName,
+) -> Option<String> {
     req.headers()
         .get(header)
         .and_then(|value| attribution::attribution_key(value.as_bytes()))
 }
 
 fn client_of(req: &HttpRequest) -> Option<&'static str> {
-    let header = |name: &str| req.headers().get(name).map(|value| value.as_bytes());
+    let header = |name: &HeaderName| req.headers().get(name).map(|value| value.as_bytes());
     attribution::client::client_of(
-        header("user-agent"),
-        header(attribution::client::ORIGINATOR_HEADER),
-        header(attribution::client::GOOG_API_CLIENT_HEADER),
+        header(&header::USER_AGENT),
+        header(&attribution::client::ORIGINATOR_HEADER),
+        header(&attribution::client::GOOG_API_CLIENT_HEADER),
     )
 }
 
@@ -577,21 +581,25 @@ pub(crate) fn new_record(req: &HttpRequest) -> RequestRecord {
         request_id: req
             .extensions()
             .get::<tracing_actix_web::RequestId>()
-            .map(|id| id.to_string())
+            .map(|id| {
+                // As its Display writes it, without the formatting machinery.
+                let mut text = uuid::Uuid::encode_buffer();
+                id.hyphenated().encode_lower(&mut text).to_owned()
+            })
             .unwrap_or_default(),
         method: req.method().to_string(),
         path: req.path().to_string(),
         session: [SESSION_HEADER, CODEX_SESSION_HEADER]
             .iter()
-            .find_map(|name| req.headers().get(*name))
+            .find_map(|name| req.headers().get(name))
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
-        agent: attribution_of(req, attribution::AGENT_HEADER),
+        agent: attribution_of(req, &attribution::AGENT_HEADER),
         client: client_of(req),
-        parent_agent: attribution_of(req, attribution::PARENT_AGENT_HEADER),
+        parent_agent: attribution_of(req, &attribution::PARENT_AGENT_HEADER),
         trace_parent: req
             .headers()
-            .get("traceparent")
+            .get(TRACEPARENT_HEADER)
             .and_then(|v| crate::otlp::TraceParent::parse(v.as_bytes())),
         ..RequestRecord::default()
     }

@@ -38,6 +38,9 @@ pub fn escapes_prefix(rest: &str) -> bool {
         if has_dot_dot_segment(&current) {
             return true;
         }
+        if !current.contains('%') {
+            return false; // decoding would change nothing
+        }
         let decoded = percent_decode_str(&current)
             .decode_utf8_lossy()
             .into_owned();

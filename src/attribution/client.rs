@@ -2,10 +2,12 @@
 //! A fixed classifier onto a closed set of names: whatever clients send, the group holds at most
 //! [`CLIENTS`] keys, and no user-agent text is ever kept.
 
+use actix_web::http::header::HeaderName;
+
 /// The header Codex names its build with (`codex_cli_rs`, `codex_exec`, …).
-pub const ORIGINATOR_HEADER: &str = "originator";
+pub const ORIGINATOR_HEADER: HeaderName = HeaderName::from_static("originator");
 /// The header Google's SDKs name themselves in (`google-genai-sdk/1.41.0 gl-node/v22.19.0`).
-pub const GOOG_API_CLIENT_HEADER: &str = "x-goog-api-client";
+pub const GOOG_API_CLIENT_HEADER: HeaderName = HeaderName::from_static("x-goog-api-client");
 
 /// A client that identifies itself in none of the known ways.
 pub const OTHER_CLIENT: &str = "other";

@@ -57,13 +57,17 @@ impl RecordQueue {
 /// The request path's handle on the aggregator: never blocks, never fails the request.
 #[derive(Clone)]
 pub struct Recorder {
-    addr: Recipient<Drain>,
+    /// Shared: a `Recipient`'s own clone allocates, and every request clones its recorder.
+    addr: Arc<Recipient<Drain>>,
     queue: Arc<RecordQueue>,
 }
 
 impl Recorder {
     pub fn new(addr: Recipient<Drain>, queue: Arc<RecordQueue>) -> Self {
-        Self { addr, queue }
+        Self {
+            addr: Arc::new(addr),
+            queue,
+        }
     }
 
     /// Starts the record of a request: whatever happens to the request from here on (answered,

@@ -52,7 +52,7 @@ pub struct UsageTap {
     inner: Option<LocalBoxStream<'static, Result<Bytes, String>>>,
     parser: Option<UsageParser>,
     /// The answer's text so far, for an estimate when its usage never comes.
-    meter: Option<TextMeter>,
+    meter: Option<AnswerText>,
     /// `Some` until the one record is sent.
     record: Option<RequestRecord>,
     /// The request's hold on its quotas, settled with its usage when the record is finished.
@@ -80,6 +80,48 @@ pub struct UsageTap {
     /// Every declared byte arrived and the answer was recorded: what is left is the upstream
     /// body's own end, which must still be read so its connection goes back to the pool.
     draining: bool,
+}
+
+/// The answer's text, metered only while the count may still matter: the estimate is made
+/// only for an answer that did not complete, so a chunk with which the answer is complete is
+/// held (not copied), and metered only if more comes, which may undo the completion (a JSON
+/// answer with bytes after its end), or if the estimate is made after all. Most answers end with
+/// the chunk that completes them, which is then never metered (for a small JSON answer, that is
+/// the whole answer).
+struct AnswerText {
+    meter: TextMeter,
+    unmetered: Option<Bytes>,
+}
+
+impl AnswerText {
+    fn new(meter: TextMeter) -> Self {
+        Self {
+            meter,
+            unmetered: None,
+        }
+    }
+
+    /// The next chunk; `complete` when the answer is complete with it.
+    fn read(&mut self, chunk: &Bytes, complete: bool) {
+        self.catch_up();
+        if complete {
+            self.unmetered = Some(chunk.clone());
+        } else {
+            self.meter.feed(chunk);
+        }
+    }
+
+    /// The estimate of the text read so far, every chunk counted.
+    fn estimated_tokens(&mut self) -> u64 {
+        self.catch_up();
+        self.meter.estimated_tokens()
+    }
+
+    fn catch_up(&mut self) {
+        if let Some(held) = self.unmetered.take() {
+            self.meter.feed(&held);
+        }
+    }
 }
 
 struct Waiting {
@@ -125,7 +167,7 @@ impl UsageTap {
                     .boxed_local(),
             ),
             parser,
-            meter,
+            meter: meter.map(AnswerText::new),
             record: Some(record),
             quota: None,
             recorder,
@@ -172,7 +214,7 @@ impl UsageTap {
             let completed = parser.answer_status().completed;
             let mut answer = parser.finish();
             if outcome.client_left() && !completed {
-                if let Some(meter) = &self.meter {
+                if let Some(meter) = self.meter.as_mut() {
                     // The upstream bills the output it generated: at least the text it sent.
                     let estimate = meter.estimated_tokens();
                     answer.usage.output_tokens = answer.usage.output_tokens.max(estimate);
@@ -190,6 +232,7 @@ impl UsageTap {
                 record.model = answer.model;
             }
         }
+        self.meter = None; // no estimate is made after the record
         record.outcome = outcome;
         record.finished_at = ended_at;
         record.total = ended.saturating_duration_since(self.received);
@@ -337,7 +380,11 @@ impl UsageTap {
             parser.feed(chunk);
         }
         if let Some(meter) = self.meter.as_mut() {
-            meter.feed(chunk);
+            let complete = self
+                .parser
+                .as_ref()
+                .is_some_and(|parser| parser.answer_status().completed);
+            meter.read(chunk, complete);
         }
     }
 
@@ -427,5 +474,32 @@ impl Drop for UsageTap {
             return;
         }
         self.finish(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::anthropic::TEXT_KEYS;
+
+    #[test]
+    fn the_estimate_counts_every_chunk_however_the_answer_completed_between_them() {
+        let body =
+            b"data: {\"delta\":{\"text\":\"Hello there\"}}\n\ndata: {\"text\":\"more text\"}\n\n";
+        let mut whole = TextMeter::new(TEXT_KEYS);
+        whole.feed(body);
+        for cut in 0..=body.len() {
+            for completes in 0..4u8 {
+                let mut text = AnswerText::new(TextMeter::new(TEXT_KEYS));
+                let (first, second) = body.split_at(cut);
+                text.read(&Bytes::copy_from_slice(first), completes & 1 != 0);
+                text.read(&Bytes::copy_from_slice(second), completes & 2 != 0);
+                assert_eq!(
+                    text.estimated_tokens(),
+                    whole.estimated_tokens(),
+                    "cut at {cut}, completes {completes}"
+                );
+            }
+        }
     }
 }

@@ -15,6 +15,8 @@ use crate::readers::json::ValueHandler;
 use crate::readers::sse::EventHandler;
 use crate::usage::{Answer, Tokens, Usage};
 
+mod usage_json;
+
 /// Where generated text travels: `text` blocks and `text_delta`s, `thinking_delta`s, and tool
 /// input as `input_json_delta`'s `partial_json`.
 pub const TEXT_KEYS: &[&str] = &["text", "thinking", "partial_json"];
@@ -253,13 +255,20 @@ impl ValueHandler for AnswerReading {
     }
 
     fn on_value(&mut self, key: WantedKey, value: &[u8]) {
+        if key == WantedKey::Usage {
+            // Every JSON answer has one: read without building a `Value` of it first.
+            if let Some(fields) = usage_json::UsageFields::read(value) {
+                fields.overwrite(&mut self.answer.usage);
+            }
+            return;
+        }
         let Ok(value) = serde_json::from_slice::<Value>(value) else {
             return;
         };
-        match key {
-            WantedKey::Usage => overwrite_usage(&mut self.answer.usage, &value),
-            WantedKey::Model => self.answer.set_model(Some(&value)),
-            WantedKey::Error => self.answer.set_error_type(Some(&value)),
+        if key == WantedKey::Model {
+            self.answer.set_model(Some(&value));
+        } else {
+            self.answer.set_error_type(Some(&value));
         }
     }
 

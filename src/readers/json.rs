@@ -58,6 +58,9 @@ pub struct JsonBodyReader<K> {
     key: BoundedBuffer,
     wanted: Option<K>,
     value: BoundedBuffer,
+    /// Where the current value began in the chunk being fed, while none of it is buffered: a
+    /// value that ends in the chunk it began in is handed over from the chunk itself, uncopied.
+    value_start: Option<usize>,
     /// Open objects and arrays inside the current value.
     nesting: u64,
     in_string: bool,
@@ -71,6 +74,7 @@ impl<K: Copy> JsonBodyReader<K> {
             key: BoundedBuffer::new(MAX_JSON_KEY_BYTES),
             wanted: None,
             value: BoundedBuffer::new(MAX_JSON_VALUE_BYTES),
+            value_start: None,
             nesting: 0,
             in_string: false,
             escaped: false,
@@ -82,13 +86,22 @@ impl<K: Copy> JsonBodyReader<K> {
         while at < bytes.len() {
             at += match self.phase {
                 JsonPhase::Key => self.read_key(&bytes[at..], handler),
-                JsonPhase::Value(shape) => self.read_value(shape, &bytes[at..], handler),
+                JsonPhase::Value(shape) => self.read_value(shape, bytes, at, handler),
                 JsonPhase::Unreadable => return,
                 _ => {
                     self.read_structure(bytes[at], handler);
+                    if matches!(self.phase, JsonPhase::Value(_)) {
+                        self.value_start = Some(at);
+                    }
                     1
                 }
             };
+        }
+        // A value whose first byte ended the chunk: keep that byte for the next one.
+        if let Some(start) = self.value_start.take() {
+            if self.wanted.is_some() {
+                self.value.push(&bytes[start..]);
+            }
         }
     }
 
@@ -123,7 +136,16 @@ impl<K: Copy> JsonBodyReader<K> {
     /// Reads key bytes up to the closing quote; returns how many bytes it used.
     fn read_key(&mut self, bytes: &[u8], handler: &impl ValueHandler<Key = K>) -> usize {
         let (used, closed) = scan_string(bytes, &mut self.escaped);
-        self.key.push(&bytes[..used - usize::from(closed)]);
+        let raw = &bytes[..used - usize::from(closed)];
+        if closed && !self.key.is_used() {
+            // The whole key is in this chunk: read it where it lies.
+            self.wanted = (raw.len() <= MAX_JSON_KEY_BYTES)
+                .then(|| wanted_key(raw, handler))
+                .flatten();
+            self.phase = JsonPhase::BeforeColon;
+            return used;
+        }
+        self.key.push(raw);
         if closed {
             self.wanted = self.key.contents().and_then(|raw| wanted_key(raw, handler));
             self.phase = JsonPhase::BeforeColon;
@@ -131,11 +153,9 @@ impl<K: Copy> JsonBodyReader<K> {
         used
     }
 
+    /// A value begins with `first` (which `feed` finds again at [`Self::value_start`]).
     fn start_value(&mut self, first: u8) -> JsonPhase {
         self.value.clear();
-        if self.wanted.is_some() {
-            self.value.push(&[first]);
-        }
         self.escaped = false;
         self.in_string = false;
         self.nesting = 1;
@@ -146,13 +166,16 @@ impl<K: Copy> JsonBodyReader<K> {
         })
     }
 
-    /// Reads value bytes up to the value's end; returns how many bytes it used.
+    /// Reads value bytes from `chunk[at..]` up to the value's end; returns how many bytes it
+    /// used.
     fn read_value(
         &mut self,
         shape: JsonValueShape,
-        bytes: &[u8],
+        chunk: &[u8],
+        at: usize,
         handler: &mut impl ValueHandler<Key = K>,
     ) -> usize {
+        let bytes = &chunk[at..];
         let (used, ended) = match shape {
             JsonValueShape::Container => self.scan_container(bytes),
             JsonValueShape::String => scan_string(bytes, &mut self.escaped),
@@ -165,8 +188,19 @@ impl<K: Copy> JsonBodyReader<K> {
                 None => (bytes.len(), false),
             },
         };
+        let start = self.value_start.take();
+        if let Some(wanted) = self.wanted.filter(|_| ended && start.is_some()) {
+            // The whole value is in this chunk: hand it over from there, capped as if buffered.
+            self.wanted = None;
+            let value = &chunk[start.unwrap_or(at)..at + used];
+            if value.len() <= MAX_JSON_VALUE_BYTES {
+                handler.on_value(wanted, value);
+            }
+            self.phase = JsonPhase::AfterValue;
+            return used;
+        }
         if self.wanted.is_some() {
-            self.value.push(&bytes[..used]);
+            self.value.push(&chunk[start.unwrap_or(at)..at + used]);
         }
         if ended {
             self.end_value(handler);
@@ -207,18 +241,16 @@ pub(super) fn scan_container(
     in_string: &mut bool,
     escaped: &mut bool,
 ) -> (usize, bool) {
-    for (at, &byte) in bytes.iter().enumerate() {
+    let mut at = 0;
+    while at < bytes.len() {
         if *in_string {
-            if *escaped {
-                *escaped = false;
-            } else if byte == b'\\' {
-                *escaped = true;
-            } else if byte == b'"' {
-                *in_string = false;
-            }
+            // Strings hold most of a value's bytes: crossed in runs, not byte by byte.
+            let (used, closed) = scan_string(&bytes[at..], escaped);
+            at += used;
+            *in_string = !closed;
             continue;
         }
-        match byte {
+        match bytes[at] {
             b'"' => *in_string = true,
             b'{' | b'[' => *nesting = nesting.saturating_add(1),
             b'}' | b']' => {
@@ -229,6 +261,7 @@ pub(super) fn scan_container(
             }
             _ => {}
         }
+        at += 1;
     }
     (bytes.len(), false)
 }
@@ -236,14 +269,21 @@ pub(super) fn scan_container(
 /// Advances through a JSON string's content; returns the bytes used (closing quote included)
 /// and whether the string closed.
 pub(super) fn scan_string(bytes: &[u8], escaped: &mut bool) -> (usize, bool) {
-    for (at, &byte) in bytes.iter().enumerate() {
-        if *escaped {
-            *escaped = false;
-        } else if byte == b'\\' {
-            *escaped = true;
-        } else if byte == b'"' {
-            return (at + 1, true);
+    let mut at = 0;
+    if *escaped && !bytes.is_empty() {
+        *escaped = false; // the escaped byte, whatever it is
+        at = 1;
+    }
+    while let Some(found) = memchr::memchr2(b'"', b'\\', &bytes[at..]) {
+        let special = at + found;
+        if bytes[special] == b'"' {
+            return (special + 1, true);
         }
+        if special + 1 == bytes.len() {
+            *escaped = true;
+            return (bytes.len(), false);
+        }
+        at = special + 2;
     }
     (bytes.len(), false)
 }

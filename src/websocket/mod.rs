@@ -154,7 +154,7 @@ async fn handshake(
     record: &mut RequestRecord,
 ) -> Result<Opened, Refused> {
     let (index, route, rest) = proxy::route_of(&snapshot.settings, req.path(), record)?;
-    record.project = proxy::attribution_of(req, snapshot.settings.project_header.as_str());
+    record.project = proxy::attribution_of(req, &snapshot.settings.project_header);
     record.caller = snapshot.credentials.admit(req.headers())?;
     let outbound =
         snapshot

@@ -117,6 +117,7 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let otlp_sink = OtlpSink(otlp.clone());
     let otlp_metrics = OtlpCollector(otlp.clone());
     arbiter.spawn_fn(move || {
+        crate::service::short_time_slice();
         let mut sinks: Vec<Box<dyn Sink>> =
             vec![Box::new(UsageLog), Box::new(health), Box::new(otlp_sink)];
         if let Some(sink) = store_sink {
@@ -146,6 +147,8 @@ pub async fn start(settings: Settings, tuning: Tuning) -> io::Result<Running> {
     let app_state = state.clone();
     let store_access = web::Data::new(admin::StoreAccess(store.clone()));
     let app = move || {
+        // Runs once on each worker's thread as it starts.
+        crate::service::short_time_slice();
         App::new()
             .app_data(app_state.clone())
             .app_data(store_access.clone())

@@ -1745,22 +1745,7 @@ mod tests {
             let path = dir.path().join(name);
             let mut db = Db::open(&Target::Sqlite(path.clone()), true).unwrap();
             db.write_batch_paced(&rows, "w-1", &mut pacing).unwrap();
-            let conn = rusqlite::Connection::open(&path).unwrap();
-            let sql = format!(
-                "SELECT {} FROM requests ORDER BY id",
-                ROW_COLUMNS.join(", ")
-            );
-            let mut stmt = conn.prepare(&sql).unwrap();
-            let table: Vec<Vec<rusqlite::types::Value>> = stmt
-                .query_map([], |r| {
-                    (0..ROW_COLUMNS.len())
-                        .map(|i| r.get(i))
-                        .collect::<Result<_, _>>()
-                })
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-            stored.push(table);
+            stored.push(stored_rows(&path));
             let Db::Sqlite(own) = &db else { unreachable!() };
             let pages: u32 = own
                 .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
@@ -1825,21 +1810,7 @@ mod tests {
         db.write_batch(&rows, "w-1").unwrap();
         let more = varied_rows(SQLITE_INSERT_ROWS + 3);
         db.write_batch(&more, "w-2").unwrap();
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        let sql = format!(
-            "SELECT {} FROM requests ORDER BY id",
-            ROW_COLUMNS.join(", ")
-        );
-        let mut stmt = conn.prepare(&sql).unwrap();
-        let stored: Vec<Vec<rusqlite::types::Value>> = stmt
-            .query_map([], |r| {
-                (0..ROW_COLUMNS.len())
-                    .map(|c| r.get::<_, rusqlite::types::Value>(c))
-                    .collect()
-            })
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let stored = stored_rows(&path);
         let expected: Vec<Vec<rusqlite::types::Value>> = rows
             .iter()
             .chain(&more)
@@ -1861,6 +1832,24 @@ mod tests {
         for (n, (stored, expected)) in stored.iter().zip(&expected).enumerate() {
             assert_eq!(stored, expected, "row {n}");
         }
+    }
+
+    /// Every column of every raw row in the SQLite store at `path`, in the order written.
+    fn stored_rows(path: &Path) -> Vec<Vec<rusqlite::types::Value>> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let sql = format!(
+            "SELECT {} FROM requests ORDER BY id",
+            ROW_COLUMNS.join(", ")
+        );
+        let mut stmt = conn.prepare(&sql).unwrap();
+        stmt.query_map([], |r| {
+            (0..ROW_COLUMNS.len())
+                .map(|c| r.get::<_, rusqlite::types::Value>(c))
+                .collect()
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
     }
 
     #[test]

@@ -540,14 +540,14 @@ fn tap_request_body(
             .as_ref()
             .is_some_and(|reader| !model_found || reader.wants_session());
         if wanted {
+            // A copy of the model only when quotas on it are still to be judged.
+            let to_judge = side.by_model.is_some();
             if let Some(reader) = side.model.as_mut() {
                 reader.feed(&chunk);
-                if !model_found && reader.model().is_some() {
-                    model_found = true;
-                    // A copy only when quotas on the model are still to be judged.
-                    if side.by_model.is_some() {
-                        let model = side.model.as_ref().and_then(RequestModel::model);
-                        if let Some(model) = model.map(str::to_string) {
+                if !model_found {
+                    if let Some(model) = reader.model() {
+                        model_found = true;
+                        if let Some(model) = to_judge.then(|| model.to_string()) {
                             side.judge_model(&model)?;
                         }
                     }

@@ -54,8 +54,9 @@ pub const SHORT_SLICE: std::time::Duration = std::time::Duration::from_micros(10
 /// here) a thread that is picked runs until the next timer tick, 4 ms on a 250 Hz kernel, while
 /// a request waits on the same core; threads on short slices take turns sooner, and one that
 /// wakes with a short slice is let in sooner. sluice's HTTP workers, its aggregator and its
-/// store writers all ask for it: on one shared core this took bench/run.sh's p99 from 5.8 to
-/// 4.8 ms (docs/performance.md). Failing is harmless: the thread keeps the default slice.
+/// store writers all ask for it: on one shared core, alone, it took p99 from 5.7–5.9 to
+/// 4.8–4.9 ms (sluice started directly, three alternating rounds; docs/performance.md). Failing
+/// is harmless: the thread keeps the default slice.
 pub fn short_time_slice() {
     #[cfg(target_os = "linux")]
     // SAFETY: reads and changes only the scheduling of the calling thread; `attr` is a fully

@@ -45,6 +45,8 @@ enum CounterFamily {
     Usd(Family<RequestLabels, Counter<f64, AtomicU64>>),
 }
 
+/// How many models without a price get a `model` label of their own; requests of further ones
+/// are labelled `model="other"`. Models in the price table always have their own.
 pub const MAX_UNPRICED_MODEL_LABELS: usize = 50;
 
 /// Which `model` label a request gets. A Prometheus series, once there, keeps counting, so the
@@ -153,10 +155,16 @@ impl Sink for Exposition {
     /// status class): each run's series are looked up once, not once per record and family.
     fn accept(&mut self, batch: &[Finished]) {
         let mut start = 0;
-        while start < batch.len() {
-            let key = self.series_of(&batch[start]);
+        let mut next = batch.first().map(|first| self.series_of(first));
+        while let Some(key) = next.take() {
+            // The run ends at the first record with other labels, which starts the next run.
             let mut end = start + 1;
-            while end < batch.len() && self.series_of(&batch[end]) == key {
+            while end < batch.len() {
+                let series = self.series_of(&batch[end]);
+                if series != key {
+                    next = Some(series);
+                    break;
+                }
                 end += 1;
             }
             self.observe(key, &batch[start..end]);
@@ -207,7 +215,10 @@ impl Exposition {
         };
         let mut sums = Counters::default();
         for finished in run {
-            sums.merge(&Counters::from_amounts(of(finished)));
+            sums.merge(&Counters::of_record(
+                &finished.record,
+                finished.cost.unwrap_or(0.0),
+            ));
         }
         for (field, (family, sum)) in self.counters.iter().zip(sums.amounts()).enumerate() {
             match (family, sum) {

@@ -27,6 +27,33 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// One outcome of every kind (a refusal with a made-up reason), for tests that go through
+    /// them all. The match has no wildcard: a new kind fails to build here until it is listed.
+    #[cfg(test)]
+    pub(crate) fn every_kind() -> [Outcome; 8] {
+        let listed = |outcome: Outcome| match outcome {
+            Outcome::Completed
+            | Outcome::ClientGone
+            | Outcome::ClientStalled
+            | Outcome::UpstreamCut
+            | Outcome::IdleTimeout
+            | Outcome::Shutdown
+            | Outcome::Refused(_)
+            | Outcome::UpstreamErrorEvent => outcome,
+        };
+        [
+            Outcome::Completed,
+            Outcome::ClientGone,
+            Outcome::ClientStalled,
+            Outcome::UpstreamCut,
+            Outcome::IdleTimeout,
+            Outcome::Shutdown,
+            Outcome::Refused("rate_limited"),
+            Outcome::UpstreamErrorEvent,
+        ]
+        .map(listed)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Completed => "completed",

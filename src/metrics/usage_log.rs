@@ -233,16 +233,7 @@ mod tests {
 
     fn awkward_records() -> Vec<Finished> {
         let hostile = "a\nb\r\u{1b}[2J\0\u{7f}\u{85}\u{2028}\u{202e}d\u{2066}e\t\\\"x=y \"";
-        let outcomes = [
-            Outcome::Completed,
-            Outcome::ClientGone,
-            Outcome::ClientStalled,
-            Outcome::UpstreamCut,
-            Outcome::IdleTimeout,
-            Outcome::Shutdown,
-            Outcome::Refused("rate_limited"),
-            Outcome::UpstreamErrorEvent,
-        ];
+        let outcomes = Outcome::every_kind();
         let costs = [
             None,
             Some(0.0),

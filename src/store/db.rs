@@ -1283,17 +1283,11 @@ impl Db {
         }
     }
 
-    /// [`Db::write_batch_paced`] without pauses.
-    #[cfg(test)]
-    pub fn write_batch(&mut self, rows: &[StoreRow], batch_id: &str) -> Result<(), String> {
-        self.write_batch_paced(rows, batch_id, &mut Pacing::off())
-    }
-
     /// Writes `rows` and what they add to the rollups in one transaction, pausing as `pacing`
     /// says between its pieces. The batch is recorded under `batch_id` in the same transaction:
     /// a commit whose answer was lost (connection cut) can then be told from one that did not
     /// happen.
-    pub fn write_batch_paced(
+    pub fn write_batch(
         &mut self,
         rows: &[StoreRow],
         batch_id: &str,
@@ -1307,7 +1301,7 @@ impl Db {
                 Param::Int(super::unix_ms(std::time::SystemTime::now())),
             ],
         );
-        self.write_with_paced(rows, &rollups, vec![record], pacing)
+        self.write_with(rows, &rollups, vec![record], pacing)
     }
 
     /// Whether the batch `batch_id` was committed.
@@ -1321,17 +1315,9 @@ impl Db {
     }
 
     /// Writes raw rows, rollup additions (which need not come from those rows: an import adds
-    /// rollups alone) and `statements` in one transaction.
+    /// rollups alone) and `statements` in one transaction, pausing as `pacing` says between its
+    /// pieces.
     pub fn write_with(
-        &mut self,
-        rows: &[StoreRow],
-        rollups: &Rollups,
-        statements: Vec<(String, Vec<Param>)>,
-    ) -> Result<(), String> {
-        self.write_with_paced(rows, rollups, statements, &mut Pacing::off())
-    }
-
-    fn write_with_paced(
         &mut self,
         rows: &[StoreRow],
         rollups: &Rollups,
@@ -1744,7 +1730,7 @@ mod tests {
         ] {
             let path = dir.path().join(name);
             let mut db = Db::open(&Target::Sqlite(path.clone()), true).unwrap();
-            db.write_batch_paced(&rows, "w-1", &mut pacing).unwrap();
+            db.write_batch(&rows, "w-1", &mut pacing).unwrap();
             stored.push(stored_rows(&path));
             let Db::Sqlite(own) = &db else { unreachable!() };
             let pages: u32 = own
@@ -1760,7 +1746,9 @@ mod tests {
     fn a_memory_database_is_shared_by_the_connections_of_one_target_only() {
         let target = Target::memory();
         let mut writer = Db::open(&target, true).unwrap();
-        writer.write_batch(&[StoreRow::default()], "w-1").unwrap();
+        writer
+            .write_batch(&[StoreRow::default()], "w-1", &mut Pacing::off())
+            .unwrap();
         let mut reader = Db::open(&target, false).unwrap();
         assert!(reader.batch_committed("w-1").unwrap());
         let mut other = Db::open(&Target::memory(), true).unwrap();
@@ -1807,9 +1795,9 @@ mod tests {
         let mut db = Db::open(&Target::Sqlite(path.clone()), true).unwrap();
         // Two batches: the second starts with statements whose bindings were cleared.
         let rows = varied_rows(2 * SQLITE_INSERT_ROWS + 11);
-        db.write_batch(&rows, "w-1").unwrap();
+        db.write_batch(&rows, "w-1", &mut Pacing::off()).unwrap();
         let more = varied_rows(SQLITE_INSERT_ROWS + 3);
-        db.write_batch(&more, "w-2").unwrap();
+        db.write_batch(&more, "w-2", &mut Pacing::off()).unwrap();
         let stored = stored_rows(&path);
         let expected: Vec<Vec<rusqlite::types::Value>> = rows
             .iter()
@@ -1856,11 +1844,14 @@ mod tests {
     fn a_committed_batch_is_known_by_its_id() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = Db::open(&Target::Sqlite(dir.path().join("s.db")), true).unwrap();
-        db.write_batch(&[StoreRow::default()], "w-1").unwrap();
+        db.write_batch(&[StoreRow::default()], "w-1", &mut Pacing::off())
+            .unwrap();
         assert!(db.batch_committed("w-1").unwrap());
         assert!(!db.batch_committed("w-2").unwrap());
         // The same id twice is refused, so a batch can never be committed twice.
-        assert!(db.write_batch(&[StoreRow::default()], "w-1").is_err());
+        assert!(db
+            .write_batch(&[StoreRow::default()], "w-1", &mut Pacing::off())
+            .is_err());
     }
 
     #[test]

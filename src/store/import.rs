@@ -23,7 +23,7 @@ use std::time::SystemTime;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::db::{Db, Param, Rollups, Target, BUCKET_MS};
+use super::db::{Db, Pacing, Param, Rollups, Target, BUCKET_MS};
 use super::{unix_ms, Counters, StoreError};
 use crate::metrics::counters::Amount;
 use crate::metrics::stats::RateLimitState;
@@ -454,7 +454,7 @@ pub fn import_state_file(
             ],
         )];
         statements.extend(super::rate_limits::statements(&rate_limit_states(book)));
-        db.write_with(&[], &rollups, statements)
+        db.write_with(&[], &rollups, statements, &mut Pacing::off())
             .map_err(StoreError::Database)?;
     }
     let renamed_to = PathBuf::from(format!("{}.imported", path.display()));

@@ -324,16 +324,7 @@ mod tests {
 
     #[test]
     fn error_and_incomplete_outcomes_match_the_request_paths_outcomes() {
-        for outcome in [
-            Outcome::Completed,
-            Outcome::ClientGone,
-            Outcome::ClientStalled,
-            Outcome::UpstreamCut,
-            Outcome::IdleTimeout,
-            Outcome::Shutdown,
-            Outcome::Refused("bad_path"),
-            Outcome::UpstreamErrorEvent,
-        ] {
+        for outcome in Outcome::every_kind() {
             let row = StoreRow {
                 outcome: outcome.as_str().into(),
                 ..StoreRow::default()

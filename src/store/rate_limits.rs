@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::db::{Cell, Col, Db, Param, Rollups};
+use super::db::{Cell, Col, Db, Pacing, Param, Rollups};
 use super::{StoreError, Target};
 use crate::metrics::stats::{Recent, MAX_RECENT_KEYS};
 
@@ -150,7 +150,12 @@ fn run(shared: &Shared, target: &Target, db: &mut Db) {
 /// Upserts `states` (a later `seen_ms` wins, so that two sluices never step back in time) and
 /// keeps the newest [`MAX_RATE_LIMITS`], in one transaction.
 fn write(db: &mut Db, states: &[(String, StoredState)]) -> Result<(), String> {
-    db.write_with(&[], &Rollups::default(), statements(states))
+    db.write_with(
+        &[],
+        &Rollups::default(),
+        statements(states),
+        &mut Pacing::off(),
+    )
 }
 
 /// The statements of [`write`], for a transaction that does more.

@@ -451,7 +451,7 @@ struct Writer {
 /// How much of a batch the writer writes before it pauses for a moment (SQLite; a PostgreSQL
 /// writer waits on its server anyway): on a core shared with an HTTP worker, the longest the
 /// worker waits for it. Measured on one shared core, with the WAL checkpoint limit and the short
-/// slices: p99 5.8 → 3.5–4.1 ms at the same requests/s (docs/performance.md).
+/// slices: p99 5.7–6.3 → 3.7–4.0 ms at the same requests/s (docs/performance.md).
 const WRITE_PACING: Duration = Duration::from_micros(500);
 
 /// How often the writer checks that its SQLite file is still the one at its path.
@@ -650,11 +650,12 @@ impl Writer {
             if retrying && db.batch_committed(&batch_id)? {
                 return Ok(());
             }
-            let mut pacing = match paced {
-                true => Pacing::every(WRITE_PACING),
-                false => Pacing::off(),
+            let mut pacing = if paced {
+                Pacing::every(WRITE_PACING)
+            } else {
+                Pacing::off()
             };
-            db.write_batch_paced(&batch, &batch_id, &mut pacing)
+            db.write_batch(&batch, &batch_id, &mut pacing)
         });
         match result {
             Ok(()) => {

@@ -5,13 +5,18 @@
 # each, the server under test pinned alone to one core), with three more targets beside nginx and
 # sluice: examples/bare_proxy.rs on sluice's stack (actix-web server + awc client), on actix-web
 # with hyper-util's pooled client, and on hyper's (hyper server + hyper-util client), each doing
-# nothing but forward the request and stream the answer back. Besides requests/s and latency it reports each server's CPU time
+# nothing but forward the request and stream the answer back; and the actix-web + awc one once more
+# with the one part of sluice that SPEC asks of every request and no design can leave out, its row
+# in the store (`--store`: sluice's own store writer, schema and batching, into an SQLite file):
+# the floor under any sluice on this stack; and with `--meter` the rest of what SPEC asks of each
+# request too (its model and usage read with sluice's readers, priced, one usage line logged).
+# Besides requests/s and latency it reports each server's CPU time
 # per request (user + system, from /proc), which is what bounds one core's throughput.
 # It prints a markdown report and writes it to bench/results-stack.md.
 #
 # Usage: bench/stack.sh [--quick] [--out FILE] [--keep]
 # Environment: SLUICE_BIN, MOCK_BIN, BARE_BIN (use these binaries instead of building them),
-#   BENCH_TARGETS (subset of "nginx sluice actix-awc actix-hyper hyper"), SUT_CPU, HARNESS_CPU,
+#   BENCH_TARGETS (subset of "nginx sluice actix-awc actix-awc-store actix-awc-meter actix-hyper hyper"), SUT_CPU, HARNESS_CPU,
 #   BEFORE_BIN (another sluice binary, e.g. an earlier commit's, measured as one more target
 #   "sluice-before" in the same rounds: a before/after comparison from one run).
 set -euo pipefail
@@ -21,7 +26,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/sluice-stack.XXXXXX")
 OUT="$ROOT/bench/results-stack.md"
 QUICK=0
 KEEP=0
-TARGETS=${BENCH_TARGETS:-nginx sluice actix-awc actix-hyper hyper}
+TARGETS=${BENCH_TARGETS:-nginx sluice actix-awc actix-awc-store actix-awc-meter actix-hyper hyper}
 [[ -z ${BEFORE_BIN:-} ]] || TARGETS="${TARGETS/sluice/sluice-before sluice}"
 SUT_CPU=${SUT_CPU:-0}
 HARNESS_CPU=${HARNESS_CPU:-1}
@@ -37,7 +42,8 @@ source "$ROOT/bench/lib.sh"
 pid_of() {
     case $1 in
         nginx) echo "$NGINX_PID" ;; sluice) echo "$SLUICE_PID" ;; sluice-before) echo "$BEFORE_PID" ;;
-        actix-awc) echo "$ACTIX_PID" ;; actix-hyper) echo "$MIXED_PID" ;; hyper) echo "$HYPER_PID" ;;
+        actix-awc) echo "$ACTIX_PID" ;; actix-awc-store) echo "$STORED_PID" ;; actix-awc-meter) echo "$METERED_PID" ;;
+        actix-hyper) echo "$MIXED_PID" ;; hyper) echo "$HYPER_PID" ;;
     esac
 }
 
@@ -47,6 +53,8 @@ url_of() {
         sluice) echo "http://127.0.0.1:$SLUICE_PORT/anthropic/v1/messages" ;;
         sluice-before) echo "http://127.0.0.1:$BEFORE_PORT/anthropic/v1/messages" ;;
         actix-awc) echo "http://127.0.0.1:$ACTIX_PORT/v1/messages" ;;
+        actix-awc-store) echo "http://127.0.0.1:$STORED_PORT/v1/messages" ;;
+        actix-awc-meter) echo "http://127.0.0.1:$METERED_PORT/v1/messages" ;;
         actix-hyper) echo "http://127.0.0.1:$MIXED_PORT/v1/messages" ;;
         hyper) echo "http://127.0.0.1:$HYPER_PORT/v1/messages" ;;
     esac
@@ -60,15 +68,17 @@ arrange_cpus() {
     pin "$(pid_of "$1")" "$SUT_CPU"
 }
 
-start_bare() { # STACK: its pid and port in BARE_PID and BARE_PORT
+start_bare() { # STACK [ARGS...]: its pid and port in BARE_PID and BARE_PORT
+    local stack=$1
+    shift
     BARE_PORT=$(free_port)
-    "$BARE_BIN" --stack "$1" --listen "127.0.0.1:$BARE_PORT" --upstream "http://127.0.0.1:$MOCK_PORT" \
-        >"$WORK/bare-$1.log" 2>&1 &
+    "$BARE_BIN" --stack "$stack" --listen "127.0.0.1:$BARE_PORT" --upstream "http://127.0.0.1:$MOCK_PORT" \
+        "$@" >"$WORK/bare-$stack-$BARE_PORT.log" 2>&1 &
     BARE_PID=$!
     PIDS+=("$BARE_PID")
-    wait_up "bare proxy ($1)" "$BARE_PID" "$WORK/bare-$1.log" -X POST -d '{}' \
+    wait_up "bare proxy ($stack $*)" "$BARE_PID" "$WORK/bare-$stack-$BARE_PORT.log" -X POST -d '{}' \
         "http://127.0.0.1:$BARE_PORT/v1/messages"
-    log "bare proxy on $1's stack on 127.0.0.1:$BARE_PORT (pid $BARE_PID)"
+    log "bare proxy on $stack's stack $* on 127.0.0.1:$BARE_PORT (pid $BARE_PID)"
 }
 
 # cpu_seconds PID: user + system CPU time of PID and its children (nginx's worker), in seconds.
@@ -120,6 +130,8 @@ report() {
             sluice) label="sluice (store on, default settings)" ;;
             sluice-before) label="sluice before ($BEFORE_LABEL, same settings)" ;;
             actix-awc) label="bare proxy, actix-web + awc (sluice's stack)" ;;
+            actix-awc-store) label="the same + a store row per request (sluice's writer, SQLite; $(stored_rows store))" ;;
+            actix-awc-meter) label="the same + store row, model and usage read, priced, usage line logged ($(stored_rows meter))" ;;
             actix-hyper) label="bare proxy, actix-web + hyper-util client" ;;
             hyper) label="bare proxy, hyper + hyper-util client" ;;
         esac
@@ -131,6 +143,14 @@ report() {
     echo
     echo "CPU per request is the server's user + system time during the measured rounds over the"
     echo "requests wrk completed (nginx: $(fmt "%.1f" 1 "$nginx_cpu") µs); with one core saturated it is what bounds requests/s."
+}
+
+# stored_rows NAME: how many rows a bare proxy's store holds (warm-ups and rounds together).
+stored_rows() {
+    local rows
+    rows=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM requests").fetchone()[0])' \
+        "$WORK/bare-$1.db" 2>/dev/null || echo "?")
+    echo "$rows rows stored"
 }
 
 main() {
@@ -161,6 +181,14 @@ main() {
         BEFORE_PID=$LAUNCHED_PID
     fi
     if has_target actix-awc; then start_bare actix; ACTIX_PID=$BARE_PID ACTIX_PORT=$BARE_PORT; fi
+    if has_target actix-awc-store; then
+        start_bare actix --store "$WORK/bare-store.db"
+        STORED_PID=$BARE_PID STORED_PORT=$BARE_PORT
+    fi
+    if has_target actix-awc-meter; then
+        start_bare actix --store "$WORK/bare-meter.db" --meter
+        METERED_PID=$BARE_PID METERED_PORT=$BARE_PORT
+    fi
     if has_target actix-hyper; then start_bare actix-hyper; MIXED_PID=$BARE_PID MIXED_PORT=$BARE_PORT; fi
     if has_target hyper; then start_bare hyper; HYPER_PID=$BARE_PID HYPER_PORT=$BARE_PORT; fi
     write_wrk_script

@@ -2,16 +2,15 @@
 # bench/stack.sh — how much of sluice's gap to nginx is the HTTP stack's own.
 #
 # The throughput run of bench/run.sh (wrk POSTs /v1/messages, small JSON answer, one worker
-# each, the server under test pinned alone to one core), with three more targets beside nginx and
-# sluice: examples/bare_proxy.rs on sluice's stack (actix-web server + awc client), on actix-web
-# with hyper-util's pooled client, and on hyper's (hyper server + hyper-util client), each doing
-# nothing but forward the request and stream the answer back; and the actix-web + awc one once more
-# with the one part of sluice that SPEC asks of every request and no design can leave out, its row
-# in the store (`--store`: sluice's own store writer, schema and batching, into an SQLite file):
-# the floor under any sluice on this stack; and with `--meter` the rest of what SPEC asks of each
-# request too (its model and usage read with sluice's readers, priced, one usage line logged).
-# Besides requests/s and latency it reports each server's CPU time
-# per request (user + system, from /proc), which is what bounds one core's throughput.
+# each, the server under test pinned alone to one core), with five more targets beside nginx and
+# sluice. Three are examples/bare_proxy.rs on sluice's stack (actix-web server + awc client), on
+# actix-web with hyper-util's pooled client, and on hyper's (hyper server + hyper-util client),
+# each doing nothing but forward the request and stream the answer back. Two are the actix-web +
+# awc one again with what SPEC asks of every request: `--store`, its row in the store (sluice's
+# own store writer, schema and batching, into an SQLite file), and `--store --meter`, also its
+# model and usage read with sluice's readers, priced, one usage line logged: the floor under a
+# sluice on this stack. Besides requests/s and latency it reports each server's CPU time per
+# request (user + system, from /proc), which is what bounds one core's throughput.
 # It prints a markdown report and writes it to bench/results-stack.md.
 #
 # Usage: bench/stack.sh [--quick] [--out FILE] [--keep]
@@ -130,8 +129,8 @@ report() {
             sluice) label="sluice (store on, default settings)" ;;
             sluice-before) label="sluice before ($BEFORE_LABEL, same settings)" ;;
             actix-awc) label="bare proxy, actix-web + awc (sluice's stack)" ;;
-            actix-awc-store) label="the same + a store row per request (sluice's writer, SQLite; $(stored_rows store))" ;;
-            actix-awc-meter) label="the same + store row, model and usage read, priced, usage line logged ($(stored_rows meter))" ;;
+            actix-awc-store) label="bare proxy, actix-web + awc + a store row per request (sluice's writer, SQLite; $(stored_rows store))" ;;
+            actix-awc-meter) label="bare proxy, actix-web + awc + store row, model and usage read, priced, usage line logged ($(stored_rows meter))" ;;
             actix-hyper) label="bare proxy, actix-web + hyper-util client" ;;
             hyper) label="bare proxy, hyper + hyper-util client" ;;
         esac
@@ -145,12 +144,13 @@ report() {
     echo "requests wrk completed (nginx: $(fmt "%.1f" 1 "$nginx_cpu") µs); with one core saturated it is what bounds requests/s."
 }
 
-# stored_rows NAME: how many rows a bare proxy's store holds (warm-ups and rounds together).
+# stored_rows NAME: how many rows a bare proxy's store holds at report time (warm-ups and rounds
+# together; rows its writer has not committed yet are not counted).
 stored_rows() {
     local rows
     rows=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM requests").fetchone()[0])' \
         "$WORK/bare-$1.db" 2>/dev/null || echo "?")
-    echo "$rows rows stored"
+    echo "$rows rows stored at report time"
 }
 
 main() {

@@ -22,6 +22,11 @@
 //! (written as sluice's aggregator writes them: a worker's lines every 5 ms in one write). Still
 //! no routing, credentials, quotas, `/stats` or `/metrics`.
 //!
+//! Both are made for the bench's request and nothing else: every answer is read as JSON and its
+//! row says status 200, outcome `completed`. With `--store` a row is kept once the upstream's
+//! headers arrived; with `--meter`, once the answer's body ended. A request the upstream never
+//! answered (502) or whose answer broke off gets no row (sluice writes one for those too).
+//!
 //! Run: `cargo run --release --example bare_proxy -- --stack actix --listen 127.0.0.1:9100
 //! --upstream http://127.0.0.1:9001 [--store /tmp/bare.db]`
 

@@ -9,23 +9,24 @@
 //! here, is read whole first: actix's body stream cannot move to hyper's client tasks).
 //!
 //! `--store PATH` (actix only) adds the one thing SPEC asks of every request that no design can
-//! leave out: its row in the store, kept by sluice's own store writer (same schema, batching,
-//! pacing and thread priority) in an SQLite file at PATH. Each answered request hands the writer
-//! a row like the one sluice writes for the bench's request, collected per worker and handed over
-//! every 5 ms (as sluice's aggregator drains); the worker asks for sluice's short time slice.
-//! Nothing else of sluice: no routing, credentials, readers, aggregator or log line. It measures
-//! the floor under any proxy on this stack that keeps SPEC's store.
+//! leave out: its row in the store, made and kept by sluice's own pieces (the aggregator's
+//! `StoreSink` turns records into rows, sluice's store writer keeps them in an SQLite file at
+//! PATH, with the same schema, batching, pacing and thread priority). Each answered request makes
+//! a record like the one sluice makes for the bench's request; a worker's records are handed
+//! over every 5 ms (as sluice's aggregator drains), and the worker asks for sluice's short time
+//! slice. Nothing else of sluice: no routing, credentials, readers, aggregator or log line. It
+//! measures the floor under any proxy on this stack that keeps SPEC's store.
 //!
 //! `--meter` (with `--store`) adds the rest of what SPEC asks of every request: the request's
 //! model and the answer's usage read with sluice's own readers as the bytes pass, the cost from
-//! sluice's built-in price table, and one usage line per request on stderr with sluice's fields
-//! (written as sluice's aggregator writes them: a worker's lines every 5 ms in one write). Still
-//! no routing, credentials, quotas, `/stats` or `/metrics`.
+//! sluice's built-in price table, and sluice's usage line (its `UsageLog` sink, written as the
+//! aggregator writes it: a hand-over's lines in one write). Still no routing, credentials,
+//! quotas, `/stats` or `/metrics`.
 //!
 //! Both are made for the bench's request and nothing else: every answer is read as JSON and its
-//! row says status 200, outcome `completed`. With `--store` a row is kept once the upstream's
-//! headers arrived; with `--meter`, once the answer's body ended. A request the upstream never
-//! answered (502) or whose answer broke off gets no row (sluice writes one for those too).
+//! record says status 200, outcome `completed`. With `--store` a record is made once the
+//! upstream's headers arrived; with `--meter`, once the answer's body ended. A request the
+//! upstream never answered (502) or whose answer broke off gets none (sluice records those too).
 //!
 //! Run: `cargo run --release --example bare_proxy -- --stack actix --listen 127.0.0.1:9100
 //! --upstream http://127.0.0.1:9001 [--store /tmp/bare.db]`
@@ -118,7 +119,7 @@ async fn actix_forward(
     }
     .map_err(actix_web::error::ErrorBadGateway)?;
     if let (Some(rows), None) = (rows, &metering) {
-        rows.add(rows.template().clone());
+        rows.add_unread();
     }
     let mut response = HttpResponse::build(answer.status());
     for (name, value) in answer.headers() {
@@ -240,12 +241,10 @@ async fn hyper(listen: SocketAddr, upstream: String) -> std::io::Result<()> {
     }
 }
 
-/// `--store`: one row per request through sluice's store writer; `--meter`: what SPEC asks of
-/// each request besides (its model and usage read, priced, logged).
+/// `--store`: one row per request through sluice's store sink and writer; `--meter`: what SPEC
+/// asks of each request besides (its model and usage read, priced, logged).
 mod rows {
     use std::cell::RefCell;
-    use std::fmt::Write as _;
-    use std::io::Write as _;
     use std::path::PathBuf;
     use std::pin::Pin;
     use std::rc::Rc;
@@ -256,61 +255,43 @@ mod rows {
     use actix_web::HttpRequest;
     use bytes::Bytes;
     use futures_util::Stream;
+    use sluice::credentials::CredentialSource;
+    use sluice::metrics::usage_log::UsageLog;
+    use sluice::metrics::{Finished, RequestRecord, Sink};
     use sluice::pricing::PriceTable;
     use sluice::protocol::{RequestModel, UsageParser};
-    use sluice::store::{self, StoreHandle, StoreOptions, StoreRow, Target, Text};
-    use sluice::usage::AnswerFormat;
+    use sluice::store::{self, StoreHandle, StoreOptions, StoreSink, Target};
+    use sluice::usage::{AnswerFormat, Usage};
 
-    /// How often a worker hands its rows to the writer (sluice's aggregator drains as often).
+    /// How often a worker hands its records over (sluice's aggregator drains as often).
     const HAND_OVER_EVERY: Duration = Duration::from_millis(5);
+    /// The instance name in every row (sluice's is `<host>/<listen>/<pid>`).
+    const INSTANCE: &str = "vm/127.0.0.1:9100/14610";
 
     #[derive(Clone)]
     pub struct Rows {
         store: StoreHandle,
-        /// The row every request gets, as sluice writes it for the bench's request (texts
-        /// shared, as sluice shares a run's texts).
-        template: StoreRow,
         /// `--meter`: sluice's built-in prices.
         prices: Option<Arc<PriceTable>>,
     }
 
-    /// One worker's rows and log lines since its last hand-over.
-    pub struct WorkerRows {
-        template: StoreRow,
-        prices: Option<Arc<PriceTable>>,
-        waiting: Rc<RefCell<Waiting>>,
-    }
+    /// One worker's side: what every request's record starts from, and the records since the
+    /// last hand-over.
+    pub struct WorkerRows(Rc<Worker>);
 
-    #[derive(Default)]
-    struct Waiting {
-        rows: Vec<StoreRow>,
-        lines: String,
+    struct Worker {
+        /// The record every request gets, as sluice makes it for the bench's request.
+        template: RequestRecord,
+        prices: Option<Arc<PriceTable>>,
+        waiting: RefCell<Vec<Finished>>,
     }
 
     impl Rows {
         pub fn open(path: PathBuf, meter: bool) -> std::io::Result<Self> {
             let store = store::open(StoreOptions::new(Target::Sqlite(path)))
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let text = |s: &str| Text::from(s);
-            let template = StoreRow {
-                instance: text("vm/127.0.0.1:9100/14610"),
-                route: text("/anthropic"),
-                method: text("POST"),
-                status: 200,
-                outcome: text("completed"),
-                model: text("claude-sonnet-4-5-20250929"),
-                source: text("client_api_key"),
-                credential: text("client_api_key:5954b0e12628"),
-                provider: text("anthropic"),
-                input_tokens: 12,
-                output_tokens: 11,
-                cost_usd: 0.000_201,
-                ttfb_ms: Some(1),
-                total_ms: 1,
-                overhead_ms: Some(0),
-                ..StoreRow::default()
-            };
             let prices = if meter {
+                sluice::logging::init(sluice::logging::LogFormat::Text);
                 // The built-in prices: sluice's defaults, as `sluice` with no settings file has.
                 let env = sluice::settings::EnvSource::Fixed(Default::default());
                 let toml =
@@ -321,62 +302,78 @@ mod rows {
             } else {
                 None
             };
-            Ok(Self {
-                store,
-                template,
-                prices,
-            })
+            Ok(Self { store, prices })
         }
 
-        /// This worker's own collector, handed over on a timer of the worker's runtime.
+        /// This worker's own collector, handed over on a timer of the worker's runtime to a
+        /// store sink (and with `--meter` the usage log) of its own, as the aggregator does.
         pub fn for_this_worker(&self) -> WorkerRows {
             sluice::service::short_time_slice();
-            let waiting = Rc::new(RefCell::new(Waiting::default()));
-            let worker = WorkerRows {
-                template: self.template.clone(),
+            let worker = Rc::new(Worker {
+                template: RequestRecord {
+                    route: "/anthropic".into(),
+                    method: "POST".into(),
+                    path: "/v1/messages".into(),
+                    status: 200,
+                    model: Some("claude-sonnet-4-5-20250929".into()),
+                    source: Some(CredentialSource::ClientApiKey),
+                    credential: Some("client_api_key:5954b0e12628".into()),
+                    provider: Some("anthropic"),
+                    usage: Usage {
+                        input_tokens: 12,
+                        output_tokens: 11,
+                        ..Usage::default()
+                    },
+                    ttfb: Some(Duration::from_millis(1)),
+                    total: Duration::from_millis(1),
+                    overhead: Some(Duration::ZERO),
+                    ..RequestRecord::default()
+                },
                 prices: self.prices.clone(),
-                waiting: Rc::clone(&waiting),
-            };
-            let store = self.store.clone();
+                waiting: RefCell::new(Vec::new()),
+            });
+            let mut sink = StoreSink::new(self.store.clone(), INSTANCE.into());
+            let log = worker.prices.is_some();
+            let collected = Rc::clone(&worker);
             actix_rt::spawn(async move {
                 let mut every = actix_rt::time::interval(HAND_OVER_EVERY);
+                let mut batch = Vec::new();
                 loop {
                     every.tick().await;
-                    let mut waiting = waiting.borrow_mut();
-                    store.submit(std::mem::take(&mut waiting.rows));
-                    if !waiting.lines.is_empty() {
-                        let _ = std::io::stderr().lock().write_all(waiting.lines.as_bytes());
-                        waiting.lines.clear();
-                    }
+                    std::mem::swap(&mut batch, &mut *collected.waiting.borrow_mut());
+                    sluice::logging::batched(|| {
+                        if log {
+                            UsageLog.accept(&batch);
+                        }
+                        sink.accept(&batch);
+                    });
+                    batch.clear();
                 }
             });
-            worker
+            WorkerRows(worker)
         }
     }
 
     impl WorkerRows {
-        pub fn template(&self) -> &StoreRow {
-            &self.template
-        }
-
-        pub fn add(&self, mut row: StoreRow) {
-            row.finished_ms = store::unix_ms(SystemTime::now());
-            self.waiting.borrow_mut().rows.push(row);
+        /// `--store` alone: the bench's record as it is, its usage not read.
+        pub fn add_unread(&self) {
+            let mut record = self.0.template.clone();
+            record.finished_at = SystemTime::now();
+            self.0.waiting.borrow_mut().push(Finished {
+                record,
+                cost: Some(0.000_201),
+            });
         }
 
         /// `--meter`: this request's readers (`None` without `--meter`).
         pub fn metering(&self, request: &HttpRequest) -> Option<Metering> {
-            let prices = self.prices.clone()?;
+            self.0.prices.as_ref()?;
             Some(Metering(Rc::new(RefCell::new(Metered {
                 started: Instant::now(),
                 first_byte: None,
-                method: request.method().to_string(),
-                path: request.path().to_string(),
                 model: RequestModel::new(request.headers(), None),
                 usage: UsageParser::new(AnswerFormat::Json),
-                template: self.template.clone(),
-                prices,
-                waiting: Rc::clone(&self.waiting),
+                worker: Rc::clone(&self.0),
             }))))
         }
     }
@@ -388,13 +385,9 @@ mod rows {
     struct Metered {
         started: Instant,
         first_byte: Option<Instant>,
-        method: String,
-        path: String,
         model: Option<RequestModel>,
         usage: UsageParser,
-        template: StoreRow,
-        prices: Arc<PriceTable>,
-        waiting: Rc<RefCell<Waiting>>,
+        worker: Rc<Worker>,
     }
 
     impl Metering {
@@ -462,53 +455,26 @@ mod rows {
     }
 
     impl Metered {
-        /// The answer ended: its row and its usage line.
+        /// The answer ended: its record, priced, for the worker's next hand-over.
         fn finish(&mut self) {
             let answer = self.usage.finish();
-            let model = answer
-                .model
-                .as_deref()
-                .or_else(|| self.model.as_ref()?.model());
-            let cost = self.prices.cost_usd(model, &answer.usage).unwrap_or(0.0);
-            let total = self.started.elapsed();
-            let ttfb = self.first_byte.map(|at| at - self.started);
-            let usage = &answer.usage;
-            let mut row = self.template.clone();
-            row.finished_ms = store::unix_ms(SystemTime::now());
-            if row.model.as_str() != model.unwrap_or_default() {
-                row.model = Text::from(model.unwrap_or_default());
-            }
-            row.input_tokens = usage.input_tokens;
-            row.output_tokens = usage.output_tokens;
-            row.cache_read_tokens = usage.cache_read_input_tokens;
-            row.cost_usd = cost;
-            row.total_ms = total.as_millis() as u64;
-            row.ttfb_ms = ttfb.map(|t| t.as_millis() as u64);
-            let mut waiting = self.waiting.borrow_mut();
-            let line = &mut waiting.lines;
-            let _ = writeln!(
-                line,
-                "{}  INFO sluice::usage: request finished route=/anthropic provider=anthropic \
-                 client= method={} path={} status=200 model={} source={} credential={} \
-                 caller= session= input_tokens={} output_tokens={} \
-                 cache_creation_input_tokens={} cache_read_input_tokens={} \
-                 web_search_requests=0 reasoning_output_tokens=0 usage_missing=false \
-                 cost_usd={cost} ttfb_ms={:.3} total_ms={:.3} overhead_ms=0 \
-                 outcome=completed estimated=false",
-                jiff::Timestamp::now(),
-                self.method,
-                self.path,
-                row.model.as_str(),
-                row.source.as_str(),
-                row.credential.as_str(),
-                usage.input_tokens,
-                usage.output_tokens,
-                usage.cache_creation_input_tokens,
-                usage.cache_read_input_tokens,
-                ttfb.unwrap_or_default().as_secs_f64() * 1e3,
-                total.as_secs_f64() * 1e3,
-            );
-            waiting.rows.push(row);
+            let request_model = self.model.as_ref().and_then(RequestModel::model);
+            let model = answer.model.clone().or(request_model.map(str::to_string));
+            let prices = self.worker.prices.as_ref().expect("metering has prices");
+            let cost = prices.cost_usd(model.as_deref(), &answer.usage);
+            let record = RequestRecord {
+                finished_at: SystemTime::now(),
+                model,
+                request_model: request_model.map(str::to_string),
+                usage: answer.usage,
+                ttfb: self.first_byte.map(|at| at - self.started),
+                total: self.started.elapsed(),
+                ..self.worker.template.clone()
+            };
+            self.worker
+                .waiting
+                .borrow_mut()
+                .push(Finished { record, cost });
         }
     }
 }

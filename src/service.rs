@@ -50,10 +50,11 @@ pub const SHORT_SLICE: std::time::Duration = std::time::Duration::from_micros(10
 
 /// Asks the kernel for a [`SHORT_SLICE`] for the calling thread, keeping its policy and nice
 /// value (`sched_setattr`'s `sched_runtime`, which Linux's EEVDF scheduler takes as the
-/// thread's slice since 6.12; older kernels ignore it). With the default slice (about 1.4 ms
-/// here) a thread that is picked runs until the next timer tick, 4 ms on a 250 Hz kernel, while
-/// a request waits on the same core; threads on short slices take turns sooner, and one that
-/// wakes with a short slice is let in sooner. sluice's HTTP workers, its aggregator and its
+/// thread's slice since 6.12; older kernels ignore it). The kernel weighs a slice when a thread
+/// wakes and at its timer tick (4 ms on a 250 Hz kernel): with short slices a thread that wakes,
+/// e.g. a worker with a request to read, is let in sooner; one that is already waiting for the
+/// core still waits for the running thread to sleep or for the tick (docs/performance.md, the
+/// floor proxy's tail). sluice's HTTP workers, its aggregator and its
 /// store writers all ask for it: on one shared core, alone, it took p99 from 5.7–5.9 to
 /// 4.8–4.9 ms (sluice started directly, three alternating rounds; docs/performance.md). Failing
 /// is harmless: the thread keeps the default slice.
